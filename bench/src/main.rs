@@ -1,0 +1,76 @@
+//! kith's benchmarks: `kith-bench SCENARIO|all [--json]`.
+//!
+//! Each scenario measures kith and, in the same run, the closest peer or
+//! ceiling on the same work, and prints the ratio (above 1: kith did
+//! better). Run in release mode: `cargo run --release -p kith-bench -- all`.
+
+mod caps;
+mod report;
+mod store;
+
+use anyhow::{Result, bail};
+use clap::Parser;
+
+use report::Figure;
+
+/// A scenario: its name and the function that runs it.
+type Scenario = (&'static str, fn(&Options) -> Result<Vec<Figure>>);
+
+const SCENARIOS: &[Scenario] = &[("store", store::run), ("caps", caps::run)];
+
+/// Command-line options.
+#[derive(Parser, Debug)]
+#[command(about = "Run kith's benchmark scenarios")]
+pub(crate) struct Options {
+    /// Scenario to run (`store`, `caps`) or `all`.
+    scenario: String,
+    /// Print one JSON object per line per figure instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Scale the amount of work (1.0 = the documented scenario; smaller for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+}
+
+impl Options {
+    /// `n` scaled by `--scale`, at least 1.
+    pub(crate) fn scaled(&self, n: usize) -> usize {
+        ((n as f64 * self.scale) as usize).max(1)
+    }
+}
+
+fn main() -> Result<()> {
+    let opts = Options::parse();
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: kith-bench was built without optimisations; run it with `cargo run --release -p kith-bench`"
+        );
+    }
+    let selected: Vec<&Scenario> = SCENARIOS
+        .iter()
+        .filter(|(name, _)| opts.scenario == "all" || *name == opts.scenario)
+        .collect();
+    if selected.is_empty() {
+        let names: Vec<&str> = SCENARIOS.iter().map(|(n, _)| *n).collect();
+        bail!(
+            "unknown scenario {:?}; choose one of {} or all",
+            opts.scenario,
+            names.join(", ")
+        );
+    }
+    let mut all = Vec::new();
+    for (name, run) in selected {
+        eprintln!("running scenario {name} …");
+        let figures = run(&opts)?;
+        if opts.json {
+            for f in &figures {
+                println!("{}", f.to_json());
+            }
+        }
+        all.extend(figures);
+    }
+    if !opts.json {
+        print!("{}", report::table(&all));
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Placeholder until the store exists.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Runnable kith programs, one per journey, under `src/bin/`.
