@@ -4,26 +4,26 @@ use std::fmt::Write as _;
 
 /// One measured number.
 #[derive(Debug, Clone)]
-pub struct Figure {
+pub(crate) struct Figure {
     /// Scenario that produced it (`store`, `caps`, …).
-    pub scenario: &'static str,
+    pub(crate) scenario: &'static str,
     /// What was measured, e.g. `doc_writes`.
-    pub name: String,
+    pub(crate) name: String,
     /// The value.
-    pub value: f64,
+    pub(crate) value: f64,
     /// Its unit, e.g. `docs/s`, `MB/s`, `ns`.
-    pub unit: &'static str,
+    pub(crate) unit: &'static str,
     /// The peer or ceiling that ran the same work in the same run, with its value.
-    pub peer: Option<Peer>,
+    pub(crate) peer: Option<Peer>,
 }
 
 /// A peer or ceiling measured on the same work in the same run.
 #[derive(Debug, Clone)]
-pub struct Peer {
+pub(crate) struct Peer {
     /// Its name, e.g. `automerge+fjall ceiling`.
-    pub name: String,
+    pub(crate) name: String,
     /// Its value in the figure's unit.
-    pub value: f64,
+    pub(crate) value: f64,
 }
 
 /// Whether more of a unit is better (rates) or less (times).
@@ -33,7 +33,7 @@ fn higher_is_better(unit: &str) -> bool {
 
 impl Figure {
     /// A figure with no peer.
-    pub fn new(
+    pub(crate) fn new(
         scenario: &'static str,
         name: impl Into<String>,
         value: f64,
@@ -49,7 +49,7 @@ impl Figure {
     }
 
     /// The same figure compared with a peer's value on the same work.
-    pub fn with_peer(mut self, name: impl Into<String>, value: f64) -> Self {
+    pub(crate) fn with_peer(mut self, name: impl Into<String>, value: f64) -> Self {
         self.peer = Some(Peer {
             name: name.into(),
             value,
@@ -58,7 +58,7 @@ impl Figure {
     }
 
     /// Above 1 means kith did better: kith ÷ peer for rates, peer ÷ kith for times.
-    pub fn ratio(&self) -> Option<f64> {
+    pub(crate) fn ratio(&self) -> Option<f64> {
         let peer = self.peer.as_ref()?;
         let r = if higher_is_better(self.unit) {
             self.value / peer.value
@@ -70,7 +70,7 @@ impl Figure {
 
     /// One JSON object: `{"scenario","name","value","unit"}` plus `"peer"`,
     /// `"peer_value"` and `"ratio"` when a peer ran.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         let mut obj = serde_json::json!({
             "scenario": self.scenario,
             "name": self.name,
@@ -103,7 +103,7 @@ fn human(v: f64) -> String {
 }
 
 /// The figures as an aligned text table.
-pub fn table(figures: &[Figure]) -> String {
+pub(crate) fn table(figures: &[Figure]) -> String {
     let rows: Vec<[String; 6]> = figures
         .iter()
         .map(|f| {
