@@ -150,6 +150,12 @@ impl Path {
         self.encoded.is_empty()
     }
 
+    /// Whether the path has no components, i.e. is the root (the same as
+    /// [`Path::is_root`]; named for the `len`/`is_empty` convention).
+    pub fn is_empty(&self) -> bool {
+        self.is_root()
+    }
+
     /// Whether this path is `other` or one of its ancestors, component-wise.
     pub fn is_prefix_of(&self, other: &Path) -> bool {
         other.encoded.starts_with(&self.encoded)
@@ -268,6 +274,8 @@ mod tests {
         assert_eq!(p("/a").parent(), Some(Path::root()));
         assert_eq!(Path::root().parent(), None);
         assert_eq!(p("/a/b").last(), Some("b"));
+        assert!(Path::root().is_empty());
+        assert!(!p("/a").is_empty());
         let anc: Vec<_> = p("/a/b").ancestors_encoded().map(<[u8]>::to_vec).collect();
         assert_eq!(anc, vec![b"".to_vec(), b"a\0".to_vec(), b"a\0b\0".to_vec()]);
     }
