@@ -1,0 +1,219 @@
+//! Blob content as content-addressed files: `blobs/<2 hex>/<62 hex>`.
+//!
+//! Content is streamed into `blobs/tmp/` while it is hashed, then renamed into
+//! place (after an fsync in [`Durability::Sync`](crate::Durability::Sync)
+//! mode), so a file at a hash's place always holds exactly that content.
+//! The store removes a file once no entry references its hash; files left
+//! behind by a crash between the rename and the metadata commit are removed
+//! when the store opens.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path as FsPath, PathBuf};
+
+use crate::error::Limit;
+use crate::{BlobHash, Error, Result};
+
+/// Read/write buffer size when streaming blob content.
+const STREAM_BUFFER: usize = 256 * 1024;
+
+pub(crate) struct BlobFiles {
+    dir: PathBuf,
+    tmp: PathBuf,
+    sync: bool,
+}
+
+/// Content written to a temporary file and hashed, not yet in place.
+/// Removed on drop unless committed.
+pub(crate) struct TempBlob {
+    path: PathBuf,
+    pub(crate) hash: BlobHash,
+    pub(crate) size: u64,
+    committed: bool,
+}
+
+impl Drop for TempBlob {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl BlobFiles {
+    pub(crate) fn open(dir: PathBuf, sync: bool) -> Result<Self> {
+        let tmp = dir.join("tmp");
+        // Whatever is in tmp/ was never committed.
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp)?;
+        }
+        fs::create_dir_all(&tmp)?;
+        Ok(Self { dir, tmp, sync })
+    }
+
+    fn path_of(&self, hash: &BlobHash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.dir.join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// Streams `reader` into a temporary file, hashing as it goes; refuses
+    /// content longer than `max` bytes without reading past it.
+    pub(crate) fn write_temp(&self, mut reader: impl Read, max: u64) -> Result<TempBlob> {
+        let name = format!("{}-{:016x}", std::process::id(), rand_suffix());
+        let path = self.tmp.join(name);
+        let file = File::create(&path)?;
+        let mut temp = TempBlob {
+            path,
+            hash: BlobHash::from_bytes([0; 32]),
+            size: 0,
+            committed: false,
+        };
+        let mut out = BufWriter::with_capacity(STREAM_BUFFER, file);
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; STREAM_BUFFER];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            temp.size += n as u64;
+            if temp.size > max {
+                return Err(Error::TooLarge {
+                    limit: Limit::BlobSize,
+                    size: temp.size,
+                    max,
+                });
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])?;
+        }
+        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+        if self.sync {
+            file.sync_all()?;
+        }
+        temp.hash = hasher.finalize().into();
+        Ok(temp)
+    }
+
+    /// Moves the content into place (or drops it if the same content is
+    /// already there). Call with the store's blob lock held.
+    pub(crate) fn commit(&self, mut temp: TempBlob) -> Result<()> {
+        let dest = self.path_of(&temp.hash);
+        if dest.exists() {
+            return Ok(()); // de-duplicated; the temp file is removed on drop
+        }
+        let parent = dest.parent().unwrap_or(&self.dir);
+        fs::create_dir_all(parent)?;
+        fs::rename(&temp.path, &dest)?;
+        temp.committed = true;
+        if self.sync {
+            sync_dir(parent)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn exists(&self, hash: &BlobHash) -> bool {
+        self.path_of(hash).is_file()
+    }
+
+    /// Removes a blob's file. Call with the store's blob lock held.
+    pub(crate) fn remove(&self, hash: &BlobHash) -> Result<bool> {
+        match fs::remove_file(self.path_of(hash)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens `start..end` of a blob (`end` `None`: to the end).
+    pub(crate) fn reader(
+        &self,
+        hash: &BlobHash,
+        start: u64,
+        end: Option<u64>,
+    ) -> Result<BlobReader> {
+        let mut file = match File::open(self.path_of(hash)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::BlobMissing(*hash)),
+            Err(e) => return Err(e.into()),
+        };
+        let size = file.metadata()?.len();
+        let end = end.unwrap_or(size);
+        if start > end || end > size {
+            return Err(Error::BadRange { start, end, size });
+        }
+        file.seek(SeekFrom::Start(start))?;
+        Ok(BlobReader {
+            inner: file.take(end - start),
+            len: end - start,
+        })
+    }
+
+    /// Every blob hash with a file, for garbage collection on open.
+    pub(crate) fn all(&self) -> Result<Vec<BlobHash>> {
+        let mut out = Vec::new();
+        for shard in fs::read_dir(&self.dir)? {
+            let shard = shard?;
+            let name = shard.file_name();
+            let Some(prefix) = name.to_str().filter(|n| n.len() == 2) else {
+                continue;
+            };
+            for file in fs::read_dir(shard.path())? {
+                let file = file?;
+                let rest = file.file_name();
+                let Some(rest) = rest.to_str() else { continue };
+                match format!("{prefix}{rest}").parse::<BlobHash>() {
+                    Ok(h) => out.push(h),
+                    Err(_) => {
+                        tracing::warn!(file = ?file.path(), "unexpected file among blobs, left alone")
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn sync_dir(dir: &FsPath) -> Result<()> {
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// A unique-enough suffix for temporary names (time and a counter).
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    kith_types::Timestamp::wall_clock()
+        .as_micros()
+        .rotate_left(20)
+        ^ n
+}
+
+/// A stream over (a range of) a blob's content. Reading never loads more than
+/// the caller's buffer into memory.
+#[derive(Debug)]
+pub struct BlobReader {
+    inner: io::Take<File>,
+    len: u64,
+}
+
+impl BlobReader {
+    /// Number of bytes this reader yields in total.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the range is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}

@@ -1,0 +1,103 @@
+//! How a store is opened: durability and limits.
+
+use kith_types::DeviceId;
+
+/// How far a write has gone when the call that made it returns `Ok`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Every write is handed to the operating system before the call returns
+    /// (fjall's journal flushed to OS buffers; blob files written and renamed
+    /// without fsync). Survives a crash or `kill -9` of the process; the last
+    /// writes may be lost if the *machine* loses power or the OS crashes.
+    /// The default: fast, and what a process crash needs.
+    #[default]
+    Buffered,
+    /// Every write is fsynced before the call returns (journal `fsync`, blob
+    /// file and its folder `fsync`). Survives power loss, at the cost of one
+    /// or more disk flushes per write.
+    Sync,
+}
+
+/// Bounds on what the store accepts. Exceeding one is
+/// [`Error::TooLarge`](crate::Error::TooLarge), never a panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest stored size of one document (all its saved chunks), bytes.
+    pub max_document_size: u64,
+    /// Largest change (bytes given to one apply or produced by one edit).
+    pub max_change_size: u64,
+    /// Largest total of queued changes with missing dependencies per document.
+    pub max_pending_size: u64,
+    /// Largest blob, bytes.
+    pub max_blob_size: u64,
+    /// Largest opaque record (capability, receipt, outbox message …), bytes.
+    pub max_record_size: u64,
+}
+
+/// The largest value fjall stores in one key (values are below 2^32 bytes);
+/// document and record limits are clamped under it.
+pub(crate) const MAX_VALUE_SIZE: u64 = (1 << 31) - 1;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_document_size: 64 << 20,
+            max_change_size: 16 << 20,
+            max_pending_size: 16 << 20,
+            max_blob_size: 64 << 30,
+            max_record_size: 1 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits clamped to what the storage engine can hold.
+    pub(crate) fn clamped(self) -> Self {
+        Self {
+            max_document_size: self.max_document_size.min(MAX_VALUE_SIZE),
+            max_change_size: self.max_change_size.min(MAX_VALUE_SIZE),
+            max_pending_size: self.max_pending_size.min(MAX_VALUE_SIZE),
+            max_blob_size: self.max_blob_size,
+            max_record_size: self.max_record_size.min(MAX_VALUE_SIZE),
+        }
+    }
+}
+
+/// Options for [`Store::open`](crate::Store::open).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The device this store belongs to: the writer recorded for local edits
+    /// and the Automerge actor of its changes.
+    pub device: DeviceId,
+    /// See [`Durability`].
+    pub durability: Durability,
+    /// See [`Limits`].
+    pub limits: Limits,
+    /// fjall block cache size, bytes.
+    pub cache_size: u64,
+}
+
+impl Options {
+    /// Defaults for a device: buffered durability, default limits, 64 MiB cache.
+    pub fn new(device: DeviceId) -> Self {
+        Self {
+            device,
+            durability: Durability::default(),
+            limits: Limits::default(),
+            cache_size: 64 << 20,
+        }
+    }
+
+    /// Sets the durability mode.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Sets the limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+}

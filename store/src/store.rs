@@ -1,0 +1,1599 @@
+//! The store: namespaces of documents and blobs on fjall.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use automerge::{ActorId, AutoCommit, ChangeHash};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode, Readable};
+use kith_types::{DeviceId, HybridClock, NamespaceId, Path, Timestamp};
+use parking_lot::{Mutex, RwLock};
+
+use crate::blobs::{BlobFiles, BlobReader, TempBlob};
+use crate::codec::{Reader, Writer};
+use crate::error::Limit;
+use crate::keys;
+use crate::options::{Durability, Limits, Options};
+use crate::records::{RecordKind, RecordOp};
+use crate::watch::{Watcher, Watchers};
+use crate::{BlobHash, Entry, EntryKind, Error, Result};
+
+/// A document is rewritten as one snapshot once it has this many stored
+/// chunks, so loading it stays fast.
+const COMPACT_CHUNKS: usize = 16;
+
+const LOG_VERSION: u8 = 1;
+const LOG_PUT: u8 = 0;
+const LOG_TOMBSTONE: u8 = 1;
+const META_VERSION: u8 = 1;
+const OUTBOX_COUNTER_KEY: &[u8] = b"outbox";
+
+/// One change to a namespace, as recorded in its change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The namespace that changed.
+    pub namespace: NamespaceId,
+    /// Its local sequence number.
+    pub seq: u64,
+    /// What changed.
+    pub kind: ChangeKind,
+}
+
+/// What a [`Change`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// An entry was written; `entry` is its state after the write (or, when
+    /// read back later with [`Store::changes_since`], its current state).
+    Put {
+        /// Where.
+        path: Path,
+        /// The entry.
+        entry: Entry,
+    },
+    /// A deletion removed what was under `prefix` written at or before
+    /// `timestamp`.
+    Tombstone {
+        /// The deleted subtree.
+        prefix: Path,
+        /// The deletion time.
+        timestamp: Timestamp,
+    },
+}
+
+/// A page of [`Store::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// Entries in path order.
+    pub entries: Vec<(Path, Entry)>,
+    /// Pass this as `after` to get the next page; `None` at the end.
+    pub next: Option<Path>,
+}
+
+/// Who made a write that arrives from another device, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteWrite {
+    /// The writing device.
+    pub device: DeviceId,
+    /// Its timestamp.
+    pub timestamp: Timestamp,
+}
+
+/// The identity of a document: its creation time and creator. Changes to a
+/// document carry it, so that a tombstone can refuse every later change to a
+/// document it killed, and a replaced document's stale changes are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocIdentity {
+    /// When the document was created.
+    pub created: Timestamp,
+    /// The device that created it.
+    pub creator: DeviceId,
+}
+
+/// The result of [`Store::apply_changes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// The entry after the apply.
+    pub entry: Entry,
+    /// Whether anything new was stored.
+    pub changed: bool,
+    /// Changes the document is waiting for (their dependants are queued and
+    /// kept across restarts). Empty when the document is complete.
+    pub missing_deps: Vec<ChangeHash>,
+}
+
+/// The result of [`Store::apply_tombstone`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TombstoneOutcome {
+    /// Entries removed.
+    pub removed: usize,
+    /// Blobs whose content was deleted because nothing references them.
+    pub blobs_deleted: usize,
+    /// Whether this tombstone (or a later one at the same prefix) was already
+    /// stored.
+    pub already_known: bool,
+}
+
+#[derive(Debug, Default)]
+struct NsState {
+    next_seq: u64,
+    loaded: bool,
+}
+
+/// A namespaced, hierarchical, durable store of Automerge documents and
+/// blobs. See the crate docs.
+///
+/// `Store` is a cheap `Clone` handle, `Send` and `Sync`. Every method is
+/// blocking (disk IO, Automerge work); call it from a plain thread or
+/// `spawn_blocking` in async code. Writes to one namespace are serialised;
+/// writes to different namespaces and all reads run in parallel.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .field("device", &self.inner.options.device)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    dir: PathBuf,
+    options: Options,
+    limits: Limits,
+    db: Database,
+    entries: Keyspace,
+    docs: Keyspace,
+    blob_refs: Keyspace,
+    log: Keyspace,
+    tombs: Keyspace,
+    records: Keyspace,
+    meta: Keyspace,
+    blobs: BlobFiles,
+    clock: HybridClock,
+    actor: ActorId,
+    namespaces: Mutex<HashMap<NamespaceId, Arc<Mutex<NsState>>>>,
+    /// Held while blob references and blob files change together, so a file
+    /// is never removed while another write is adding a reference to it.
+    blob_lock: Mutex<()>,
+    /// Per namespace: tombstone prefix (encoded) → latest tombstone time.
+    tombstones: RwLock<HashMap<NamespaceId, BTreeMap<Vec<u8>, Timestamp>>>,
+    watchers: Watchers,
+    outbox_next: Mutex<u64>,
+}
+
+impl Store {
+    /// Opens (or creates) a store in the folder `dir`.
+    ///
+    /// Recovery replays fjall's journal (a torn last batch is dropped) and
+    /// removes blob files that no entry references (left by a crash between
+    /// writing a blob and committing its entry). Blocks.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or [`Error::Io`] if the folder cannot be opened,
+    /// for example because another process has it open.
+    pub fn open(dir: impl AsRef<FsPath>, options: Options) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)?;
+        let db = Database::builder(dir.join("db"))
+            .cache_size(options.cache_size)
+            .open()?;
+        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        let entries = ks("entries")?;
+        let docs = ks("docs")?;
+        let blob_refs = ks("blob_refs")?;
+        let log = ks("log")?;
+        let tombs = ks("tombs")?;
+        let records = ks("records")?;
+        let meta = ks("meta")?;
+        let blobs = BlobFiles::open(dir.join("blobs"), options.durability == Durability::Sync)?;
+        let actor = ActorId::from(options.device.as_bytes().as_slice());
+        let limits = options.limits.clamped();
+        let inner = Inner {
+            dir,
+            limits,
+            options,
+            db,
+            entries,
+            docs,
+            blob_refs,
+            log,
+            tombs,
+            records,
+            meta,
+            blobs,
+            clock: HybridClock::new(),
+            actor,
+            namespaces: Mutex::default(),
+            blob_lock: Mutex::default(),
+            tombstones: RwLock::default(),
+            watchers: Watchers::default(),
+            outbox_next: Mutex::new(0),
+        };
+        inner.recover()?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The folder this store lives in.
+    pub fn dir(&self) -> &FsPath {
+        &self.inner.dir
+    }
+
+    /// The device local edits are attributed to.
+    pub fn device(&self) -> DeviceId {
+        self.inner.options.device
+    }
+
+    /// The store's hybrid logical clock (local writes are stamped with it).
+    pub fn clock(&self) -> &HybridClock {
+        &self.inner.clock
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    // ----- reading -------------------------------------------------------
+
+    /// The entry at `path`, if any. Blocks on a read.
+    ///
+    /// # Errors
+    /// Storage errors only.
+    pub fn get(&self, ns: &NamespaceId, path: &Path) -> Result<Option<Entry>> {
+        self.inner.entry_in(&self.inner.db.snapshot(), ns, path)
+    }
+
+    /// Up to `limit` entries under `prefix` in path order, starting after
+    /// `after` (pass the previous page's `next`). Blocks on reads.
+    ///
+    /// # Errors
+    /// Storage errors, or [`Error::Corrupt`] for a damaged entry.
+    pub fn list(
+        &self,
+        ns: &NamespaceId,
+        prefix: &Path,
+        after: Option<&Path>,
+        limit: usize,
+    ) -> Result<Page> {
+        let inner = &self.inner;
+        let start = keys::entry(ns, prefix);
+        let lower = match after {
+            Some(a) if prefix.is_prefix_of(a) => Bound::Excluded(keys::entry(ns, a)),
+            _ => Bound::Included(start.clone()),
+        };
+        let mut entries = Vec::with_capacity(limit.min(1024));
+        let mut next = None;
+        for guard in inner.entries.range::<Vec<u8>, _>((lower, Bound::Unbounded)) {
+            let (key, value) = guard.into_inner()?;
+            if !key.starts_with(&start) {
+                break;
+            }
+            let path = keys::entry_path(&key)?;
+            if entries.len() == limit {
+                next = entries.last().map(|(p, _): &(Path, Entry)| p.clone());
+                break;
+            }
+            entries.push((path, Entry::decode(&value)?));
+        }
+        Ok(Page { entries, next })
+    }
+
+    /// A document, with any queued changes that wait for missing
+    /// dependencies. `None` if nothing is at `path`. Blocks on reads and
+    /// Automerge loading.
+    ///
+    /// # Errors
+    /// [`Error::WrongKind`] if a blob is at `path`; storage or Automerge
+    /// errors for damaged data.
+    pub fn document(&self, ns: &NamespaceId, path: &Path) -> Result<Option<AutoCommit>> {
+        let snap = self.inner.db.snapshot();
+        match self.inner.entry_in(&snap, ns, path)? {
+            None => Ok(None),
+            Some(e) if e.blob_hash().is_some() => Err(wrong_kind(path, "document", &e)),
+            Some(_) => Ok(Some(self.inner.load_doc(&snap, ns, path)?.doc)),
+        }
+    }
+
+    /// The heads of the document at `path`. Blocks on a read.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] or [`Error::WrongKind`].
+    pub fn heads(&self, ns: &NamespaceId, path: &Path) -> Result<Vec<ChangeHash>> {
+        let entry = self.get(ns, path)?.ok_or_else(|| not_found(ns, path))?;
+        entry
+            .heads()
+            .map(<[ChangeHash]>::to_vec)
+            .ok_or_else(|| wrong_kind(path, "document", &entry))
+    }
+
+    /// The changes of the document at `path` that a peer with `their_heads`
+    /// is missing, in Automerge's saved format (apply them with
+    /// [`Store::apply_changes`] or `load_incremental`). Heads this store does
+    /// not know are ignored, so the answer may include changes the peer has.
+    /// Blocks.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::WrongKind`], storage errors.
+    pub fn changes_for(
+        &self,
+        ns: &NamespaceId,
+        path: &Path,
+        their_heads: &[ChangeHash],
+    ) -> Result<Vec<u8>> {
+        let mut doc = self
+            .document(ns, path)?
+            .ok_or_else(|| not_found(ns, path))?;
+        let known: Vec<ChangeHash> = their_heads
+            .iter()
+            .filter(|h| doc.get_change_by_hash(h).is_some())
+            .copied()
+            .collect();
+        Ok(doc.save_after(&known))
+    }
+
+    /// The latest sequence number issued in `ns` (0 if none). Blocks on a read.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn current_seq(&self, ns: &NamespaceId) -> Result<u64> {
+        let state = self.inner.ns_state(ns);
+        let mut state = state.lock();
+        self.inner.load_state(ns, &mut state)?;
+        Ok(state.next_seq - 1)
+    }
+
+    /// Up to `limit` changes of `ns` after sequence number `seq`, in order.
+    /// Each path appears once, at the sequence number of its latest write;
+    /// tombstones appear at theirs. Use it to catch up or to resume after a
+    /// [`WatchEvent::Lagged`](crate::WatchEvent::Lagged). Blocks on reads.
+    ///
+    /// # Errors
+    /// Storage errors, [`Error::Corrupt`].
+    pub fn changes_since(&self, ns: &NamespaceId, seq: u64, limit: usize) -> Result<Vec<Change>> {
+        let inner = &self.inner;
+        let snap = inner.db.snapshot();
+        let from = keys::log(ns, seq.saturating_add(1));
+        let to = keys::log(ns, u64::MAX);
+        let mut out = Vec::new();
+        for guard in snap.range(&inner.log, from..=to) {
+            if out.len() == limit {
+                break;
+            }
+            let (key, value) = guard.into_inner()?;
+            let seq = keys::log_seq(&key).ok_or(Error::Corrupt {
+                what: "log key",
+                why: "bad length",
+            })?;
+            let kind = match LogRecord::decode(&value)? {
+                LogRecord::Put(path) => match inner.entry_in(&snap, ns, &path)? {
+                    Some(entry) => ChangeKind::Put { path, entry },
+                    None => continue,
+                },
+                LogRecord::Tombstone(prefix, timestamp) => {
+                    ChangeKind::Tombstone { prefix, timestamp }
+                }
+            };
+            out.push(Change {
+                namespace: *ns,
+                seq,
+                kind,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every namespace that has had a write. Blocks on reads.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn namespaces(&self) -> Result<Vec<NamespaceId>> {
+        let mut out = Vec::new();
+        for guard in self.inner.meta.prefix(b"seq") {
+            let key = guard.key()?;
+            if let Ok(ns) = NamespaceId::try_from_slice(&key[3..]) {
+                out.push(ns);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Subscribes to changes under `prefix` of `ns`. Never blocks writers:
+    /// a watcher that falls [`WATCH_CAPACITY`](crate::WATCH_CAPACITY) events
+    /// behind receives [`WatchEvent::Lagged`](crate::WatchEvent::Lagged).
+    pub fn watch(&self, ns: &NamespaceId, prefix: &Path) -> Watcher {
+        self.inner.watchers.subscribe(*ns, prefix.clone())
+    }
+
+    // ----- documents -----------------------------------------------------
+
+    /// Creates a document at `path` from `doc`, replacing whatever was there
+    /// (a new document identity, created now by this device). Blocks.
+    ///
+    /// # Errors
+    /// [`Error::RootPath`], [`Error::TooLarge`], [`Error::Tombstoned`],
+    /// storage errors.
+    pub fn create_document(
+        &self,
+        ns: &NamespaceId,
+        path: &Path,
+        mut doc: AutoCommit,
+    ) -> Result<Entry> {
+        check_not_root(path)?;
+        let inner = &self.inner;
+        let bytes = doc.save();
+        inner.check_size(
+            Limit::DocumentSize,
+            bytes.len() as u64,
+            inner.limits.max_document_size,
+        )?;
+        let mut txn = inner.begin(ns)?;
+        let now = inner.clock.now();
+        inner.check_tombstone(ns, path, now)?;
+        let old = inner.entry_in(&inner.db.snapshot(), ns, path)?;
+        if let Some(old) = &old {
+            txn.drop_doc(path, old);
+        }
+        let seq = txn.next_seq();
+        txn.batch.insert(
+            &inner.docs,
+            keys::doc_chunk(ns, path, keys::CHUNK_APPLIED, seq),
+            bytes.as_slice(),
+        );
+        let entry = Entry {
+            kind: EntryKind::Document {
+                created: now,
+                creator: inner.options.device,
+                heads: doc.get_heads(),
+                size: bytes.len() as u64,
+                pending: false,
+            },
+            device: inner.options.device,
+            timestamp: now,
+            seq,
+        };
+        txn.put(path, old.as_ref(), entry.clone());
+        txn.commit()?;
+        Ok(entry)
+    }
+
+    /// Edits the document at `path` with `edit` (creating an empty document
+    /// first if nothing is there) and stores the resulting change. Returns
+    /// what `edit` returned and the entry; an edit that changes nothing
+    /// writes nothing. Other writes to the namespace wait while `edit` runs.
+    /// Blocks.
+    ///
+    /// # Errors
+    /// [`Error::WrongKind`] if a blob is at `path`, [`Error::TooLarge`],
+    /// [`Error::RootPath`], storage errors. An error from `edit` itself is
+    /// the caller's to put in `R`.
+    pub fn edit_document<R>(
+        &self,
+        ns: &NamespaceId,
+        path: &Path,
+        edit: impl FnOnce(&mut AutoCommit) -> R,
+    ) -> Result<(R, Entry)> {
+        check_not_root(path)?;
+        let inner = &self.inner;
+        let mut txn = inner.begin(ns)?;
+        let old = inner.entry_in(&inner.db.snapshot(), ns, path)?;
+        let (mut loaded, identity) = match &old {
+            Some(
+                e @ Entry {
+                    kind: EntryKind::Blob { .. },
+                    ..
+                },
+            ) => return Err(wrong_kind(path, "document", e)),
+            Some(Entry {
+                kind:
+                    EntryKind::Document {
+                        created, creator, ..
+                    },
+                ..
+            }) => (
+                inner.load_doc(&inner.db.snapshot(), ns, path)?,
+                DocIdentity {
+                    created: *created,
+                    creator: *creator,
+                },
+            ),
+            None => (
+                LoadedDoc::default(),
+                DocIdentity {
+                    created: inner.clock.now(),
+                    creator: inner.options.device,
+                },
+            ),
+        };
+        loaded.doc.set_actor(inner.actor.clone());
+        let heads_before = loaded.doc.get_heads();
+        let out = edit(&mut loaded.doc);
+        let now = inner.clock.now();
+        let millis = i64::try_from(now.as_micros() / 1000).unwrap_or(i64::MAX);
+        loaded
+            .doc
+            .commit_with(automerge::transaction::CommitOptions::default().with_time(millis));
+        if old.is_some() && loaded.doc.get_heads() == heads_before {
+            let entry = old.ok_or_else(|| not_found(ns, path))?;
+            return Ok((out, entry));
+        }
+        inner.check_tombstone(ns, path, identity.created)?;
+        let write = RemoteWrite {
+            device: inner.options.device,
+            timestamp: now,
+        };
+        let entry = txn.write_doc(
+            path,
+            old.as_ref(),
+            loaded,
+            &heads_before,
+            identity,
+            write,
+            None,
+        )?;
+        txn.commit()?;
+        Ok((out, entry))
+    }
+
+    /// Applies Automerge changes from another device (bytes from
+    /// `save_after`, `save_incremental`, `save` or concatenated changes) to
+    /// the document `identity` at `path`.
+    ///
+    /// - If a tombstone covering `path` is at or after `identity.created`,
+    ///   the document was deleted: [`Error::Tombstoned`], nothing stored.
+    /// - If a newer document or blob sits at `path`, [`Error::Superseded`].
+    /// - If an older one sits there, it is replaced.
+    /// - Changes whose dependencies are missing are queued (and kept across
+    ///   restarts) until the dependencies arrive; see
+    ///   [`ApplyOutcome::missing_deps`].
+    ///
+    /// Blocks.
+    ///
+    /// # Errors
+    /// As above, plus [`Error::TooLarge`], [`Error::Automerge`] for bytes
+    /// that are not Automerge data, [`Error::WrongKind`], storage errors.
+    pub fn apply_changes(
+        &self,
+        ns: &NamespaceId,
+        path: &Path,
+        identity: DocIdentity,
+        write: RemoteWrite,
+        changes: &[u8],
+    ) -> Result<ApplyOutcome> {
+        check_not_root(path)?;
+        let inner = &self.inner;
+        inner.check_size(
+            Limit::ChangeSize,
+            changes.len() as u64,
+            inner.limits.max_change_size,
+        )?;
+        inner.check_tombstone(ns, path, identity.created)?;
+        inner.clock.observe(write.timestamp);
+        let mut txn = inner.begin(ns)?;
+        // Re-check under the namespace lock: a tombstone may have landed.
+        inner.check_tombstone(ns, path, identity.created)?;
+        let old = inner.entry_in(&inner.db.snapshot(), ns, path)?;
+        let incoming = crate::entry::Identity {
+            time: identity.created,
+            device: identity.creator,
+        };
+        let mut loaded = match &old {
+            Some(e) if e.identity() > incoming => {
+                return Err(Error::Superseded { path: path.clone() });
+            }
+            Some(
+                e @ Entry {
+                    kind: EntryKind::Blob { .. },
+                    ..
+                },
+            ) if e.identity() == incoming => {
+                return Err(wrong_kind(path, "document", e));
+            }
+            Some(e) if e.identity() == incoming => {
+                inner.load_doc(&inner.db.snapshot(), ns, path)?
+            }
+            Some(e) => {
+                txn.drop_doc(path, e);
+                LoadedDoc::default()
+            }
+            None => LoadedDoc::default(),
+        };
+        let replacing = old.as_ref().is_some_and(|e| e.identity() != incoming);
+        let heads_before = loaded.doc.get_heads();
+        loaded.doc.load_incremental(changes)?;
+        let missing = loaded.doc.get_missing_deps(&[]);
+        let grew = loaded.doc.get_heads() != heads_before;
+        if !grew && !replacing && missing.is_empty() && old.is_some() {
+            let entry = old.ok_or_else(|| not_found(ns, path))?;
+            return Ok(ApplyOutcome {
+                entry,
+                changed: false,
+                missing_deps: missing,
+            });
+        }
+        let pending = (!missing.is_empty()).then_some(changes);
+        let entry = txn.write_doc(
+            path,
+            old.as_ref(),
+            loaded,
+            &heads_before,
+            identity,
+            write,
+            pending,
+        )?;
+        txn.commit()?;
+        Ok(ApplyOutcome {
+            entry,
+            changed: true,
+            missing_deps: missing,
+        })
+    }
+
+    // ----- blobs ---------------------------------------------------------
+
+    /// Streams `content` into the store and puts a blob entry for it at
+    /// `path` (replacing whatever was there). Content is de-duplicated by
+    /// BLAKE3 hash; it is never held in memory whole. Blocks.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] (blob size or media type), [`Error::RootPath`],
+    /// [`Error::Io`] from `content`, storage errors.
+    pub fn put_blob(
+        &self,
+        ns: &NamespaceId,
+        path: &Path,
+        content: impl Read,
+        media_type: &str,
+    ) -> Result<Entry> {
+        check_not_root(path)?;
+        check_media_type(media_type)?;
+        let inner = &self.inner;
+        let temp = inner
+            .blobs
+            .write_temp(content, inner.limits.max_blob_size)?;
+        let mut txn = inner.begin(ns)?;
+        let now = inner.clock.now();
+        inner.check_tombstone(ns, path, now)?;
+        let old = inner.entry_in(&inner.db.snapshot(), ns, path)?;
+        let entry = Entry {
+            kind: EntryKind::Blob {
+                hash: temp.hash,
+                size: temp.size,
+                media_type: media_type.to_string(),
+            },
+            device: inner.options.device,
+            timestamp: now,
+            seq: txn.next_seq(),
+        };
+        if let Some(old) = &old {
+            txn.drop_doc(path, old);
+        }
+        txn.place.push(temp);
+        txn.put(path, old.as_ref(), entry.clone());
+        txn.commit()?;
+        Ok(entry)
+    }
+
+    /// Puts a blob entry written by another device, without its content
+    /// (fetch that later and hand it to [`Store::import_blob`]). A write is
+    /// accepted if it is newer than what sits at `path` and than every
+    /// tombstone covering it. Re-applying the same write is a no-op. Blocks.
+    ///
+    /// # Errors
+    /// [`Error::Tombstoned`], [`Error::Superseded`], [`Error::TooLarge`],
+    /// [`Error::RootPath`], storage errors.
+    pub fn put_blob_entry(
+        &self,
+        ns: &NamespaceId,
+        path: &Path,
+        write: RemoteWrite,
+        hash: BlobHash,
+        size: u64,
+        media_type: &str,
+    ) -> Result<Entry> {
+        check_not_root(path)?;
+        check_media_type(media_type)?;
+        let inner = &self.inner;
+        inner.check_size(Limit::BlobSize, size, inner.limits.max_blob_size)?;
+        inner.check_tombstone(ns, path, write.timestamp)?;
+        inner.clock.observe(write.timestamp);
+        let mut txn = inner.begin(ns)?;
+        inner.check_tombstone(ns, path, write.timestamp)?;
+        let old = inner.entry_in(&inner.db.snapshot(), ns, path)?;
+        let incoming = crate::entry::Identity {
+            time: write.timestamp,
+            device: write.device,
+        };
+        if let Some(old) = &old {
+            if old.identity() == incoming && old.blob_hash() == Some(hash) {
+                return Ok(old.clone());
+            }
+            if old.identity() >= incoming {
+                return Err(Error::Superseded { path: path.clone() });
+            }
+            txn.drop_doc(path, old);
+        }
+        let entry = Entry {
+            kind: EntryKind::Blob {
+                hash,
+                size,
+                media_type: media_type.to_string(),
+            },
+            device: write.device,
+            timestamp: write.timestamp,
+            seq: txn.next_seq(),
+        };
+        txn.put(path, old.as_ref(), entry.clone());
+        txn.commit()?;
+        Ok(entry)
+    }
+
+    /// Stores fetched content for a blob that an entry references, checking
+    /// while streaming that it hashes to `expected` (and is no longer than
+    /// the limit). Blocks.
+    ///
+    /// # Errors
+    /// [`Error::HashMismatch`], [`Error::Unreferenced`] if no entry refers to
+    /// `expected`, [`Error::TooLarge`], [`Error::Io`].
+    pub fn import_blob(&self, expected: BlobHash, content: impl Read) -> Result<()> {
+        let inner = &self.inner;
+        let temp = inner
+            .blobs
+            .write_temp(content, inner.limits.max_blob_size)?;
+        if temp.hash != expected {
+            return Err(Error::HashMismatch {
+                expected,
+                actual: temp.hash,
+            });
+        }
+        let _guard = inner.blob_lock.lock();
+        if !inner.is_referenced(&expected)? {
+            return Err(Error::Unreferenced(expected));
+        }
+        inner.blobs.commit(temp)
+    }
+
+    /// Whether the content of `hash` is stored locally.
+    pub fn has_blob(&self, hash: &BlobHash) -> bool {
+        self.inner.blobs.exists(hash)
+    }
+
+    /// Deletes the local content of `hash` while entries keep referring to
+    /// it (a purged cache: the content can be fetched again). Returns whether
+    /// a file was removed. Blocks.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn purge_blob(&self, hash: &BlobHash) -> Result<bool> {
+        let _guard = self.inner.blob_lock.lock();
+        self.inner.blobs.remove(hash)
+    }
+
+    /// Streams `range` of a blob's content (all of it with `..`). Blocks on
+    /// opening the file; reading blocks too.
+    ///
+    /// # Errors
+    /// [`Error::BlobMissing`] if the content is not here, [`Error::BadRange`].
+    pub fn read_blob(&self, hash: &BlobHash, range: impl RangeBounds<u64>) -> Result<BlobReader> {
+        let start = match range.start_bound() {
+            Bound::Included(s) => *s,
+            Bound::Excluded(s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(e) => Some(e.saturating_add(1)),
+            Bound::Excluded(e) => Some(*e),
+            Bound::Unbounded => None,
+        };
+        self.inner.blobs.reader(hash, start, end)
+    }
+
+    // ----- deletion ------------------------------------------------------
+
+    /// Applies a deletion: removes every entry under `prefix` written at or
+    /// before `timestamp` (documents created at or before it with their whole
+    /// history, blob entries written at or before it, and blob content that
+    /// nothing references any more) and keeps the tombstone, so that older
+    /// writes under `prefix` and later changes to a killed document are
+    /// refused from now on. `records` (the signed tombstone, a receipt, an
+    /// outbox message …) are written in the same atomic batch. The bytes are
+    /// physically gone from the data folder after [`Store::compact`].
+    /// Re-applying a known tombstone removes nothing more. Blocks.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] for an oversize record, storage errors.
+    pub fn apply_tombstone(
+        &self,
+        ns: &NamespaceId,
+        prefix: &Path,
+        timestamp: Timestamp,
+        records: &[RecordOp],
+    ) -> Result<TombstoneOutcome> {
+        let inner = &self.inner;
+        for op in records {
+            inner.check_record(op)?;
+        }
+        inner.clock.observe(timestamp);
+        let mut txn = inner.begin(ns)?;
+        let already_known = inner
+            .tombstone_at(ns, prefix)
+            .is_some_and(|t| t >= timestamp);
+        let mut removed = 0;
+        for guard in inner.entries.prefix(keys::entry(ns, prefix)) {
+            let (key, value) = guard.into_inner()?;
+            let entry = Entry::decode(&value)?;
+            if entry.identity().time <= timestamp {
+                let path = keys::entry_path(&key)?;
+                txn.remove(&path, &entry);
+                removed += 1;
+            }
+        }
+        if !already_known {
+            txn.tombstone(prefix, timestamp);
+        }
+        for op in records {
+            inner.record_op(&mut txn.batch, op)?;
+        }
+        let blobs_deleted = txn.commit()?;
+        if !already_known {
+            let mut tombs = inner.tombstones.write();
+            let slot = tombs
+                .entry(*ns)
+                .or_default()
+                .entry(prefix.encoded().to_vec())
+                .or_insert(timestamp);
+            *slot = (*slot).max(timestamp);
+        }
+        Ok(TombstoneOutcome {
+            removed,
+            blobs_deleted,
+            already_known,
+        })
+    }
+
+    /// The latest tombstone time covering `path` (at `path` or any ancestor).
+    pub fn covering_tombstone(&self, ns: &NamespaceId, path: &Path) -> Option<Timestamp> {
+        self.inner.covering_tombstone(ns, path)
+    }
+
+    /// Every tombstone of `ns`: prefix and latest time. Blocks on reads.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn tombstones(&self, ns: &NamespaceId) -> Result<Vec<(Path, Timestamp)>> {
+        let tombs = self.inner.tombstones.read();
+        let Some(map) = tombs.get(ns) else {
+            return Ok(Vec::new());
+        };
+        map.iter()
+            .map(|(p, t)| Ok((Path::from_encoded(p)?, *t)))
+            .collect()
+    }
+
+    /// Makes deleted bytes physically disappear: flushes every memtable,
+    /// rewrites every table without deleted values (major compaction) and
+    /// lets the journal drop the files that held them. Slow on a large store;
+    /// run it after deletions, not after every write. Blocks.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn compact(&self) -> Result<()> {
+        let inner = &self.inner;
+        let all = [
+            &inner.entries,
+            &inner.docs,
+            &inner.blob_refs,
+            &inner.log,
+            &inner.tombs,
+            &inner.records,
+            &inner.meta,
+        ];
+        inner.db.persist(PersistMode::SyncAll)?;
+        for ks in all {
+            ks.rotate_memtable_and_wait()?;
+        }
+        for ks in all {
+            ks.major_compact()?;
+        }
+        // A second rotation lets the journal manager delete journals whose
+        // memtables are all flushed (it runs on rotation).
+        for ks in all {
+            ks.insert(b"\xFFcompact", b"")?;
+            ks.remove(b"\xFFcompact")?;
+            ks.rotate_memtable_and_wait()?;
+        }
+        for ks in all {
+            ks.major_compact()?;
+        }
+        Ok(())
+    }
+
+    // ----- records -------------------------------------------------------
+
+    /// Writes record operations in one atomic batch. Blocks.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] for an oversize record or id, storage errors.
+    pub fn write_records(&self, ops: &[RecordOp]) -> Result<()> {
+        let inner = &self.inner;
+        let mut batch = inner.batch();
+        for op in ops {
+            inner.check_record(op)?;
+            inner.record_op(&mut batch, op)?;
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// Stores one opaque record. Blocks.
+    ///
+    /// # Errors
+    /// As [`Store::write_records`].
+    pub fn put_record(
+        &self,
+        kind: RecordKind,
+        ns: &NamespaceId,
+        id: &[u8],
+        bytes: &[u8],
+    ) -> Result<()> {
+        self.write_records(&[RecordOp::put(kind, *ns, id, bytes)])
+    }
+
+    /// One record, if stored. Blocks.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn record(&self, kind: RecordKind, ns: &NamespaceId, id: &[u8]) -> Result<Option<Vec<u8>>> {
+        if id.len() > crate::MAX_RECORD_ID_LEN {
+            return Ok(None);
+        }
+        Ok(self
+            .inner
+            .records
+            .get(keys::record(kind.tag(), ns, id))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Every record of `kind` in `ns`, as (id, bytes), ordered by id. Blocks.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn records(&self, kind: RecordKind, ns: &NamespaceId) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let prefix = keys::record_prefix(kind.tag(), ns);
+        let mut out = Vec::new();
+        for guard in self.inner.records.prefix(&prefix) {
+            let (key, value) = guard.into_inner()?;
+            out.push((key[prefix.len()..].to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Removes one record. Blocks.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn remove_record(&self, kind: RecordKind, ns: &NamespaceId, id: &[u8]) -> Result<()> {
+        self.write_records(&[RecordOp::remove(kind, *ns, id)])
+    }
+
+    /// Queues a message owed to `dest` (a deletion request, a receipt, a key
+    /// update). It stays until [`Store::outbox_remove`], across restarts.
+    /// Returns its id; ids increase. Blocks.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`], storage errors.
+    pub fn outbox_push(&self, dest: &NamespaceId, message: &[u8]) -> Result<u64> {
+        let inner = &self.inner;
+        let mut next = inner.outbox_next.lock();
+        let id = *next;
+        let op = RecordOp::put(RecordKind::Outbox, *dest, &id.to_be_bytes(), message);
+        inner.check_record(&op)?;
+        let mut batch = inner.batch();
+        inner.record_op(&mut batch, &op)?;
+        batch.insert(&inner.meta, OUTBOX_COUNTER_KEY, (id + 1).to_be_bytes());
+        batch.commit()?;
+        *next = id + 1;
+        Ok(id)
+    }
+
+    /// The messages queued for `dest`, oldest first, as (id, bytes). Blocks.
+    ///
+    /// # Errors
+    /// Storage errors, [`Error::Corrupt`].
+    pub fn outbox(&self, dest: &NamespaceId) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.records(RecordKind::Outbox, dest)?
+            .into_iter()
+            .map(|(id, bytes)| {
+                let id: [u8; 8] = id.try_into().map_err(|_| Error::Corrupt {
+                    what: "outbox id",
+                    why: "bad length",
+                })?;
+                Ok((u64::from_be_bytes(id), bytes))
+            })
+            .collect()
+    }
+
+    /// Removes a delivered outbox message. Blocks.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn outbox_remove(&self, dest: &NamespaceId, id: u64) -> Result<()> {
+        self.remove_record(RecordKind::Outbox, dest, &id.to_be_bytes())
+    }
+
+    /// Flushes everything written so far to disk (fsync), whatever the
+    /// durability mode. Blocks.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn sync(&self) -> Result<()> {
+        self.inner.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+}
+
+fn check_not_root(path: &Path) -> Result<()> {
+    if path.is_root() {
+        Err(Error::RootPath)
+    } else {
+        Ok(())
+    }
+}
+
+fn check_media_type(media_type: &str) -> Result<()> {
+    if media_type.len() > crate::MAX_MEDIA_TYPE_LEN {
+        return Err(Error::TooLarge {
+            limit: Limit::MediaType,
+            size: media_type.len() as u64,
+            max: crate::MAX_MEDIA_TYPE_LEN as u64,
+        });
+    }
+    Ok(())
+}
+
+fn not_found(ns: &NamespaceId, path: &Path) -> Error {
+    Error::NotFound {
+        namespace: *ns,
+        path: path.clone(),
+    }
+}
+
+fn wrong_kind(path: &Path, expected: &'static str, found: &Entry) -> Error {
+    Error::WrongKind {
+        path: path.clone(),
+        expected,
+        found: found.kind_name(),
+    }
+}
+
+/// A document loaded from its stored chunks.
+#[derive(Default)]
+struct LoadedDoc {
+    doc: AutoCommit,
+    applied_keys: Vec<fjall::Slice>,
+    pending_keys: Vec<fjall::Slice>,
+    applied_bytes: u64,
+    pending_bytes: u64,
+}
+
+impl Inner {
+    fn recover(&self) -> Result<()> {
+        // Tombstones into memory; the clock moves past all of them.
+        let mut tombs: HashMap<NamespaceId, BTreeMap<Vec<u8>, Timestamp>> = HashMap::new();
+        for guard in self.tombs.iter() {
+            let key = guard.key()?;
+            let (ns, prefix, time) = keys::parse_tomb(&key).ok_or(Error::Corrupt {
+                what: "tombstone key",
+                why: "malformed",
+            })?;
+            let slot = tombs
+                .entry(ns)
+                .or_default()
+                .entry(prefix.encoded().to_vec())
+                .or_insert(time);
+            *slot = (*slot).max(time);
+            self.clock.observe(time);
+        }
+        *self.tombstones.write() = tombs;
+        // The clock also moves past every write recorded before a restart.
+        for guard in self.meta.prefix(b"seq") {
+            let value = guard.value()?;
+            let (_, last) = decode_meta(&value)?;
+            self.clock.observe(last);
+        }
+        if let Some(v) = self.meta.get(OUTBOX_COUNTER_KEY)? {
+            let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| Error::Corrupt {
+                what: "outbox counter",
+                why: "bad length",
+            })?;
+            *self.outbox_next.lock() = u64::from_be_bytes(bytes);
+        }
+        // Blob files nothing references were left by a crash between writing
+        // the file and committing its entry (or its removal).
+        let _guard = self.blob_lock.lock();
+        for hash in self.blobs.all()? {
+            if !self.is_referenced(&hash)? {
+                tracing::info!(%hash, "removing unreferenced blob file");
+                self.blobs.remove(&hash)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn batch(&self) -> OwnedWriteBatch {
+        let mode = match self.options.durability {
+            Durability::Buffered => PersistMode::Buffer,
+            Durability::Sync => PersistMode::SyncAll,
+        };
+        self.db.batch().durability(Some(mode))
+    }
+
+    fn ns_state(&self, ns: &NamespaceId) -> Arc<Mutex<NsState>> {
+        self.namespaces.lock().entry(*ns).or_default().clone()
+    }
+
+    fn load_state(&self, ns: &NamespaceId, state: &mut NsState) -> Result<()> {
+        if !state.loaded {
+            state.next_seq = match self.meta.get(keys::meta_seq(ns))? {
+                Some(v) => decode_meta(&v)?.0,
+                None => 1,
+            };
+            state.loaded = true;
+        }
+        Ok(())
+    }
+
+    fn begin(&self, ns: &NamespaceId) -> Result<Txn<'_>> {
+        let state = self.ns_state(ns);
+        let mut guard = state.lock_arc();
+        self.load_state(ns, &mut guard)?;
+        let start_seq = guard.next_seq;
+        Ok(Txn {
+            inner: self,
+            ns: *ns,
+            state: guard,
+            start_seq,
+            batch: self.batch(),
+            changes: Vec::new(),
+            freed: Vec::new(),
+            place: Vec::new(),
+            touches_blobs: false,
+            committed: false,
+        })
+    }
+
+    fn entry_in(
+        &self,
+        reader: &impl Readable,
+        ns: &NamespaceId,
+        path: &Path,
+    ) -> Result<Option<Entry>> {
+        reader
+            .get(&self.entries, keys::entry(ns, path))?
+            .map(|v| Entry::decode(&v))
+            .transpose()
+    }
+
+    fn load_doc(&self, reader: &impl Readable, ns: &NamespaceId, path: &Path) -> Result<LoadedDoc> {
+        let prefix = keys::doc_prefix(ns, path);
+        let mut loaded = LoadedDoc::default();
+        for guard in reader.prefix(&self.docs, &prefix) {
+            let (key, value) = guard.into_inner()?;
+            match keys::chunk_kind(&key, prefix.len()) {
+                Some(keys::CHUNK_APPLIED) => {
+                    loaded.applied_bytes += value.len() as u64;
+                    loaded.applied_keys.push(key);
+                }
+                Some(keys::CHUNK_PENDING) => {
+                    loaded.pending_bytes += value.len() as u64;
+                    loaded.pending_keys.push(key);
+                }
+                _ => {
+                    return Err(Error::Corrupt {
+                        what: "document chunk key",
+                        why: "unknown chunk kind",
+                    });
+                }
+            }
+            loaded.doc.load_incremental(&value)?;
+        }
+        Ok(loaded)
+    }
+
+    fn is_referenced(&self, hash: &BlobHash) -> Result<bool> {
+        Ok(self.blob_refs.prefix(hash.as_bytes()).next().is_some())
+    }
+
+    fn check_size(&self, limit: Limit, size: u64, max: u64) -> Result<()> {
+        if size > max {
+            return Err(Error::TooLarge { limit, size, max });
+        }
+        Ok(())
+    }
+
+    fn tombstone_at(&self, ns: &NamespaceId, prefix: &Path) -> Option<Timestamp> {
+        self.tombstones
+            .read()
+            .get(ns)?
+            .get(prefix.encoded())
+            .copied()
+    }
+
+    fn covering_tombstone(&self, ns: &NamespaceId, path: &Path) -> Option<Timestamp> {
+        let tombs = self.tombstones.read();
+        let map = tombs.get(ns)?;
+        path.ancestors_encoded()
+            .filter_map(|p| map.get(p).copied())
+            .max()
+    }
+
+    /// Refuses a write (or a document created) at `time` under a tombstone
+    /// at or after `time`.
+    fn check_tombstone(&self, ns: &NamespaceId, path: &Path, time: Timestamp) -> Result<()> {
+        match self.covering_tombstone(ns, path) {
+            Some(t) if t >= time => Err(Error::Tombstoned {
+                path: path.clone(),
+                tombstone: t,
+                write: time,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_record(&self, op: &RecordOp) -> Result<()> {
+        let id = op.id();
+        if id.len() > crate::MAX_RECORD_ID_LEN {
+            return Err(Error::TooLarge {
+                limit: Limit::RecordId,
+                size: id.len() as u64,
+                max: crate::MAX_RECORD_ID_LEN as u64,
+            });
+        }
+        if let RecordOp::Put { bytes, .. } = op {
+            self.check_size(
+                Limit::RecordSize,
+                bytes.len() as u64,
+                self.limits.max_record_size,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn record_op(&self, batch: &mut OwnedWriteBatch, op: &RecordOp) -> Result<()> {
+        match op {
+            RecordOp::Put {
+                kind,
+                ns,
+                id,
+                bytes,
+            } => {
+                batch.insert(
+                    &self.records,
+                    keys::record(kind.tag(), ns, id),
+                    bytes.as_slice(),
+                );
+            }
+            RecordOp::Remove { kind, ns, id } => {
+                batch.remove(&self.records, keys::record(kind.tag(), ns, id));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode_meta(next_seq: u64, last: Timestamp) -> Vec<u8> {
+    let mut w = Writer::with_version(META_VERSION);
+    w.u64(next_seq).u64(last.as_micros());
+    w.finish()
+}
+
+fn decode_meta(bytes: &[u8]) -> Result<(u64, Timestamp)> {
+    let mut r = Reader::new(bytes, "namespace state", META_VERSION)?;
+    let seq = r.u64()?;
+    let last = Timestamp::from_micros(r.u64()?);
+    r.finish()?;
+    Ok((seq, last))
+}
+
+/// A record of the change log.
+enum LogRecord {
+    Put(Path),
+    Tombstone(Path, Timestamp),
+}
+
+impl LogRecord {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_version(LOG_VERSION);
+        match self {
+            LogRecord::Put(path) => {
+                w.u8(LOG_PUT).short_bytes(path.encoded());
+            }
+            LogRecord::Tombstone(prefix, time) => {
+                w.u8(LOG_TOMBSTONE)
+                    .short_bytes(prefix.encoded())
+                    .u64(time.as_micros());
+            }
+        }
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(bytes, "log record", LOG_VERSION)?;
+        let tag = r.u8()?;
+        let path =
+            Path::from_encoded(r.short_bytes(kith_types::MAX_ENCODED_PATH_LEN)?).map_err(|_| {
+                Error::Corrupt {
+                    what: "log record",
+                    why: "bad path",
+                }
+            })?;
+        let record = match tag {
+            LOG_PUT => LogRecord::Put(path),
+            LOG_TOMBSTONE => LogRecord::Tombstone(path, Timestamp::from_micros(r.u64()?)),
+            _ => return Err(r.corrupt("unknown record")),
+        };
+        r.finish()?;
+        Ok(record)
+    }
+}
+
+/// The writes of one operation on one namespace, committed as one batch
+/// while the namespace's lock is held.
+struct Txn<'a> {
+    inner: &'a Inner,
+    ns: NamespaceId,
+    state: parking_lot::ArcMutexGuard<parking_lot::RawMutex, NsState>,
+    start_seq: u64,
+    batch: OwnedWriteBatch,
+    changes: Vec<Change>,
+    /// Blob hashes that lost a reference; their files go if no other remains.
+    freed: Vec<BlobHash>,
+    /// New blob content to move into place in the same critical section.
+    place: Vec<TempBlob>,
+    touches_blobs: bool,
+    committed: bool,
+}
+
+impl Drop for Txn<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Nothing was written: hand the sequence numbers back.
+            self.state.next_seq = self.start_seq;
+        }
+    }
+}
+
+impl Txn<'_> {
+    fn next_seq(&mut self) -> u64 {
+        let seq = self.state.next_seq;
+        self.state.next_seq += 1;
+        seq
+    }
+
+    /// Writes `entry` at `path` (its `seq` must come from this txn),
+    /// replacing `old` (whose own content the caller has dealt with).
+    fn put(&mut self, path: &Path, old: Option<&Entry>, entry: Entry) {
+        let inner = self.inner;
+        let ns = self.ns;
+        self.batch
+            .insert(&inner.entries, keys::entry(&ns, path), entry.encode());
+        self.batch.insert(
+            &inner.log,
+            keys::log(&ns, entry.seq),
+            LogRecord::Put(path.clone()).encode(),
+        );
+        if let Some(old) = old {
+            if old.seq != entry.seq {
+                self.batch.remove(&inner.log, keys::log(&ns, old.seq));
+            }
+        }
+        // Blob references change only when the hash does: a batch must never
+        // remove and insert the same key.
+        let old_hash = old.and_then(Entry::blob_hash);
+        let new_hash = entry.blob_hash();
+        if old_hash != new_hash {
+            self.touches_blobs = true;
+            if let Some(hash) = old_hash {
+                self.batch
+                    .remove(&inner.blob_refs, keys::blob_ref(&hash, &ns, path));
+                self.freed.push(hash);
+            }
+            if let Some(hash) = new_hash {
+                self.batch
+                    .insert(&inner.blob_refs, keys::blob_ref(&hash, &ns, path), b"");
+            }
+        }
+        self.changes.push(Change {
+            namespace: ns,
+            seq: entry.seq,
+            kind: ChangeKind::Put {
+                path: path.clone(),
+                entry,
+            },
+        });
+    }
+
+    /// Deletes the stored chunks of the document `old` at `path` (nothing
+    /// for a blob: [`Txn::put`] and [`Txn::remove`] handle references).
+    fn drop_doc(&mut self, path: &Path, old: &Entry) {
+        if old.blob_hash().is_some() {
+            return;
+        }
+        let inner = self.inner;
+        for guard in inner.docs.prefix(keys::doc_prefix(&self.ns, path)) {
+            match guard.key() {
+                Ok(key) => self.batch.remove(&inner.docs, key),
+                Err(e) => tracing::error!(%e, "could not read a document chunk key while deleting"),
+            }
+        }
+    }
+
+    /// Removes the entry at `path` entirely (a tombstone reached it).
+    fn remove(&mut self, path: &Path, old: &Entry) {
+        self.drop_doc(path, old);
+        if let Some(hash) = old.blob_hash() {
+            self.touches_blobs = true;
+            self.batch
+                .remove(&self.inner.blob_refs, keys::blob_ref(&hash, &self.ns, path));
+            self.freed.push(hash);
+        }
+        self.batch
+            .remove(&self.inner.entries, keys::entry(&self.ns, path));
+        self.batch
+            .remove(&self.inner.log, keys::log(&self.ns, old.seq));
+    }
+
+    fn tombstone(&mut self, prefix: &Path, timestamp: Timestamp) {
+        let seq = self.next_seq();
+        let inner = self.inner;
+        self.batch
+            .insert(&inner.tombs, keys::tomb(&self.ns, prefix, timestamp), b"");
+        self.batch.insert(
+            &inner.log,
+            keys::log(&self.ns, seq),
+            LogRecord::Tombstone(prefix.clone(), timestamp).encode(),
+        );
+        self.changes.push(Change {
+            namespace: self.ns,
+            seq,
+            kind: ChangeKind::Tombstone {
+                prefix: prefix.clone(),
+                timestamp,
+            },
+        });
+    }
+
+    /// Stores the new state of a document after local or remote changes and
+    /// returns its entry.
+    #[allow(clippy::too_many_arguments)]
+    fn write_doc(
+        &mut self,
+        path: &Path,
+        old: Option<&Entry>,
+        mut loaded: LoadedDoc,
+        heads_before: &[ChangeHash],
+        identity: DocIdentity,
+        write: RemoteWrite,
+        pending: Option<&[u8]>,
+    ) -> Result<Entry> {
+        let inner = self.inner;
+        let ns = self.ns;
+        let limits = inner.limits;
+        let chunk = loaded.doc.save_after(heads_before);
+        inner.check_size(
+            Limit::ChangeSize,
+            chunk.len() as u64,
+            limits.max_change_size,
+        )?;
+        let seq = self.next_seq();
+        let missing = loaded.doc.get_missing_deps(&[]);
+        // Pending chunks: keep the raw bytes of changes Automerge had to queue.
+        let mut pending_bytes = loaded.pending_bytes;
+        if let Some(raw) = pending {
+            pending_bytes += raw.len() as u64;
+            inner.check_size(Limit::PendingSize, pending_bytes, limits.max_pending_size)?;
+            self.batch.insert(
+                &inner.docs,
+                keys::doc_chunk(&ns, path, keys::CHUNK_PENDING, seq),
+                raw,
+            );
+        } else if missing.is_empty() {
+            for key in loaded.pending_keys.drain(..) {
+                self.batch.remove(&inner.docs, key);
+            }
+            pending_bytes = 0;
+        }
+        // Applied chunks: append, or rewrite as one snapshot when many.
+        let applied_bytes = if loaded.applied_keys.len() + 1 >= COMPACT_CHUNKS {
+            let snapshot = loaded.doc.save();
+            for key in loaded.applied_keys.drain(..) {
+                self.batch.remove(&inner.docs, key);
+            }
+            let len = snapshot.len() as u64;
+            self.batch.insert(
+                &inner.docs,
+                keys::doc_chunk(&ns, path, keys::CHUNK_APPLIED, seq),
+                snapshot,
+            );
+            len
+        } else if !chunk.is_empty() {
+            let len = chunk.len() as u64;
+            self.batch.insert(
+                &inner.docs,
+                keys::doc_chunk(&ns, path, keys::CHUNK_APPLIED, seq),
+                chunk,
+            );
+            loaded.applied_bytes + len
+        } else {
+            loaded.applied_bytes
+        };
+        let size = applied_bytes + pending_bytes;
+        inner.check_size(Limit::DocumentSize, size, limits.max_document_size)?;
+        let same_doc = crate::entry::Identity {
+            time: identity.created,
+            device: identity.creator,
+        };
+        // The entry names the latest write to this document.
+        let (device, timestamp) = match old {
+            Some(o) if o.identity() == same_doc && o.timestamp > write.timestamp => {
+                (o.device, o.timestamp)
+            }
+            _ => (write.device, write.timestamp),
+        };
+        let entry = Entry {
+            kind: EntryKind::Document {
+                created: identity.created,
+                creator: identity.creator,
+                heads: loaded.doc.get_heads(),
+                size,
+                pending: !missing.is_empty(),
+            },
+            device,
+            timestamp,
+            seq,
+        };
+        self.put(path, old, entry.clone());
+        Ok(entry)
+    }
+
+    /// Commits the batch (moving new blob files into place and deleting
+    /// unreferenced ones in the same critical section) and notifies
+    /// watchers. Returns how many blob files were deleted.
+    fn commit(&mut self) -> Result<usize> {
+        let inner = self.inner;
+        let last = inner.clock.last();
+        let batch = std::mem::replace(&mut self.batch, inner.batch());
+        let mut batch = batch;
+        batch.insert(
+            &inner.meta,
+            keys::meta_seq(&self.ns),
+            encode_meta(self.state.next_seq, last),
+        );
+        let mut deleted = 0;
+        if self.touches_blobs || !self.place.is_empty() {
+            let _guard = inner.blob_lock.lock();
+            for temp in self.place.drain(..) {
+                inner.blobs.commit(temp)?;
+            }
+            batch.commit()?;
+            self.committed = true;
+            for hash in self.freed.drain(..) {
+                if !inner.is_referenced(&hash)? && inner.blobs.remove(&hash)? {
+                    deleted += 1;
+                }
+            }
+        } else {
+            batch.commit()?;
+            self.committed = true;
+        }
+        inner.watchers.notify(&self.changes);
+        Ok(deleted)
+    }
+}
