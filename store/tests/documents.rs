@@ -1,0 +1,270 @@
+//! Documents: create, edit, read, heads, changes for a peer, applying remote
+//! changes, queued changes across restarts, identity and limits.
+
+mod common;
+
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ROOT, ReadDoc};
+use common::{device, ns, open, p};
+use kith_store::{DocIdentity, EntryKind, Error, Limit, Limits, Options, RemoteWrite, Store, Timestamp};
+
+fn text(doc: &AutoCommit, key: &str) -> Option<String> {
+    doc.get(ROOT, key)
+        .unwrap()
+        .and_then(|(v, _)| v.into_scalar().ok())
+        .and_then(|s| s.into_string().ok())
+}
+
+fn identity_of(store: &Store, n: &kith_store::NamespaceId, path: &kith_store::Path) -> DocIdentity {
+    match store.get(n, path).unwrap().unwrap().kind {
+        EntryKind::Document { created, creator, .. } => DocIdentity { created, creator },
+        EntryKind::Blob { .. } => panic!("not a document"),
+    }
+}
+
+fn remote(dev: u8, t: u64) -> RemoteWrite {
+    RemoteWrite {
+        device: device(dev),
+        timestamp: Timestamp::from_micros(t),
+    }
+}
+
+#[test]
+fn edit_read_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = ns(1);
+    let path = p("/posts/1");
+    {
+        let store = open(dir.path(), 1);
+        let (r, entry) = store
+            .edit_document(&me, &path, |d| d.put(ROOT, "title", "hello"))
+            .unwrap();
+        r.unwrap();
+        assert_eq!(entry.seq, 1);
+        assert_eq!(entry.device, device(1));
+        let (_, entry2) = store
+            .edit_document(&me, &path, |d| d.put(ROOT, "body", "world"))
+            .unwrap();
+        assert_eq!(entry2.seq, 2);
+        assert!(entry2.timestamp > entry.timestamp);
+        assert_eq!(store.heads(&me, &path).unwrap(), entry2.heads().unwrap());
+        // An edit that changes nothing writes nothing.
+        let (_, same) = store.edit_document(&me, &path, |_| ()).unwrap();
+        assert_eq!(same.seq, 2);
+    }
+    let store = open(dir.path(), 1);
+    let doc = store.document(&me, &path).unwrap().unwrap();
+    assert_eq!(text(&doc, "title").as_deref(), Some("hello"));
+    assert_eq!(text(&doc, "body").as_deref(), Some("world"));
+    assert_eq!(store.current_seq(&me).unwrap(), 2);
+    assert!(store.document(&me, &p("/nothing")).unwrap().is_none());
+}
+
+#[test]
+fn many_edits_compact_into_a_snapshot_and_stay_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 1);
+    let me = ns(1);
+    let path = p("/counter");
+    for i in 0..50i64 {
+        store
+            .edit_document(&me, &path, |d| d.put(ROOT, "n", i))
+            .unwrap()
+            .0
+            .unwrap();
+    }
+    drop(store);
+    let store = open(dir.path(), 1);
+    let doc = store.document(&me, &path).unwrap().unwrap();
+    let (v, _) = doc.get(ROOT, "n").unwrap().unwrap();
+    assert_eq!(v.to_i64(), Some(49));
+    let EntryKind::Document { size, .. } = store.get(&me, &path).unwrap().unwrap().kind else {
+        panic!()
+    };
+    assert!(size < 4096, "a 50-edit counter takes {size} bytes");
+}
+
+#[test]
+fn create_document_replaces_with_a_new_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 1);
+    let me = ns(1);
+    let path = p("/doc");
+    store.edit_document(&me, &path, |d| d.put(ROOT, "old", 1)).unwrap().0.unwrap();
+    let first = identity_of(&store, &me, &path);
+    let mut fresh = AutoCommit::new();
+    fresh.put(ROOT, "new", 2).unwrap();
+    store.create_document(&me, &path, fresh).unwrap();
+    let second = identity_of(&store, &me, &path);
+    assert!(second.created > first.created);
+    let doc = store.document(&me, &path).unwrap().unwrap();
+    assert!(doc.get(ROOT, "old").unwrap().is_none());
+    assert!(doc.get(ROOT, "new").unwrap().is_some());
+    // Changes for the replaced document are refused.
+    let mut stale = AutoCommit::new();
+    stale.put(ROOT, "stale", 1).unwrap();
+    let err = store
+        .apply_changes(&me, &path, first, remote(2, 5), &stale.save())
+        .unwrap_err();
+    assert!(matches!(err, Error::Superseded { .. }), "{err}");
+}
+
+#[test]
+fn two_stores_sync_by_changes_for_heads() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(da.path(), 1);
+    let b = open(db.path(), 2);
+    let owner = ns(1);
+    let path = p("/shared/list");
+    a.edit_document(&owner, &path, |d| d.put(ROOT, "a", 1)).unwrap().0.unwrap();
+    let id = identity_of(&a, &owner, &path);
+    // b has nothing: everything.
+    let all = a.changes_for(&owner, &path, &[]).unwrap();
+    let out = b.apply_changes(&owner, &path, id, remote(1, 10), &all).unwrap();
+    assert!(out.changed && out.missing_deps.is_empty());
+    assert_eq!(out.entry.heads(), Some(&a.heads(&owner, &path).unwrap()[..]));
+    // Re-applying is a no-op.
+    let again = b.apply_changes(&owner, &path, id, remote(1, 10), &all).unwrap();
+    assert!(!again.changed);
+    assert_eq!(again.entry.seq, out.entry.seq);
+    // Only the difference travels.
+    a.edit_document(&owner, &path, |d| d.put(ROOT, "b", 2)).unwrap().0.unwrap();
+    let delta = a.changes_for(&owner, &path, &b.heads(&owner, &path).unwrap()).unwrap();
+    assert!(delta.len() < all.len() + 200);
+    b.apply_changes(&owner, &path, id, remote(1, 11), &delta).unwrap();
+    assert_eq!(b.heads(&owner, &path).unwrap(), a.heads(&owner, &path).unwrap());
+    // Unknown heads are ignored, not an error.
+    let unknown = automerge::ChangeHash([7; 32]);
+    assert!(!a.changes_for(&owner, &path, &[unknown]).unwrap().is_empty());
+}
+
+#[test]
+fn changes_with_missing_dependencies_wait_and_survive_a_restart() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(da.path(), 1);
+    let owner = ns(1);
+    let path = p("/doc");
+    a.edit_document(&owner, &path, |d| d.put(ROOT, "x", 1)).unwrap().0.unwrap();
+    let id = identity_of(&a, &owner, &path);
+    let h1 = a.heads(&owner, &path).unwrap();
+    a.edit_document(&owner, &path, |d| d.put(ROOT, "y", 2)).unwrap().0.unwrap();
+    let h2 = a.heads(&owner, &path).unwrap();
+    a.edit_document(&owner, &path, |d| d.put(ROOT, "z", 3)).unwrap().0.unwrap();
+    let first = a.changes_for(&owner, &path, &[]).unwrap();
+    let base = {
+        let mut doc = a.document(&owner, &path).unwrap().unwrap();
+        doc.save_after(&[]).len();
+        let mut f = doc.fork_at(&h1).unwrap();
+        f.save()
+    };
+    let middle = {
+        let mut doc = a.document(&owner, &path).unwrap().unwrap();
+        let all = doc.save_after(&h1);
+        let last = doc.save_after(&h2);
+        (all, last)
+    };
+    let (y_and_z, only_z) = middle;
+    {
+        let b = open(db.path(), 2);
+        b.apply_changes(&owner, &path, id, remote(1, 1), &base).unwrap();
+        let out = b.apply_changes(&owner, &path, id, remote(1, 3), &only_z).unwrap();
+        assert!(!out.missing_deps.is_empty(), "z depends on y, which is missing");
+        assert!(matches!(out.entry.kind, EntryKind::Document { pending: true, .. }));
+    }
+    // Restart: the queued change is still there and applies when y arrives.
+    let b = open(db.path(), 2);
+    let doc = b.document(&owner, &path).unwrap().unwrap();
+    assert!(doc.get(ROOT, "z").unwrap().is_none());
+    let out = b.apply_changes(&owner, &path, id, remote(1, 2), &y_and_z).unwrap();
+    assert!(out.missing_deps.is_empty());
+    assert!(matches!(out.entry.kind, EntryKind::Document { pending: false, .. }));
+    drop(b);
+    let b = open(db.path(), 2);
+    let doc = b.document(&owner, &path).unwrap().unwrap();
+    assert_eq!(doc.get(ROOT, "z").unwrap().unwrap().0.to_i64(), Some(3));
+    assert_eq!(b.heads(&owner, &path).unwrap(), a.heads(&owner, &path).unwrap());
+    let _ = first;
+}
+
+#[test]
+fn garbage_changes_are_refused_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 1);
+    let owner = ns(1);
+    let path = p("/doc");
+    store.edit_document(&owner, &path, |d| d.put(ROOT, "keep", 1)).unwrap().0.unwrap();
+    let id = identity_of(&store, &owner, &path);
+    let before = store.get(&owner, &path).unwrap();
+    for garbage in [&b"hello"[..], &[0x85, 0x6f, 0x4a, 0x83, 1, 2, 3], &[]] {
+        let r = store.apply_changes(&owner, &path, id, remote(2, 9), garbage);
+        if let Ok(out) = &r {
+            assert!(!out.changed, "garbage changed the document");
+        }
+    }
+    assert_eq!(store.get(&owner, &path).unwrap(), before);
+    let doc = store.document(&owner, &path).unwrap().unwrap();
+    assert!(doc.get(ROOT, "keep").unwrap().is_some());
+}
+
+#[test]
+fn limits_give_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_change_size: 1_000,
+        max_document_size: 2_000,
+        ..Limits::default()
+    };
+    let store = Store::open(dir.path(), Options::new(device(1)).limits(limits)).unwrap();
+    let owner = ns(1);
+    let big = "x".repeat(1_500);
+    let err = store
+        .edit_document(&owner, &p("/big"), |d| d.put(ROOT, "t", big.as_str()))
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLarge { limit: Limit::ChangeSize, .. }), "{err}");
+    assert!(store.get(&owner, &p("/big")).unwrap().is_none());
+    let err = store
+        .apply_changes(
+            &owner,
+            &p("/big"),
+            DocIdentity {
+                created: Timestamp::from_micros(1),
+                creator: device(2),
+            },
+            remote(2, 1),
+            &vec![0u8; 1_001],
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLarge { limit: Limit::ChangeSize, .. }));
+    // Growing a document past its limit is refused; what it had is kept.
+    let chunk = "y".repeat(600);
+    let mut err = None;
+    for i in 0..10 {
+        match store.edit_document(&owner, &p("/grow"), |d| d.put(ROOT, format!("k{i}"), chunk.as_str())) {
+            Ok(_) => {}
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(matches!(err, Some(Error::TooLarge { limit: Limit::DocumentSize, .. })), "{err:?}");
+    assert!(store.document(&owner, &p("/grow")).unwrap().is_some());
+}
+
+#[test]
+fn root_and_wrong_kind_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 1);
+    let owner = ns(1);
+    assert!(matches!(
+        store.edit_document(&owner, &kith_store::Path::root(), |_| ()),
+        Err(Error::RootPath)
+    ));
+    store.put_blob(&owner, &p("/b"), &b"bytes"[..], "text/plain").unwrap();
+    assert!(matches!(
+        store.edit_document(&owner, &p("/b"), |_| ()),
+        Err(Error::WrongKind { .. })
+    ));
+    assert!(matches!(store.document(&owner, &p("/b")), Err(Error::WrongKind { .. })));
+    assert!(matches!(store.heads(&owner, &p("/none")), Err(Error::NotFound { .. })));
+}
