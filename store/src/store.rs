@@ -29,6 +29,13 @@ const LOG_PUT: u8 = 0;
 const LOG_TOMBSTONE: u8 = 1;
 const META_VERSION: u8 = 1;
 const OUTBOX_COUNTER_KEY: &[u8] = b"outbox";
+/// A key no keyspace uses for data (shorter than every real key's prefix).
+const COMPACT_MARKER: &[u8] = b"\xFFcompact";
+/// fjall 3.1 starts a new journal file at a flush once the current one is
+/// larger than this (hard-coded in its flush worker).
+const JOURNAL_ROTATE_BYTES: u64 = 64_000_000;
+/// Filler written per step while waiting for the journal to rotate.
+const FILLER_VALUE: usize = 1 << 20;
 
 /// One change to a namespace, as recorded in its change log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +161,9 @@ struct Inner {
     tombs: Keyspace,
     records: Keyspace,
     meta: Keyspace,
+    /// Filler written only by [`Store::compact`] to make fjall start a new
+    /// journal file; empty otherwise.
+    scratch: Keyspace,
     blobs: BlobFiles,
     clock: HybridClock,
     actor: ActorId,
@@ -165,6 +175,8 @@ struct Inner {
     tombstones: RwLock<HashMap<NamespaceId, BTreeMap<Vec<u8>, Timestamp>>>,
     watchers: Watchers,
     outbox_next: Mutex<u64>,
+    /// One compaction at a time.
+    compaction: Mutex<()>,
 }
 
 impl Store {
@@ -191,6 +203,7 @@ impl Store {
         let tombs = ks("tombs")?;
         let records = ks("records")?;
         let meta = ks("meta")?;
+        let scratch = ks("scratch")?;
         let blobs = BlobFiles::open(dir.join("blobs"), options.durability == Durability::Sync)?;
         let actor = ActorId::from(options.device.as_bytes().as_slice());
         let limits = options.limits.clamped();
@@ -206,6 +219,7 @@ impl Store {
             tombs,
             records,
             meta,
+            scratch,
             blobs,
             clock: HybridClock::new(),
             actor,
@@ -214,6 +228,7 @@ impl Store {
             tombstones: RwLock::default(),
             watchers: Watchers::default(),
             outbox_next: Mutex::new(0),
+            compaction: Mutex::default(),
         };
         inner.recover()?;
         Ok(Self {
@@ -878,38 +893,47 @@ impl Store {
     }
 
     /// Makes deleted bytes physically disappear: flushes every memtable,
-    /// rewrites every table without deleted values (major compaction) and
-    /// lets the journal drop the files that held them. Slow on a large store;
-    /// run it after deletions, not after every write. Blocks.
+    /// retires fjall's journal file (which still holds every write since it
+    /// was started) and rewrites every table without deleted values (major
+    /// compaction).
+    ///
+    /// fjall starts a new journal file only once the current one passes
+    /// 64 MB, and offers no call to start one sooner, so this appends filler
+    /// through a scratch keyspace until the journal rotates: one compaction
+    /// writes up to 64 MB, then frees it. Run it after deletions (the app
+    /// does, after a deletion request), not after every write. Blocks; takes
+    /// about a second plus the time to rewrite the store's tables.
     ///
     /// # Errors
     /// Storage errors.
     pub fn compact(&self) -> Result<()> {
         let inner = &self.inner;
-        let all = [
-            &inner.entries,
-            &inner.docs,
-            &inner.blob_refs,
-            &inner.log,
-            &inner.tombs,
-            &inner.records,
-            &inner.meta,
-        ];
+        let _exclusive = inner.compaction.lock();
+        let all = inner.keyspaces();
         inner.db.persist(PersistMode::SyncAll)?;
-        for ks in all {
+        // Every keyspace needs a flushed table for the journal manager to
+        // consider the old journal fully persisted.
+        for ks in &all {
+            ks.insert(COMPACT_MARKER, b"")?;
+            ks.remove(COMPACT_MARKER)?;
+        }
+        inner.rotate_journal()?;
+        for ks in &all {
             ks.rotate_memtable_and_wait()?;
         }
-        for ks in all {
-            ks.major_compact()?;
+        // Journal maintenance runs on a memtable rotation: one more, now that
+        // everything the old journal held is in tables.
+        inner.meta.insert(COMPACT_MARKER, b"")?;
+        inner.meta.remove(COMPACT_MARKER)?;
+        inner.meta.rotate_memtable_and_wait()?;
+        let remaining = inner.db.journal_count();
+        if remaining > 1 {
+            tracing::warn!(
+                remaining,
+                "old journal files were not retired by compaction"
+            );
         }
-        // A second rotation lets the journal manager delete journals whose
-        // memtables are all flushed (it runs on rotation).
-        for ks in all {
-            ks.insert(b"\xFFcompact", b"")?;
-            ks.remove(b"\xFFcompact")?;
-            ks.rotate_memtable_and_wait()?;
-        }
-        for ks in all {
+        for ks in &all {
             ks.major_compact()?;
         }
         Ok(())
@@ -1084,11 +1108,66 @@ struct LoadedDoc {
 }
 
 impl Inner {
+    fn keyspaces(&self) -> [&Keyspace; 8] {
+        [
+            &self.entries,
+            &self.docs,
+            &self.blob_refs,
+            &self.log,
+            &self.tombs,
+            &self.records,
+            &self.meta,
+            &self.scratch,
+        ]
+    }
+
+    /// Appends incompressible filler through `scratch` until fjall seals the
+    /// active journal file, then removes the filler.
+    fn rotate_journal(&self) -> Result<()> {
+        let before = self.db.journal_count();
+        let active = self.db.journal_disk_space()?;
+        let mut needed = JOURNAL_ROTATE_BYTES.saturating_sub(active) + FILLER_VALUE as u64;
+        let mut filler = vec![0u8; FILLER_VALUE];
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut written: u64 = 0;
+        let mut key: u32 = 0;
+        // Bounded: four times the threshold is far more than ever needed.
+        while self.db.journal_count() == before && written < 4 * JOURNAL_ROTATE_BYTES {
+            while needed > 0 {
+                for chunk in filler.chunks_mut(8) {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+                }
+                self.scratch.insert(key.to_be_bytes(), filler.as_slice())?;
+                key += 1;
+                written += FILLER_VALUE as u64;
+                needed = needed.saturating_sub(FILLER_VALUE as u64);
+            }
+            // The flush worker checks the journal size when it flushes.
+            self.scratch.rotate_memtable_and_wait()?;
+            needed = FILLER_VALUE as u64;
+        }
+        let mut batch = self.db.batch();
+        for k in 0..key {
+            batch.remove(&self.scratch, k.to_be_bytes());
+        }
+        batch.commit()?;
+        if self.db.journal_count() == before {
+            tracing::warn!(written, "fjall did not start a new journal file");
+        }
+        Ok(())
+    }
+
     fn recover(&self) -> Result<()> {
         // Tombstones into memory; the clock moves past all of them.
         let mut tombs: HashMap<NamespaceId, BTreeMap<Vec<u8>, Timestamp>> = HashMap::new();
         for guard in self.tombs.iter() {
             let key = guard.key()?;
+            if key.as_ref() == COMPACT_MARKER {
+                continue; // left by a compaction cut short
+            }
             let (ns, prefix, time) = keys::parse_tomb(&key).ok_or(Error::Corrupt {
                 what: "tombstone key",
                 why: "malformed",

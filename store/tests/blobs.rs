@@ -10,7 +10,11 @@ use kith_store::{BlobHash, Error, Limit, Limits, Options, RemoteWrite, Store, Ti
 
 fn read_all(store: &Store, hash: &BlobHash, range: impl std::ops::RangeBounds<u64>) -> Vec<u8> {
     let mut out = Vec::new();
-    store.read_blob(hash, range).unwrap().read_to_end(&mut out).unwrap();
+    store
+        .read_blob(hash, range)
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
     out
 }
 
@@ -27,7 +31,14 @@ fn write_read_ranges() {
     let store = open(dir.path(), 1);
     let me = ns(1);
     let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-    let entry = store.put_blob(&me, &p("/photos/a.bin"), &data[..], "application/octet-stream").unwrap();
+    let entry = store
+        .put_blob(
+            &me,
+            &p("/photos/a.bin"),
+            &data[..],
+            "application/octet-stream",
+        )
+        .unwrap();
     let hash = entry.blob_hash().unwrap();
     assert_eq!(hash, BlobHash::of(&data));
     assert_eq!(read_all(&store, &hash, ..), data);
@@ -35,7 +46,10 @@ fn write_read_ranges() {
     assert_eq!(read_all(&store, &hash, 999_990..), &data[999_990..]);
     assert_eq!(read_all(&store, &hash, ..=4), &data[..5]);
     assert_eq!(store.read_blob(&hash, 5..5).unwrap().len(), 0);
-    assert!(matches!(store.read_blob(&hash, 10..2_000_000), Err(Error::BadRange { .. })));
+    assert!(matches!(
+        store.read_blob(&hash, 10..2_000_000),
+        Err(Error::BadRange { .. })
+    ));
     assert!(matches!(
         store.read_blob(&BlobHash::of(b"nope"), ..),
         Err(Error::BlobMissing(_))
@@ -48,22 +62,36 @@ fn shared_content_is_stored_once_and_removed_with_its_last_reference() {
     let store = open(dir.path(), 1);
     let (a, b) = (ns(1), ns(2));
     let content = b"the same picture".repeat(1000);
-    let e1 = store.put_blob(&a, &p("/x"), &content[..], "image/png").unwrap();
-    let e2 = store.put_blob(&a, &p("/y"), &content[..], "image/png").unwrap();
-    let e3 = store.put_blob(&b, &p("/z"), &content[..], "image/png").unwrap();
+    let e1 = store
+        .put_blob(&a, &p("/x"), &content[..], "image/png")
+        .unwrap();
+    let e2 = store
+        .put_blob(&a, &p("/y"), &content[..], "image/png")
+        .unwrap();
+    let e3 = store
+        .put_blob(&b, &p("/z"), &content[..], "image/png")
+        .unwrap();
     let hash = e1.blob_hash().unwrap();
     assert_eq!(e2.blob_hash(), Some(hash));
     assert_eq!(e3.blob_hash(), Some(hash));
     assert_eq!(blob_files(dir.path()), 1, "stored once");
     // Same content again at the same path keeps it.
-    store.put_blob(&a, &p("/x"), &content[..], "image/png").unwrap();
+    store
+        .put_blob(&a, &p("/x"), &content[..], "image/png")
+        .unwrap();
     assert!(store.has_blob(&hash));
     // Replace /x with a document and delete /y: /z still refers to it.
-    store.create_document(&a, &p("/x"), automerge::AutoCommit::new()).unwrap();
-    store.apply_tombstone(&a, &p("/y"), store.clock().now(), &[]).unwrap();
+    store
+        .create_document(&a, &p("/x"), automerge::AutoCommit::new())
+        .unwrap();
+    store
+        .apply_tombstone(&a, &p("/y"), store.clock().now(), &[])
+        .unwrap();
     assert!(store.has_blob(&hash));
     // The last reference goes: so does the file.
-    let out = store.apply_tombstone(&b, &p("/z"), store.clock().now(), &[]).unwrap();
+    let out = store
+        .apply_tombstone(&b, &p("/z"), store.clock().now(), &[])
+        .unwrap();
     assert_eq!(out.blobs_deleted, 1);
     assert!(!store.has_blob(&hash));
     assert_eq!(blob_files(dir.path()), 0);
@@ -77,18 +105,35 @@ fn remote_entries_then_verified_import_purge_and_refetch() {
     let content = b"a friend's photo".repeat(100);
     let hash = BlobHash::of(&content);
     // Content without an entry is not kept.
-    assert!(matches!(store.import_blob(hash, &content[..]), Err(Error::Unreferenced(_))));
+    assert!(matches!(
+        store.import_blob(hash, &content[..]),
+        Err(Error::Unreferenced(_))
+    ));
     let write = RemoteWrite {
         device: device(9),
         timestamp: Timestamp::from_micros(1_000),
     };
     let entry = store
-        .put_blob_entry(&friend, &p("/photos/1"), write, hash, content.len() as u64, "image/jpeg")
+        .put_blob_entry(
+            &friend,
+            &p("/photos/1"),
+            write,
+            hash,
+            content.len() as u64,
+            "image/jpeg",
+        )
         .unwrap();
     assert_eq!(entry.device, device(9));
     // Re-applying the same write is a no-op; an older one is refused.
     let again = store
-        .put_blob_entry(&friend, &p("/photos/1"), write, hash, content.len() as u64, "image/jpeg")
+        .put_blob_entry(
+            &friend,
+            &p("/photos/1"),
+            write,
+            hash,
+            content.len() as u64,
+            "image/jpeg",
+        )
         .unwrap();
     assert_eq!(again, entry);
     let older = RemoteWrite {
@@ -96,10 +141,20 @@ fn remote_entries_then_verified_import_purge_and_refetch() {
         ..write
     };
     assert!(matches!(
-        store.put_blob_entry(&friend, &p("/photos/1"), older, BlobHash::of(b"x"), 1, "image/jpeg"),
+        store.put_blob_entry(
+            &friend,
+            &p("/photos/1"),
+            older,
+            BlobHash::of(b"x"),
+            1,
+            "image/jpeg"
+        ),
         Err(Error::Superseded { .. })
     ));
-    assert!(!store.has_blob(&hash), "the entry alone does not bring content");
+    assert!(
+        !store.has_blob(&hash),
+        "the entry alone does not bring content"
+    );
     // Wrong bytes are refused.
     let err = store.import_blob(hash, &b"tampered"[..]).unwrap_err();
     assert!(matches!(err, Error::HashMismatch { .. }), "{err}");
@@ -109,7 +164,10 @@ fn remote_entries_then_verified_import_purge_and_refetch() {
     // Purge the cache: the entry stays, the content can come back.
     assert!(store.purge_blob(&hash).unwrap());
     assert!(store.get(&friend, &p("/photos/1")).unwrap().is_some());
-    assert!(matches!(store.read_blob(&hash, ..), Err(Error::BlobMissing(_))));
+    assert!(matches!(
+        store.read_blob(&hash, ..),
+        Err(Error::BlobMissing(_))
+    ));
     store.import_blob(hash, &content[..]).unwrap();
     assert!(store.has_blob(&hash));
 }
@@ -125,15 +183,29 @@ fn oversize_blobs_and_media_types_are_refused() {
     let err = store
         .put_blob(&ns(1), &p("/big"), &vec![0u8; 10_001][..], "a/b")
         .unwrap_err();
-    assert!(matches!(err, Error::TooLarge { limit: Limit::BlobSize, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::TooLarge {
+                limit: Limit::BlobSize,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(store.get(&ns(1), &p("/big")).unwrap().is_none());
     assert_eq!(blob_files(dir.path()), 0, "no partial file left");
     let long = "x".repeat(256);
     assert!(matches!(
         store.put_blob(&ns(1), &p("/mt"), &b""[..], &long),
-        Err(Error::TooLarge { limit: Limit::MediaType, .. })
+        Err(Error::TooLarge {
+            limit: Limit::MediaType,
+            ..
+        })
     ));
-    store.put_blob(&ns(1), &p("/ok"), &vec![0u8; 10_000][..], "a/b").unwrap();
+    store
+        .put_blob(&ns(1), &p("/ok"), &vec![0u8; 10_000][..], "a/b")
+        .unwrap();
 }
 
 #[test]
@@ -151,7 +223,9 @@ fn a_failing_reader_leaves_nothing_behind() {
     }
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), 1);
-    let err = store.put_blob(&ns(1), &p("/x"), Broken(100), "a/b").unwrap_err();
+    let err = store
+        .put_blob(&ns(1), &p("/x"), Broken(100), "a/b")
+        .unwrap_err();
     assert!(matches!(err, Error::Io(_)));
     assert!(store.get(&ns(1), &p("/x")).unwrap().is_none());
     assert_eq!(files(&dir.path().join("blobs")).len(), 0);
@@ -162,7 +236,9 @@ fn unreferenced_files_are_removed_on_open() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(dir.path(), 1);
-        store.put_blob(&ns(1), &p("/keep"), &b"keep me"[..], "a/b").unwrap();
+        store
+            .put_blob(&ns(1), &p("/keep"), &b"keep me"[..], "a/b")
+            .unwrap();
     }
     // A file a crash left between writing the content and committing it.
     let orphan = BlobHash::of(b"orphan").to_hex();

@@ -6,7 +6,9 @@ mod common;
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ROOT, ReadDoc};
 use common::{device, ns, open, p};
-use kith_store::{DocIdentity, EntryKind, Error, Limit, Limits, Options, RemoteWrite, Store, Timestamp};
+use kith_store::{
+    DocIdentity, EntryKind, Error, Limit, Limits, Options, RemoteWrite, Store, Timestamp,
+};
 
 fn text(doc: &AutoCommit, key: &str) -> Option<String> {
     doc.get(ROOT, key)
@@ -17,7 +19,9 @@ fn text(doc: &AutoCommit, key: &str) -> Option<String> {
 
 fn identity_of(store: &Store, n: &kith_store::NamespaceId, path: &kith_store::Path) -> DocIdentity {
     match store.get(n, path).unwrap().unwrap().kind {
-        EntryKind::Document { created, creator, .. } => DocIdentity { created, creator },
+        EntryKind::Document {
+            created, creator, ..
+        } => DocIdentity { created, creator },
         EntryKind::Blob { .. } => panic!("not a document"),
     }
 }
@@ -90,7 +94,11 @@ fn create_document_replaces_with_a_new_identity() {
     let store = open(dir.path(), 1);
     let me = ns(1);
     let path = p("/doc");
-    store.edit_document(&me, &path, |d| d.put(ROOT, "old", 1)).unwrap().0.unwrap();
+    store
+        .edit_document(&me, &path, |d| d.put(ROOT, "old", 1))
+        .unwrap()
+        .0
+        .unwrap();
     let first = identity_of(&store, &me, &path);
     let mut fresh = AutoCommit::new();
     fresh.put(ROOT, "new", 2).unwrap();
@@ -116,23 +124,42 @@ fn two_stores_sync_by_changes_for_heads() {
     let b = open(db.path(), 2);
     let owner = ns(1);
     let path = p("/shared/list");
-    a.edit_document(&owner, &path, |d| d.put(ROOT, "a", 1)).unwrap().0.unwrap();
+    a.edit_document(&owner, &path, |d| d.put(ROOT, "a", 1))
+        .unwrap()
+        .0
+        .unwrap();
     let id = identity_of(&a, &owner, &path);
     // b has nothing: everything.
     let all = a.changes_for(&owner, &path, &[]).unwrap();
-    let out = b.apply_changes(&owner, &path, id, remote(1, 10), &all).unwrap();
+    let out = b
+        .apply_changes(&owner, &path, id, remote(1, 10), &all)
+        .unwrap();
     assert!(out.changed && out.missing_deps.is_empty());
-    assert_eq!(out.entry.heads(), Some(&a.heads(&owner, &path).unwrap()[..]));
+    assert_eq!(
+        out.entry.heads(),
+        Some(&a.heads(&owner, &path).unwrap()[..])
+    );
     // Re-applying is a no-op.
-    let again = b.apply_changes(&owner, &path, id, remote(1, 10), &all).unwrap();
+    let again = b
+        .apply_changes(&owner, &path, id, remote(1, 10), &all)
+        .unwrap();
     assert!(!again.changed);
     assert_eq!(again.entry.seq, out.entry.seq);
     // Only the difference travels.
-    a.edit_document(&owner, &path, |d| d.put(ROOT, "b", 2)).unwrap().0.unwrap();
-    let delta = a.changes_for(&owner, &path, &b.heads(&owner, &path).unwrap()).unwrap();
+    a.edit_document(&owner, &path, |d| d.put(ROOT, "b", 2))
+        .unwrap()
+        .0
+        .unwrap();
+    let delta = a
+        .changes_for(&owner, &path, &b.heads(&owner, &path).unwrap())
+        .unwrap();
     assert!(delta.len() < all.len() + 200);
-    b.apply_changes(&owner, &path, id, remote(1, 11), &delta).unwrap();
-    assert_eq!(b.heads(&owner, &path).unwrap(), a.heads(&owner, &path).unwrap());
+    b.apply_changes(&owner, &path, id, remote(1, 11), &delta)
+        .unwrap();
+    assert_eq!(
+        b.heads(&owner, &path).unwrap(),
+        a.heads(&owner, &path).unwrap()
+    );
     // Unknown heads are ignored, not an error.
     let unknown = automerge::ChangeHash([7; 32]);
     assert!(!a.changes_for(&owner, &path, &[unknown]).unwrap().is_empty());
@@ -144,12 +171,21 @@ fn changes_with_missing_dependencies_wait_and_survive_a_restart() {
     let a = open(da.path(), 1);
     let owner = ns(1);
     let path = p("/doc");
-    a.edit_document(&owner, &path, |d| d.put(ROOT, "x", 1)).unwrap().0.unwrap();
+    a.edit_document(&owner, &path, |d| d.put(ROOT, "x", 1))
+        .unwrap()
+        .0
+        .unwrap();
     let id = identity_of(&a, &owner, &path);
     let h1 = a.heads(&owner, &path).unwrap();
-    a.edit_document(&owner, &path, |d| d.put(ROOT, "y", 2)).unwrap().0.unwrap();
+    a.edit_document(&owner, &path, |d| d.put(ROOT, "y", 2))
+        .unwrap()
+        .0
+        .unwrap();
     let h2 = a.heads(&owner, &path).unwrap();
-    a.edit_document(&owner, &path, |d| d.put(ROOT, "z", 3)).unwrap().0.unwrap();
+    a.edit_document(&owner, &path, |d| d.put(ROOT, "z", 3))
+        .unwrap()
+        .0
+        .unwrap();
     let first = a.changes_for(&owner, &path, &[]).unwrap();
     let base = {
         let mut doc = a.document(&owner, &path).unwrap().unwrap();
@@ -166,23 +202,40 @@ fn changes_with_missing_dependencies_wait_and_survive_a_restart() {
     let (y_and_z, only_z) = middle;
     {
         let b = open(db.path(), 2);
-        b.apply_changes(&owner, &path, id, remote(1, 1), &base).unwrap();
-        let out = b.apply_changes(&owner, &path, id, remote(1, 3), &only_z).unwrap();
-        assert!(!out.missing_deps.is_empty(), "z depends on y, which is missing");
-        assert!(matches!(out.entry.kind, EntryKind::Document { pending: true, .. }));
+        b.apply_changes(&owner, &path, id, remote(1, 1), &base)
+            .unwrap();
+        let out = b
+            .apply_changes(&owner, &path, id, remote(1, 3), &only_z)
+            .unwrap();
+        assert!(
+            !out.missing_deps.is_empty(),
+            "z depends on y, which is missing"
+        );
+        assert!(matches!(
+            out.entry.kind,
+            EntryKind::Document { pending: true, .. }
+        ));
     }
     // Restart: the queued change is still there and applies when y arrives.
     let b = open(db.path(), 2);
     let doc = b.document(&owner, &path).unwrap().unwrap();
     assert!(doc.get(ROOT, "z").unwrap().is_none());
-    let out = b.apply_changes(&owner, &path, id, remote(1, 2), &y_and_z).unwrap();
+    let out = b
+        .apply_changes(&owner, &path, id, remote(1, 2), &y_and_z)
+        .unwrap();
     assert!(out.missing_deps.is_empty());
-    assert!(matches!(out.entry.kind, EntryKind::Document { pending: false, .. }));
+    assert!(matches!(
+        out.entry.kind,
+        EntryKind::Document { pending: false, .. }
+    ));
     drop(b);
     let b = open(db.path(), 2);
     let doc = b.document(&owner, &path).unwrap().unwrap();
     assert_eq!(doc.get(ROOT, "z").unwrap().unwrap().0.to_i64(), Some(3));
-    assert_eq!(b.heads(&owner, &path).unwrap(), a.heads(&owner, &path).unwrap());
+    assert_eq!(
+        b.heads(&owner, &path).unwrap(),
+        a.heads(&owner, &path).unwrap()
+    );
     let _ = first;
 }
 
@@ -192,7 +245,11 @@ fn garbage_changes_are_refused_and_lose_nothing() {
     let store = open(dir.path(), 1);
     let owner = ns(1);
     let path = p("/doc");
-    store.edit_document(&owner, &path, |d| d.put(ROOT, "keep", 1)).unwrap().0.unwrap();
+    store
+        .edit_document(&owner, &path, |d| d.put(ROOT, "keep", 1))
+        .unwrap()
+        .0
+        .unwrap();
     let id = identity_of(&store, &owner, &path);
     let before = store.get(&owner, &path).unwrap();
     for garbage in [&b"hello"[..], &[0x85, 0x6f, 0x4a, 0x83, 1, 2, 3], &[]] {
@@ -220,7 +277,16 @@ fn limits_give_typed_errors() {
     let err = store
         .edit_document(&owner, &p("/big"), |d| d.put(ROOT, "t", big.as_str()))
         .unwrap_err();
-    assert!(matches!(err, Error::TooLarge { limit: Limit::ChangeSize, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::TooLarge {
+                limit: Limit::ChangeSize,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(store.get(&owner, &p("/big")).unwrap().is_none());
     let err = store
         .apply_changes(
@@ -234,12 +300,20 @@ fn limits_give_typed_errors() {
             &vec![0u8; 1_001],
         )
         .unwrap_err();
-    assert!(matches!(err, Error::TooLarge { limit: Limit::ChangeSize, .. }));
+    assert!(matches!(
+        err,
+        Error::TooLarge {
+            limit: Limit::ChangeSize,
+            ..
+        }
+    ));
     // Growing a document past its limit is refused; what it had is kept.
     let chunk = "y".repeat(600);
     let mut err = None;
     for i in 0..10 {
-        match store.edit_document(&owner, &p("/grow"), |d| d.put(ROOT, format!("k{i}"), chunk.as_str())) {
+        match store.edit_document(&owner, &p("/grow"), |d| {
+            d.put(ROOT, format!("k{i}"), chunk.as_str())
+        }) {
             Ok(_) => {}
             Err(e) => {
                 err = Some(e);
@@ -247,7 +321,16 @@ fn limits_give_typed_errors() {
             }
         }
     }
-    assert!(matches!(err, Some(Error::TooLarge { limit: Limit::DocumentSize, .. })), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Some(Error::TooLarge {
+                limit: Limit::DocumentSize,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
     assert!(store.document(&owner, &p("/grow")).unwrap().is_some());
 }
 
@@ -260,11 +343,19 @@ fn root_and_wrong_kind_are_refused() {
         store.edit_document(&owner, &kith_store::Path::root(), |_| ()),
         Err(Error::RootPath)
     ));
-    store.put_blob(&owner, &p("/b"), &b"bytes"[..], "text/plain").unwrap();
+    store
+        .put_blob(&owner, &p("/b"), &b"bytes"[..], "text/plain")
+        .unwrap();
     assert!(matches!(
         store.edit_document(&owner, &p("/b"), |_| ()),
         Err(Error::WrongKind { .. })
     ));
-    assert!(matches!(store.document(&owner, &p("/b")), Err(Error::WrongKind { .. })));
-    assert!(matches!(store.heads(&owner, &p("/none")), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        store.document(&owner, &p("/b")),
+        Err(Error::WrongKind { .. })
+    ));
+    assert!(matches!(
+        store.heads(&owner, &p("/none")),
+        Err(Error::NotFound { .. })
+    ));
 }
