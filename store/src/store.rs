@@ -1565,7 +1565,17 @@ impl Txn<'_> {
         let inner = self.inner;
         let ns = self.ns;
         let limits = inner.limits;
-        let chunk = loaded.doc.save_after(heads_before);
+        // A new document is saved whole (Automerge's compact format loads
+        // fastest); later changes are appended as increments.
+        let chunk = if heads_before.is_empty() && loaded.applied_keys.is_empty() {
+            if loaded.doc.get_heads().is_empty() {
+                Vec::new()
+            } else {
+                loaded.doc.save()
+            }
+        } else {
+            loaded.doc.save_after(heads_before)
+        };
         inner.check_size(
             Limit::ChangeSize,
             chunk.len() as u64,

@@ -99,7 +99,8 @@ impl Path {
         Ok(path)
     }
 
-    /// Reads a path from its byte encoding, validating every rule.
+    /// Reads a path from its byte encoding, validating every rule in one
+    /// pass.
     ///
     /// # Errors
     /// [`ParseError::MalformedEncoding`] or a component error.
@@ -110,17 +111,37 @@ impl Path {
         if bytes.last().is_some_and(|b| *b != TERMINATOR) {
             return Err(ParseError::MalformedEncoding("missing terminator"));
         }
-        let mut path = Self::root();
-        // The encoding ends with a terminator, so splitting yields one empty
-        // tail that is skipped.
-        let mut parts = bytes.split(|b| *b == TERMINATOR);
-        let _tail = parts.next_back();
-        for part in parts {
-            let component = std::str::from_utf8(part)
-                .map_err(|_| ParseError::MalformedEncoding("component is not UTF-8"))?;
-            path.push(component)?;
+        // NUL is ASCII, so no UTF-8 sequence spans a terminator: checking the
+        // whole buffer checks every component.
+        if std::str::from_utf8(bytes).is_err() {
+            return Err(ParseError::MalformedEncoding("component is not UTF-8"));
         }
-        Ok(path)
+        let mut index = 0;
+        let mut len = 0;
+        for &b in bytes {
+            match b {
+                TERMINATOR => {
+                    if len == 0 {
+                        return Err(ParseError::EmptyComponent(index));
+                    }
+                    if index >= MAX_COMPONENTS {
+                        return Err(ParseError::TooManyComponents);
+                    }
+                    index += 1;
+                    len = 0;
+                }
+                b'/' => return Err(ParseError::SlashInComponent(index)),
+                _ => {
+                    len += 1;
+                    if len > MAX_COMPONENT_LEN {
+                        return Err(ParseError::ComponentTooLong { index, len });
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            encoded: bytes.to_vec(),
+        })
     }
 
     /// The byte encoding (see the type's docs).
