@@ -1,3 +1,0 @@
-//! Placeholder until the store exists.
-
-fn main() {}
