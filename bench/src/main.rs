@@ -74,3 +74,26 @@ fn main() -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every scenario runs to completion at a tiny scale, so the bench
+    /// cannot rot between release runs.
+    #[test]
+    fn every_scenario_runs_at_small_scale() {
+        let opts = Options {
+            scenario: "all".into(),
+            json: true,
+            scale: 0.001,
+        };
+        for (name, run) in SCENARIOS {
+            let figures = run(&opts).unwrap_or_else(|e| panic!("scenario {name} failed: {e:#}"));
+            assert!(!figures.is_empty(), "scenario {name} measured nothing");
+            for f in &figures {
+                assert!(f.value.is_finite() && f.value > 0.0, "{name}/{}: {}", f.name, f.value);
+            }
+        }
+    }
+}
