@@ -8,8 +8,9 @@
 //! when the store opens.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path as FsPath, PathBuf};
+use std::sync::mpsc;
 
 use crate::error::Limit;
 use crate::{BlobHash, Error, Result};
@@ -57,39 +58,34 @@ impl BlobFiles {
     }
 
     /// Streams `reader` into a temporary file, hashing as it goes; refuses
-    /// content longer than `max` bytes without reading past it.
+    /// content longer than `max` bytes without reading much past it.
+    ///
+    /// Content larger than one buffer is hashed on the calling thread while
+    /// a second thread writes the previous buffers, so the speed is that of
+    /// the slower of hashing and writing, not of both in turn. At most
+    /// `PIPELINE_DEPTH + 2` buffers of [`STREAM_BUFFER`] bytes are in memory.
     pub(crate) fn write_temp(&self, mut reader: impl Read, max: u64) -> Result<TempBlob> {
         let name = format!("{}-{:016x}", std::process::id(), rand_suffix());
         let path = self.tmp.join(name);
-        let file = File::create(&path)?;
+        let mut file = File::create(&path)?;
         let mut temp = TempBlob {
             path,
             hash: BlobHash::from_bytes([0; 32]),
             size: 0,
             committed: false,
         };
-        let mut out = BufWriter::with_capacity(STREAM_BUFFER, file);
         let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; STREAM_BUFFER];
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            };
-            temp.size += n as u64;
-            if temp.size > max {
-                return Err(Error::TooLarge {
-                    limit: Limit::BlobSize,
-                    size: temp.size,
-                    max,
-                });
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n])?;
+        let mut first = vec![0u8; STREAM_BUFFER];
+        let n = read_full(&mut reader, &mut first)?;
+        first.truncate(n);
+        temp.size = n as u64;
+        check_blob_size(temp.size, max)?;
+        hasher.update(&first);
+        if n < STREAM_BUFFER {
+            file.write_all(&first)?;
+        } else {
+            file = pipeline(file, first, &mut reader, &mut hasher, &mut temp.size, max)?;
         }
-        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
         if self.sync {
             file.sync_all()?;
         }
@@ -174,6 +170,89 @@ impl BlobFiles {
         }
         Ok(out)
     }
+}
+
+/// Buffers in flight between the hashing and the writing thread.
+const PIPELINE_DEPTH: usize = 4;
+
+fn check_blob_size(size: u64, max: u64) -> Result<()> {
+    if size > max {
+        return Err(Error::TooLarge {
+            limit: Limit::BlobSize,
+            size,
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// Reads until `buf` is full or the reader ends; returns the bytes read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Hashes on this thread while a scoped thread writes; returns the file.
+fn pipeline(
+    file: File,
+    first: Vec<u8>,
+    reader: &mut impl Read,
+    hasher: &mut blake3::Hasher,
+    size: &mut u64,
+    max: u64,
+) -> Result<File> {
+    let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(PIPELINE_DEPTH);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> io::Result<File> {
+            let mut out = file;
+            for buf in full_rx {
+                out.write_all(&buf)?;
+                // The reader may be gone already; then the buffer is dropped.
+                let _ = empty_tx.send(buf);
+            }
+            Ok(out)
+        });
+        let mut read_result = Ok(());
+        if full_tx.send(first).is_ok() {
+            read_result = loop {
+                let mut buf = empty_rx.try_recv().unwrap_or_default();
+                buf.resize(STREAM_BUFFER, 0);
+                let n = match read_full(reader, &mut buf) {
+                    Ok(n) => n,
+                    Err(e) => break Err(Error::from(e)),
+                };
+                if n == 0 {
+                    break Ok(());
+                }
+                buf.truncate(n);
+                *size += n as u64;
+                if let Err(e) = check_blob_size(*size, max) {
+                    break Err(e);
+                }
+                hasher.update(&buf);
+                // A send fails only if the writer stopped; its error is
+                // reported by `join` below.
+                if full_tx.send(buf).is_err() || n < STREAM_BUFFER {
+                    break Ok(());
+                }
+            };
+        }
+        drop(full_tx);
+        let written = writer
+            .join()
+            .map_err(|_| Error::Io(io::Error::other("blob writer thread panicked")))?;
+        read_result?;
+        Ok(written?)
+    })
 }
 
 fn sync_dir(dir: &FsPath) -> Result<()> {

@@ -249,3 +249,60 @@ fn unreferenced_files_are_removed_on_open() {
     assert!(store.has_blob(&BlobHash::of(b"keep me")));
     assert!(!store.has_blob(&BlobHash::of(b"orphan")));
 }
+
+#[test]
+fn failures_in_the_middle_of_a_large_blob_leave_nothing_behind() {
+    /// Yields `ok` bytes, then fails.
+    struct FailsAfter(usize);
+    impl Read for FailsAfter {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::other("connection reset"));
+            }
+            let n = buf.len().min(self.0);
+            buf[..n].fill(3);
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_blob_size: 3 << 20,
+        ..Limits::default()
+    };
+    let store = Store::open(dir.path(), Options::new(device(1)).limits(limits)).unwrap();
+    let err = store
+        .put_blob(&ns(1), &p("/x"), FailsAfter(1 << 20), "a/b")
+        .unwrap_err();
+    assert!(matches!(err, Error::Io(_)), "{err}");
+    let err = store
+        .put_blob(&ns(1), &p("/y"), &vec![5u8; (3 << 20) + 1][..], "a/b")
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TooLarge {
+                limit: Limit::BlobSize,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        store
+            .list(&ns(1), &kith_store::Path::root(), None, 10)
+            .unwrap()
+            .entries
+            .is_empty()
+    );
+    assert_eq!(
+        files(&dir.path().join("blobs")).len(),
+        0,
+        "no partial file left"
+    );
+    // Exactly at the limit, across many buffers: stored and intact.
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 253) as u8).collect();
+    let entry = store.put_blob(&ns(1), &p("/z"), &data[..], "a/b").unwrap();
+    assert_eq!(entry.blob_hash(), Some(BlobHash::of(&data)));
+    assert_eq!(read_all(&store, &BlobHash::of(&data), ..), data);
+}

@@ -320,9 +320,7 @@ fn limits_give_typed_errors() {
     let chunk = &big[..600];
     let mut err = None;
     for i in 0..10 {
-        match store.edit_document(&owner, &p("/grow"), |d| {
-            d.put(ROOT, format!("k{i}"), chunk)
-        }) {
+        match store.edit_document(&owner, &p("/grow"), |d| d.put(ROOT, format!("k{i}"), chunk)) {
             Ok(_) => {}
             Err(e) => {
                 err = Some(e);
