@@ -43,10 +43,10 @@ pub(crate) fn entry_path(key: &[u8]) -> crate::Result<Path> {
         what: "entry key",
         why: "too short",
     })?;
-    Ok(Path::from_encoded(path).map_err(|_| crate::Error::Corrupt {
+    Path::from_encoded(path).map_err(|_| crate::Error::Corrupt {
         what: "entry key",
         why: "bad path",
-    })?)
+    })
 }
 
 /// Prefix of every chunk of one document.

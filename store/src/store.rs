@@ -1468,10 +1468,10 @@ impl Txn<'_> {
             keys::log(&ns, entry.seq),
             LogRecord::Put(path.clone()).encode(),
         );
-        if let Some(old) = old {
-            if old.seq != entry.seq {
-                self.batch.remove(&inner.log, keys::log(&ns, old.seq));
-            }
+        if let Some(old) = old
+            && old.seq != entry.seq
+        {
+            self.batch.remove(&inner.log, keys::log(&ns, old.seq));
         }
         // Blob references change only when the hash does: a batch must never
         // remove and insert the same key.

@@ -3,6 +3,8 @@
 //! Alone in its test binary, so the process's peak resident set (VmHWM)
 //! measures this test only.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::Read;

@@ -1,6 +1,8 @@
 //! Blobs: streaming writes and ranged reads, de-duplication, reference
 //! counting, imports verified by hash, purge and re-fetch.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::Read;

@@ -3,6 +3,8 @@
 //! with SIGKILL at random moments, reopens the store and checks that every
 //! acknowledged write is there and readable, in both durability modes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -158,7 +160,7 @@ fn acknowledged_writes_survive_kill_9() {
                     panic!("acknowledged document /docs/{r}/{i} lost after run {run}")
                 });
             assert_eq!(
-                doc.get(ROOT, "v").unwrap().unwrap().0.to_i64(),
+                doc.get(ROOT, "v").unwrap().unwrap().0.as_i64(),
                 Some(*i as i64)
             );
         }
@@ -180,7 +182,7 @@ fn acknowledged_writes_survive_kill_9() {
                 .document(&me, &p(&format!("/counter/{r}")))
                 .unwrap()
                 .unwrap();
-            let n = doc.get(ROOT, "n").unwrap().unwrap().0.to_i64().unwrap();
+            let n = doc.get(ROOT, "n").unwrap().unwrap().0.as_i64().unwrap();
             assert!(n >= *i as i64, "edit {i} of run {r} lost: counter is {n}");
         }
     }

@@ -1,6 +1,8 @@
 //! After a deletion and the store's compaction step, no file in the data
 //! folder contains the deleted bytes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use automerge::ROOT;

@@ -1,6 +1,8 @@
 //! Documents: create, edit, read, heads, changes for a peer, applying remote
 //! changes, queued changes across restarts, identity and limits.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use automerge::transaction::Transactable;
@@ -81,7 +83,7 @@ fn many_edits_compact_into_a_snapshot_and_stay_readable() {
     let store = open(dir.path(), 1);
     let doc = store.document(&me, &path).unwrap().unwrap();
     let (v, _) = doc.get(ROOT, "n").unwrap().unwrap();
-    assert_eq!(v.to_i64(), Some(49));
+    assert_eq!(v.as_i64(), Some(49));
     let EntryKind::Document { size, .. } = store.get(&me, &path).unwrap().unwrap().kind else {
         panic!()
     };
@@ -231,7 +233,7 @@ fn changes_with_missing_dependencies_wait_and_survive_a_restart() {
     drop(b);
     let b = open(db.path(), 2);
     let doc = b.document(&owner, &path).unwrap().unwrap();
-    assert_eq!(doc.get(ROOT, "z").unwrap().unwrap().0.to_i64(), Some(3));
+    assert_eq!(doc.get(ROOT, "z").unwrap().unwrap().0.as_i64(), Some(3));
     assert_eq!(
         b.heads(&owner, &path).unwrap(),
         a.heads(&owner, &path).unwrap()

@@ -1,6 +1,8 @@
 //! Listing in path order with pagination, the change log, watchers (with the
 //! lag signal), namespaces and records.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use automerge::ROOT;

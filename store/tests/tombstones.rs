@@ -3,6 +3,8 @@
 //! survive restarts. A model-based property test checks the rules against a
 //! reference implementation over random operation sequences.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -15,6 +15,10 @@ pub const MAX_COMPONENTS: usize = 64;
 /// with a namespace id and a suffix in front of or behind it.
 pub const MAX_ENCODED_PATH_LEN: usize = MAX_COMPONENTS * (MAX_COMPONENT_LEN + 1);
 
+// A namespace id, a blob hash and a suffix beside the longest path still
+// fit in one fjall key (at most 65,535 bytes), checked at compile time.
+const _: () = assert!(MAX_ENCODED_PATH_LEN + 32 + 32 + 16 < 65_535);
+
 /// Terminates every component in the byte encoding. Components never contain
 /// NUL, so the encoding is unambiguous.
 const TERMINATOR: u8 = 0;
@@ -350,7 +354,6 @@ mod tests {
         let c = "x".repeat(MAX_COMPONENT_LEN);
         let path = Path::from_components(std::iter::repeat_n(c.as_str(), MAX_COMPONENTS)).unwrap();
         assert_eq!(path.encoded().len(), MAX_ENCODED_PATH_LEN);
-        assert!(MAX_ENCODED_PATH_LEN + 32 + 64 < 65_535);
     }
 
     fn component() -> impl Strategy<Value = String> {

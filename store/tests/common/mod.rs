@@ -1,5 +1,5 @@
 //! Shared helpers for the store's integration tests.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use kith_store::{DeviceId, NamespaceId, Options, Path, Store};
 
