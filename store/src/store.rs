@@ -589,16 +589,11 @@ impl Store {
             changes.len() as u64,
             inner.limits.max_change_size,
         )?;
-        inner.check_tombstone(ns, path, identity.created)?;
-        inner.clock.observe(write.timestamp);
-        let mut txn = inner.begin(ns)?;
-        // Re-check under the namespace lock: a tombstone may have landed.
-        inner.check_tombstone(ns, path, identity.created)?;
-        let old = inner.entry_in(&inner.db.snapshot(), ns, path)?;
         let incoming = crate::entry::Identity {
             time: identity.created,
             device: identity.creator,
         };
+        let (mut txn, old) = inner.begin_remote(ns, path, incoming.time, write.timestamp)?;
         let mut loaded = match &old {
             Some(e) if e.identity() > incoming => {
                 return Err(Error::Superseded { path: path.clone() });
@@ -717,15 +712,11 @@ impl Store {
         check_media_type(media_type)?;
         let inner = &self.inner;
         inner.check_size(Limit::BlobSize, size, inner.limits.max_blob_size)?;
-        inner.check_tombstone(ns, path, write.timestamp)?;
-        inner.clock.observe(write.timestamp);
-        let mut txn = inner.begin(ns)?;
-        inner.check_tombstone(ns, path, write.timestamp)?;
-        let old = inner.entry_in(&inner.db.snapshot(), ns, path)?;
         let incoming = crate::entry::Identity {
             time: write.timestamp,
             device: write.device,
         };
+        let (mut txn, old) = inner.begin_remote(ns, path, incoming.time, write.timestamp)?;
         if let Some(old) = &old {
             if old.identity() == incoming && old.blob_hash() == Some(hash) {
                 return Ok(old.clone());
@@ -1246,6 +1237,24 @@ impl Inner {
             touches_blobs: false,
             committed: false,
         })
+    }
+
+    /// Starts a write that arrived from another device: moves the clock past
+    /// it, takes the namespace lock, refuses it if a tombstone at or after
+    /// `identity_time` covers `path` (checked under the lock, so a deletion
+    /// landing concurrently is seen), and reads what sits at `path`.
+    fn begin_remote(
+        &self,
+        ns: &NamespaceId,
+        path: &Path,
+        identity_time: Timestamp,
+        written: Timestamp,
+    ) -> Result<(Txn<'_>, Option<Entry>)> {
+        self.clock.observe(written);
+        let txn = self.begin(ns)?;
+        self.check_tombstone(ns, path, identity_time)?;
+        let old = self.entry_in(&self.db.snapshot(), ns, path)?;
+        Ok((txn, old))
     }
 
     fn entry_in(
