@@ -92,7 +92,12 @@ mod tests {
             let figures = run(&opts).unwrap_or_else(|e| panic!("scenario {name} failed: {e:#}"));
             assert!(!figures.is_empty(), "scenario {name} measured nothing");
             for f in &figures {
-                assert!(f.value.is_finite() && f.value > 0.0, "{name}/{}: {}", f.name, f.value);
+                assert!(
+                    f.value.is_finite() && f.value > 0.0,
+                    "{name}/{}: {}",
+                    f.name,
+                    f.value
+                );
             }
         }
     }
