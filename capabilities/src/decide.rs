@@ -315,8 +315,10 @@ impl Grants {
         // The requester has caps: a path none of them covers is refused for
         // that reason.
         verdict.deny = DenyReason::PrefixDoesNotCover;
-        let depth = path.encoded().iter().filter(|b| **b == 0).count();
-        if grantee.prefixes.len() <= depth + 1 {
+        // A path of depth d has d + 1 ancestors (itself and the root
+        // included): scan the requester's prefixes when they are fewer,
+        // otherwise look the ancestors up.
+        if grantee.prefixes.len() <= path.len() + 1 {
             for (prefix, indexes) in &grantee.prefixes {
                 if path.encoded().starts_with(prefix) {
                     self.judge_indexes(indexes, now, &mut verdict);

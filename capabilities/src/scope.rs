@@ -91,6 +91,9 @@ impl fmt::Debug for TopicId {
 
 /// The key material of one scope: (namespace, prefix) with its current
 /// epoch and secret, and what is derived from them.
+///
+/// `Debug` shows neither the secret nor the topic id (which would let
+/// outsiders find the topic).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Scope {
     namespace: NamespaceId,
@@ -278,7 +281,6 @@ impl fmt::Debug for Scope {
             .field("namespace", &self.namespace)
             .field("prefix", &self.prefix)
             .field("epoch", &self.epoch)
-            .field("topic", &self.topic)
             .finish_non_exhaustive()
     }
 }

@@ -731,6 +731,7 @@ fn scope_rotation_seal_and_open() {
     assert!(a.covers(&alice().id(), &p("/a/x")) && !a.covers(&alice().id(), &p("/ab")));
     // Secrets never show in Debug.
     assert!(!format!("{a:?}").contains("0101"));
+    assert!(!format!("{a:?}").contains(&a.topic_id().to_string()[..16]));
     assert!(format!("{:?}", a.secret()).contains("hidden"));
 
     let roster = roster();

@@ -358,3 +358,24 @@ fn exported_key_text_vector() {
         .unwrap();
     assert_eq!(NamespaceKey::import_text(line).unwrap().id(), key.id());
 }
+
+#[test]
+fn maximum_lengths_are_as_documented_in_format_md() {
+    assert_eq!(DeviceCert::MAX_ENCODED_LEN, 147);
+    assert_eq!(DeviceRevocation::MAX_ENCODED_LEN, 137);
+    assert_eq!(ReadCap::MAX_ENCODED_LEN, 16_548);
+    assert_eq!(Revocation::MAX_ENCODED_LEN, 121);
+    assert_eq!(Tombstone::MAX_ENCODED_LEN, 16_657);
+    assert_eq!(Receipt::MAX_ENCODED_LEN, 153);
+    assert_eq!(Roster::MAX_ENCODED_LEN, 49_261);
+    assert_eq!(kith_caps::Scope::MAX_ENCODED_LEN, 16_459);
+    assert_eq!(SealedEnvelope::MAX_ENCODED_LEN, 65_536);
+    let format =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("FORMAT.md"))
+            .unwrap();
+    for n in [
+        "147", "137", "16,548", "121", "16,657", "153", "49,261", "16,459", "65,536",
+    ] {
+        assert!(format.contains(n), "FORMAT.md does not mention {n}");
+    }
+}
