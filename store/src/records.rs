@@ -33,6 +33,8 @@ pub enum RecordKind {
     Identity,
     /// A message owed to someone, kept until delivered.
     Outbox,
+    /// Sync progress with a peer (cursors).
+    SyncState,
 }
 
 impl RecordKind {
@@ -47,6 +49,7 @@ impl RecordKind {
             RecordKind::Scope => 7,
             RecordKind::Identity => 8,
             RecordKind::Outbox => 9,
+            RecordKind::SyncState => 10,
         }
     }
 }

@@ -990,6 +990,27 @@ impl Store {
         Ok(out)
     }
 
+    /// Every record of `kind` in every namespace, as (namespace, id, bytes),
+    /// ordered by namespace then id. Blocks.
+    ///
+    /// # Errors
+    /// Storage errors, [`Error::Corrupt`].
+    pub fn all_records(&self, kind: RecordKind) -> Result<Vec<(NamespaceId, Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for guard in self.inner.records.prefix([kind.tag()]) {
+            let (key, value) = guard.into_inner()?;
+            let ns = key
+                .get(1..33)
+                .and_then(|b| NamespaceId::try_from_slice(b).ok())
+                .ok_or(Error::Corrupt {
+                    what: "record key",
+                    why: "too short",
+                })?;
+            out.push((ns, key[33..].to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Removes one record. Blocks.
     ///
     /// # Errors

@@ -230,3 +230,26 @@ fn records_and_outbox_round_trip_and_survive_restart() {
         "ids keep increasing after a restart"
     );
 }
+
+#[test]
+fn records_of_a_kind_are_listed_across_namespaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 1);
+    store
+        .put_record(RecordKind::Friend, &ns(2), b"ticket", b"b")
+        .unwrap();
+    store
+        .put_record(RecordKind::Friend, &ns(1), b"ticket", b"a")
+        .unwrap();
+    store
+        .put_record(RecordKind::Capability, &ns(1), b"x", b"other kind")
+        .unwrap();
+    let all = store.all_records(RecordKind::Friend).unwrap();
+    assert_eq!(
+        all,
+        [
+            (ns(1), b"ticket".to_vec(), b"a".to_vec()),
+            (ns(2), b"ticket".to_vec(), b"b".to_vec())
+        ]
+    );
+}
