@@ -111,7 +111,7 @@ pub enum Error {
     },
     /// Automerge refused the bytes (not a document or change, or corrupt).
     #[error("automerge: {0}")]
-    Automerge(#[from] automerge::AutomergeError),
+    Automerge(Box<automerge::AutomergeError>),
     /// A stored value could not be decoded: the data folder is damaged.
     #[error("stored {what} is damaged ({why}); the data folder may be corrupt")]
     Corrupt {
@@ -126,6 +126,12 @@ pub enum Error {
     /// A file operation failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<automerge::AutomergeError> for Error {
+    fn from(e: automerge::AutomergeError) -> Self {
+        Error::Automerge(Box::new(e))
+    }
 }
 
 /// The store's result type.

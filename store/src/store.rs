@@ -37,6 +37,9 @@ const JOURNAL_ROTATE_BYTES: u64 = 64_000_000;
 /// Filler written per step while waiting for the journal to rotate.
 const FILLER_VALUE: usize = 1 << 20;
 
+/// A record as listed by [`Store::all_records`]: (namespace, id, bytes).
+pub type StoredRecord = (NamespaceId, Vec<u8>, Vec<u8>);
+
 /// One change to a namespace, as recorded in its change log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
@@ -995,7 +998,7 @@ impl Store {
     ///
     /// # Errors
     /// Storage errors, [`Error::Corrupt`].
-    pub fn all_records(&self, kind: RecordKind) -> Result<Vec<(NamespaceId, Vec<u8>, Vec<u8>)>> {
+    pub fn all_records(&self, kind: RecordKind) -> Result<Vec<StoredRecord>> {
         let mut out = Vec::new();
         for guard in self.inner.records.prefix([kind.tag()]) {
             let (key, value) = guard.into_inner()?;

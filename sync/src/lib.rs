@@ -1,8 +1,48 @@
-//! The kith node: owns a store, an iroh endpoint and the sync protocols.
+//! The kith node: a friends-only sync engine over iroh.
 //!
-//! Not built yet. Today it re-exports the store so that applications have one
-//! crate to depend on.
+//! A [`Node`] owns a [`Store`](kith_store::Store) holding this person's
+//! namespace and the namespaces friends share with it, an iroh endpoint,
+//! and the catch-up protocol ([`proto`]) that lets a friend pull everything
+//! they may read. A friend is added by their [`Ticket`]; [`Node::grant`]
+//! lets a friend read a prefix and [`Node::revoke`] takes it back;
+//! [`Node::subscribe`] keeps a friend's namespace synced, retrying while
+//! they are offline and resuming after a restart; [`Node::read_blob`] fetches
+//! a friend's blob on demand, verified against its hash.
+//!
+//! Every connection is authenticated by iroh, and a connection gate refuses
+//! any endpoint that is not one of this namespace's devices or a friend's
+//! before any work is done. The owner's side answers only for paths the
+//! requester's valid caps cover; the requester checks that it talks to a
+//! serving device of the owner and verifies every signed object it receives.
+//!
+//! Live push over gossip, deletion receipts and multi-device replication
+//! arrive in later versions; today a subscription re-syncs periodically.
+//!
+//! ```no_run
+//! # async fn run() -> kith::Result<()> {
+//! use kith::{NetworkMode, Node, Path};
+//!
+//! let alice = Node::builder("alice-data").network(NetworkMode::LocalOnly).spawn().await?;
+//! let bob = Node::builder("bob-data").network(NetworkMode::LocalOnly).spawn().await?;
+//! alice.add_friend(&bob.ticket()).await?;
+//! bob.add_friend(&alice.ticket()).await?;
+//! alice.grant(&bob.namespace(), &Path::parse("/feed")?, None).await?;
+//! let report = bob.sync_now(&alice.namespace()).await?;
+//! println!("{} entries in {:?}", report.entries, report.duration);
+//! # Ok(()) }
+//! ```
 
+mod error;
+mod identity;
+mod net;
+mod node;
+pub mod proto;
+mod state;
+mod ticket;
+
+pub use error::{Error, Result};
 pub use kith_caps as caps;
 pub use kith_store as store;
 pub use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
+pub use node::{Builder, NetworkMode, Node, SyncReport};
+pub use ticket::Ticket;

@@ -1,0 +1,703 @@
+//! The node: a store, an iroh endpoint and the catch-up protocol.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iroh::address_lookup::memory::MemoryLookup;
+use iroh::endpoint::{Connection, PortmapperConfig, presets};
+use iroh::protocol::Router;
+use iroh::{Endpoint, EndpointAddr, RelayMode, RelayUrl, SecretKey};
+use kith_caps::{CapId, ReadCap, Revocation, Tombstone, TombstoneId};
+use kith_store::{
+    BlobHash, BlobReader, Durability, Options as StoreOptions, RecordKind, RecordOp, Store,
+};
+use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
+use parking_lot::{Mutex, RwLock};
+use tokio::task::JoinHandle;
+
+use crate::identity::Identity;
+use crate::net;
+use crate::net::gate::Gate;
+use crate::net::serve::SyncProtocol;
+use crate::proto::wire::ALPN;
+use crate::state::Shared;
+use crate::ticket::Ticket;
+use crate::{Error, Result};
+
+/// How long a connection attempt to one device may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one whole sync with a device may take.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
+/// First and largest wait between retries of a subscription.
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Where a node's endpoint looks for peers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// Real use: iroh's relays and address lookup, so friends connect across
+    /// NATs by key. With `relays`, only those (self-hosted iroh-relay) URLs
+    /// are used instead of the default relays.
+    #[default]
+    Internet,
+    /// Like `Internet`, with these relay servers instead of the defaults.
+    InternetWithRelays(Vec<RelayUrl>),
+    /// Loopback only: no relays, no outside lookups, bound to 127.0.0.1.
+    /// What tests, examples and benches use; peers are reached by the
+    /// addresses in their tickets.
+    LocalOnly,
+}
+
+/// Configures and starts a [`Node`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    data_dir: PathBuf,
+    network: NetworkMode,
+    bind: Option<SocketAddr>,
+    durability: Durability,
+    eager_blob_size: u64,
+    resync_interval: Duration,
+}
+
+/// What one [`Node::sync_now`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// The device synced with.
+    pub device: Option<DeviceId>,
+    /// Entries received.
+    pub entries: u64,
+    /// Documents updated.
+    pub docs: u64,
+    /// Tombstones applied.
+    pub tombstones: u64,
+    /// Blobs fetched eagerly (small ones).
+    pub blobs_fetched: u64,
+    /// Items refused by the owner or rejected here.
+    pub refused: u64,
+    /// Bytes sent on the catch-up stream.
+    pub bytes_sent: u64,
+    /// Bytes received on the catch-up stream and blob streams.
+    pub bytes_received: u64,
+    /// The prefixes synced.
+    pub prefixes: Vec<Path>,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+impl Builder {
+    fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            network: NetworkMode::default(),
+            bind: None,
+            durability: Durability::default(),
+            eager_blob_size: 256 << 10,
+            resync_interval: Duration::from_secs(30),
+        }
+    }
+
+    /// Sets the network mode (default [`NetworkMode::Internet`]).
+    pub fn network(mut self, network: NetworkMode) -> Self {
+        self.network = network;
+        self
+    }
+
+    /// Binds the endpoint to this address (default: any port, on 127.0.0.1
+    /// in `LocalOnly` mode, on all interfaces otherwise).
+    pub fn bind_addr(mut self, addr: SocketAddr) -> Self {
+        self.bind = Some(addr);
+        self
+    }
+
+    /// Sets the store's durability mode.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Blobs up to this size are fetched with their entries; larger ones
+    /// when read (default 256 KiB).
+    pub fn eager_blob_size(mut self, bytes: u64) -> Self {
+        self.eager_blob_size = bytes;
+        self
+    }
+
+    /// How often a subscription re-syncs while the friend is reachable
+    /// (default 30 s; live push arrives with gossip).
+    pub fn resync_interval(mut self, interval: Duration) -> Self {
+        self.resync_interval = interval;
+        self
+    }
+
+    /// Opens the data folder (creating the identity on first start), binds
+    /// the endpoint and starts serving.
+    ///
+    /// # Errors
+    /// [`Error::Identity`] for damaged identity files, store errors,
+    /// [`Error::Network`] if the endpoint cannot bind.
+    pub async fn spawn(self) -> Result<Node> {
+        std::fs::create_dir_all(&self.data_dir)?;
+        let data_dir = self.data_dir.clone();
+        let durability = self.durability;
+        let (identity, store, known) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let identity = Identity::load_or_create(&data_dir)?;
+            let store = Store::open(
+                data_dir.join("store"),
+                StoreOptions::new(identity.device()).durability(durability),
+            )?;
+            let known = Shared::load_known(&store, &identity)?;
+            Ok((identity, store, known))
+        })
+        .await
+        .map_err(|e| Error::Protocol(format!("start-up task failed: {e}")))??;
+
+        let gate = Gate::default();
+        let lookup = MemoryLookup::new();
+        let secret = SecretKey::from_bytes(&identity.device_key.to_bytes());
+        let builder = match &self.network {
+            NetworkMode::LocalOnly => Endpoint::builder(presets::Minimal)
+                .relay_mode(RelayMode::Disabled)
+                .clear_ip_transports()
+                .bind_addr(
+                    self.bind
+                        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+                )
+                .map_err(Error::network)?
+                .portmapper_config(PortmapperConfig::Disabled),
+            NetworkMode::Internet | NetworkMode::InternetWithRelays(_) => {
+                let mut b = Endpoint::builder(presets::N0);
+                if let NetworkMode::InternetWithRelays(urls) = &self.network {
+                    b = b.relay_mode(RelayMode::Custom(urls.iter().cloned().collect()));
+                }
+                if let Some(addr) = self.bind {
+                    b = b
+                        .clear_ip_transports()
+                        .bind_addr(addr)
+                        .map_err(Error::network)?;
+                }
+                b
+            }
+        };
+        let endpoint = builder
+            .secret_key(secret)
+            .address_lookup(lookup.clone())
+            .hooks(gate.clone())
+            .alpns(vec![ALPN.to_vec()])
+            .bind()
+            .await
+            .map_err(Error::network)?;
+        let shared = Arc::new(Shared {
+            store,
+            identity,
+            known: RwLock::new(known),
+            gate,
+        });
+        shared.refresh_gate();
+        let router = Router::builder(endpoint.clone())
+            .accept(
+                ALPN,
+                SyncProtocol {
+                    shared: shared.clone(),
+                },
+            )
+            .spawn();
+        let node = Node {
+            inner: Arc::new(Inner {
+                shared,
+                endpoint,
+                router,
+                lookup,
+                config: self,
+                subscriptions: Mutex::new(HashMap::new()),
+                connections: tokio::sync::Mutex::new(HashMap::new()),
+            }),
+        };
+        // Subscriptions resume after a restart.
+        let store = node.inner.shared.clone();
+        let resume = tokio::task::spawn_blocking(move || store.subscribed())
+            .await
+            .map_err(|e| Error::Protocol(format!("start-up task failed: {e}")))??;
+        for friend in resume {
+            node.start_subscription(friend);
+        }
+        Ok(node)
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    endpoint: Endpoint,
+    router: Router,
+    lookup: MemoryLookup,
+    config: Builder,
+    subscriptions: Mutex<HashMap<NamespaceId, JoinHandle<()>>>,
+    /// Open connections to other devices, reused across requests.
+    connections: tokio::sync::Mutex<HashMap<DeviceId, Connection>>,
+}
+
+/// A kith node: this device's store, endpoint and sync tasks.
+///
+/// `Node` is a cheap handle (`Clone`); the node stops when [`Node::shutdown`]
+/// is awaited. Its methods are async; the blocking store is reached through
+/// [`Node::store`] (call it from blocking code or `spawn_blocking`).
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("namespace", &self.namespace())
+            .field("device", &self.device())
+            .finish_non_exhaustive()
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Protocol(format!("blocking task failed: {e}")))?
+}
+
+impl Node {
+    /// A builder for a node keeping its data in `data_dir`.
+    pub fn builder(data_dir: impl Into<PathBuf>) -> Builder {
+        Builder::new(data_dir)
+    }
+
+    /// This node's namespace.
+    pub fn namespace(&self) -> NamespaceId {
+        self.inner.shared.namespace()
+    }
+
+    /// This device.
+    pub fn device(&self) -> DeviceId {
+        self.inner.shared.identity.device()
+    }
+
+    /// The store: this namespace's data and friends' replicated data.
+    /// Blocking; see [`kith_store::Store`]. Write only into this node's own
+    /// namespace: friends' namespaces are written by sync.
+    pub fn store(&self) -> &Store {
+        &self.inner.shared.store
+    }
+
+    /// The endpoint's current direct addresses.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.inner.endpoint.addr().ip_addrs().copied().collect()
+    }
+
+    /// A ticket a friend adds to reach this node.
+    pub fn ticket(&self) -> Ticket {
+        Ticket {
+            namespace: self.namespace(),
+            cert: self.inner.shared.identity.cert.clone(),
+            addrs: self.addrs(),
+        }
+    }
+
+    /// Adds (or updates) a friend from their ticket. Their devices may
+    /// connect from now on.
+    ///
+    /// # Errors
+    /// [`Error::NotAllowed`] for this node's own ticket; store errors.
+    pub async fn add_friend(&self, ticket: &Ticket) -> Result<()> {
+        let shared = self.inner.shared.clone();
+        let ticket2 = ticket.clone();
+        blocking(move || shared.add_friend(&ticket2)).await?;
+        if !ticket.addrs.is_empty() {
+            let id = iroh::PublicKey::from_bytes(ticket.cert.device().as_bytes())
+                .map_err(Error::network)?;
+            let addr = EndpointAddr::from_parts(
+                id,
+                ticket.addrs.iter().map(|a| iroh::TransportAddr::Ip(*a)),
+            );
+            self.inner.lookup.add_endpoint_info(addr);
+        }
+        Ok(())
+    }
+
+    /// This node's friends.
+    pub fn friends(&self) -> Vec<NamespaceId> {
+        let mut f: Vec<NamespaceId> = self
+            .inner
+            .shared
+            .known
+            .read()
+            .friends
+            .keys()
+            .copied()
+            .collect();
+        f.sort();
+        f
+    }
+
+    /// Removes a friend: their devices are refused from now on and their
+    /// subscription stops. Their replicated data stays until deleted.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn remove_friend(&self, friend: &NamespaceId) -> Result<bool> {
+        self.unsubscribe(friend).await?;
+        let shared = self.inner.shared.clone();
+        let friend = *friend;
+        let removed = blocking(move || shared.remove_friend(&friend)).await?;
+        Ok(removed)
+    }
+
+    fn namespace_key(&self) -> Result<&kith_caps::NamespaceKey> {
+        self.inner
+            .shared
+            .identity
+            .namespace_key
+            .as_ref()
+            .ok_or(Error::NotAllowed(
+                "only the device holding the namespace key can sign grants and deletions",
+            ))
+    }
+
+    /// Lets `friend` read everything under `prefix` until `expires` (or
+    /// forever). Takes effect at once on this device.
+    ///
+    /// # Errors
+    /// [`Error::NotFriend`], [`Error::NotAllowed`] without the namespace key,
+    /// store errors.
+    pub async fn grant(
+        &self,
+        friend: &NamespaceId,
+        prefix: &Path,
+        expires: Option<Timestamp>,
+    ) -> Result<ReadCap> {
+        if !self.inner.shared.known.read().friends.contains_key(friend) {
+            return Err(Error::NotFriend(*friend));
+        }
+        let key = self.namespace_key()?;
+        let now = self.inner.shared.store.clock().now();
+        let cap = ReadCap::issue(
+            key,
+            CapId::random(&mut rand::rng()),
+            *friend,
+            prefix.clone(),
+            now,
+            expires,
+        )?;
+        let shared = self.inner.shared.clone();
+        let cap2 = cap.clone();
+        blocking(move || shared.store_own_cap(&cap2)).await?;
+        Ok(cap)
+    }
+
+    /// Revokes a cap: from now on this device refuses the grantee anything
+    /// under the cap's prefix (unless another valid cap covers it).
+    ///
+    /// # Errors
+    /// [`Error::NotAllowed`] without the namespace key, store errors.
+    pub async fn revoke(&self, cap: CapId) -> Result<Revocation> {
+        let key = self.namespace_key()?;
+        let now = self.inner.shared.store.clock().now();
+        let rev = Revocation::issue(key, cap, now);
+        let shared = self.inner.shared.clone();
+        let rev2 = rev.clone();
+        blocking(move || shared.store_own_revocation(&rev2)).await?;
+        Ok(rev)
+    }
+
+    /// Every cap this namespace issued, with whether it is revoked.
+    pub fn grants(&self) -> Vec<(ReadCap, bool)> {
+        let grants = self.inner.shared.known.read().grants.clone();
+        grants
+            .caps()
+            .iter()
+            .map(|c| (c.clone(), grants.is_revoked(&c.id())))
+            .collect()
+    }
+
+    /// The verified caps `friend` granted this node, and the revocations of
+    /// caps it held, as last received from them.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn caps_from(&self, friend: &NamespaceId) -> Result<(Vec<ReadCap>, Vec<Revocation>)> {
+        let shared = self.inner.shared.clone();
+        let f = *friend;
+        blocking(move || shared.caps_from(&f)).await
+    }
+
+    /// Deletes everything under `prefix` of this namespace written until
+    /// now, and keeps the signed tombstone so that friends receive it.
+    ///
+    /// # Errors
+    /// [`Error::NotAllowed`] without the namespace key, store errors.
+    pub async fn delete(&self, prefix: &Path) -> Result<TombstoneId> {
+        let key = self.namespace_key()?;
+        let now = self.inner.shared.store.clock().now();
+        let tombstone = Tombstone::issue(
+            key,
+            TombstoneId::random(&mut rand::rng()),
+            prefix.clone(),
+            now,
+        );
+        let shared = self.inner.shared.clone();
+        let id = tombstone.id();
+        blocking(move || {
+            let ns = shared.namespace();
+            let record = RecordOp::put(
+                RecordKind::Tombstone,
+                ns,
+                tombstone.id().as_bytes(),
+                &tombstone.encode(),
+            );
+            shared
+                .store
+                .apply_tombstone(&ns, tombstone.prefix(), tombstone.up_to(), &[record])?;
+            Ok(())
+        })
+        .await?;
+        Ok(id)
+    }
+
+    async fn connect(&self, device: DeviceId, addrs: &[SocketAddr]) -> Result<Connection> {
+        let mut conns = self.inner.connections.lock().await;
+        if let Some(conn) = conns.get(&device)
+            && conn.close_reason().is_none()
+        {
+            return Ok(conn.clone());
+        }
+        let id = iroh::PublicKey::from_bytes(device.as_bytes()).map_err(Error::network)?;
+        let addr = EndpointAddr::from_parts(id, addrs.iter().map(|a| iroh::TransportAddr::Ip(*a)));
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.inner.endpoint.connect(addr, ALPN))
+            .await
+            .map_err(|_| Error::Timeout("connecting"))?
+            .map_err(Error::network)?;
+        conns.insert(device, conn.clone());
+        Ok(conn)
+    }
+
+    /// The devices of `owner` to sync from, in order of preference.
+    fn devices_of(&self, owner: &NamespaceId) -> Result<Vec<(DeviceId, Vec<SocketAddr>)>> {
+        let known = self.inner.shared.known.read();
+        let friend = known.friends.get(owner).ok_or(Error::NotFriend(*owner))?;
+        Ok(friend.devices())
+    }
+
+    /// Catches up with `friend` now: connects to one of their devices and
+    /// fetches everything changed under the prefixes this node may read,
+    /// then small blobs.
+    ///
+    /// # Errors
+    /// [`Error::NotFriend`], [`Error::Unreachable`] if no device answered,
+    /// [`Error::Refused`] or [`Error::Protocol`] if the device refused or
+    /// misbehaved, store errors.
+    pub async fn sync_now(&self, friend: &NamespaceId) -> Result<SyncReport> {
+        let devices = self.devices_of(friend)?;
+        let mut last_error = String::from("no known device");
+        for (device, addrs) in devices {
+            let started = Instant::now();
+            let conn = match self.connect(device, &addrs).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last_error = e.to_string();
+                    continue;
+                }
+            };
+            let run = tokio::time::timeout(
+                SYNC_TIMEOUT,
+                net::fetch::sync(&self.inner.shared, &conn, *friend),
+            )
+            .await;
+            let (fetch, traffic) = match run {
+                Ok(Ok(v)) => v,
+                Ok(Err(e @ (Error::Refused { .. } | Error::Protocol(_) | Error::Wire(_)))) => {
+                    return Err(e);
+                }
+                Ok(Err(e)) => {
+                    self.inner.connections.lock().await.remove(&device);
+                    last_error = e.to_string();
+                    continue;
+                }
+                Err(_) => {
+                    last_error = "timed out".into();
+                    continue;
+                }
+            };
+            let mut report = SyncReport {
+                device: Some(device),
+                entries: fetch.entries,
+                docs: fetch.docs,
+                tombstones: fetch.tombstones,
+                refused: fetch.refused,
+                bytes_sent: traffic.sent,
+                bytes_received: traffic.received,
+                prefixes: fetch.prefixes.clone(),
+                ..SyncReport::default()
+            };
+            let eager = self.inner.config.eager_blob_size;
+            for (path, hash, size) in fetch.blobs {
+                if size > eager || self.inner.shared.store.has_blob(&hash) {
+                    continue;
+                }
+                match net::fetch::blob(&self.inner.shared, &conn, &path, hash, size).await {
+                    Ok(n) => {
+                        report.blobs_fetched += 1;
+                        report.bytes_received += n;
+                    }
+                    Err(e) => {
+                        tracing::info!(%path, %e, "could not fetch a small blob; it will be fetched when read")
+                    }
+                }
+            }
+            report.duration = started.elapsed();
+            return Ok(report);
+        }
+        Err(Error::Unreachable {
+            namespace: *friend,
+            last_error,
+        })
+    }
+
+    /// Opens the blob at `path` of `namespace`, fetching it from the owner's
+    /// devices first if it is not stored here (a friend's blob that was
+    /// never fetched or was purged).
+    ///
+    /// # Errors
+    /// [`kith_store::Error::NotFound`] if nothing is at `path`, fetch errors,
+    /// store errors.
+    pub async fn read_blob(&self, namespace: &NamespaceId, path: &Path) -> Result<BlobReader> {
+        let store = self.inner.shared.store.clone();
+        let (ns, p) = (*namespace, path.clone());
+        let entry = blocking(move || Ok(store.get(&ns, &p)?))
+            .await?
+            .ok_or_else(|| {
+                Error::from(kith_store::Error::NotFound {
+                    namespace: *namespace,
+                    path: path.clone(),
+                })
+            })?;
+        let kith_store::EntryKind::Blob { hash, size, .. } = entry.kind else {
+            return Err(kith_store::Error::WrongKind {
+                path: path.clone(),
+                expected: "blob",
+                found: "document",
+            }
+            .into());
+        };
+        if !self.inner.shared.store.has_blob(&hash) && *namespace != self.namespace() {
+            self.fetch_blob(namespace, path, hash, size).await?;
+        }
+        let store = self.inner.shared.store.clone();
+        blocking(move || Ok(store.read_blob(&hash, ..)?)).await
+    }
+
+    async fn fetch_blob(
+        &self,
+        owner: &NamespaceId,
+        path: &Path,
+        hash: BlobHash,
+        size: u64,
+    ) -> Result<u64> {
+        let mut last_error = String::from("no known device");
+        for (device, addrs) in self.devices_of(owner)? {
+            let conn = match self.connect(device, &addrs).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last_error = e.to_string();
+                    continue;
+                }
+            };
+            match net::fetch::blob(&self.inner.shared, &conn, path, hash, size).await {
+                Ok(n) => return Ok(n),
+                Err(e @ (Error::Refused { .. } | Error::Store(_))) => return Err(e),
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        Err(Error::Unreachable {
+            namespace: *owner,
+            last_error,
+        })
+    }
+
+    /// Keeps `friend`'s namespace synced: syncs now and then every
+    /// resync interval, retrying with backoff while the friend is offline.
+    /// Resumes after a restart.
+    ///
+    /// # Errors
+    /// [`Error::NotFriend`], store errors.
+    pub async fn subscribe(&self, friend: &NamespaceId) -> Result<()> {
+        if !self.inner.shared.known.read().friends.contains_key(friend) {
+            return Err(Error::NotFriend(*friend));
+        }
+        let shared = self.inner.shared.clone();
+        let f = *friend;
+        blocking(move || shared.set_subscribed(&f, true)).await?;
+        self.start_subscription(*friend);
+        Ok(())
+    }
+
+    /// Stops keeping `friend` synced.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn unsubscribe(&self, friend: &NamespaceId) -> Result<()> {
+        if let Some(task) = self.inner.subscriptions.lock().remove(friend) {
+            task.abort();
+        }
+        let shared = self.inner.shared.clone();
+        let f = *friend;
+        blocking(move || shared.set_subscribed(&f, false)).await
+    }
+
+    fn start_subscription(&self, friend: NamespaceId) {
+        let weak = Arc::downgrade(&self.inner);
+        let interval = self.inner.config.resync_interval;
+        let task = tokio::spawn(async move {
+            let mut wait = RETRY_MIN;
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let node = Node { inner };
+                match node.sync_now(&friend).await {
+                    Ok(report) => {
+                        tracing::debug!(friend = %friend.fmt_short(), entries = report.entries, "subscription synced");
+                        wait = interval;
+                    }
+                    Err(Error::NotFriend(_)) => return,
+                    Err(e) => {
+                        tracing::info!(friend = %friend.fmt_short(), %e, retry_in = ?wait, "subscription sync failed");
+                        wait = if wait >= interval {
+                            RETRY_MIN
+                        } else {
+                            (wait * 2).min(RETRY_MAX)
+                        };
+                    }
+                }
+                drop(node);
+                tokio::time::sleep(wait).await;
+            }
+        });
+        if let Some(old) = self.inner.subscriptions.lock().insert(friend, task) {
+            old.abort();
+        }
+    }
+
+    /// Stops the node: subscriptions end, connections close, the endpoint
+    /// shuts down, and everything written is flushed to disk.
+    ///
+    /// # Errors
+    /// Store errors while flushing.
+    pub async fn shutdown(self) -> Result<()> {
+        for (_, task) in self.inner.subscriptions.lock().drain() {
+            task.abort();
+        }
+        for (_, conn) in self.inner.connections.lock().await.drain() {
+            conn.close(0u32.into(), b"shutting down");
+        }
+        if let Err(e) = self.inner.router.shutdown().await {
+            tracing::warn!(%e, "router shutdown failed");
+        }
+        let store = self.inner.shared.store.clone();
+        blocking(move || Ok(store.sync()?)).await
+    }
+}

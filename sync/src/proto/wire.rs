@@ -1,0 +1,614 @@
+//! The catch-up protocol's messages and their encoding.
+//!
+//! Every message travels as one frame: a 4-byte big-endian length, then the
+//! body: a version byte ([`VERSION`]), a tag byte, and the fields in a fixed
+//! order (big-endian integers, `u16`-length-prefixed paths and strings,
+//! `u32`-length-prefixed byte strings, `u16` item counts). Every length and
+//! count is bounded before anything is allocated; trailing bytes, unknown
+//! versions and unknown tags are refused. Signed objects (certificates,
+//! caps, revocations, tombstones) travel as their canonical `kith-caps`
+//! encodings and are verified by the receiver.
+
+use kith_store::BlobHash;
+use kith_store::automerge::ChangeHash;
+use kith_types::{DeviceId, MAX_ENCODED_PATH_LEN, Path, Timestamp};
+
+/// The ALPN of the catch-up protocol.
+pub const ALPN: &[u8] = b"kith/sync/1";
+/// Version byte of every message body.
+pub const VERSION: u8 = 1;
+/// Largest frame body accepted: a document delta of up to 16 MiB plus room.
+pub const MAX_FRAME_LEN: usize = (16 << 20) + (64 << 10);
+/// Most items in one batched message.
+pub const MAX_BATCH: usize = 1024;
+/// Most heads of one document in a message.
+pub const MAX_HEADS: usize = 1024;
+/// Longest signed object carried inside a message.
+pub const MAX_SIGNED_LEN: usize = 32 << 10;
+/// Most signed objects of one kind in a message.
+pub const MAX_SIGNED_ITEMS: usize = 4096;
+/// Longest human-readable reason.
+pub const MAX_REASON_LEN: usize = 1024;
+/// Size of the blob chunks a server sends.
+pub const BLOB_CHUNK: usize = 256 << 10;
+
+/// A decoding failure: the peer sent bytes that are not a valid message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed message: {0}")]
+pub struct WireError(pub &'static str);
+
+/// What kind of content an entry holds, as sent to a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireKind {
+    /// An Automerge document.
+    Document {
+        /// Its creation time (part of its identity).
+        created: Timestamp,
+        /// Its creator (part of its identity).
+        creator: DeviceId,
+        /// Its heads on the sender.
+        heads: Vec<ChangeHash>,
+    },
+    /// A blob reference.
+    Blob {
+        /// BLAKE3 hash of the content.
+        hash: BlobHash,
+        /// Size in bytes.
+        size: u64,
+        /// Media type.
+        media_type: String,
+    },
+}
+
+/// An entry's metadata, as sent to a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireEntry {
+    /// Where it sits.
+    pub path: Path,
+    /// The device of its latest write.
+    pub device: DeviceId,
+    /// The time of its latest write.
+    pub timestamp: Timestamp,
+    /// Its content.
+    pub kind: WireKind,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusalCode {
+    /// The requester did not identify itself first, or broke the sequence.
+    Protocol = 1,
+    /// The requester's device certificate is invalid or not for this peer.
+    BadCertificate = 2,
+    /// The requester is not a friend, or the request is not covered by a
+    /// valid read capability.
+    Unauthorized = 3,
+    /// The requested thing does not exist here.
+    NotFound = 4,
+    /// A per-peer limit was exceeded.
+    RateLimited = 5,
+    /// The request was malformed.
+    Malformed = 6,
+    /// Something failed on the serving side.
+    Internal = 7,
+}
+
+impl RefusalCode {
+    fn from_u8(v: u8) -> Result<Self, WireError> {
+        Ok(match v {
+            1 => Self::Protocol,
+            2 => Self::BadCertificate,
+            3 => Self::Unauthorized,
+            4 => Self::NotFound,
+            5 => Self::RateLimited,
+            6 => Self::Malformed,
+            7 => Self::Internal,
+            _ => return Err(WireError("unknown refusal code")),
+        })
+    }
+}
+
+/// A protocol message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Requester → owner, first: who I am (my device certificate) and the
+    /// certificates of my namespace's other devices.
+    Hello {
+        /// The requester's `DeviceCert` for the device it connects with.
+        cert: Vec<u8>,
+        /// Certificates of the requester's other devices.
+        other_certs: Vec<Vec<u8>>,
+    },
+    /// Owner → requester, after `Hello`: the requester's current read caps
+    /// and the revocations of caps it held, and the owner's device
+    /// certificates and device revocations.
+    Welcome {
+        /// Read caps granted to the requester (or, for an own device, all).
+        caps: Vec<Vec<u8>>,
+        /// Revocations of caps the requester held.
+        revocations: Vec<Vec<u8>>,
+        /// The owner's device certificates.
+        owner_certs: Vec<Vec<u8>>,
+        /// The owner's device revocations.
+        device_revocations: Vec<Vec<u8>>,
+    },
+    /// Requester → owner: what changed under each prefix after each
+    /// sequence number (of the serving device's change log).
+    Sync {
+        /// (prefix, last sequence number seen) per prefix.
+        cursors: Vec<(Path, u64)>,
+    },
+    /// Owner → requester: signed deletion requests under the requested
+    /// prefixes.
+    Tombstones {
+        /// Signed tombstones.
+        items: Vec<Vec<u8>>,
+    },
+    /// Owner → requester: changed entries under the requested prefixes.
+    Entries {
+        /// Entry metadata.
+        items: Vec<WireEntry>,
+    },
+    /// Owner → requester: the end of a `Sync` answer, with the cursors to
+    /// send next time.
+    SyncDone {
+        /// (prefix, sequence number now) per requested prefix.
+        cursors: Vec<(Path, u64)>,
+    },
+    /// Requester → owner: send the changes of these documents that a holder
+    /// of these heads lacks.
+    WantDocs {
+        /// (path, heads held).
+        items: Vec<(Path, Vec<ChangeHash>)>,
+    },
+    /// Owner → requester: one document's missing changes.
+    Doc {
+        /// Its path.
+        path: Path,
+        /// Its creation time.
+        created: Timestamp,
+        /// Its creator.
+        creator: DeviceId,
+        /// The device of its latest write.
+        device: DeviceId,
+        /// The time of its latest write.
+        timestamp: Timestamp,
+        /// Automerge changes.
+        changes: Vec<u8>,
+    },
+    /// Owner → requester: every wanted document has been answered.
+    DocsDone,
+    /// Requester → owner: stream this blob from `offset`.
+    WantBlob {
+        /// A path referencing the blob that the requester may read.
+        path: Path,
+        /// The blob's hash.
+        hash: BlobHash,
+        /// Where to start.
+        offset: u64,
+    },
+    /// Owner → requester: blob bytes follow: `size` bytes from `offset`, as
+    /// `BlobChunk`s, then `BlobEnd`.
+    BlobStart {
+        /// Total size of the blob.
+        size: u64,
+        /// Where the following chunks start.
+        offset: u64,
+    },
+    /// Owner → requester: a piece of blob content.
+    BlobChunk {
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// Owner → requester: the blob is complete.
+    BlobEnd,
+    /// Either way: a request (or one item of it) was refused.
+    Refused {
+        /// Why.
+        code: RefusalCode,
+        /// The path concerned, if any.
+        path: Option<Path>,
+        /// A human-readable reason.
+        reason: String,
+    },
+}
+
+const TAG_HELLO: u8 = 1;
+const TAG_WELCOME: u8 = 2;
+const TAG_SYNC: u8 = 3;
+const TAG_TOMBSTONES: u8 = 4;
+const TAG_ENTRIES: u8 = 5;
+const TAG_SYNC_DONE: u8 = 6;
+const TAG_WANT_DOCS: u8 = 7;
+const TAG_DOC: u8 = 8;
+const TAG_DOCS_DONE: u8 = 9;
+const TAG_WANT_BLOB: u8 = 10;
+const TAG_BLOB_START: u8 = 11;
+const TAG_BLOB_CHUNK: u8 = 12;
+const TAG_BLOB_END: u8 = 13;
+const TAG_REFUSED: u8 = 14;
+
+impl Message {
+    /// A refusal.
+    pub fn refused(code: RefusalCode, path: Option<Path>, reason: impl Into<String>) -> Self {
+        let mut reason = reason.into();
+        if reason.len() > MAX_REASON_LEN {
+            let mut cut = MAX_REASON_LEN;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+        }
+        Self::Refused { code, path, reason }
+    }
+
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "Hello",
+            Message::Welcome { .. } => "Welcome",
+            Message::Sync { .. } => "Sync",
+            Message::Tombstones { .. } => "Tombstones",
+            Message::Entries { .. } => "Entries",
+            Message::SyncDone { .. } => "SyncDone",
+            Message::WantDocs { .. } => "WantDocs",
+            Message::Doc { .. } => "Doc",
+            Message::DocsDone => "DocsDone",
+            Message::WantBlob { .. } => "WantBlob",
+            Message::BlobStart { .. } => "BlobStart",
+            Message::BlobChunk { .. } => "BlobChunk",
+            Message::BlobEnd => "BlobEnd",
+            Message::Refused { .. } => "Refused",
+        }
+    }
+
+    /// The frame body (without the length prefix).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Enc(Vec::with_capacity(64));
+        w.u8(VERSION);
+        match self {
+            Message::Hello { cert, other_certs } => {
+                w.u8(TAG_HELLO);
+                w.bytes(cert);
+                w.list(other_certs, |w, c| w.bytes(c));
+            }
+            Message::Welcome {
+                caps,
+                revocations,
+                owner_certs,
+                device_revocations,
+            } => {
+                w.u8(TAG_WELCOME);
+                for list in [caps, revocations, owner_certs, device_revocations] {
+                    w.list(list, |w, c| w.bytes(c));
+                }
+            }
+            Message::Sync { cursors } => {
+                w.u8(TAG_SYNC);
+                w.list(cursors, |w, (p, s)| {
+                    w.path(p);
+                    w.u64(*s);
+                });
+            }
+            Message::Tombstones { items } => {
+                w.u8(TAG_TOMBSTONES);
+                w.list(items, |w, t| w.bytes(t));
+            }
+            Message::Entries { items } => {
+                w.u8(TAG_ENTRIES);
+                w.list(items, |w, e| w.entry(e));
+            }
+            Message::SyncDone { cursors } => {
+                w.u8(TAG_SYNC_DONE);
+                w.list(cursors, |w, (p, s)| {
+                    w.path(p);
+                    w.u64(*s);
+                });
+            }
+            Message::WantDocs { items } => {
+                w.u8(TAG_WANT_DOCS);
+                w.list(items, |w, (p, heads)| {
+                    w.path(p);
+                    w.heads(heads);
+                });
+            }
+            Message::Doc {
+                path,
+                created,
+                creator,
+                device,
+                timestamp,
+                changes,
+            } => {
+                w.u8(TAG_DOC);
+                w.path(path);
+                w.u64(created.as_micros());
+                w.raw(creator.as_bytes());
+                w.raw(device.as_bytes());
+                w.u64(timestamp.as_micros());
+                w.bytes(changes);
+            }
+            Message::DocsDone => w.u8(TAG_DOCS_DONE),
+            Message::WantBlob { path, hash, offset } => {
+                w.u8(TAG_WANT_BLOB);
+                w.path(path);
+                w.raw(hash.as_bytes());
+                w.u64(*offset);
+            }
+            Message::BlobStart { size, offset } => {
+                w.u8(TAG_BLOB_START);
+                w.u64(*size);
+                w.u64(*offset);
+            }
+            Message::BlobChunk { bytes } => {
+                w.u8(TAG_BLOB_CHUNK);
+                w.bytes(bytes);
+            }
+            Message::BlobEnd => w.u8(TAG_BLOB_END),
+            Message::Refused { code, path, reason } => {
+                w.u8(TAG_REFUSED);
+                w.u8(*code as u8);
+                match path {
+                    Some(p) => {
+                        w.u8(1);
+                        w.path(p);
+                    }
+                    None => w.u8(0),
+                }
+                w.str(reason);
+            }
+        }
+        w.0
+    }
+
+    /// Decodes a frame body.
+    ///
+    /// # Errors
+    /// [`WireError`] for anything that is not exactly one valid message.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        if bytes.len() > MAX_FRAME_LEN {
+            return Err(WireError("frame too large"));
+        }
+        let mut r = Dec(bytes);
+        if r.u8()? != VERSION {
+            return Err(WireError("unknown version"));
+        }
+        let msg = match r.u8()? {
+            TAG_HELLO => Message::Hello {
+                cert: r.signed()?,
+                other_certs: r.list(MAX_SIGNED_ITEMS, Dec::signed)?,
+            },
+            TAG_WELCOME => Message::Welcome {
+                caps: r.list(MAX_SIGNED_ITEMS, Dec::signed)?,
+                revocations: r.list(MAX_SIGNED_ITEMS, Dec::signed)?,
+                owner_certs: r.list(MAX_SIGNED_ITEMS, Dec::signed)?,
+                device_revocations: r.list(MAX_SIGNED_ITEMS, Dec::signed)?,
+            },
+            TAG_SYNC => Message::Sync {
+                cursors: r.list(MAX_BATCH, |r| Ok((r.path()?, r.u64()?)))?,
+            },
+            TAG_TOMBSTONES => Message::Tombstones {
+                items: r.list(MAX_SIGNED_ITEMS, Dec::signed)?,
+            },
+            TAG_ENTRIES => Message::Entries {
+                items: r.list(MAX_BATCH, Dec::entry)?,
+            },
+            TAG_SYNC_DONE => Message::SyncDone {
+                cursors: r.list(MAX_BATCH, |r| Ok((r.path()?, r.u64()?)))?,
+            },
+            TAG_WANT_DOCS => Message::WantDocs {
+                items: r.list(MAX_BATCH, |r| Ok((r.path()?, r.heads()?)))?,
+            },
+            TAG_DOC => Message::Doc {
+                path: r.path()?,
+                created: Timestamp::from_micros(r.u64()?),
+                creator: DeviceId::from_bytes(r.array()?),
+                device: DeviceId::from_bytes(r.array()?),
+                timestamp: Timestamp::from_micros(r.u64()?),
+                changes: r.bytes(MAX_FRAME_LEN)?.to_vec(),
+            },
+            TAG_DOCS_DONE => Message::DocsDone,
+            TAG_WANT_BLOB => Message::WantBlob {
+                path: r.path()?,
+                hash: BlobHash::from_bytes(r.array()?),
+                offset: r.u64()?,
+            },
+            TAG_BLOB_START => Message::BlobStart {
+                size: r.u64()?,
+                offset: r.u64()?,
+            },
+            TAG_BLOB_CHUNK => Message::BlobChunk {
+                bytes: r.bytes(BLOB_CHUNK)?.to_vec(),
+            },
+            TAG_BLOB_END => Message::BlobEnd,
+            TAG_REFUSED => Message::Refused {
+                code: RefusalCode::from_u8(r.u8()?)?,
+                path: match r.u8()? {
+                    0 => None,
+                    1 => Some(r.path()?),
+                    _ => return Err(WireError("bad option tag")),
+                },
+                reason: r.str(MAX_REASON_LEN)?,
+            },
+            _ => return Err(WireError("unknown message tag")),
+        };
+        if !r.0.is_empty() {
+            return Err(WireError("trailing bytes"));
+        }
+        Ok(msg)
+    }
+}
+
+struct Enc(Vec<u8>);
+
+impl Enc {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn raw(&mut self, v: &[u8]) {
+        self.0.extend_from_slice(v);
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        self.0
+            .extend_from_slice(&u32::try_from(v.len()).unwrap_or(u32::MAX).to_be_bytes());
+        self.0.extend_from_slice(v);
+    }
+    fn str(&mut self, v: &str) {
+        let len = v.len().min(usize::from(u16::MAX));
+        self.u16(len as u16);
+        self.0.extend_from_slice(&v.as_bytes()[..len]);
+    }
+    fn path(&mut self, p: &Path) {
+        self.u16(p.encoded().len() as u16);
+        self.0.extend_from_slice(p.encoded());
+    }
+    fn heads(&mut self, heads: &[ChangeHash]) {
+        self.u16(heads.len().min(MAX_HEADS) as u16);
+        for h in heads.iter().take(MAX_HEADS) {
+            self.raw(&h.0);
+        }
+    }
+    fn list<T>(&mut self, items: &[T], mut each: impl FnMut(&mut Self, &T)) {
+        self.u16(items.len().min(usize::from(u16::MAX)) as u16);
+        for item in items.iter().take(usize::from(u16::MAX)) {
+            each(self, item);
+        }
+    }
+    fn entry(&mut self, e: &WireEntry) {
+        self.path(&e.path);
+        self.raw(e.device.as_bytes());
+        self.u64(e.timestamp.as_micros());
+        match &e.kind {
+            WireKind::Document {
+                created,
+                creator,
+                heads,
+            } => {
+                self.u8(0);
+                self.u64(created.as_micros());
+                self.raw(creator.as_bytes());
+                self.heads(heads);
+            }
+            WireKind::Blob {
+                hash,
+                size,
+                media_type,
+            } => {
+                self.u8(1);
+                self.raw(hash.as_bytes());
+                self.u64(*size);
+                self.str(media_type);
+            }
+        }
+    }
+}
+
+struct Dec<'a>(&'a [u8]);
+
+impl<'a> Dec<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        if self.0.len() < n {
+            return Err(WireError("truncated"));
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        self.take(N)?.try_into().map_err(|_| WireError("truncated"))
+    }
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.array::<1>()?[0])
+    }
+    fn u16(&mut self) -> Result<u16, WireError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, WireError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+    fn bytes(&mut self, max: usize) -> Result<&'a [u8], WireError> {
+        let len = u32::from_be_bytes(self.array()?) as usize;
+        if len > max {
+            return Err(WireError("byte string too long"));
+        }
+        self.take(len)
+    }
+    fn signed(&mut self) -> Result<Vec<u8>, WireError> {
+        Ok(self.bytes(MAX_SIGNED_LEN)?.to_vec())
+    }
+    fn str(&mut self, max: usize) -> Result<String, WireError> {
+        let len = usize::from(self.u16()?);
+        if len > max {
+            return Err(WireError("string too long"));
+        }
+        let bytes = self.take(len)?;
+        std::str::from_utf8(bytes)
+            .map(str::to_string)
+            .map_err(|_| WireError("string is not UTF-8"))
+    }
+    fn path(&mut self) -> Result<Path, WireError> {
+        let len = usize::from(self.u16()?);
+        if len > MAX_ENCODED_PATH_LEN {
+            return Err(WireError("path too long"));
+        }
+        Path::from_encoded(self.take(len)?).map_err(|_| WireError("invalid path"))
+    }
+    fn heads(&mut self) -> Result<Vec<ChangeHash>, WireError> {
+        let n = usize::from(self.u16()?);
+        if n > MAX_HEADS {
+            return Err(WireError("too many heads"));
+        }
+        (0..n).map(|_| Ok(ChangeHash(self.array()?))).collect()
+    }
+    fn list<T>(
+        &mut self,
+        max: usize,
+        mut each: impl FnMut(&mut Self) -> Result<T, WireError>,
+    ) -> Result<Vec<T>, WireError> {
+        let n = usize::from(self.u16()?);
+        if n > max {
+            return Err(WireError("too many items"));
+        }
+        // Every item takes at least one byte: a count larger than what is
+        // left is refused before allocating.
+        if n > self.0.len() {
+            return Err(WireError("truncated"));
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(each(self)?);
+        }
+        Ok(out)
+    }
+    fn entry(&mut self) -> Result<WireEntry, WireError> {
+        let path = self.path()?;
+        let device = DeviceId::from_bytes(self.array()?);
+        let timestamp = Timestamp::from_micros(self.u64()?);
+        let kind = match self.u8()? {
+            0 => WireKind::Document {
+                created: Timestamp::from_micros(self.u64()?),
+                creator: DeviceId::from_bytes(self.array()?),
+                heads: self.heads()?,
+            },
+            1 => WireKind::Blob {
+                hash: BlobHash::from_bytes(self.array()?),
+                size: self.u64()?,
+                media_type: self.str(kith_store::MAX_MEDIA_TYPE_LEN)?,
+            },
+            _ => return Err(WireError("unknown entry kind")),
+        };
+        Ok(WireEntry {
+            path,
+            device,
+            timestamp,
+            kind,
+        })
+    }
+}

@@ -1,0 +1,653 @@
+//! What the node knows, and the store-backed views the protocol reads and
+//! writes through.
+//!
+//! Signed objects are stored as opaque records in the store (the store does
+//! not interpret them), verified when they arrive and again when loaded:
+//!
+//! | record kind | namespace | id | bytes |
+//! |---|---|---|---|
+//! | `Capability` | issuer | cap id | `ReadCap` |
+//! | `Revocation` | issuer | cap id | `Revocation` |
+//! | `Device` | namespace | `1` ‖ device | `DeviceCert` |
+//! | `Device` | namespace | `2` ‖ device | `DeviceRevocation` |
+//! | `Tombstone` | namespace | tombstone id | `Tombstone` |
+//! | `Friend` | friend | `ticket` | ticket text |
+//! | `Friend` | friend | `subscribed` | empty |
+//! | `SyncState` | owner | serving device | cursors |
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kith_caps::{DeviceCert, DeviceRevocation, Grants, ReadCap, Revocation, Tombstone};
+use kith_store::automerge::ChangeHash;
+use kith_store::{Change, DocIdentity, Entry, EntryKind, RecordKind, RecordOp, RemoteWrite, Store};
+use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
+use parking_lot::RwLock;
+
+use crate::identity::Identity;
+use crate::net::gate::Gate;
+use crate::proto::fetch::{Replica, is_expected_refusal};
+use crate::proto::serve::Source;
+use crate::proto::wire::{WireEntry, WireKind};
+use crate::ticket::Ticket;
+use crate::{Error, Result};
+
+const CERT_ID: u8 = 1;
+const DEVICE_REVOCATION_ID: u8 = 2;
+const TICKET_ID: &[u8] = b"ticket";
+const SUBSCRIBED_ID: &[u8] = b"subscribed";
+
+/// A friend as this node knows them.
+#[derive(Debug, Clone)]
+pub(crate) struct Friend {
+    pub(crate) ticket: Ticket,
+    pub(crate) certs: Vec<DeviceCert>,
+    pub(crate) device_revocations: Vec<DeviceRevocation>,
+}
+
+impl Friend {
+    /// The friend's devices, each with the addresses known for it.
+    pub(crate) fn devices(&self) -> Vec<(DeviceId, Vec<SocketAddr>)> {
+        let revoked = |c: &DeviceCert| self.device_revocations.iter().any(|r| r.revokes(c));
+        let mut out: Vec<(DeviceId, Vec<SocketAddr>)> =
+            vec![(self.ticket.cert.device(), self.ticket.addrs.clone())];
+        for cert in self.certs.iter().filter(|c| !revoked(c)) {
+            if !out.iter().any(|(d, _)| *d == cert.device()) {
+                out.push((cert.device(), Vec::new()));
+            }
+        }
+        out.retain(|(d, _)| !self.device_revocations.iter().any(|r| r.device() == *d));
+        out
+    }
+}
+
+/// The node's mutable knowledge, behind one lock.
+#[derive(Debug)]
+pub(crate) struct Known {
+    /// This namespace's grants (caps it issued and their revocations).
+    pub(crate) grants: Arc<Grants>,
+    pub(crate) revocations: Vec<Revocation>,
+    pub(crate) own_certs: Vec<DeviceCert>,
+    pub(crate) own_device_revocations: Vec<DeviceRevocation>,
+    pub(crate) friends: HashMap<NamespaceId, Friend>,
+}
+
+/// Everything the node's tasks share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) store: Store,
+    pub(crate) identity: Identity,
+    pub(crate) known: RwLock<Known>,
+    pub(crate) gate: Gate,
+}
+
+fn device_record_id(kind: u8, device: &DeviceId) -> Vec<u8> {
+    let mut id = vec![kind];
+    id.extend_from_slice(device.as_bytes());
+    id
+}
+
+/// Loads verified signed objects of one kind; damaged ones are logged and
+/// skipped (they never reach a decision).
+fn load<T>(
+    store: &Store,
+    kind: RecordKind,
+    ns: &NamespaceId,
+    id_filter: impl Fn(&[u8]) -> bool,
+    decode: impl Fn(&[u8]) -> kith_caps::Result<T>,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for (id, bytes) in store.records(kind, ns)? {
+        if !id_filter(&id) {
+            continue;
+        }
+        match decode(&bytes) {
+            Ok(v) => out.push(v),
+            Err(e) => tracing::error!(?kind, %e, "ignoring a damaged stored record"),
+        }
+    }
+    Ok(out)
+}
+
+fn decode_cap(b: &[u8]) -> kith_caps::Result<ReadCap> {
+    let c = ReadCap::decode(b)?;
+    c.verify()?;
+    Ok(c)
+}
+
+fn decode_revocation(b: &[u8]) -> kith_caps::Result<Revocation> {
+    let r = Revocation::decode(b)?;
+    r.verify()?;
+    Ok(r)
+}
+
+fn decode_cert(b: &[u8]) -> kith_caps::Result<DeviceCert> {
+    let c = DeviceCert::decode(b)?;
+    c.verify()?;
+    Ok(c)
+}
+
+fn decode_device_revocation(b: &[u8]) -> kith_caps::Result<DeviceRevocation> {
+    let r = DeviceRevocation::decode(b)?;
+    r.verify()?;
+    Ok(r)
+}
+
+impl Shared {
+    pub(crate) fn namespace(&self) -> NamespaceId {
+        self.identity.namespace
+    }
+
+    /// Loads what the node knows from the store (on start).
+    pub(crate) fn load_known(store: &Store, identity: &Identity) -> Result<Known> {
+        let me = identity.namespace;
+        let caps = load(store, RecordKind::Capability, &me, |_| true, decode_cap)?;
+        let revocations = load(
+            store,
+            RecordKind::Revocation,
+            &me,
+            |_| true,
+            decode_revocation,
+        )?;
+        let mut own_certs = load(
+            store,
+            RecordKind::Device,
+            &me,
+            |id| id.first() == Some(&CERT_ID),
+            decode_cert,
+        )?;
+        if !own_certs
+            .iter()
+            .any(|c| c.device() == identity.cert.device())
+        {
+            own_certs.push(identity.cert.clone());
+        }
+        let own_device_revocations = load(
+            store,
+            RecordKind::Device,
+            &me,
+            |id| id.first() == Some(&DEVICE_REVOCATION_ID),
+            decode_device_revocation,
+        )?;
+        let mut friends = HashMap::new();
+        for (ns, id, text) in store.all_records(RecordKind::Friend)? {
+            if id != TICKET_ID || ns == me {
+                continue;
+            }
+            let ticket: Ticket = match String::from_utf8(text)
+                .map_err(|_| ())
+                .and_then(|t| t.parse().map_err(|_| ()))
+            {
+                Ok(t) => t,
+                Err(()) => {
+                    tracing::error!(friend = %ns, "ignoring a damaged friend record");
+                    continue;
+                }
+            };
+            let certs = load(
+                store,
+                RecordKind::Device,
+                &ns,
+                |id| id.first() == Some(&CERT_ID),
+                decode_cert,
+            )?;
+            let device_revocations = load(
+                store,
+                RecordKind::Device,
+                &ns,
+                |id| id.first() == Some(&DEVICE_REVOCATION_ID),
+                decode_device_revocation,
+            )?;
+            friends.insert(
+                ns,
+                Friend {
+                    ticket,
+                    certs,
+                    device_revocations,
+                },
+            );
+        }
+        Ok(Known {
+            grants: Arc::new(Grants::new(me, caps, revocations.clone())),
+            revocations,
+            own_certs,
+            own_device_revocations,
+            friends,
+        })
+    }
+
+    /// Recomputes the connection gate from what is known.
+    pub(crate) fn refresh_gate(&self) {
+        let known = self.known.read();
+        let mut devices: Vec<DeviceId> = known
+            .own_certs
+            .iter()
+            .filter(|c| !known.own_device_revocations.iter().any(|r| r.revokes(c)))
+            .map(DeviceCert::device)
+            .collect();
+        for friend in known.friends.values() {
+            devices.extend(friend.devices().into_iter().map(|(d, _)| d));
+        }
+        self.gate.set(devices);
+    }
+
+    pub(crate) fn add_friend(&self, ticket: &Ticket) -> Result<()> {
+        let ns = ticket.namespace;
+        if ns == self.namespace() {
+            return Err(Error::NotAllowed("that is this node's own ticket"));
+        }
+        self.store.write_records(&[
+            RecordOp::put(
+                RecordKind::Friend,
+                ns,
+                TICKET_ID,
+                ticket.to_string().as_bytes(),
+            ),
+            RecordOp::put(
+                RecordKind::Device,
+                ns,
+                &device_record_id(CERT_ID, &ticket.cert.device()),
+                &ticket.cert.encode(),
+            ),
+        ])?;
+        {
+            let mut known = self.known.write();
+            let friend = known.friends.entry(ns).or_insert_with(|| Friend {
+                ticket: ticket.clone(),
+                certs: Vec::new(),
+                device_revocations: Vec::new(),
+            });
+            friend.ticket = ticket.clone();
+            if !friend.certs.iter().any(|c| c == &ticket.cert) {
+                friend.certs.push(ticket.cert.clone());
+            }
+        }
+        self.refresh_gate();
+        Ok(())
+    }
+
+    pub(crate) fn remove_friend(&self, ns: &NamespaceId) -> Result<bool> {
+        let removed = self.known.write().friends.remove(ns).is_some();
+        self.store.write_records(&[
+            RecordOp::remove(RecordKind::Friend, *ns, TICKET_ID),
+            RecordOp::remove(RecordKind::Friend, *ns, SUBSCRIBED_ID),
+        ])?;
+        self.refresh_gate();
+        Ok(removed)
+    }
+
+    pub(crate) fn set_subscribed(&self, ns: &NamespaceId, on: bool) -> Result<()> {
+        let op = if on {
+            RecordOp::put(RecordKind::Friend, *ns, SUBSCRIBED_ID, b"")
+        } else {
+            RecordOp::remove(RecordKind::Friend, *ns, SUBSCRIBED_ID)
+        };
+        Ok(self.store.write_records(&[op])?)
+    }
+
+    pub(crate) fn subscribed(&self) -> Result<Vec<NamespaceId>> {
+        let friends: Vec<NamespaceId> = self.known.read().friends.keys().copied().collect();
+        let mut out = Vec::new();
+        for ns in friends {
+            if self
+                .store
+                .record(RecordKind::Friend, &ns, SUBSCRIBED_ID)?
+                .is_some()
+            {
+                out.push(ns);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a cap this namespace issued and makes it take effect.
+    pub(crate) fn store_own_cap(&self, cap: &ReadCap) -> Result<()> {
+        self.store.put_record(
+            RecordKind::Capability,
+            &self.namespace(),
+            cap.id().as_bytes(),
+            &cap.encode(),
+        )?;
+        let mut known = self.known.write();
+        let mut grants = (*known.grants).clone();
+        grants.insert(cap.clone());
+        known.grants = Arc::new(grants);
+        Ok(())
+    }
+
+    /// Stores a revocation this namespace issued and makes it take effect.
+    pub(crate) fn store_own_revocation(&self, rev: &Revocation) -> Result<()> {
+        self.store.put_record(
+            RecordKind::Revocation,
+            &self.namespace(),
+            rev.cap_id().as_bytes(),
+            &rev.encode(),
+        )?;
+        let mut known = self.known.write();
+        let mut grants = (*known.grants).clone();
+        grants.revoke(rev);
+        known.grants = Arc::new(grants);
+        known.revocations.push(rev.clone());
+        Ok(())
+    }
+
+    /// Caps `owner` granted to this node.
+    pub(crate) fn caps_from(&self, owner: &NamespaceId) -> Result<(Vec<ReadCap>, Vec<Revocation>)> {
+        let me = self.namespace();
+        let caps = load(
+            &self.store,
+            RecordKind::Capability,
+            owner,
+            |_| true,
+            decode_cap,
+        )?
+        .into_iter()
+        .filter(|c| c.namespace() == *owner && c.grantee() == me)
+        .collect();
+        let revs = load(
+            &self.store,
+            RecordKind::Revocation,
+            owner,
+            |_| true,
+            decode_revocation,
+        )?;
+        Ok((caps, revs))
+    }
+}
+
+/// The owner's data, as served to a requester.
+pub(crate) struct OwnerSource<'a>(pub(crate) &'a Shared);
+
+impl Source for OwnerSource<'_> {
+    fn owner(&self) -> NamespaceId {
+        self.0.namespace()
+    }
+
+    fn grants(&self) -> Arc<Grants> {
+        self.0.known.read().grants.clone()
+    }
+
+    fn revocations_for(&self, grantee: &NamespaceId) -> Vec<Revocation> {
+        let known = self.0.known.read();
+        let ids: Vec<_> = known
+            .grants
+            .caps()
+            .iter()
+            .filter(|c| c.grantee() == *grantee)
+            .map(ReadCap::id)
+            .collect();
+        known
+            .revocations
+            .iter()
+            .filter(|r| ids.contains(&r.cap_id()))
+            .cloned()
+            .collect()
+    }
+
+    fn owner_devices(&self) -> (Vec<DeviceCert>, Vec<DeviceRevocation>) {
+        let known = self.0.known.read();
+        (
+            known.own_certs.clone(),
+            known.own_device_revocations.clone(),
+        )
+    }
+
+    fn is_friend(&self, namespace: &NamespaceId) -> bool {
+        self.0.known.read().friends.contains_key(namespace)
+    }
+
+    fn current_seq(&self) -> Result<u64> {
+        Ok(self.0.store.current_seq(&self.0.namespace())?)
+    }
+
+    fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<Change>> {
+        Ok(self
+            .0
+            .store
+            .changes_since(&self.0.namespace(), seq, limit)?)
+    }
+
+    fn entry(&self, path: &Path) -> Result<Option<Entry>> {
+        Ok(self.0.store.get(&self.0.namespace(), path)?)
+    }
+
+    fn doc_changes(&self, path: &Path, heads: &[ChangeHash]) -> Result<Vec<u8>> {
+        Ok(self.0.store.changes_for(&self.0.namespace(), path, heads)?)
+    }
+
+    fn tombstone(&self, prefix: &Path, time: Timestamp) -> Result<Option<Vec<u8>>> {
+        let ns = self.0.namespace();
+        for (_, bytes) in self.0.store.records(RecordKind::Tombstone, &ns)? {
+            if let Ok(t) = Tombstone::decode(&bytes)
+                && t.prefix() == prefix
+                && t.up_to() == time
+            {
+                return Ok(Some(bytes));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// This node's replica of another namespace, as a fetch writes it.
+pub(crate) struct FriendReplica<'a>(pub(crate) &'a Shared);
+
+impl Replica for FriendReplica<'_> {
+    fn store_caps(
+        &self,
+        owner: &NamespaceId,
+        caps: &[ReadCap],
+        revocations: &[Revocation],
+    ) -> Result<()> {
+        let mut ops: Vec<RecordOp> = caps
+            .iter()
+            .map(|c| {
+                RecordOp::put(
+                    RecordKind::Capability,
+                    *owner,
+                    c.id().as_bytes(),
+                    &c.encode(),
+                )
+            })
+            .collect();
+        ops.extend(revocations.iter().map(|r| {
+            RecordOp::put(
+                RecordKind::Revocation,
+                *owner,
+                r.cap_id().as_bytes(),
+                &r.encode(),
+            )
+        }));
+        Ok(self.0.store.write_records(&ops)?)
+    }
+
+    fn store_owner_devices(
+        &self,
+        owner: &NamespaceId,
+        certs: &[DeviceCert],
+        revocations: &[DeviceRevocation],
+    ) -> Result<()> {
+        let mut ops: Vec<RecordOp> = certs
+            .iter()
+            .map(|c| {
+                RecordOp::put(
+                    RecordKind::Device,
+                    *owner,
+                    &device_record_id(CERT_ID, &c.device()),
+                    &c.encode(),
+                )
+            })
+            .collect();
+        ops.extend(revocations.iter().map(|r| {
+            RecordOp::put(
+                RecordKind::Device,
+                *owner,
+                &device_record_id(DEVICE_REVOCATION_ID, &r.device()),
+                &r.encode(),
+            )
+        }));
+        self.0.store.write_records(&ops)?;
+        let changed = {
+            let mut known = self.0.known.write();
+            match known.friends.get_mut(owner) {
+                Some(friend) => {
+                    let before = (friend.certs.len(), friend.device_revocations.len());
+                    for c in certs {
+                        if !friend.certs.contains(c) {
+                            friend.certs.push(c.clone());
+                        }
+                    }
+                    for r in revocations {
+                        if !friend.device_revocations.contains(r) {
+                            friend.device_revocations.push(r.clone());
+                        }
+                    }
+                    before != (friend.certs.len(), friend.device_revocations.len())
+                }
+                None => false,
+            }
+        };
+        if changed {
+            self.0.refresh_gate();
+        }
+        Ok(())
+    }
+
+    fn apply_tombstone(&self, owner: &NamespaceId, tombstone: &Tombstone) -> Result<()> {
+        let record = RecordOp::put(
+            RecordKind::Tombstone,
+            *owner,
+            tombstone.id().as_bytes(),
+            &tombstone.encode(),
+        );
+        self.0
+            .store
+            .apply_tombstone(owner, tombstone.prefix(), tombstone.up_to(), &[record])?;
+        Ok(())
+    }
+
+    fn put_blob_entry(&self, owner: &NamespaceId, entry: &WireEntry) -> Result<()> {
+        let WireKind::Blob {
+            hash,
+            size,
+            media_type,
+        } = &entry.kind
+        else {
+            return Err(Error::Protocol("not a blob entry".into()));
+        };
+        let write = RemoteWrite {
+            device: entry.device,
+            timestamp: entry.timestamp,
+        };
+        match self
+            .0
+            .store
+            .put_blob_entry(owner, &entry.path, write, *hash, *size, media_type)
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_expected_refusal(&e) => {
+                tracing::info!(path = %entry.path, %e, "blob entry not applied");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn doc_heads(
+        &self,
+        owner: &NamespaceId,
+        path: &Path,
+        identity: DocIdentity,
+    ) -> Result<Option<Vec<ChangeHash>>> {
+        match self.0.store.get(owner, path)? {
+            Some(Entry {
+                kind:
+                    EntryKind::Document {
+                        created,
+                        creator,
+                        heads,
+                        ..
+                    },
+                ..
+            }) if created == identity.created && creator == identity.creator => Ok(Some(heads)),
+            _ => Ok(None),
+        }
+    }
+
+    fn apply_doc(
+        &self,
+        owner: &NamespaceId,
+        path: &Path,
+        identity: DocIdentity,
+        write: RemoteWrite,
+        changes: &[u8],
+    ) -> Result<()> {
+        self.0
+            .store
+            .apply_changes(owner, path, identity, write, changes)?;
+        Ok(())
+    }
+
+    fn cursors(&self, owner: &NamespaceId, server: &DeviceId) -> Result<Vec<(Path, u64)>> {
+        let Some(bytes) = self
+            .0
+            .store
+            .record(RecordKind::SyncState, owner, server.as_bytes())?
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(decode_cursors(&bytes).unwrap_or_else(|| {
+            tracing::warn!("damaged sync cursors; starting over");
+            Vec::new()
+        }))
+    }
+
+    fn save_cursors(
+        &self,
+        owner: &NamespaceId,
+        server: &DeviceId,
+        cursors: &[(Path, u64)],
+    ) -> Result<()> {
+        let mut merged = self.cursors(owner, server)?;
+        for (p, s) in cursors {
+            match merged.iter_mut().find(|(q, _)| q == p) {
+                Some(slot) => slot.1 = *s,
+                None => merged.push((p.clone(), *s)),
+            }
+        }
+        self.0.store.put_record(
+            RecordKind::SyncState,
+            owner,
+            server.as_bytes(),
+            &encode_cursors(&merged),
+        )?;
+        Ok(())
+    }
+}
+
+fn encode_cursors(cursors: &[(Path, u64)]) -> Vec<u8> {
+    let mut out = vec![1u8];
+    for (p, s) in cursors {
+        out.extend_from_slice(&(p.encoded().len() as u16).to_be_bytes());
+        out.extend_from_slice(p.encoded());
+        out.extend_from_slice(&s.to_be_bytes());
+    }
+    out
+}
+
+fn decode_cursors(bytes: &[u8]) -> Option<Vec<(Path, u64)>> {
+    let (&version, mut rest) = bytes.split_first()?;
+    if version != 1 {
+        return None;
+    }
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let len = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+        let path = Path::from_encoded(rest.get(2..2 + len)?).ok()?;
+        let seq = u64::from_be_bytes(rest.get(2 + len..10 + len)?.try_into().ok()?);
+        out.push((path, seq));
+        rest = &rest[10 + len..];
+    }
+    Some(out)
+}

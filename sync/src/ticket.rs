@@ -1,0 +1,131 @@
+//! Tickets: what a friend adds out of band to reach this node.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use kith_caps::DeviceCert;
+use kith_types::NamespaceId;
+
+use crate::{Error, Result};
+
+const PREFIX: &str = "kith1";
+const VERSION: u8 = 1;
+/// Most addresses a ticket carries.
+const MAX_ADDRS: usize = 16;
+/// Longest ticket text accepted.
+const MAX_TICKET_LEN: usize = 4096;
+
+/// A copy-pasteable invitation: the namespace, the certificate of the device
+/// that made it, and that device's current direct addresses.
+///
+/// Text form: `kith1` followed by lowercase base32.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    /// The namespace.
+    pub namespace: NamespaceId,
+    /// The certificate of a device serving it.
+    pub cert: DeviceCert,
+    /// Where that device listens.
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl Ticket {
+    fn encode(&self) -> Vec<u8> {
+        let cert = self.cert.encode();
+        let mut out = vec![VERSION];
+        out.extend_from_slice(self.namespace.as_bytes());
+        out.extend_from_slice(&(cert.len() as u16).to_be_bytes());
+        out.extend_from_slice(&cert);
+        let addrs = &self.addrs[..self.addrs.len().min(MAX_ADDRS)];
+        out.push(addrs.len() as u8);
+        for a in addrs {
+            match a.ip() {
+                IpAddr::V4(ip) => {
+                    out.push(4);
+                    out.extend_from_slice(&ip.octets());
+                }
+                IpAddr::V6(ip) => {
+                    out.push(6);
+                    out.extend_from_slice(&ip.octets());
+                }
+            }
+            out.extend_from_slice(&a.port().to_be_bytes());
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let bad = |why: &str| Error::InvalidTicket(why.to_string());
+        let mut r = bytes;
+        let mut take = |n: usize| -> Result<&[u8]> {
+            if r.len() < n {
+                return Err(bad("truncated"));
+            }
+            let (head, tail) = r.split_at(n);
+            r = tail;
+            Ok(head)
+        };
+        if take(1)?[0] != VERSION {
+            return Err(bad("unknown version; is it from a newer kith?"));
+        }
+        let namespace = NamespaceId::try_from_slice(take(32)?).map_err(|_| bad("namespace"))?;
+        let len = u16::from_be_bytes([take(1)?[0], take(1)?[0]]) as usize;
+        let cert = DeviceCert::decode(take(len)?)
+            .map_err(|e| Error::InvalidTicket(format!("device certificate: {e}")))?;
+        cert.verify()
+            .map_err(|e| Error::InvalidTicket(format!("device certificate: {e}")))?;
+        if cert.namespace() != namespace {
+            return Err(bad("the certificate is for another namespace"));
+        }
+        let n = take(1)?[0] as usize;
+        if n > MAX_ADDRS {
+            return Err(bad("too many addresses"));
+        }
+        let mut addrs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let ip = match take(1)?[0] {
+                4 => IpAddr::from(<[u8; 4]>::try_from(take(4)?).map_err(|_| bad("address"))?),
+                6 => IpAddr::from(<[u8; 16]>::try_from(take(16)?).map_err(|_| bad("address"))?),
+                _ => return Err(bad("unknown address kind")),
+            };
+            let port = u16::from_be_bytes([take(1)?[0], take(1)?[0]]);
+            addrs.push(SocketAddr::new(ip, port));
+        }
+        if !r.is_empty() {
+            return Err(bad("trailing bytes"));
+        }
+        Ok(Self {
+            namespace,
+            cert,
+            addrs,
+        })
+    }
+}
+
+impl fmt::Display for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let body = data_encoding::BASE32_NOPAD
+            .encode(&self.encode())
+            .to_ascii_lowercase();
+        write!(f, "{PREFIX}{body}")
+    }
+}
+
+impl FromStr for Ticket {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        if s.len() > MAX_TICKET_LEN {
+            return Err(Error::InvalidTicket("too long".into()));
+        }
+        let body = s
+            .strip_prefix(PREFIX)
+            .ok_or_else(|| Error::InvalidTicket(format!("a ticket starts with {PREFIX:?}")))?;
+        let bytes = data_encoding::BASE32_NOPAD
+            .decode(body.to_ascii_uppercase().as_bytes())
+            .map_err(|_| Error::InvalidTicket("not base32; was it copied whole?".into()))?;
+        Self::decode(&bytes)
+    }
+}

@@ -1,0 +1,217 @@
+//! Catch-up between nodes on loopback: the granted subtree arrives whole,
+//! documents equal and blobs byte-equal; offline catch-up; cheap re-syncs;
+//! revocation on the pull side.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Read;
+
+use common::{befriend, list, p, spawn, write_docs};
+use kith::store::EntryKind;
+
+fn blob_bytes(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+async fn read_all(node: &kith::Node, ns: &kith::NamespaceId, path: &str) -> Vec<u8> {
+    let mut reader = node.read_blob(ns, &p(path)).await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_friend_gets_exactly_the_granted_subtree() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = spawn(da.path()).await;
+    let b = spawn(db.path()).await;
+    befriend(&a, &b).await;
+    a.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
+
+    write_docs(&a, "/feed/posts", 1000).await;
+    write_docs(&a, "/private", 50).await;
+    write_docs(&a, "/feedback", 10).await; // not under /feed, component-wise
+    let sizes = [10, 1000, 200 << 10, 300 << 10, 2 << 20];
+    for (i, size) in sizes.iter().enumerate() {
+        let bytes = blob_bytes(i as u8, *size);
+        let path = p(&format!("/feed/photos/{i}.jpg"));
+        a.store()
+            .put_blob(&a.namespace(), &path, &bytes[..], "image/jpeg")
+            .unwrap();
+    }
+    a.store()
+        .put_blob(
+            &a.namespace(),
+            &p("/private/secret.jpg"),
+            &b"secret"[..],
+            "image/jpeg",
+        )
+        .unwrap();
+
+    let report = b.sync_now(&a.namespace()).await.unwrap();
+    assert_eq!(report.prefixes, vec![p("/feed")]);
+    assert_eq!(report.entries, 1005);
+    assert_eq!(report.docs, 1000);
+    assert_eq!(
+        report.blobs_fetched, 3,
+        "blobs up to 256 KiB come with their entries"
+    );
+
+    // Exactly the /feed subtree, nothing else.
+    let theirs: Vec<_> = list(&b, &a.namespace(), "/")
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    let mine: Vec<_> = list(&a, &a.namespace(), "/feed")
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(theirs, mine);
+    // Documents equal (heads), blobs byte-equal (large ones fetched on read).
+    for (path, entry) in list(&a, &a.namespace(), "/feed") {
+        let copy = b.store().get(&a.namespace(), &path).unwrap().unwrap();
+        match entry.kind {
+            EntryKind::Document { heads, .. } => {
+                assert_eq!(copy.heads().unwrap(), &heads[..], "{path}")
+            }
+            EntryKind::Blob { hash, .. } => assert_eq!(copy.blob_hash(), Some(hash)),
+        }
+    }
+    for (i, size) in sizes.iter().enumerate() {
+        let got = read_all(&b, &a.namespace(), &format!("/feed/photos/{i}.jpg")).await;
+        assert_eq!(got.len(), *size);
+        assert_eq!(got, blob_bytes(i as u8, *size));
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_catch_up_then_a_no_change_resync_is_small() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = spawn(da.path()).await;
+    let mut b = spawn(db.path()).await;
+    befriend(&a, &b).await;
+    a.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
+    write_docs(&a, "/feed", 300).await;
+    let first = b.sync_now(&a.namespace()).await.unwrap();
+    assert_eq!(first.docs, 300);
+
+    // B goes away; A writes 500 changes: 250 edits and 250 new documents.
+    b.shutdown().await.unwrap();
+    common::write_docs_version(&a, "/feed", 250, 1).await; // edits of 00000..00249
+    write_docs(&a, "/feed/new", 250).await;
+    // B comes back (same data folder) and catches up.
+    b = spawn(db.path()).await;
+    let report = b.sync_now(&a.namespace()).await.unwrap();
+    assert_eq!(report.entries, 500);
+    assert_eq!(report.docs, 500);
+    for (path, entry) in list(&a, &a.namespace(), "/feed") {
+        let copy = b.store().get(&a.namespace(), &path).unwrap().unwrap();
+        assert_eq!(copy.heads(), entry.heads(), "{path}");
+    }
+    // Nothing changed: the re-sync moves a few hundred bytes, not the namespace.
+    let again = b.sync_now(&a.namespace()).await.unwrap();
+    assert_eq!(again.entries, 0);
+    let bytes = again.bytes_sent + again.bytes_received;
+    assert!(bytes < 16 * 1024, "no-change re-sync moved {bytes} bytes");
+    eprintln!("no-change re-sync of 550 documents: {bytes} bytes");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_revoke_the_friend_gets_nothing_new() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = spawn(da.path()).await;
+    let b = spawn(db.path()).await;
+    befriend(&a, &b).await;
+    let cap = a.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
+    write_docs(&a, "/feed", 5).await;
+    assert_eq!(b.sync_now(&a.namespace()).await.unwrap().docs, 5);
+
+    a.revoke(cap.id()).await.unwrap();
+    write_docs(&a, "/feed/after", 5).await;
+    let report = b.sync_now(&a.namespace()).await.unwrap();
+    assert!(report.prefixes.is_empty(), "no prefix is readable any more");
+    assert_eq!(report.entries, 0);
+    assert!(list(&b, &a.namespace(), "/feed/after").is_empty());
+    // B learned of the revocation.
+    let (_, revocations) = b.caps_from(&a.namespace()).await.unwrap();
+    assert_eq!(revocations.len(), 1);
+    // What B already had stays with B (revocation is not deletion).
+    assert_eq!(list(&b, &a.namespace(), "/feed").len(), 5);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_reach_the_friend_on_catch_up() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = spawn(da.path()).await;
+    let b = spawn(db.path()).await;
+    befriend(&a, &b).await;
+    a.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
+    write_docs(&a, "/feed/posts", 20).await;
+    a.store()
+        .put_blob(
+            &a.namespace(),
+            &p("/feed/posts/photo"),
+            &b"photo"[..],
+            "image/jpeg",
+        )
+        .unwrap();
+    b.sync_now(&a.namespace()).await.unwrap();
+    assert_eq!(list(&b, &a.namespace(), "/feed/posts").len(), 21);
+
+    a.delete(&p("/feed/posts")).await.unwrap();
+    let report = b.sync_now(&a.namespace()).await.unwrap();
+    assert_eq!(report.tombstones, 1);
+    assert!(list(&b, &a.namespace(), "/feed/posts").is_empty());
+    assert!(
+        b.store()
+            .covering_tombstone(&a.namespace(), &p("/feed/posts/00001"))
+            .is_some()
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_retry_until_the_friend_is_back_and_resume_after_restart() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = spawn(da.path()).await;
+    let b = kith::Node::builder(db.path())
+        .network(kith::NetworkMode::LocalOnly)
+        .resync_interval(std::time::Duration::from_millis(200))
+        .spawn()
+        .await
+        .unwrap();
+    befriend(&a, &b).await;
+    a.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
+    b.subscribe(&a.namespace()).await.unwrap();
+    write_docs(&a, "/feed", 3).await;
+    let mut watch = b.store().watch(&a.namespace(), &p("/feed"));
+    // The subscription delivers without any explicit sync.
+    let mut seen = 0;
+    while seen < 3 {
+        let event = tokio::time::timeout(common::WAIT, watch.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if matches!(event, kith::store::WatchEvent::Change(_)) {
+            seen += 1;
+        }
+    }
+    assert_eq!(list(&b, &a.namespace(), "/feed").len(), 3);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
