@@ -14,6 +14,9 @@ pub enum Error {
     /// A signed object was invalid or a decision denied.
     #[error(transparent)]
     Caps(Box<kith_caps::Error>),
+    /// A path or id was malformed.
+    #[error("invalid path or id: {0}")]
+    Invalid(#[from] kith_types::ParseError),
     /// A peer sent bytes that are not a valid message.
     #[error(transparent)]
     Wire(#[from] WireError),
