@@ -1,0 +1,340 @@
+//! Hostile peers: a raw client speaking the wire protocol directly asks the
+//! owner for what it may not read, presents bad certificates, sends garbage
+//! and oversize frames; a tampered blob is refused by the friend. Each gets a
+//! refusal or an error, the owner keeps serving the honest friend, and
+//! nothing is written into the owner's namespace.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{befriend, list, p, spawn, write_docs};
+use iroh::endpoint::{Connection, PortmapperConfig, presets};
+use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey, TransportAddr};
+use kith::caps::{DeviceCert, NamespaceKey, Rights};
+use kith::proto::wire::{ALPN, Message, RefusalCode};
+use kith::store::BlobHash;
+use kith::{Node, Timestamp};
+
+/// The device key and certificate a node keeps in its data folder.
+fn keys_of(dir: &std::path::Path) -> ([u8; 32], DeviceCert) {
+    let hex = std::fs::read_to_string(dir.join("identity/device.key")).unwrap();
+    let bytes = data_encoding::HEXLOWER
+        .decode(hex.trim().as_bytes())
+        .unwrap();
+    let cert =
+        DeviceCert::decode(&std::fs::read(dir.join("identity/device.cert")).unwrap()).unwrap();
+    (bytes.try_into().unwrap(), cert)
+}
+
+async fn raw_connect(secret: [u8; 32], target: &Node) -> Result<(Endpoint, Connection), String> {
+    let ep = Endpoint::builder(presets::Minimal)
+        .relay_mode(RelayMode::Disabled)
+        .clear_ip_transports()
+        .bind_addr("127.0.0.1:0")
+        .unwrap()
+        .portmapper_config(PortmapperConfig::Disabled)
+        .secret_key(SecretKey::from_bytes(&secret))
+        .bind()
+        .await
+        .unwrap();
+    let id = iroh::PublicKey::from_bytes(target.device().as_bytes()).unwrap();
+    let addr = EndpointAddr::from_parts(id, target.addrs().into_iter().map(TransportAddr::Ip));
+    let conn = tokio::time::timeout(common::WAIT, ep.connect(addr, ALPN))
+        .await
+        .map_err(|_| "timeout".to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok((ep, conn))
+}
+
+fn frame(msg: &Message) -> Vec<u8> {
+    let body = msg.encode();
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Sends raw bytes on a new stream and reads every message until the server
+/// finishes the stream (or the connection fails).
+async fn exchange(conn: &Connection, raw: &[u8]) -> Vec<Message> {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(raw).await.unwrap();
+    send.finish().unwrap();
+    let mut out = Vec::new();
+    loop {
+        let mut len = [0u8; 4];
+        if recv.read_exact(&mut len).await.is_err() {
+            return out;
+        }
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        if recv.read_exact(&mut body).await.is_err() {
+            return out;
+        }
+        out.push(Message::decode(&body).unwrap());
+    }
+}
+
+async fn ask(conn: &Connection, cert: &DeviceCert, request: Message) -> Vec<Message> {
+    let mut raw = frame(&Message::Hello {
+        cert: cert.encode(),
+        other_certs: Vec::new(),
+    });
+    raw.extend(frame(&request));
+    exchange(conn, &raw).await
+}
+
+fn refusals(msgs: &[Message]) -> Vec<RefusalCode> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            Message::Refused { code, .. } => Some(*code),
+            _ => None,
+        })
+        .collect()
+}
+
+fn carries_data(msgs: &[Message]) -> bool {
+    msgs.iter().any(|m| {
+        matches!(m, Message::Entries { items } if !items.is_empty())
+            || matches!(
+                m,
+                Message::Doc { .. } | Message::BlobChunk { .. } | Message::BlobStart { .. }
+            )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_friend_cannot_read_what_it_was_not_granted() {
+    let (da, db, dc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = spawn(da.path()).await;
+    let b = spawn(db.path()).await;
+    let c = spawn(dc.path()).await;
+    befriend(&a, &b).await;
+    befriend(&a, &c).await;
+    a.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
+    a.grant(&c.namespace(), &p("/feed"), None).await.unwrap();
+    a.grant(&c.namespace(), &p("/photos"), None).await.unwrap();
+    write_docs(&a, "/feed", 3).await;
+    write_docs(&a, "/photos/albums", 3).await;
+    let photo = a
+        .store()
+        .put_blob(
+            &a.namespace(),
+            &p("/photos/beach.jpg"),
+            &b"beach pixels"[..],
+            "image/jpeg",
+        )
+        .unwrap();
+    let photo_hash = photo.blob_hash().unwrap();
+
+    b.sync_now(&a.namespace()).await.unwrap();
+    assert!(list(&b, &a.namespace(), "/photos").is_empty());
+    assert_eq!(list(&b, &a.namespace(), "/feed").len(), 3);
+    c.sync_now(&a.namespace()).await.unwrap();
+    assert_eq!(list(&c, &a.namespace(), "/photos").len(), 4);
+
+    // A hostile client with B's own keys asks A directly.
+    let seq_before = a.store().current_seq(&a.namespace()).unwrap();
+    let (secret, cert) = keys_of(db.path());
+    let (_ep, conn) = raw_connect(secret, &a).await.unwrap();
+    for request in [
+        Message::Sync {
+            cursors: vec![(p("/photos"), 0)],
+        },
+        Message::Sync {
+            cursors: vec![(p("/"), 0)],
+        },
+        Message::Sync {
+            cursors: vec![(p("/photos/albums"), 0)],
+        },
+        Message::WantDocs {
+            items: vec![(p("/photos/albums/00000"), Vec::new())],
+        },
+        Message::WantBlob {
+            path: p("/photos/beach.jpg"),
+            hash: photo_hash,
+            offset: 0,
+        },
+        // A readable path does not unlock another path's blob by hash.
+        Message::WantBlob {
+            path: p("/feed/00000"),
+            hash: photo_hash,
+            offset: 0,
+        },
+    ] {
+        let name = request.name();
+        let answer = ask(&conn, &cert, request).await;
+        assert!(!carries_data(&answer), "{name} leaked data: {answer:?}");
+        let codes = refusals(&answer);
+        assert!(
+            codes.contains(&RefusalCode::Unauthorized) || codes.contains(&RefusalCode::NotFound),
+            "{name} was not refused: {answer:?}"
+        );
+    }
+    // The same client asking for /feed is served: the refusals were about caps.
+    let ok = ask(
+        &conn,
+        &cert,
+        Message::Sync {
+            cursors: vec![(p("/feed"), 0)],
+        },
+    )
+    .await;
+    assert!(carries_data(&ok));
+    assert_eq!(
+        a.store().current_seq(&a.namespace()).unwrap(),
+        seq_before,
+        "nothing written into A"
+    );
+    for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_and_bad_certificates_are_refused_and_the_owner_keeps_serving() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = spawn(da.path()).await;
+    let b = spawn(db.path()).await;
+    befriend(&a, &b).await;
+    a.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
+    write_docs(&a, "/feed", 3).await;
+    let seq_before = a.store().current_seq(&a.namespace()).unwrap();
+
+    // An unknown endpoint is refused at the handshake: no stream ever works.
+    let stranger = [42u8; 32];
+    if let Ok((_ep, conn)) = raw_connect(stranger, &a).await {
+        let (_, cert) = keys_of(db.path());
+        let answer = tokio::time::timeout(
+            common::WAIT,
+            ask(&conn, &cert, Message::Sync { cursors: vec![] }),
+        )
+        .await
+        .unwrap_or_default();
+        assert!(answer.is_empty(), "a stranger got an answer: {answer:?}");
+    }
+
+    let (secret, cert) = keys_of(db.path());
+    let (_ep, conn) = raw_connect(secret, &a).await.unwrap();
+    // A certificate for another device than the one connected.
+    let (_, a_cert) = keys_of(da.path());
+    let answer = ask(
+        &conn,
+        &a_cert,
+        Message::Sync {
+            cursors: vec![(p("/feed"), 0)],
+        },
+    )
+    .await;
+    assert_eq!(refusals(&answer), [RefusalCode::BadCertificate]);
+    // A certificate for B's device signed by a namespace that is no friend.
+    let mallory = NamespaceKey::generate(&mut rand::rng());
+    let forged = DeviceCert::issue(
+        &mallory,
+        cert.device(),
+        Rights::ALL,
+        Timestamp::wall_clock(),
+        None,
+    )
+    .unwrap();
+    let answer = ask(
+        &conn,
+        &forged,
+        Message::Sync {
+            cursors: vec![(p("/feed"), 0)],
+        },
+    )
+    .await;
+    assert_eq!(refusals(&answer), [RefusalCode::Unauthorized]);
+    // A certificate whose signature was tampered with.
+    let mut bytes = cert.encode();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let mut raw = frame(&Message::Hello {
+        cert: bytes,
+        other_certs: vec![],
+    });
+    raw.extend(frame(&Message::Sync {
+        cursors: vec![(p("/feed"), 0)],
+    }));
+    assert_eq!(
+        refusals(&exchange(&conn, &raw).await),
+        [RefusalCode::BadCertificate]
+    );
+    // Requests before Hello.
+    let answer = exchange(
+        &conn,
+        &frame(&Message::Sync {
+            cursors: vec![(p("/feed"), 0)],
+        }),
+    )
+    .await;
+    assert_eq!(refusals(&answer), [RefusalCode::Protocol]);
+    // A garbage frame and an oversize frame.
+    let mut garbage = 9u32.to_be_bytes().to_vec();
+    garbage.extend_from_slice(b"not a msg");
+    assert_eq!(
+        refusals(&exchange(&conn, &garbage).await),
+        [RefusalCode::Malformed]
+    );
+    let huge = u32::MAX.to_be_bytes().to_vec();
+    assert_eq!(
+        refusals(&exchange(&conn, &huge).await),
+        [RefusalCode::Malformed]
+    );
+
+    // The honest friend is still served, and nobody wrote into A.
+    write_docs(&a, "/feed/more", 2).await;
+    let report = b.sync_now(&a.namespace()).await.unwrap();
+    assert_eq!(report.docs, 5);
+    assert_eq!(
+        a.store().current_seq(&a.namespace()).unwrap(),
+        seq_before + 2
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_whose_bytes_do_not_match_its_hash_is_refused() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = spawn(da.path()).await;
+    let b = spawn(db.path()).await;
+    befriend(&a, &b).await;
+    a.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
+    let content = vec![7u8; 1 << 20];
+    let entry = a
+        .store()
+        .put_blob(&a.namespace(), &p("/feed/video"), &content[..], "video/mp4")
+        .unwrap();
+    let hash: BlobHash = entry.blob_hash().unwrap();
+    b.sync_now(&a.namespace()).await.unwrap();
+    // The owner's copy is damaged on disk: one byte flipped.
+    let hex = hash.to_hex();
+    let file = da
+        .path()
+        .join("store/blobs")
+        .join(&hex[..2])
+        .join(&hex[2..]);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[12345] ^= 0xFF;
+    std::fs::write(&file, &bytes).unwrap();
+
+    let err = b
+        .read_blob(&a.namespace(), &p("/feed/video"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.as_store(),
+            Some(kith::store::Error::HashMismatch { .. })
+        ),
+        "expected a hash mismatch, got {err}"
+    );
+    assert!(!b.store().has_blob(&hash), "nothing unverified was kept");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
