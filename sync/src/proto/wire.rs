@@ -612,3 +612,154 @@ impl<'a> Dec<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn path() -> impl Strategy<Value = Path> {
+        prop::collection::vec("[a-z0-9\u{e9}]{1,6}", 0..4)
+            .prop_map(|c| Path::from_components(c).unwrap())
+    }
+
+    fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(any::<u8>(), 0..max)
+    }
+
+    fn heads() -> impl Strategy<Value = Vec<ChangeHash>> {
+        prop::collection::vec(any::<[u8; 32]>().prop_map(ChangeHash), 0..3)
+    }
+
+    fn entry() -> impl Strategy<Value = WireEntry> {
+        let doc = (any::<u64>(), any::<[u8; 32]>(), heads()).prop_map(|(c, cr, heads)| {
+            WireKind::Document {
+                created: Timestamp::from_micros(c),
+                creator: DeviceId::from_bytes(cr),
+                heads,
+            }
+        });
+        let blob =
+            (any::<[u8; 32]>(), any::<u64>(), "[a-z/]{0,20}").prop_map(|(h, size, media_type)| {
+                WireKind::Blob {
+                    hash: BlobHash::from_bytes(h),
+                    size,
+                    media_type,
+                }
+            });
+        (
+            path(),
+            any::<[u8; 32]>(),
+            any::<u64>(),
+            prop_oneof![doc, blob],
+        )
+            .prop_map(|(path, d, t, kind)| WireEntry {
+                path,
+                device: DeviceId::from_bytes(d),
+                timestamp: Timestamp::from_micros(t),
+                kind,
+            })
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        let cursors = || prop::collection::vec((path(), any::<u64>()), 0..4);
+        prop_oneof![
+            (bytes(200), prop::collection::vec(bytes(50), 0..3))
+                .prop_map(|(cert, other_certs)| Message::Hello { cert, other_certs }),
+            (
+                prop::collection::vec(bytes(50), 0..3),
+                prop::collection::vec(bytes(50), 0..3),
+                prop::collection::vec(bytes(50), 0..3),
+                prop::collection::vec(bytes(50), 0..3)
+            )
+                .prop_map(|(caps, revocations, owner_certs, device_revocations)| {
+                    Message::Welcome {
+                        caps,
+                        revocations,
+                        owner_certs,
+                        device_revocations,
+                    }
+                }),
+            cursors().prop_map(|cursors| Message::Sync { cursors }),
+            prop::collection::vec(bytes(50), 0..3).prop_map(|items| Message::Tombstones { items }),
+            prop::collection::vec(entry(), 0..4).prop_map(|items| Message::Entries { items }),
+            cursors().prop_map(|cursors| Message::SyncDone { cursors }),
+            prop::collection::vec((path(), heads()), 0..4)
+                .prop_map(|items| Message::WantDocs { items }),
+            (
+                path(),
+                any::<u64>(),
+                any::<[u8; 32]>(),
+                any::<[u8; 32]>(),
+                any::<u64>(),
+                bytes(100)
+            )
+                .prop_map(|(path, c, cr, d, t, changes)| Message::Doc {
+                    path,
+                    created: Timestamp::from_micros(c),
+                    creator: DeviceId::from_bytes(cr),
+                    device: DeviceId::from_bytes(d),
+                    timestamp: Timestamp::from_micros(t),
+                    changes,
+                }),
+            Just(Message::DocsDone),
+            (path(), any::<[u8; 32]>(), any::<u64>()).prop_map(|(path, h, offset)| {
+                Message::WantBlob {
+                    path,
+                    hash: BlobHash::from_bytes(h),
+                    offset,
+                }
+            }),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(size, offset)| Message::BlobStart { size, offset }),
+            bytes(300).prop_map(|bytes| Message::BlobChunk { bytes }),
+            Just(Message::BlobEnd),
+            (prop::option::of(path()), ".{0,40}").prop_map(|(path, reason)| Message::refused(
+                RefusalCode::Unauthorized,
+                path,
+                reason
+            )),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_message_round_trips(msg in message()) {
+            prop_assert_eq!(Message::decode(&msg.encode()).unwrap(), msg);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(raw in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Message::decode(&raw);
+        }
+
+        #[test]
+        fn damaged_messages_are_refused_or_different(msg in message(), cut in 1usize..16, flip in any::<usize>()) {
+            let mut raw = msg.encode();
+            let truncated = &raw[..raw.len().saturating_sub(cut)];
+            prop_assert_ne!(Message::decode(truncated).ok(), Some(msg.clone()));
+            let i = flip % raw.len();
+            raw[i] ^= 0x55;
+            if let Ok(other) = Message::decode(&raw) {
+                prop_assert_ne!(other, msg);
+            }
+        }
+    }
+
+    #[test]
+    fn counts_larger_than_the_input_are_refused_before_allocating() {
+        // A Sync claiming 1,000 cursors in a 6-byte body.
+        let raw = [VERSION, TAG_SYNC, 0x03, 0xE8, 0, 0];
+        assert_eq!(Message::decode(&raw), Err(WireError("truncated")));
+        let raw = [VERSION, TAG_ENTRIES, 0xFF, 0xFF];
+        assert_eq!(Message::decode(&raw), Err(WireError("too many items")));
+        assert_eq!(
+            Message::decode(&[2, TAG_DOCS_DONE]),
+            Err(WireError("unknown version"))
+        );
+        assert_eq!(
+            Message::decode(&[VERSION, TAG_DOCS_DONE, 0]),
+            Err(WireError("trailing bytes"))
+        );
+    }
+}
