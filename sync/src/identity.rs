@@ -43,9 +43,75 @@ fn write_secret(path: &FsPath, contents: &[u8]) -> Result<()> {
     Ok(())
 }
 
+fn read_device_key(path: &FsPath) -> Result<DeviceKey> {
+    let bad =
+        |e: &dyn std::fmt::Display| Error::Identity(format!("{} is damaged: {e}", path.display()));
+    let hex = fs::read_to_string(path)?;
+    let bytes = data_encoding::HEXLOWER
+        .decode(hex.trim().as_bytes())
+        .map_err(|e| bad(&e))?;
+    let bytes: [u8; 32] = bytes.try_into().map_err(|_| bad(&"not 32 bytes"))?;
+    Ok(DeviceKey::from_bytes(bytes))
+}
+
 impl Identity {
     pub(crate) fn device(&self) -> DeviceId {
         self.device_key.id()
+    }
+
+    /// Creates this device's key in a fresh data folder (or reads it if it
+    /// is there), without any namespace: the first step of joining an
+    /// existing namespace as a further device.
+    pub(crate) fn prepare(data: &FsPath) -> Result<DeviceKey> {
+        let d = dir(data);
+        if d.join("device.cert").exists() {
+            return Err(Error::Identity(format!(
+                "{} already belongs to a namespace",
+                data.display()
+            )));
+        }
+        let key_path = d.join("device.key");
+        if key_path.exists() {
+            return read_device_key(&key_path);
+        }
+        fs::create_dir_all(&d)?;
+        let device_key = DeviceKey::generate(&mut rand::rng());
+        write_secret(
+            &key_path,
+            data_encoding::HEXLOWER
+                .encode(&device_key.to_bytes())
+                .as_bytes(),
+        )?;
+        Ok(device_key)
+    }
+
+    /// Joins a namespace with the certificate another device of it issued
+    /// for this device (see [`Identity::prepare`]).
+    pub(crate) fn join(data: &FsPath, cert: &DeviceCert) -> Result<Self> {
+        let d = dir(data);
+        if d.join("device.cert").exists() {
+            let existing = Self::load(data)?;
+            if existing.cert.namespace() != cert.namespace() {
+                return Err(Error::Identity(
+                    "this data folder belongs to another namespace".into(),
+                ));
+            }
+            return Ok(existing);
+        }
+        let device_key = Self::prepare(data)?;
+        if device_key.id() != cert.device() {
+            return Err(Error::Identity(
+                "the invite was issued for another device; prepare this device and ask for an invite for its id".into(),
+            ));
+        }
+        cert.verify()?;
+        fs::write(d.join("device.cert"), cert.encode())?;
+        Ok(Self {
+            namespace: cert.namespace(),
+            namespace_key: None,
+            device_key,
+            cert: cert.clone(),
+        })
     }
 
     /// Loads the identity in `data`, creating a new namespace and device on
@@ -54,6 +120,12 @@ impl Identity {
         let d = dir(data);
         if d.join("device.cert").exists() {
             return Self::load(data);
+        }
+        if d.join("device.key").exists() {
+            return Err(Error::Identity(format!(
+                "{} holds a device prepared to join a namespace; start it with its invite",
+                data.display()
+            )));
         }
         fs::create_dir_all(&d)?;
         let mut rng = rand::rng();
@@ -94,14 +166,7 @@ impl Identity {
         let cert_bytes = fs::read(d.join("device.cert"))?;
         let cert = DeviceCert::decode(&cert_bytes).map_err(|e| bad("device.cert", &e))?;
         cert.verify().map_err(|e| bad("device.cert", &e))?;
-        let device_hex = fs::read_to_string(d.join("device.key"))?;
-        let device_bytes = data_encoding::HEXLOWER
-            .decode(device_hex.trim().as_bytes())
-            .map_err(|e| bad("device.key", &e))?;
-        let device_bytes: [u8; 32] = device_bytes
-            .try_into()
-            .map_err(|_| bad("device.key", &"not 32 bytes"))?;
-        let device_key = DeviceKey::from_bytes(device_bytes);
+        let device_key = read_device_key(&d.join("device.key"))?;
         if device_key.id() != cert.device() {
             return Err(bad("device.cert", &"it certifies another device"));
         }

@@ -44,5 +44,5 @@ pub use error::{Error, Result};
 pub use kith_caps as caps;
 pub use kith_store as store;
 pub use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
-pub use node::{Builder, NetworkMode, Node, SyncReport};
-pub use ticket::Ticket;
+pub use node::{Builder, NetworkMode, Node, SyncReport, prepare_device};
+pub use ticket::{DeviceInvite, Ticket};

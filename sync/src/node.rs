@@ -24,11 +24,9 @@ use crate::net::gate::Gate;
 use crate::net::serve::SyncProtocol;
 use crate::proto::wire::ALPN;
 use crate::state::Shared;
-use crate::ticket::Ticket;
+use crate::ticket::{DeviceInvite, Ticket};
 use crate::{Error, Result};
 
-/// How long a connection attempt to one device may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one whole sync with a device may take.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
 /// First and largest wait between retries of a subscription.
@@ -60,6 +58,20 @@ pub struct Builder {
     durability: Durability,
     eager_blob_size: u64,
     resync_interval: Duration,
+    connect_timeout: Duration,
+    join: Option<DeviceInvite>,
+}
+
+/// Prepares a fresh data folder for a further device of an existing
+/// namespace: creates this device's key and returns its id. Give the id to a
+/// device holding the namespace key ([`Node::invite_device`]), then start
+/// this one with [`Builder::join_namespace`].
+///
+/// # Errors
+/// [`Error::Identity`] if the folder already belongs to a namespace.
+pub fn prepare_device(data_dir: impl AsRef<std::path::Path>) -> Result<DeviceId> {
+    std::fs::create_dir_all(data_dir.as_ref())?;
+    Ok(Identity::prepare(data_dir.as_ref())?.id())
 }
 
 /// What one [`Node::sync_now`] did.
@@ -96,7 +108,25 @@ impl Builder {
             durability: Durability::default(),
             eager_blob_size: 256 << 10,
             resync_interval: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            join: None,
         }
+    }
+
+    /// How long a connection attempt to one device may take before the next
+    /// device of the same person is tried (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Starts this node as a further device of the namespace that issued
+    /// `invite` (prepared with [`prepare_device`]): it replicates the whole
+    /// namespace, its grants and friends from the issuing device, and serves
+    /// friends like it.
+    pub fn join_namespace(mut self, invite: DeviceInvite) -> Self {
+        self.join = Some(invite);
+        self
     }
 
     /// Sets the network mode (default [`NetworkMode::Internet`]).
@@ -142,8 +172,12 @@ impl Builder {
         std::fs::create_dir_all(&self.data_dir)?;
         let data_dir = self.data_dir.clone();
         let durability = self.durability;
+        let join = self.join.clone();
         let (identity, store, known) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let identity = Identity::load_or_create(&data_dir)?;
+            let identity = match &join {
+                Some(invite) => Identity::join(&data_dir, &invite.cert)?,
+                None => Identity::load_or_create(&data_dir)?,
+            };
             let store = Store::open(
                 data_dir.join("store"),
                 StoreOptions::new(identity.device()).durability(durability),
@@ -215,6 +249,13 @@ impl Builder {
                 connections: tokio::sync::Mutex::new(HashMap::new()),
             }),
         };
+        if let Some(invite) = &node.inner.config.join {
+            // Replicate the namespace from the device that invited this one.
+            node.add_friend(&invite.from).await?;
+            let shared = node.inner.shared.clone();
+            let own = node.namespace();
+            blocking(move || shared.set_subscribed(&own, true)).await?;
+        }
         // Subscriptions resume after a restart.
         let store = node.inner.shared.clone();
         let resume = tokio::task::spawn_blocking(move || store.subscribed())
@@ -301,10 +342,11 @@ impl Node {
     }
 
     /// Adds (or updates) a friend from their ticket. Their devices may
-    /// connect from now on.
+    /// connect from now on. A ticket of another device of this node's own
+    /// namespace records that device instead.
     ///
     /// # Errors
-    /// [`Error::NotAllowed`] for this node's own ticket; store errors.
+    /// [`Error::NotAllowed`] for this device's own ticket; store errors.
     pub async fn add_friend(&self, ticket: &Ticket) -> Result<()> {
         let shared = self.inner.shared.clone();
         let ticket2 = ticket.clone();
@@ -416,6 +458,29 @@ impl Node {
             .collect()
     }
 
+    /// Certifies another device (prepared with [`prepare_device`]) to act
+    /// for this namespace with `rights`, and returns the invite to start it
+    /// with. The device may connect at once.
+    ///
+    /// # Errors
+    /// [`Error::NotAllowed`] without the namespace key, store errors.
+    pub async fn invite_device(
+        &self,
+        device: DeviceId,
+        rights: kith_caps::Rights,
+    ) -> Result<DeviceInvite> {
+        let key = self.namespace_key()?;
+        let now = self.inner.shared.store.clock().now();
+        let cert = kith_caps::DeviceCert::issue(key, device, rights, now, None)?;
+        let shared = self.inner.shared.clone();
+        let cert2 = cert.clone();
+        blocking(move || shared.store_own_cert(&cert2)).await?;
+        Ok(DeviceInvite {
+            cert,
+            from: self.ticket(),
+        })
+    }
+
     /// The verified caps `friend` granted this node, and the revocations of
     /// caps it held, as last received from them.
     ///
@@ -469,10 +534,13 @@ impl Node {
         }
         let id = iroh::PublicKey::from_bytes(device.as_bytes()).map_err(Error::network)?;
         let addr = EndpointAddr::from_parts(id, addrs.iter().map(|a| iroh::TransportAddr::Ip(*a)));
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.inner.endpoint.connect(addr, ALPN))
-            .await
-            .map_err(|_| Error::Timeout("connecting"))?
-            .map_err(Error::network)?;
+        let conn = tokio::time::timeout(
+            self.inner.config.connect_timeout,
+            self.inner.endpoint.connect(addr, ALPN),
+        )
+        .await
+        .map_err(|_| Error::Timeout("connecting"))?
+        .map_err(Error::network)?;
         conns.insert(device, conn.clone());
         Ok(conn)
     }
@@ -480,6 +548,26 @@ impl Node {
     /// The devices of `owner` to sync from, in order of preference.
     fn devices_of(&self, owner: &NamespaceId) -> Result<Vec<(DeviceId, Vec<SocketAddr>)>> {
         let known = self.inner.shared.known.read();
+        if *owner == self.namespace() {
+            let me = self.device();
+            return Ok(known
+                .own_certs
+                .iter()
+                .filter(|c| {
+                    c.device() != me && !known.own_device_revocations.iter().any(|r| r.revokes(c))
+                })
+                .map(|c| {
+                    (
+                        c.device(),
+                        known
+                            .own_addrs
+                            .get(&c.device())
+                            .cloned()
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect());
+        }
         let friend = known.friends.get(owner).ok_or(Error::NotFriend(*owner))?;
         Ok(friend.devices())
     }
@@ -561,7 +649,8 @@ impl Node {
 
     /// Opens the blob at `path` of `namespace`, fetching it from the owner's
     /// devices first if it is not stored here (a friend's blob that was
-    /// never fetched or was purged).
+    /// never fetched or was purged, or one written on another device of this
+    /// namespace).
     ///
     /// # Errors
     /// [`kith_store::Error::NotFound`] if nothing is at `path`, fetch errors,
@@ -585,7 +674,12 @@ impl Node {
             }
             .into());
         };
-        if !self.inner.shared.store.has_blob(&hash) && *namespace != self.namespace() {
+        if !self.inner.shared.store.has_blob(&hash) {
+            if self.devices_of(namespace)?.is_empty() {
+                return Err(kith_store::Error::BlobMissing(hash).into());
+            }
+            // A friend's blob, or one written on another device of this
+            // namespace: fetched from the owner's devices, never elsewhere.
             self.fetch_blob(namespace, path, hash, size).await?;
         }
         let store = self.inner.shared.store.clone();
@@ -627,7 +721,9 @@ impl Node {
     /// # Errors
     /// [`Error::NotFriend`], store errors.
     pub async fn subscribe(&self, friend: &NamespaceId) -> Result<()> {
-        if !self.inner.shared.known.read().friends.contains_key(friend) {
+        if *friend != self.namespace()
+            && !self.inner.shared.known.read().friends.contains_key(friend)
+        {
             return Err(Error::NotFriend(*friend));
         }
         let shared = self.inner.shared.clone();

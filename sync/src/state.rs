@@ -11,7 +11,8 @@
 //! | `Device` | namespace | `1` ‖ device | `DeviceCert` |
 //! | `Device` | namespace | `2` ‖ device | `DeviceRevocation` |
 //! | `Tombstone` | namespace | tombstone id | `Tombstone` |
-//! | `Friend` | friend | `ticket` | ticket text |
+//! | `Device` | own namespace | `3` ‖ device | ticket text of another own device |
+//! | `Friend` | friend | `ticket` ‖ device | ticket text |
 //! | `Friend` | friend | `subscribed` | empty |
 //! | `SyncState` | owner | serving device | cursors |
 
@@ -35,26 +36,32 @@ use crate::{Error, Result};
 
 const CERT_ID: u8 = 1;
 const DEVICE_REVOCATION_ID: u8 = 2;
+/// A ticket of one of this namespace's other devices.
+const OWN_TICKET_ID: u8 = 3;
 const TICKET_ID: &[u8] = b"ticket";
 const SUBSCRIBED_ID: &[u8] = b"subscribed";
 
 /// A friend as this node knows them.
 #[derive(Debug, Clone)]
 pub(crate) struct Friend {
+    /// The first ticket added (its device is tried first).
     pub(crate) ticket: Ticket,
     pub(crate) certs: Vec<DeviceCert>,
     pub(crate) device_revocations: Vec<DeviceRevocation>,
+    /// Addresses of each device, from every ticket added.
+    pub(crate) addrs: HashMap<DeviceId, Vec<SocketAddr>>,
 }
 
 impl Friend {
     /// The friend's devices, each with the addresses known for it.
     pub(crate) fn devices(&self) -> Vec<(DeviceId, Vec<SocketAddr>)> {
         let revoked = |c: &DeviceCert| self.device_revocations.iter().any(|r| r.revokes(c));
-        let mut out: Vec<(DeviceId, Vec<SocketAddr>)> =
-            vec![(self.ticket.cert.device(), self.ticket.addrs.clone())];
+        let addrs = |d: &DeviceId| self.addrs.get(d).cloned().unwrap_or_default();
+        let first = self.ticket.cert.device();
+        let mut out: Vec<(DeviceId, Vec<SocketAddr>)> = vec![(first, addrs(&first))];
         for cert in self.certs.iter().filter(|c| !revoked(c)) {
             if !out.iter().any(|(d, _)| *d == cert.device()) {
-                out.push((cert.device(), Vec::new()));
+                out.push((cert.device(), addrs(&cert.device())));
             }
         }
         out.retain(|(d, _)| !self.device_revocations.iter().any(|r| r.device() == *d));
@@ -70,6 +77,8 @@ pub(crate) struct Known {
     pub(crate) revocations: Vec<Revocation>,
     pub(crate) own_certs: Vec<DeviceCert>,
     pub(crate) own_device_revocations: Vec<DeviceRevocation>,
+    /// Addresses of this namespace's other devices.
+    pub(crate) own_addrs: HashMap<DeviceId, Vec<SocketAddr>>,
     pub(crate) friends: HashMap<NamespaceId, Friend>,
 }
 
@@ -108,6 +117,10 @@ fn load<T>(
         }
     }
     Ok(out)
+}
+
+fn parse_ticket(text: Vec<u8>) -> Option<Ticket> {
+    String::from_utf8(text).ok()?.parse().ok()
 }
 
 fn decode_cap(b: &[u8]) -> kith_caps::Result<ReadCap> {
@@ -170,49 +183,63 @@ impl Shared {
             |id| id.first() == Some(&DEVICE_REVOCATION_ID),
             decode_device_revocation,
         )?;
-        let mut friends = HashMap::new();
+        let mut friends: HashMap<NamespaceId, Friend> = HashMap::new();
         for (ns, id, text) in store.all_records(RecordKind::Friend)? {
-            if id != TICKET_ID || ns == me {
+            if !id.starts_with(TICKET_ID) || ns == me {
                 continue;
             }
-            let ticket: Ticket = match String::from_utf8(text)
-                .map_err(|_| ())
-                .and_then(|t| t.parse().map_err(|_| ()))
-            {
-                Ok(t) => t,
-                Err(()) => {
-                    tracing::error!(friend = %ns, "ignoring a damaged friend record");
-                    continue;
-                }
+            let Some(ticket) = parse_ticket(text) else {
+                tracing::error!(friend = %ns, "ignoring a damaged friend record");
+                continue;
             };
-            let certs = load(
-                store,
-                RecordKind::Device,
-                &ns,
-                |id| id.first() == Some(&CERT_ID),
-                decode_cert,
-            )?;
-            let device_revocations = load(
-                store,
-                RecordKind::Device,
-                &ns,
-                |id| id.first() == Some(&DEVICE_REVOCATION_ID),
-                decode_device_revocation,
-            )?;
-            friends.insert(
-                ns,
-                Friend {
-                    ticket,
-                    certs,
-                    device_revocations,
-                },
-            );
+            match friends.get_mut(&ns) {
+                Some(friend) => {
+                    friend
+                        .addrs
+                        .insert(ticket.cert.device(), ticket.addrs.clone());
+                }
+                None => {
+                    let certs = load(
+                        store,
+                        RecordKind::Device,
+                        &ns,
+                        |id| id.first() == Some(&CERT_ID),
+                        decode_cert,
+                    )?;
+                    let device_revocations = load(
+                        store,
+                        RecordKind::Device,
+                        &ns,
+                        |id| id.first() == Some(&DEVICE_REVOCATION_ID),
+                        decode_device_revocation,
+                    )?;
+                    let addrs = HashMap::from([(ticket.cert.device(), ticket.addrs.clone())]);
+                    friends.insert(
+                        ns,
+                        Friend {
+                            ticket,
+                            certs,
+                            device_revocations,
+                            addrs,
+                        },
+                    );
+                }
+            }
+        }
+        let mut own_addrs = HashMap::new();
+        for (id, text) in store.records(RecordKind::Device, &me)? {
+            if id.first() == Some(&OWN_TICKET_ID)
+                && let Some(ticket) = parse_ticket(text)
+            {
+                own_addrs.insert(ticket.cert.device(), ticket.addrs);
+            }
         }
         Ok(Known {
             grants: Arc::new(Grants::new(me, caps, revocations.clone())),
             revocations,
             own_certs,
             own_device_revocations,
+            own_addrs,
             friends,
         })
     }
@@ -235,13 +262,15 @@ impl Shared {
     pub(crate) fn add_friend(&self, ticket: &Ticket) -> Result<()> {
         let ns = ticket.namespace;
         if ns == self.namespace() {
-            return Err(Error::NotAllowed("that is this node's own ticket"));
+            return self.add_own_device(ticket);
         }
+        let mut ticket_id = TICKET_ID.to_vec();
+        ticket_id.extend_from_slice(ticket.cert.device().as_bytes());
         self.store.write_records(&[
             RecordOp::put(
                 RecordKind::Friend,
                 ns,
-                TICKET_ID,
+                &ticket_id,
                 ticket.to_string().as_bytes(),
             ),
             RecordOp::put(
@@ -257,8 +286,11 @@ impl Shared {
                 ticket: ticket.clone(),
                 certs: Vec::new(),
                 device_revocations: Vec::new(),
+                addrs: HashMap::new(),
             });
-            friend.ticket = ticket.clone();
+            friend
+                .addrs
+                .insert(ticket.cert.device(), ticket.addrs.clone());
             if !friend.certs.iter().any(|c| c == &ticket.cert) {
                 friend.certs.push(ticket.cert.clone());
             }
@@ -267,12 +299,84 @@ impl Shared {
         Ok(())
     }
 
+    /// Records another device of this namespace (from its ticket): its
+    /// certificate and where it listens.
+    pub(crate) fn add_own_device(&self, ticket: &Ticket) -> Result<()> {
+        let device = ticket.cert.device();
+        if device == self.identity.device() {
+            return Err(Error::NotAllowed("that is this device's own ticket"));
+        }
+        self.store.write_records(&[
+            RecordOp::put(
+                RecordKind::Device,
+                ticket.namespace,
+                &device_record_id(OWN_TICKET_ID, &device),
+                ticket.to_string().as_bytes(),
+            ),
+            RecordOp::put(
+                RecordKind::Device,
+                ticket.namespace,
+                &device_record_id(CERT_ID, &device),
+                &ticket.cert.encode(),
+            ),
+        ])?;
+        {
+            let mut known = self.known.write();
+            known.own_addrs.insert(device, ticket.addrs.clone());
+            if !known.own_certs.contains(&ticket.cert) {
+                known.own_certs.push(ticket.cert.clone());
+            }
+        }
+        self.refresh_gate();
+        Ok(())
+    }
+
+    /// Stores a certificate this namespace issued for a new device.
+    pub(crate) fn store_own_cert(&self, cert: &DeviceCert) -> Result<()> {
+        self.store.put_record(
+            RecordKind::Device,
+            &self.namespace(),
+            &device_record_id(CERT_ID, &cert.device()),
+            &cert.encode(),
+        )?;
+        {
+            let mut known = self.known.write();
+            if !known.own_certs.contains(cert) {
+                known.own_certs.push(cert.clone());
+            }
+        }
+        self.refresh_gate();
+        Ok(())
+    }
+
+    /// Every friend's tickets, for this namespace's other devices.
+    pub(crate) fn friend_tickets(&self) -> Vec<Ticket> {
+        let known = self.known.read();
+        let mut out = Vec::new();
+        for friend in known.friends.values() {
+            for (device, addrs) in friend.devices() {
+                if let Some(cert) = friend.certs.iter().find(|c| c.device() == device) {
+                    out.push(Ticket {
+                        namespace: friend.ticket.namespace,
+                        cert: cert.clone(),
+                        addrs,
+                    });
+                }
+            }
+        }
+        out
+    }
+
     pub(crate) fn remove_friend(&self, ns: &NamespaceId) -> Result<bool> {
         let removed = self.known.write().friends.remove(ns).is_some();
-        self.store.write_records(&[
-            RecordOp::remove(RecordKind::Friend, *ns, TICKET_ID),
-            RecordOp::remove(RecordKind::Friend, *ns, SUBSCRIBED_ID),
-        ])?;
+        let mut ops: Vec<RecordOp> = self
+            .store
+            .records(RecordKind::Friend, ns)?
+            .into_iter()
+            .map(|(id, _)| RecordOp::remove(RecordKind::Friend, *ns, &id))
+            .collect();
+        ops.push(RecordOp::remove(RecordKind::Friend, *ns, SUBSCRIBED_ID));
+        self.store.write_records(&ops)?;
         self.refresh_gate();
         Ok(removed)
     }
@@ -287,7 +391,8 @@ impl Shared {
     }
 
     pub(crate) fn subscribed(&self) -> Result<Vec<NamespaceId>> {
-        let friends: Vec<NamespaceId> = self.known.read().friends.keys().copied().collect();
+        let mut friends: Vec<NamespaceId> = self.known.read().friends.keys().copied().collect();
+        friends.push(self.namespace());
         let mut out = Vec::new();
         for ns in friends {
             if self
@@ -368,8 +473,11 @@ impl Source for OwnerSource<'_> {
         self.0.known.read().grants.clone()
     }
 
-    fn revocations_for(&self, grantee: &NamespaceId) -> Vec<Revocation> {
+    fn revocations_for(&self, grantee: Option<&NamespaceId>) -> Vec<Revocation> {
         let known = self.0.known.read();
+        let Some(grantee) = grantee else {
+            return known.revocations.clone();
+        };
         let ids: Vec<_> = known
             .grants
             .caps()
@@ -395,6 +503,14 @@ impl Source for OwnerSource<'_> {
 
     fn is_friend(&self, namespace: &NamespaceId) -> bool {
         self.0.known.read().friends.contains_key(namespace)
+    }
+
+    fn friend_tickets(&self) -> Vec<Vec<u8>> {
+        self.0
+            .friend_tickets()
+            .iter()
+            .map(|t| t.to_string().into_bytes())
+            .collect()
     }
 
     fn current_seq(&self) -> Result<u64> {
@@ -459,7 +575,39 @@ impl Replica for FriendReplica<'_> {
                 &r.encode(),
             )
         }));
-        Ok(self.0.store.write_records(&ops)?)
+        self.0.store.write_records(&ops)?;
+        if *owner == self.0.namespace() {
+            // Grants made on another device of this namespace take effect here.
+            let mut known = self.0.known.write();
+            let mut grants = (*known.grants).clone();
+            for cap in caps {
+                grants.insert(cap.clone());
+            }
+            for rev in revocations {
+                grants.revoke(rev);
+                if !known.revocations.contains(rev) {
+                    known.revocations.push(rev.clone());
+                }
+            }
+            known.grants = Arc::new(grants);
+        }
+        Ok(())
+    }
+
+    fn store_friends(&self, owner: &NamespaceId, tickets: &[Vec<u8>]) -> Result<()> {
+        if *owner != self.0.namespace() {
+            return Err(Error::Protocol(
+                "friends are shared only between a namespace's own devices".into(),
+            ));
+        }
+        for bytes in tickets {
+            match parse_ticket(bytes.clone()) {
+                Some(t) if t.namespace != *owner => self.0.add_friend(&t)?,
+                Some(_) => {}
+                None => tracing::warn!("ignoring an invalid friend ticket from an own device"),
+            }
+        }
+        Ok(())
     }
 
     fn store_owner_devices(
@@ -490,22 +638,37 @@ impl Replica for FriendReplica<'_> {
         self.0.store.write_records(&ops)?;
         let changed = {
             let mut known = self.0.known.write();
-            match known.friends.get_mut(owner) {
-                Some(friend) => {
-                    let before = (friend.certs.len(), friend.device_revocations.len());
-                    for c in certs {
-                        if !friend.certs.contains(c) {
-                            friend.certs.push(c.clone());
-                        }
+            if *owner == self.0.namespace() {
+                let before = (known.own_certs.len(), known.own_device_revocations.len());
+                for c in certs {
+                    if !known.own_certs.contains(c) {
+                        known.own_certs.push(c.clone());
                     }
-                    for r in revocations {
-                        if !friend.device_revocations.contains(r) {
-                            friend.device_revocations.push(r.clone());
-                        }
-                    }
-                    before != (friend.certs.len(), friend.device_revocations.len())
                 }
-                None => false,
+                for r in revocations {
+                    if !known.own_device_revocations.contains(r) {
+                        known.own_device_revocations.push(r.clone());
+                    }
+                }
+                before != (known.own_certs.len(), known.own_device_revocations.len())
+            } else {
+                match known.friends.get_mut(owner) {
+                    Some(friend) => {
+                        let before = (friend.certs.len(), friend.device_revocations.len());
+                        for c in certs {
+                            if !friend.certs.contains(c) {
+                                friend.certs.push(c.clone());
+                            }
+                        }
+                        for r in revocations {
+                            if !friend.device_revocations.contains(r) {
+                                friend.device_revocations.push(r.clone());
+                            }
+                        }
+                        before != (friend.certs.len(), friend.device_revocations.len())
+                    }
+                    None => false,
+                }
             }
         };
         if changed {

@@ -129,3 +129,67 @@ impl FromStr for Ticket {
         Self::decode(&bytes)
     }
 }
+
+const INVITE_PREFIX: &str = "kithdev1";
+
+/// An invitation for a further device of the same person: the certificate
+/// the namespace key issued for that device, and a ticket of the device that
+/// issued it (where the new device replicates from).
+///
+/// Text form: `kithdev1` followed by lowercase base32. Whoever holds it can
+/// only act as the device it names, whose secret key never left that device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInvite {
+    /// The new device's certificate.
+    pub cert: DeviceCert,
+    /// The issuing device's ticket.
+    pub from: Ticket,
+}
+
+impl fmt::Display for DeviceInvite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cert = self.cert.encode();
+        let mut bytes = (cert.len() as u16).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&cert);
+        bytes.extend_from_slice(&self.from.encode());
+        let body = data_encoding::BASE32_NOPAD
+            .encode(&bytes)
+            .to_ascii_lowercase();
+        write!(f, "{INVITE_PREFIX}{body}")
+    }
+}
+
+impl FromStr for DeviceInvite {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        if s.len() > 2 * MAX_TICKET_LEN {
+            return Err(Error::InvalidTicket("invite too long".into()));
+        }
+        let body = s.strip_prefix(INVITE_PREFIX).ok_or_else(|| {
+            Error::InvalidTicket(format!("a device invite starts with {INVITE_PREFIX:?}"))
+        })?;
+        let bytes = data_encoding::BASE32_NOPAD
+            .decode(body.to_ascii_uppercase().as_bytes())
+            .map_err(|_| Error::InvalidTicket("not base32; was it copied whole?".into()))?;
+        let len = bytes
+            .get(..2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+            .ok_or_else(|| Error::InvalidTicket("truncated".into()))?;
+        let cert_bytes = bytes
+            .get(2..2 + len)
+            .ok_or_else(|| Error::InvalidTicket("truncated".into()))?;
+        let cert = DeviceCert::decode(cert_bytes)
+            .map_err(|e| Error::InvalidTicket(format!("device certificate: {e}")))?;
+        cert.verify()
+            .map_err(|e| Error::InvalidTicket(format!("device certificate: {e}")))?;
+        let from = Ticket::decode(&bytes[2 + len..])?;
+        if from.namespace != cert.namespace() {
+            return Err(Error::InvalidTicket(
+                "the invite mixes two namespaces".into(),
+            ));
+        }
+        Ok(Self { cert, from })
+    }
+}

@@ -110,7 +110,13 @@ pub(crate) async fn blob(
         },
     )
     .await?;
-    match read_msg(&mut recv).await? {
+    let mut start = read_msg(&mut recv).await?;
+    // An own device receives the friend list after `Welcome`; not needed here.
+    while let Some((Message::Friends { .. }, n)) = &start {
+        received += n;
+        start = read_msg(&mut recv).await?;
+    }
+    match start {
         Some((Message::BlobStart { size: s, offset: 0 }, n)) if s == size => received += n,
         Some((Message::BlobStart { size: s, .. }, _)) => {
             return Err(Error::Protocol(format!(

@@ -34,6 +34,9 @@ pub trait Replica {
         certs: &[DeviceCert],
         revocations: &[DeviceRevocation],
     ) -> Result<()>;
+    /// Stores the friends of this node's own namespace, as sent by another
+    /// of its devices.
+    fn store_friends(&self, owner: &NamespaceId, tickets: &[Vec<u8>]) -> Result<()>;
     /// Applies a verified tombstone.
     fn apply_tombstone(&self, owner: &NamespaceId, tombstone: &Tombstone) -> Result<()>;
     /// Stores a blob entry (without content).
@@ -178,6 +181,14 @@ impl Fetch {
                 now,
                 replica,
             ),
+            (Message::Friends { tickets }, State::AwaitSync) => {
+                if self.me == self.owner {
+                    replica.store_friends(&self.owner, &tickets)?;
+                } else {
+                    self.reject("friend list sent to a device of another namespace");
+                }
+                Ok(Vec::new())
+            }
             (Message::Tombstones { items }, State::AwaitSync) => {
                 self.tombstones(&items, now, replica)?;
                 Ok(Vec::new())

@@ -26,12 +26,14 @@ pub trait Source {
     fn owner(&self) -> NamespaceId;
     /// The owner's grants (verified caps and revocations), as of now.
     fn grants(&self) -> Arc<Grants>;
-    /// Revocations of caps granted to `grantee`.
-    fn revocations_for(&self, grantee: &NamespaceId) -> Vec<Revocation>;
+    /// Revocations of caps granted to `grantee`, or of every cap (`None`).
+    fn revocations_for(&self, grantee: Option<&NamespaceId>) -> Vec<Revocation>;
     /// The owner's device certificates and device revocations.
     fn owner_devices(&self) -> (Vec<DeviceCert>, Vec<DeviceRevocation>);
     /// Whether `namespace` is a friend of the owner.
     fn is_friend(&self, namespace: &NamespaceId) -> bool;
+    /// The owner's friends' tickets (sent to the owner's own devices only).
+    fn friend_tickets(&self) -> Vec<Vec<u8>>;
     /// The latest sequence number of the owner's namespace on this device.
     fn current_seq(&self) -> Result<u64>;
     /// Up to `limit` changes after `seq`.
@@ -236,23 +238,27 @@ impl Serve {
             .map(ReadCap::encode)
             .collect();
         let revocations = if own_device {
-            Vec::new()
+            // Own devices enforce the same grants: they get every revocation.
+            src.revocations_for(None)
         } else {
-            src.revocations_for(&namespace)
-                .iter()
-                .map(Revocation::encode)
-                .collect()
+            src.revocations_for(Some(&namespace))
         };
         let (certs, device_revocations) = src.owner_devices();
-        vec![Output::Send(Message::Welcome {
+        let mut out = vec![Output::Send(Message::Welcome {
             caps,
-            revocations,
+            revocations: revocations.iter().map(Revocation::encode).collect(),
             owner_certs: certs.iter().map(DeviceCert::encode).collect(),
             device_revocations: device_revocations
                 .iter()
                 .map(DeviceRevocation::encode)
                 .collect(),
-        })]
+        })];
+        if own_device {
+            out.push(Output::Send(Message::Friends {
+                tickets: src.friend_tickets(),
+            }));
+        }
+        out
     }
 
     /// Whether `req` may read `path` now.

@@ -133,6 +133,12 @@ pub enum Message {
         /// The owner's device revocations.
         device_revocations: Vec<Vec<u8>>,
     },
+    /// Owner → one of its own devices, after `Welcome`: the owner's friends'
+    /// tickets, so that every device of a namespace serves the same friends.
+    Friends {
+        /// Ticket texts.
+        tickets: Vec<Vec<u8>>,
+    },
     /// Requester → owner: what changed under each prefix after each
     /// sequence number (of the serving device's change log).
     Sync {
@@ -228,6 +234,7 @@ const TAG_BLOB_START: u8 = 11;
 const TAG_BLOB_CHUNK: u8 = 12;
 const TAG_BLOB_END: u8 = 13;
 const TAG_REFUSED: u8 = 14;
+const TAG_FRIENDS: u8 = 15;
 
 impl Message {
     /// A refusal.
@@ -248,6 +255,7 @@ impl Message {
         match self {
             Message::Hello { .. } => "Hello",
             Message::Welcome { .. } => "Welcome",
+            Message::Friends { .. } => "Friends",
             Message::Sync { .. } => "Sync",
             Message::Tombstones { .. } => "Tombstones",
             Message::Entries { .. } => "Entries",
@@ -283,6 +291,10 @@ impl Message {
                 for list in [caps, revocations, owner_certs, device_revocations] {
                     w.list(list, |w, c| w.bytes(c));
                 }
+            }
+            Message::Friends { tickets } => {
+                w.u8(TAG_FRIENDS);
+                w.list(tickets, |w, t| w.bytes(t));
             }
             Message::Sync { cursors } => {
                 w.u8(TAG_SYNC);
@@ -384,6 +396,9 @@ impl Message {
                 revocations: r.list(MAX_SIGNED_ITEMS, Dec::signed)?,
                 owner_certs: r.list(MAX_SIGNED_ITEMS, Dec::signed)?,
                 device_revocations: r.list(MAX_SIGNED_ITEMS, Dec::signed)?,
+            },
+            TAG_FRIENDS => Message::Friends {
+                tickets: r.list(MAX_SIGNED_ITEMS, Dec::signed)?,
             },
             TAG_SYNC => Message::Sync {
                 cursors: r.list(MAX_BATCH, |r| Ok((r.path()?, r.u64()?)))?,
@@ -681,6 +696,7 @@ mod tests {
                     }
                 }),
             cursors().prop_map(|cursors| Message::Sync { cursors }),
+            prop::collection::vec(bytes(60), 0..3).prop_map(|tickets| Message::Friends { tickets }),
             prop::collection::vec(bytes(50), 0..3).prop_map(|items| Message::Tombstones { items }),
             prop::collection::vec(entry(), 0..4).prop_map(|items| Message::Entries { items }),
             cursors().prop_map(|cursors| Message::SyncDone { cursors }),
