@@ -21,6 +21,7 @@ const STREAM_BUFFER: usize = 256 * 1024;
 pub(crate) struct BlobFiles {
     dir: PathBuf,
     tmp: PathBuf,
+    partial: PathBuf,
     sync: bool,
 }
 
@@ -49,7 +50,105 @@ impl BlobFiles {
             fs::remove_dir_all(&tmp)?;
         }
         fs::create_dir_all(&tmp)?;
-        Ok(Self { dir, tmp, sync })
+        let partial = dir.join("partial");
+        fs::create_dir_all(&partial)?;
+        Ok(Self {
+            dir,
+            tmp,
+            partial,
+            sync,
+        })
+    }
+
+    /// Opens (or starts) the resumable download of `hash`, `size` bytes.
+    pub(crate) fn partial(&self, hash: BlobHash, size: u64) -> Result<PartialBlob> {
+        let path = self.partial.join(hash.to_hex());
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)?;
+        let mut len = file.metadata()?.len();
+        if len > size {
+            // Longer than the blob can be: not a prefix of it. Start over.
+            file.set_len(0)?;
+            len = 0;
+        }
+        Ok(PartialBlob {
+            path,
+            file,
+            len,
+            size,
+            hash,
+        })
+    }
+
+    /// Checks a complete partial download against its hash and moves it into
+    /// place. Call with the store's blob lock held.
+    pub(crate) fn finish_partial(&self, partial: PartialBlob) -> Result<()> {
+        let PartialBlob {
+            path,
+            file,
+            len,
+            size,
+            hash,
+        } = partial;
+        if len != size {
+            return Err(Error::BadRange {
+                start: 0,
+                end: len,
+                size,
+            });
+        }
+        if self.sync {
+            file.sync_all()?;
+        }
+        drop(file);
+        let mut hasher = blake3::Hasher::new();
+        let mut reader = File::open(&path)?;
+        let mut buf = vec![0u8; STREAM_BUFFER];
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let actual = BlobHash::from(hasher.finalize());
+        if actual != hash {
+            let _ = fs::remove_file(&path);
+            return Err(Error::HashMismatch {
+                expected: hash,
+                actual,
+            });
+        }
+        let temp = TempBlob {
+            path,
+            hash,
+            size,
+            committed: false,
+        };
+        self.commit(temp)
+    }
+
+    /// Hashes of every partial download, for garbage collection on open.
+    pub(crate) fn partials(&self) -> Result<Vec<BlobHash>> {
+        let mut out = Vec::new();
+        for file in fs::read_dir(&self.partial)? {
+            let file = file?;
+            match file.file_name().to_str().map(str::parse::<BlobHash>) {
+                Some(Ok(h)) => out.push(h),
+                _ => {
+                    let _ = fs::remove_file(file.path());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a partial download.
+    pub(crate) fn remove_partial(&self, hash: &BlobHash) {
+        let _ = fs::remove_file(self.partial.join(hash.to_hex()));
     }
 
     fn path_of(&self, hash: &BlobHash) -> PathBuf {
@@ -294,5 +393,57 @@ impl BlobReader {
 impl Read for BlobReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.read(buf)
+    }
+}
+
+/// A resumable download of a blob: bytes received so far, kept in
+/// `blobs/partial/` across restarts until the whole blob is there and
+/// verified. See [`Store::resume_import`](crate::Store::resume_import).
+#[derive(Debug)]
+pub struct PartialBlob {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    size: u64,
+    hash: BlobHash,
+}
+
+impl PartialBlob {
+    /// Bytes already received: where the download resumes.
+    pub fn offset(&self) -> u64 {
+        self.len
+    }
+
+    /// The blob's full size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The blob's hash.
+    pub fn hash(&self) -> BlobHash {
+        self.hash
+    }
+
+    /// Whether every byte has arrived.
+    pub fn is_complete(&self) -> bool {
+        self.len == self.size
+    }
+
+    /// Appends received bytes. Blocks.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] past the blob's size, [`Error::Io`].
+    pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        let end = self.len + bytes.len() as u64;
+        if end > self.size {
+            return Err(Error::TooLarge {
+                limit: Limit::BlobSize,
+                size: end,
+                max: self.size,
+            });
+        }
+        self.file.write_all(bytes)?;
+        self.len = end;
+        Ok(())
     }
 }

@@ -60,7 +60,7 @@ mod store;
 mod watch;
 
 pub use automerge;
-pub use blobs::BlobReader;
+pub use blobs::{BlobReader, PartialBlob};
 pub use entry::{BlobHash, Entry, EntryKind, MAX_MEDIA_TYPE_LEN};
 pub use error::{Error, Limit, Result};
 pub use kith_types::{DeviceId, NamespaceId, Path, Timestamp};

@@ -11,7 +11,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistM
 use kith_types::{DeviceId, HybridClock, NamespaceId, Path, Timestamp};
 use parking_lot::{Mutex, RwLock};
 
-use crate::blobs::{BlobFiles, BlobReader, TempBlob};
+use crate::blobs::{BlobFiles, BlobReader, PartialBlob, TempBlob};
 use crate::codec::{Reader, Writer};
 use crate::error::Limit;
 use crate::keys;
@@ -769,6 +769,39 @@ impl Store {
         inner.blobs.commit(temp)
     }
 
+    /// Opens the resumable download of a blob that an entry references:
+    /// bytes already received are kept across interruptions and restarts
+    /// (see [`PartialBlob::offset`]); [`Store::finish_import`] verifies and
+    /// stores it. Blocks.
+    ///
+    /// # Errors
+    /// [`Error::Unreferenced`], [`Error::TooLarge`], [`Error::Io`].
+    pub fn resume_import(&self, hash: BlobHash, size: u64) -> Result<PartialBlob> {
+        let inner = &self.inner;
+        inner.check_size(Limit::BlobSize, size, inner.limits.max_blob_size)?;
+        if !inner.is_referenced(&hash)? {
+            return Err(Error::Unreferenced(hash));
+        }
+        inner.blobs.partial(hash, size)
+    }
+
+    /// Verifies a complete download against its hash and stores it. A
+    /// download whose bytes do not match is deleted. Blocks (hashes the
+    /// whole blob).
+    ///
+    /// # Errors
+    /// [`Error::BadRange`] if it is incomplete, [`Error::HashMismatch`],
+    /// [`Error::Unreferenced`], [`Error::Io`].
+    pub fn finish_import(&self, partial: PartialBlob) -> Result<()> {
+        let inner = &self.inner;
+        let _guard = inner.blob_lock.lock();
+        if !inner.is_referenced(&partial.hash())? {
+            inner.blobs.remove_partial(&partial.hash());
+            return Err(Error::Unreferenced(partial.hash()));
+        }
+        inner.blobs.finish_partial(partial)
+    }
+
     /// Whether the content of `hash` is stored locally.
     pub fn has_blob(&self, hash: &BlobHash) -> bool {
         self.inner.blobs.exists(hash)
@@ -1216,6 +1249,11 @@ impl Inner {
             if !self.is_referenced(&hash)? {
                 tracing::info!(%hash, "removing unreferenced blob file");
                 self.blobs.remove(&hash)?;
+            }
+        }
+        for hash in self.blobs.partials()? {
+            if !self.is_referenced(&hash)? || self.blobs.exists(&hash) {
+                self.blobs.remove_partial(&hash);
             }
         }
         Ok(())

@@ -308,3 +308,76 @@ fn failures_in_the_middle_of_a_large_blob_leave_nothing_behind() {
     assert_eq!(entry.blob_hash(), Some(BlobHash::of(&data)));
     assert_eq!(read_all(&store, &BlobHash::of(&data), ..), data);
 }
+
+#[test]
+fn an_interrupted_download_resumes_after_a_restart_and_is_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let friend = ns(9);
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+    let hash = BlobHash::of(&content);
+    let write = RemoteWrite {
+        device: device(9),
+        timestamp: Timestamp::from_micros(5),
+    };
+    {
+        let store = open(dir.path(), 2);
+        // No entry refers to it yet: no download either.
+        assert!(matches!(
+            store.resume_import(hash, 3_000_000),
+            Err(Error::Unreferenced(_))
+        ));
+        store
+            .put_blob_entry(
+                &friend,
+                &p("/video"),
+                write,
+                hash,
+                content.len() as u64,
+                "video/mp4",
+            )
+            .unwrap();
+        let mut partial = store.resume_import(hash, content.len() as u64).unwrap();
+        assert_eq!(partial.offset(), 0);
+        partial.append(&content[..1_234_567]).unwrap();
+        // Interrupted here: the process goes away.
+    }
+    let store = open(dir.path(), 2);
+    let mut partial = store.resume_import(hash, content.len() as u64).unwrap();
+    assert_eq!(partial.offset(), 1_234_567, "resumes where it stopped");
+    assert!(matches!(
+        partial.append(&vec![0; 3_000_000]),
+        Err(Error::TooLarge { .. })
+    ));
+    partial.append(&content[1_234_567..]).unwrap();
+    assert!(partial.is_complete());
+    store.finish_import(partial).unwrap();
+    assert_eq!(read_all(&store, &hash, ..), content);
+
+    // A download whose bytes do not match its hash is dropped whole.
+    let other = b"expected content".repeat(1000);
+    let other_hash = BlobHash::of(&other);
+    store
+        .put_blob_entry(
+            &friend,
+            &p("/doc.pdf"),
+            write,
+            other_hash,
+            other.len() as u64,
+            "application/pdf",
+        )
+        .unwrap();
+    let mut bad = store.resume_import(other_hash, other.len() as u64).unwrap();
+    bad.append(&vec![b'x'; other.len()]).unwrap();
+    assert!(matches!(
+        store.finish_import(bad),
+        Err(Error::HashMismatch { .. })
+    ));
+    assert!(!store.has_blob(&other_hash));
+    assert_eq!(
+        store
+            .resume_import(other_hash, other.len() as u64)
+            .unwrap()
+            .offset(),
+        0
+    );
+}

@@ -656,6 +656,26 @@ impl Node {
     /// [`kith_store::Error::NotFound`] if nothing is at `path`, fetch errors,
     /// store errors.
     pub async fn read_blob(&self, namespace: &NamespaceId, path: &Path) -> Result<BlobReader> {
+        let (hash, _) = self.ensure_blob(namespace, path).await?;
+        let store = self.inner.shared.store.clone();
+        blocking(move || Ok(store.read_blob(&hash, ..)?)).await
+    }
+
+    /// Fetches the content of the blob at `path` of `namespace` from the
+    /// owner's devices now (if it is not stored here yet), resuming an
+    /// interrupted fetch. Returns the bytes received (0 if it was here).
+    ///
+    /// # Errors
+    /// As [`Node::read_blob`].
+    pub async fn fetch(&self, namespace: &NamespaceId, path: &Path) -> Result<u64> {
+        Ok(self.ensure_blob(namespace, path).await?.1)
+    }
+
+    /// Makes sure the blob at `path` is stored here, fetching it from the
+    /// owner's devices if not: a friend's blob never fetched or purged, or
+    /// one written on another device of this namespace. Returns its hash and
+    /// the bytes received.
+    async fn ensure_blob(&self, namespace: &NamespaceId, path: &Path) -> Result<(BlobHash, u64)> {
         let store = self.inner.shared.store.clone();
         let (ns, p) = (*namespace, path.clone());
         let entry = blocking(move || Ok(store.get(&ns, &p)?))
@@ -674,16 +694,15 @@ impl Node {
             }
             .into());
         };
-        if !self.inner.shared.store.has_blob(&hash) {
-            if self.devices_of(namespace)?.is_empty() {
-                return Err(kith_store::Error::BlobMissing(hash).into());
-            }
-            // A friend's blob, or one written on another device of this
-            // namespace: fetched from the owner's devices, never elsewhere.
-            self.fetch_blob(namespace, path, hash, size).await?;
+        if self.inner.shared.store.has_blob(&hash) {
+            return Ok((hash, 0));
         }
-        let store = self.inner.shared.store.clone();
-        blocking(move || Ok(store.read_blob(&hash, ..)?)).await
+        if self.devices_of(namespace)?.is_empty() {
+            return Err(kith_store::Error::BlobMissing(hash).into());
+        }
+        // Fetched from the owner's devices, never from other friends.
+        let received = self.fetch_blob(namespace, path, hash, size).await?;
+        Ok((hash, received))
     }
 
     async fn fetch_blob(

@@ -215,3 +215,39 @@ async fn subscriptions_retry_until_the_friend_is_back_and_resume_after_restart()
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_blob_fetch_resumes_where_it_stopped() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = spawn(da.path()).await;
+    let b = spawn(db.path()).await;
+    befriend(&a, &b).await;
+    a.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
+    let size = 4 << 20;
+    let content = blob_bytes(3, size);
+    let entry = a
+        .store()
+        .put_blob(&a.namespace(), &p("/feed/film"), &content[..], "video/mp4")
+        .unwrap();
+    let hash = entry.blob_hash().unwrap();
+    b.sync_now(&a.namespace()).await.unwrap();
+    assert!(!b.store().has_blob(&hash), "large blobs wait until read");
+    // A first fetch was cut off after half of the bytes.
+    let mut partial = b.store().resume_import(hash, size as u64).unwrap();
+    partial.append(&content[..size / 2]).unwrap();
+    drop(partial);
+
+    let received = b.fetch(&a.namespace(), &p("/feed/film")).await.unwrap();
+    assert!(
+        received < (size / 2 + 64 * 1024) as u64,
+        "resumed fetch moved {received} bytes of a {size}-byte blob"
+    );
+    assert_eq!(read_all(&b, &a.namespace(), "/feed/film").await, content);
+    assert_eq!(
+        b.fetch(&a.namespace(), &p("/feed/film")).await.unwrap(),
+        0,
+        "already here"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -1,6 +1,5 @@
 //! Running fetches over a connection to one of the owner's devices.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use iroh::endpoint::Connection;
@@ -67,8 +66,9 @@ pub(crate) async fn sync(
     Ok((fetch.report().clone(), traffic))
 }
 
-/// Fetches a blob's content over `conn` and stores it, verified against
-/// `hash` while it streams in. Returns the bytes received.
+/// Fetches a blob's content over `conn` and stores it once verified against
+/// `hash`. An interrupted fetch resumes where it stopped (the bytes received
+/// are kept by the store across restarts). Returns the bytes received.
 pub(crate) async fn blob(
     shared: &Arc<Shared>,
     conn: &Connection,
@@ -76,14 +76,17 @@ pub(crate) async fn blob(
     hash: BlobHash,
     size: u64,
 ) -> Result<u64> {
-    let max = shared.store.limits().max_blob_size;
-    if size > max {
-        return Err(kith_store::Error::TooLarge {
-            limit: kith_store::Limit::BlobSize,
-            size,
-            max,
-        }
-        .into());
+    let store = shared.store.clone();
+    let partial = tokio::task::spawn_blocking(move || store.resume_import(hash, size))
+        .await
+        .map_err(|e| Error::Protocol(format!("import task failed: {e}")))??;
+    let offset = partial.offset();
+    if partial.is_complete() {
+        let store = shared.store.clone();
+        tokio::task::spawn_blocking(move || store.finish_import(partial))
+            .await
+            .map_err(|e| Error::Protocol(format!("import task failed: {e}")))??;
+        return Ok(0);
     }
     let (mut send, mut recv) = conn.open_bi().await.map_err(Error::network)?;
     write_msg(&mut send, &hello(shared)).await?;
@@ -106,7 +109,7 @@ pub(crate) async fn blob(
         &Message::WantBlob {
             path: path.clone(),
             hash,
-            offset: 0,
+            offset,
         },
     )
     .await?;
@@ -117,10 +120,12 @@ pub(crate) async fn blob(
         start = read_msg(&mut recv).await?;
     }
     match start {
-        Some((Message::BlobStart { size: s, offset: 0 }, n)) if s == size => received += n,
-        Some((Message::BlobStart { size: s, .. }, _)) => {
+        Some((Message::BlobStart { size: s, offset: o }, n)) if s == size && o == offset => {
+            received += n
+        }
+        Some((Message::BlobStart { size: s, offset: o }, _)) => {
             return Err(Error::Protocol(format!(
-                "the server offers {s} bytes, the entry says {size}"
+                "the server offers {s} bytes from {o}; the entry says {size}, asked from {offset}"
             )));
         }
         Some((Message::Refused { code, reason, .. }, _)) => {
@@ -134,21 +139,17 @@ pub(crate) async fn blob(
         }
         None => return Err(Error::Protocol("the server closed the stream".into())),
     }
-    // The store hashes while it writes; chunks cross to its blocking thread
-    // through a small channel, so memory stays bounded.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-    let store = shared.store.clone();
-    let import = tokio::task::spawn_blocking(move || {
-        store.import_blob(
-            hash,
-            ChannelReader {
-                rx,
-                buf: Vec::new(),
-                pos: 0,
-            },
-        )
+    // Chunks cross to a blocking thread that appends them to the partial
+    // download, through a small channel, so memory stays bounded.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let writer = tokio::task::spawn_blocking(move || -> Result<kith_store::PartialBlob> {
+        let mut partial = partial;
+        while let Some(chunk) = rx.blocking_recv() {
+            partial.append(&chunk)?;
+        }
+        Ok(partial)
     });
-    let mut content = 0u64;
+    let mut content = offset;
     let result = loop {
         match read_msg(&mut recv).await {
             Ok(Some((Message::BlobChunk { bytes }, n))) => {
@@ -159,8 +160,8 @@ pub(crate) async fn blob(
                         "the server sent more bytes than the blob has".into(),
                     ));
                 }
-                if tx.send(bytes).is_err() {
-                    break Ok(()); // the store stopped reading; its error follows
+                if tx.send(bytes).await.is_err() {
+                    break Ok(()); // the writer stopped; its error follows
                 }
             }
             Ok(Some((Message::BlobEnd, n))) => {
@@ -178,41 +179,21 @@ pub(crate) async fn blob(
         }
     };
     drop(tx);
-    let stored = import
+    let partial = writer
         .await
-        .map_err(|e| Error::Protocol(format!("import task failed: {e}")))?;
+        .map_err(|e| Error::Protocol(format!("import task failed: {e}")))??;
+    // What arrived is kept even if the stream failed: the next fetch resumes.
     result?;
-    if content != size {
+    if !partial.is_complete() {
         return Err(Error::Protocol(format!(
-            "received {content} of {size} bytes"
+            "received {} of {size} bytes",
+            partial.offset()
         )));
     }
-    stored?;
+    let store = shared.store.clone();
+    tokio::task::spawn_blocking(move || store.finish_import(partial))
+        .await
+        .map_err(|e| Error::Protocol(format!("import task failed: {e}")))??;
     let _ = send.finish();
     Ok(received)
-}
-
-/// Reads chunks handed over a channel; ends when the sender is dropped.
-struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.rx.recv() {
-                Ok(chunk) => {
-                    self.buf = chunk;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }
