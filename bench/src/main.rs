@@ -5,6 +5,7 @@
 //! better). Run in release mode: `cargo run --release -p kith-bench -- all`.
 
 mod caps;
+mod peers;
 mod report;
 mod store;
 
@@ -16,7 +17,11 @@ use report::Figure;
 /// A scenario: its name and the function that runs it.
 type Scenario = (&'static str, fn(&Options) -> Result<Vec<Figure>>);
 
-const SCENARIOS: &[Scenario] = &[("store", store::run), ("caps", caps::run)];
+const SCENARIOS: &[Scenario] = &[
+    ("store", store::run),
+    ("caps", caps::run),
+    ("peers", peers::run),
+];
 
 /// Command-line options.
 #[derive(Parser, Debug)]
