@@ -34,7 +34,7 @@
 
 mod error;
 mod identity;
-mod net;
+pub(crate) mod net;
 mod node;
 pub mod proto;
 mod state;
@@ -44,5 +44,6 @@ pub use error::{Error, Result};
 pub use kith_caps as caps;
 pub use kith_store as store;
 pub use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
+pub use net::limits::PeerLimits;
 pub use node::{Builder, NetworkMode, Node, SyncReport, prepare_device};
 pub use ticket::{DeviceInvite, Ticket};

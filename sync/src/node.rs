@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use crate::identity::Identity;
 use crate::net;
 use crate::net::gate::Gate;
+use crate::net::limits::{PeerBudgets, PeerLimits};
 use crate::net::serve::SyncProtocol;
 use crate::proto::wire::ALPN;
 use crate::state::Shared;
@@ -59,6 +60,7 @@ pub struct Builder {
     eager_blob_size: u64,
     resync_interval: Duration,
     connect_timeout: Duration,
+    peer_limits: PeerLimits,
     join: Option<DeviceInvite>,
 }
 
@@ -109,6 +111,7 @@ impl Builder {
             eager_blob_size: 256 << 10,
             resync_interval: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            peer_limits: PeerLimits::default(),
             join: None,
         }
     }
@@ -117,6 +120,13 @@ impl Builder {
     /// device of the same person is tried (default 10 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// What each peer device may use of this node (streams, requests and
+    /// bytes per second).
+    pub fn peer_limits(mut self, limits: PeerLimits) -> Self {
+        self.peer_limits = limits;
         self
     }
 
@@ -228,6 +238,7 @@ impl Builder {
             identity,
             known: RwLock::new(known),
             gate,
+            budgets: PeerBudgets::new(self.peer_limits),
         });
         shared.refresh_gate();
         let router = Router::builder(endpoint.clone())

@@ -28,6 +28,7 @@ use parking_lot::RwLock;
 
 use crate::identity::Identity;
 use crate::net::gate::Gate;
+use crate::net::limits::PeerBudgets;
 use crate::proto::fetch::{Replica, is_expected_refusal};
 use crate::proto::serve::Source;
 use crate::proto::wire::{WireEntry, WireKind};
@@ -89,6 +90,7 @@ pub(crate) struct Shared {
     pub(crate) identity: Identity,
     pub(crate) known: RwLock<Known>,
     pub(crate) gate: Gate,
+    pub(crate) budgets: PeerBudgets,
 }
 
 fn device_record_id(kind: u8, device: &DeviceId) -> Vec<u8> {

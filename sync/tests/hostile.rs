@@ -342,3 +342,97 @@ async fn a_blob_whose_bytes_do_not_match_its_hash_is_refused() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+async fn spawn_limited(dir: &std::path::Path, limits: kith::PeerLimits) -> Node {
+    common::init_tracing();
+    Node::builder(dir)
+        .network(kith::NetworkMode::LocalOnly)
+        .peer_limits(limits)
+        .spawn()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_over_its_limits_is_refused_then_disconnected_while_others_are_served() {
+    let (da, db, dc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let limits = kith::PeerLimits {
+        requests_per_sec: 0.5,
+        request_burst: 6.0,
+        max_refusals: 3,
+        ..kith::PeerLimits::default()
+    };
+    let a = spawn_limited(da.path(), limits).await;
+    let b = spawn(db.path()).await;
+    let c = spawn(dc.path()).await;
+    befriend(&a, &b).await;
+    befriend(&a, &c).await;
+    a.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
+    a.grant(&c.namespace(), &p("/feed"), None).await.unwrap();
+    write_docs(&a, "/feed", 2).await;
+
+    // B's device floods A with requests on one stream.
+    let (secret, cert) = keys_of(db.path());
+    let (_ep, conn) = raw_connect(secret, &a).await.unwrap();
+    let mut raw = frame(&Message::Hello {
+        cert: cert.encode(),
+        other_certs: vec![],
+    });
+    for _ in 0..30 {
+        raw.extend(frame(&Message::Sync {
+            cursors: vec![(p("/feed"), 0)],
+        }));
+    }
+    let answer = exchange(&conn, &raw).await;
+    let limited = refusals(&answer)
+        .iter()
+        .filter(|c| **c == RefusalCode::RateLimited)
+        .count();
+    assert!(
+        limited >= 1,
+        "no rate limit answer in {} messages",
+        answer.len()
+    );
+    assert!(answer.len() < 31, "every request was answered");
+    // Persistently over its limits: disconnected.
+    let closed = tokio::time::timeout(common::WAIT, conn.closed()).await;
+    assert!(closed.is_ok(), "the flooding peer is still connected");
+    // The node keeps serving others.
+    let report = c.sync_now(&a.namespace()).await.unwrap();
+    assert_eq!(report.docs, 2);
+    for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_to_a_peer_are_paced_to_its_budget() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let limits = kith::PeerLimits {
+        bytes_per_sec: Some(2.0 * 1024.0 * 1024.0),
+        ..kith::PeerLimits::default()
+    };
+    let a = spawn_limited(da.path(), limits).await;
+    let b = spawn(db.path()).await;
+    befriend(&a, &b).await;
+    a.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
+    let content = vec![5u8; 3 << 20];
+    a.store()
+        .put_blob(&a.namespace(), &p("/feed/big"), &content[..], "a/b")
+        .unwrap();
+    b.sync_now(&a.namespace()).await.unwrap();
+    let started = std::time::Instant::now();
+    b.fetch(&a.namespace(), &p("/feed/big")).await.unwrap();
+    let elapsed = started.elapsed();
+    // 3 MiB at 2 MiB/s with a 1 MiB burst cannot take less than a second.
+    assert!(
+        elapsed >= std::time::Duration::from_millis(950),
+        "took only {elapsed:?}"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -4,4 +4,5 @@
 pub(crate) mod fetch;
 pub(crate) mod frames;
 pub(crate) mod gate;
+pub(crate) mod limits;
 pub(crate) mod serve;

@@ -3,23 +3,20 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use iroh::endpoint::{Connection, RecvStream, SendStream};
+use iroh::endpoint::{Connection, RecvStream, SendStream, VarInt};
 use iroh::protocol::{AcceptError, ProtocolHandler};
 use kith_store::BlobHash;
 use kith_types::{DeviceId, Timestamp};
-use tokio::sync::Semaphore;
 
 use super::frames::{read_msg, write_msg};
+use super::limits::PeerBudget;
 use crate::proto::serve::{Output, Serve};
 use crate::proto::wire::{BLOB_CHUNK, Message, RefusalCode};
 use crate::state::{OwnerSource, Shared};
 use crate::{Error, Result};
 
-/// Streams one peer may have open with this node at once.
-pub(crate) const MAX_STREAMS_PER_PEER: usize = 16;
-/// Requests a peer may send that are refused (malformed, unauthorized)
-/// before its stream is closed.
-const MAX_REFUSALS_PER_STREAM: u64 = 64;
+/// QUIC close code for a peer disconnected for exceeding its limits.
+const RATE_LIMITED_CODE: u32 = 429;
 
 /// The catch-up protocol handler registered with the router.
 #[derive(Debug, Clone)]
@@ -27,16 +24,41 @@ pub(crate) struct SyncProtocol {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// How long a disconnected peer's last frames may take to be delivered.
+const FLUSH_BEFORE_CLOSE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Records a refusal of `remote`. Once it has been refused too often, its
+/// last frames are flushed (for a bounded time, so it learns why) and its
+/// connection is closed. Returns whether it was disconnected.
+async fn note_refusal(
+    budget: &PeerBudget,
+    conn: &Connection,
+    send: &mut SendStream,
+    remote: DeviceId,
+) -> bool {
+    if !budget.refused() {
+        return false;
+    }
+    tracing::info!(remote = %remote.fmt_short(), "disconnecting a peer that keeps exceeding its limits");
+    let _ = send.finish();
+    let _ = tokio::time::timeout(FLUSH_BEFORE_CLOSE, send.stopped()).await;
+    conn.close(
+        VarInt::from_u32(RATE_LIMITED_CODE),
+        b"too many refused requests",
+    );
+    true
+}
+
 impl ProtocolHandler for SyncProtocol {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         let remote = DeviceId::from_bytes(*conn.remote_id().as_bytes());
-        let streams = Arc::new(Semaphore::new(MAX_STREAMS_PER_PEER));
+        let budget = self.shared.budgets.of(remote);
         loop {
             let (mut send, recv) = match conn.accept_bi().await {
                 Ok(s) => s,
                 Err(_) => break, // the peer closed the connection
             };
-            let Ok(permit) = streams.clone().try_acquire_owned() else {
+            let Ok(permit) = budget.streams.clone().try_acquire_owned() else {
                 tracing::info!(remote = %remote.fmt_short(), "too many concurrent streams; refusing one");
                 let msg = Message::refused(
                     RefusalCode::RateLimited,
@@ -44,12 +66,17 @@ impl ProtocolHandler for SyncProtocol {
                     "too many concurrent requests",
                 );
                 let _ = write_msg(&mut send, &msg).await;
+                if note_refusal(&budget, &conn, &mut send, remote).await {
+                    break;
+                }
                 let _ = send.finish();
                 continue;
             };
             let shared = self.shared.clone();
+            let budget = budget.clone();
+            let conn = conn.clone();
             tokio::spawn(async move {
-                if let Err(e) = serve_stream(shared, remote, send, recv).await {
+                if let Err(e) = serve_stream(shared, &budget, &conn, remote, send, recv).await {
                     tracing::debug!(remote = %remote.fmt_short(), %e, "catch-up stream ended with an error");
                 }
                 drop(permit);
@@ -61,11 +88,14 @@ impl ProtocolHandler for SyncProtocol {
 
 async fn serve_stream(
     shared: Arc<Shared>,
+    budget: &PeerBudget,
+    conn: &Connection,
     remote: DeviceId,
     mut send: SendStream,
     mut recv: RecvStream,
 ) -> Result<()> {
     let mut session = Serve::new(remote);
+    let mut refused_before = 0;
     loop {
         let msg = match read_msg(&mut recv).await {
             Ok(Some((msg, _))) => msg,
@@ -77,10 +107,23 @@ async fn serve_stream(
                     &Message::refused(RefusalCode::Malformed, None, e.to_string()),
                 )
                 .await;
+                note_refusal(budget, conn, &mut send, remote).await;
                 break;
             }
             Err(e) => return Err(e),
         };
+        if !budget.allow_request() {
+            let msg = Message::refused(
+                RefusalCode::RateLimited,
+                None,
+                "too many requests; slow down",
+            );
+            write_msg(&mut send, &msg).await?;
+            if note_refusal(budget, conn, &mut send, remote).await {
+                return Ok(());
+            }
+            continue;
+        }
         let shared2 = shared.clone();
         let (returned, outputs) = tokio::task::spawn_blocking(move || {
             let outputs = session.handle(msg, Timestamp::wall_clock(), &OwnerSource(&shared2));
@@ -105,15 +148,23 @@ async fn serve_stream(
         for out in outputs {
             match out {
                 Output::Send(m) => {
-                    write_msg(&mut send, &m).await?;
+                    let n = write_msg(&mut send, &m).await?;
+                    budget.pace(n as usize).await;
                 }
                 Output::StreamBlob { hash, offset } => {
-                    stream_blob(&shared, &mut send, hash, offset).await?
+                    stream_blob(&shared, budget, &mut send, hash, offset).await?
                 }
                 Output::Close => close = true,
             }
         }
-        if close || session.stats().refused > MAX_REFUSALS_PER_STREAM {
+        let refused = session.stats().refused;
+        for _ in refused_before..refused {
+            if note_refusal(budget, conn, &mut send, remote).await {
+                return Ok(());
+            }
+        }
+        refused_before = refused;
+        if close {
             break;
         }
     }
@@ -121,9 +172,11 @@ async fn serve_stream(
     Ok(())
 }
 
-/// Sends a blob's content from `offset` as `BlobStart`, chunks, `BlobEnd`.
+/// Sends a blob's content from `offset` as `BlobStart`, chunks, `BlobEnd`,
+/// paced to the peer's byte budget.
 async fn stream_blob(
     shared: &Arc<Shared>,
+    budget: &PeerBudget,
     send: &mut SendStream,
     hash: BlobHash,
     offset: u64,
@@ -177,7 +230,8 @@ async fn stream_blob(
     });
     while let Some(chunk) = rx.recv().await {
         let bytes = chunk?;
-        write_msg(send, &Message::BlobChunk { bytes }).await?;
+        let n = write_msg(send, &Message::BlobChunk { bytes }).await?;
+        budget.pace(n as usize).await;
     }
     let _ = reader_task.await;
     write_msg(send, &Message::BlobEnd).await?;
