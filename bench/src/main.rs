@@ -5,6 +5,7 @@
 //! better). Run in release mode: `cargo run --release -p kith-bench -- all`.
 
 mod caps;
+mod catchup;
 mod peers;
 mod report;
 mod store;
@@ -20,6 +21,8 @@ type Scenario = (&'static str, fn(&Options) -> Result<Vec<Figure>>);
 const SCENARIOS: &[Scenario] = &[
     ("store", store::run),
     ("caps", caps::run),
+    ("catchup", catchup::run_catchup),
+    ("blobs", catchup::run_blobs),
     ("peers", peers::run),
 ];
 
@@ -27,7 +30,7 @@ const SCENARIOS: &[Scenario] = &[
 #[derive(Parser, Debug)]
 #[command(about = "Run kith's benchmark scenarios")]
 pub(crate) struct Options {
-    /// Scenario to run (`store`, `caps`) or `all`.
+    /// Scenario to run (`store`, `caps`, `catchup`, `blobs`, `peers`) or `all`.
     scenario: String,
     /// Print one JSON object per line per figure instead of a table.
     #[arg(long)]

@@ -1,0 +1,229 @@
+//! Scenarios `catchup` and `blobs`: two kith nodes on loopback, beside
+//! iroh-docs and a raw iroh stream doing the same work in the same run.
+//!
+//! - `catchup`: the owner writes 10,000 documents of ~1 KiB (one string
+//!   field each) under a granted prefix; a friend's fresh node catches up
+//!   (`sync_now`, from the request until every document is applied and the
+//!   cursors saved). Then a no-change re-sync, and a re-sync after 100 edits.
+//!   Peer: iroh-docs catching up 10,000 entries of 1 KiB, file store and
+//!   memory store (see `peers.rs` for its timing).
+//! - `blobs`: a 256 MiB blob fetched by the friend (`Node::fetch`, from the
+//!   request until the content is verified and stored). Ceiling: a raw iroh
+//!   stream moving the same number of bytes.
+//!
+//! Times are medians of 3 rounds with fresh nodes. Bytes are those kith's
+//! frames put on the streams (application bytes); the peers report UDP
+//! payload bytes from iroh's metrics, so the byte figures are indicative.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use kith::store::automerge::ROOT;
+use kith::store::automerge::transaction::Transactable;
+use kith::{NetworkMode, Node, Path};
+
+use crate::Options;
+use crate::peers::{self, DocsStore};
+use crate::report::Figure;
+
+const ROUNDS: usize = 3;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")
+}
+
+async fn pair(dir: &std::path::Path) -> Result<(Node, Node)> {
+    let owner = Node::builder(dir.join("owner"))
+        .network(NetworkMode::LocalOnly)
+        .spawn()
+        .await?;
+    let friend = Node::builder(dir.join("friend"))
+        .network(NetworkMode::LocalOnly)
+        .spawn()
+        .await?;
+    owner.add_friend(&friend.ticket()).await?;
+    friend.add_friend(&owner.ticket()).await?;
+    owner
+        .grant(&friend.namespace(), &Path::parse("/feed")?, None)
+        .await?;
+    Ok((owner, friend))
+}
+
+async fn write_docs(node: &Node, n: usize, version: u32) -> Result<()> {
+    let store = node.store().clone();
+    let ns = node.namespace();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let text = "k".repeat(1000);
+        for i in 0..n {
+            let path = Path::from_components(["feed", &format!("{i:06}")])?;
+            store
+                .edit_document(&ns, &path, |d| {
+                    d.put(ROOT, "text", format!("{version} {text}"))
+                })?
+                .0?;
+        }
+        Ok(())
+    })
+    .await?
+}
+
+/// Runs the `catchup` scenario.
+pub(crate) fn run_catchup(opts: &Options) -> Result<Vec<Figure>> {
+    runtime()?.block_on(catchup(opts))
+}
+
+async fn catchup(opts: &Options) -> Result<Vec<Figure>> {
+    let n = opts.scaled(10_000);
+    let edits = opts.scaled(100).min(n);
+    let (mut fresh, mut fresh_bytes, mut same, mut same_bytes, mut hundred, mut hundred_bytes) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..ROUNDS {
+        let dir = tempfile::tempdir()?;
+        let (owner, friend) = pair(dir.path()).await?;
+        write_docs(&owner, n, 0).await?;
+        let report = friend.sync_now(&owner.namespace()).await?;
+        anyhow::ensure!(
+            report.docs as usize == n,
+            "caught up {} of {n} documents",
+            report.docs
+        );
+        fresh.push(report.duration.as_secs_f64());
+        fresh_bytes.push((report.bytes_sent + report.bytes_received) as f64);
+        let report = friend.sync_now(&owner.namespace()).await?;
+        same.push(report.duration.as_secs_f64() * 1e3);
+        same_bytes.push((report.bytes_sent + report.bytes_received) as f64);
+        write_docs(&owner, edits, 1).await?;
+        let report = friend.sync_now(&owner.namespace()).await?;
+        anyhow::ensure!(
+            report.docs as usize == edits,
+            "re-synced {} of {edits} edits",
+            report.docs
+        );
+        hundred.push(report.duration.as_secs_f64() * 1e3);
+        hundred_bytes.push((report.bytes_sent + report.bytes_received) as f64);
+        owner.shutdown().await?;
+        friend.shutdown().await?;
+    }
+    let mut docs_file = Vec::new();
+    let mut docs_mem = Vec::new();
+    for _ in 0..ROUNDS {
+        let dir = tempfile::tempdir()?;
+        match peers::iroh_docs_catchup(n, 1024, DocsStore::File(dir.path().to_path_buf())).await {
+            Ok(run) => docs_file.push(run.duration.as_secs_f64()),
+            Err(e) => eprintln!("iroh-docs (file store) failed a round: {e:#}"),
+        }
+        match peers::iroh_docs_catchup(n, 1024, DocsStore::Memory).await {
+            Ok(run) => docs_mem.push(run.duration.as_secs_f64()),
+            Err(e) => eprintln!("iroh-docs (memory store) failed a round: {e:#}"),
+        }
+    }
+    let name = format!("fresh catch-up ({n} docs × ~1 KiB)");
+    let mut figures = vec![Figure::new(
+        "catchup",
+        name.clone(),
+        median(fresh.clone()),
+        "s",
+    )];
+    if !docs_file.is_empty() {
+        figures[0] = Figure::new("catchup", name.clone(), median(fresh.clone()), "s")
+            .with_peer("iroh-docs, file store", median(docs_file));
+    }
+    if !docs_mem.is_empty() {
+        figures.push(
+            Figure::new("catchup", name, median(fresh), "s")
+                .with_peer("iroh-docs, memory store", median(docs_mem)),
+        );
+    }
+    figures.extend([
+        Figure::new(
+            "catchup",
+            "fresh catch-up, bytes on the streams",
+            median(fresh_bytes),
+            "bytes",
+        ),
+        Figure::new("catchup", "no-change re-sync", median(same), "ms"),
+        Figure::new(
+            "catchup",
+            "no-change re-sync, bytes",
+            median(same_bytes),
+            "bytes",
+        ),
+        Figure::new(
+            "catchup",
+            format!("re-sync after {edits} edits"),
+            median(hundred),
+            "ms",
+        ),
+        Figure::new(
+            "catchup",
+            format!("re-sync after {edits} edits, bytes"),
+            median(hundred_bytes),
+            "bytes",
+        ),
+    ]);
+    Ok(figures)
+}
+
+/// Runs the `blobs` scenario.
+pub(crate) fn run_blobs(opts: &Options) -> Result<Vec<Figure>> {
+    runtime()?.block_on(blobs(opts))
+}
+
+async fn blobs(opts: &Options) -> Result<Vec<Figure>> {
+    let size = opts.scaled(256 << 20) as u64;
+    let mut kith = Vec::new();
+    let mut raw = Vec::new();
+    for round in 0..ROUNDS {
+        let dir = tempfile::tempdir()?;
+        let (owner, friend) = pair(dir.path()).await?;
+        let path = Path::parse("/feed/video.mp4")?;
+        let store = owner.store().clone();
+        let (ns, p) = (owner.namespace(), path.clone());
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ round as u64;
+            let data: Vec<u8> = (0..size)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            store.put_blob(&ns, &p, &data[..], "video/mp4")?;
+            Ok(())
+        })
+        .await??;
+        friend.sync_now(&owner.namespace()).await?;
+        let started = std::time::Instant::now();
+        let received = friend.fetch(&owner.namespace(), &path).await?;
+        let elapsed = started.elapsed();
+        anyhow::ensure!(received >= size, "fetched {received} of {size} bytes");
+        kith.push(size as f64 / 1e6 / elapsed.as_secs_f64());
+        owner.shutdown().await?;
+        friend.shutdown().await?;
+        match peers::raw_iroh_stream(size).await {
+            Ok(run) => raw
+                .push(size as f64 / 1e6 / run.duration.max(Duration::from_micros(1)).as_secs_f64()),
+            Err(e) => eprintln!("raw iroh stream failed a round: {e:#}"),
+        }
+    }
+    let mib = size >> 20;
+    let mut figure = Figure::new(
+        "blobs",
+        format!("blob fetch ({mib} MiB, verified)"),
+        median(kith),
+        "MB/s",
+    );
+    if !raw.is_empty() {
+        figure = figure.with_peer("raw iroh stream", median(raw));
+    }
+    Ok(vec![figure])
+}
