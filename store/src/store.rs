@@ -802,6 +802,25 @@ impl Store {
         inner.blobs.finish_partial(partial)
     }
 
+    /// The namespaces with an entry that references `hash`. Blocks.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn blob_namespaces(&self, hash: &BlobHash) -> Result<Vec<NamespaceId>> {
+        let mut out: Vec<NamespaceId> = Vec::new();
+        for guard in self.inner.blob_refs.prefix(hash.as_bytes()) {
+            let key = guard.key()?;
+            if let Some(ns) = key
+                .get(32..64)
+                .and_then(|b| NamespaceId::try_from_slice(b).ok())
+                && out.last() != Some(&ns)
+            {
+                out.push(ns);
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether the content of `hash` is stored locally.
     pub fn has_blob(&self, hash: &BlobHash) -> bool {
         self.inner.blobs.exists(hash)

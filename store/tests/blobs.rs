@@ -381,3 +381,27 @@ fn an_interrupted_download_resumes_after_a_restart_and_is_verified() {
         0
     );
 }
+
+#[test]
+fn the_namespaces_referencing_a_blob_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 1);
+    let hash = store
+        .put_blob(&ns(2), &p("/a"), &b"shared"[..], "a/b")
+        .unwrap()
+        .blob_hash()
+        .unwrap();
+    store
+        .put_blob(&ns(2), &p("/b"), &b"shared"[..], "a/b")
+        .unwrap();
+    store
+        .put_blob(&ns(1), &p("/c"), &b"shared"[..], "a/b")
+        .unwrap();
+    assert_eq!(store.blob_namespaces(&hash).unwrap(), [ns(1), ns(2)]);
+    assert!(
+        store
+            .blob_namespaces(&BlobHash::of(b"none"))
+            .unwrap()
+            .is_empty()
+    );
+}

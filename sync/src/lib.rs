@@ -32,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cache;
 mod error;
 mod identity;
 pub(crate) mod net;

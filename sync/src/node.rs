@@ -18,6 +18,7 @@ use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 use parking_lot::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 
+use crate::cache::BlobCache;
 use crate::identity::Identity;
 use crate::net;
 use crate::net::gate::Gate;
@@ -61,6 +62,7 @@ pub struct Builder {
     resync_interval: Duration,
     connect_timeout: Duration,
     peer_limits: PeerLimits,
+    blob_cache_limit: u64,
     join: Option<DeviceInvite>,
 }
 
@@ -112,6 +114,7 @@ impl Builder {
             resync_interval: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             peer_limits: PeerLimits::default(),
+            blob_cache_limit: 4 << 30,
             join: None,
         }
     }
@@ -127,6 +130,13 @@ impl Builder {
     /// bytes per second).
     pub fn peer_limits(mut self, limits: PeerLimits) -> Self {
         self.peer_limits = limits;
+        self
+    }
+
+    /// Most bytes of friends' blob content kept (default 4 GiB); the least
+    /// recently used is evicted first and fetched again when read.
+    pub fn blob_cache_limit(mut self, bytes: u64) -> Self {
+        self.blob_cache_limit = bytes;
         self
     }
 
@@ -183,7 +193,8 @@ impl Builder {
         let data_dir = self.data_dir.clone();
         let durability = self.durability;
         let join = self.join.clone();
-        let (identity, store, known) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let cache_limit = self.blob_cache_limit;
+        let (identity, store, known, cache) = tokio::task::spawn_blocking(move || -> Result<_> {
             let identity = match &join {
                 Some(invite) => Identity::join(&data_dir, &invite.cert)?,
                 None => Identity::load_or_create(&data_dir)?,
@@ -193,7 +204,8 @@ impl Builder {
                 StoreOptions::new(identity.device()).durability(durability),
             )?;
             let known = Shared::load_known(&store, &identity)?;
-            Ok((identity, store, known))
+            let cache = BlobCache::load(&store, &identity.namespace, cache_limit)?;
+            Ok((identity, store, known, cache))
         })
         .await
         .map_err(|e| Error::Protocol(format!("start-up task failed: {e}")))??;
@@ -239,6 +251,7 @@ impl Builder {
             known: RwLock::new(known),
             gate,
             budgets: PeerBudgets::new(self.peer_limits),
+            cache,
         });
         shared.refresh_gate();
         let router = Router::builder(endpoint.clone())
@@ -643,6 +656,12 @@ impl Node {
                     Ok(n) => {
                         report.blobs_fetched += 1;
                         report.bytes_received += n;
+                        let shared = self.inner.shared.clone();
+                        blocking(move || {
+                            let own = shared.namespace();
+                            shared.cache.used(&shared.store, &own, hash, size)
+                        })
+                        .await?;
                     }
                     Err(e) => {
                         tracing::info!(%path, %e, "could not fetch a small blob; it will be fetched when read")
@@ -705,14 +724,23 @@ impl Node {
             }
             .into());
         };
-        if self.inner.shared.store.has_blob(&hash) {
-            return Ok((hash, 0));
+        let received = if self.inner.shared.store.has_blob(&hash) {
+            0
+        } else {
+            if self.devices_of(namespace)?.is_empty() {
+                return Err(kith_store::Error::BlobMissing(hash).into());
+            }
+            // Fetched from the owner's devices, never from other friends.
+            self.fetch_blob(namespace, path, hash, size).await?
+        };
+        if *namespace != self.namespace() {
+            let shared = self.inner.shared.clone();
+            blocking(move || {
+                let own = shared.namespace();
+                shared.cache.used(&shared.store, &own, hash, size)
+            })
+            .await?;
         }
-        if self.devices_of(namespace)?.is_empty() {
-            return Err(kith_store::Error::BlobMissing(hash).into());
-        }
-        // Fetched from the owner's devices, never from other friends.
-        let received = self.fetch_blob(namespace, path, hash, size).await?;
         Ok((hash, received))
     }
 
@@ -742,6 +770,26 @@ impl Node {
             namespace: *owner,
             last_error,
         })
+    }
+
+    /// Deletes every friend's blob content held here; their entries stay and
+    /// the content is fetched again from its owner when read. Returns the
+    /// bytes freed.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn purge_blob_cache(&self) -> Result<u64> {
+        let shared = self.inner.shared.clone();
+        blocking(move || {
+            let own = shared.namespace();
+            shared.cache.purge(&shared.store, &own)
+        })
+        .await
+    }
+
+    /// Bytes of friends' blob content held here.
+    pub fn blob_cache_size(&self) -> u64 {
+        self.inner.shared.cache.size()
     }
 
     /// Keeps `friend`'s namespace synced: syncs now and then every

@@ -26,6 +26,7 @@ use kith_store::{Change, DocIdentity, Entry, EntryKind, RecordKind, RecordOp, Re
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 use parking_lot::RwLock;
 
+use crate::cache::BlobCache;
 use crate::identity::Identity;
 use crate::net::gate::Gate;
 use crate::net::limits::PeerBudgets;
@@ -91,6 +92,7 @@ pub(crate) struct Shared {
     pub(crate) known: RwLock<Known>,
     pub(crate) gate: Gate,
     pub(crate) budgets: PeerBudgets,
+    pub(crate) cache: BlobCache,
 }
 
 fn device_record_id(kind: u8, device: &DeviceId) -> Vec<u8> {

@@ -251,3 +251,63 @@ async fn an_interrupted_blob_fetch_resumes_where_it_stopped() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blob_cache_is_bounded_and_purged_blobs_come_back_from_the_owner() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = spawn(da.path()).await;
+    let b = kith::Node::builder(db.path())
+        .network(kith::NetworkMode::LocalOnly)
+        .blob_cache_limit(1 << 20)
+        .spawn()
+        .await
+        .unwrap();
+    befriend(&a, &b).await;
+    a.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
+    let size = 600 << 10;
+    let mut hashes = Vec::new();
+    for i in 0..3u8 {
+        let e = a
+            .store()
+            .put_blob(
+                &a.namespace(),
+                &p(&format!("/feed/{i}")),
+                &blob_bytes(i, size)[..],
+                "image/jpeg",
+            )
+            .unwrap();
+        hashes.push(e.blob_hash().unwrap());
+    }
+    b.sync_now(&a.namespace()).await.unwrap();
+    assert_eq!(
+        read_all(&b, &a.namespace(), "/feed/0").await,
+        blob_bytes(0, size)
+    );
+    assert_eq!(
+        read_all(&b, &a.namespace(), "/feed/1").await,
+        blob_bytes(1, size)
+    );
+    // Over the 1 MiB limit: the least recently used went.
+    assert!(!b.store().has_blob(&hashes[0]));
+    assert!(b.store().has_blob(&hashes[1]));
+    assert!(b.blob_cache_size() <= 1 << 20);
+    // Read again: fetched again from the owner.
+    assert_eq!(
+        read_all(&b, &a.namespace(), "/feed/0").await,
+        blob_bytes(0, size)
+    );
+    assert!(b.store().has_blob(&hashes[0]));
+    // Purge everything; entries stay and content comes back when read.
+    assert!(b.purge_blob_cache().await.unwrap() >= size as u64);
+    assert!(hashes.iter().all(|h| !b.store().has_blob(h)));
+    assert_eq!(list(&b, &a.namespace(), "/feed").len(), 3);
+    assert_eq!(
+        read_all(&b, &a.namespace(), "/feed/2").await,
+        blob_bytes(2, size)
+    );
+    // The owner's own blobs are never purged from its store.
+    assert_eq!(a.purge_blob_cache().await.unwrap(), 0);
+    assert!(hashes.iter().all(|h| a.store().has_blob(h)));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
