@@ -61,9 +61,11 @@ impl BlobFiles {
     }
 
     /// Opens (or starts) the resumable download of `hash`, `size` bytes.
+    /// Bytes kept from before are hashed once here; later ones as they are
+    /// appended.
     pub(crate) fn partial(&self, hash: BlobHash, size: u64) -> Result<PartialBlob> {
         let path = self.partial.join(hash.to_hex());
-        let file = fs::OpenOptions::new()
+        let mut file = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .read(true)
@@ -74,12 +76,27 @@ impl BlobFiles {
             file.set_len(0)?;
             len = 0;
         }
+        let mut hasher = blake3::Hasher::new();
+        if len > 0 {
+            file.seek(SeekFrom::Start(0))?;
+            let mut buf = vec![0u8; STREAM_BUFFER];
+            let mut left = len;
+            while left > 0 {
+                let n = file.read(&mut buf[..(left.min(STREAM_BUFFER as u64)) as usize])?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                left -= n as u64;
+            }
+        }
         Ok(PartialBlob {
             path,
             file,
             len,
             size,
             hash,
+            hasher,
         })
     }
 
@@ -92,6 +109,7 @@ impl BlobFiles {
             len,
             size,
             hash,
+            hasher,
         } = partial;
         if len != size {
             return Err(Error::BadRange {
@@ -104,16 +122,6 @@ impl BlobFiles {
             file.sync_all()?;
         }
         drop(file);
-        let mut hasher = blake3::Hasher::new();
-        let mut reader = File::open(&path)?;
-        let mut buf = vec![0u8; STREAM_BUFFER];
-        loop {
-            let n = reader.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
         let actual = BlobHash::from(hasher.finalize());
         if actual != hash {
             let _ = fs::remove_file(&path);
@@ -406,6 +414,8 @@ pub struct PartialBlob {
     len: u64,
     size: u64,
     hash: BlobHash,
+    /// Hash of the bytes so far: each byte is hashed once, as it arrives.
+    hasher: blake3::Hasher,
 }
 
 impl PartialBlob {
@@ -443,6 +453,7 @@ impl PartialBlob {
             });
         }
         self.file.write_all(bytes)?;
+        self.hasher.update(bytes);
         self.len = end;
         Ok(())
     }

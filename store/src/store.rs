@@ -357,6 +357,28 @@ impl Store {
         Ok(doc.save_after(&known))
     }
 
+    /// The stored bytes of the document at `path`, in Automerge's formats
+    /// (its chunks one after another, including queued changes): everything
+    /// a peer that has nothing of it needs, without loading it. Apply them
+    /// with [`Store::apply_changes`]. Blocks on reads.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::WrongKind`], storage errors.
+    pub fn document_bytes(&self, ns: &NamespaceId, path: &Path) -> Result<Vec<u8>> {
+        let inner = &self.inner;
+        let snap = inner.db.snapshot();
+        match inner.entry_in(&snap, ns, path)? {
+            None => return Err(not_found(ns, path)),
+            Some(e) if e.blob_hash().is_some() => return Err(wrong_kind(path, "document", &e)),
+            Some(_) => {}
+        }
+        let mut out = Vec::new();
+        for guard in snap.prefix(&inner.docs, keys::doc_prefix(ns, path)) {
+            out.extend_from_slice(&guard.value()?);
+        }
+        Ok(out)
+    }
+
     /// The latest sequence number issued in `ns` (0 if none). Blocks on a read.
     ///
     /// # Errors
@@ -555,6 +577,7 @@ impl Store {
             identity,
             write,
             None,
+            None,
         )?;
         txn.commit()?;
         Ok((out, entry))
@@ -640,6 +663,7 @@ impl Store {
             identity,
             write,
             pending,
+            Some(changes),
         )?;
         txn.commit()?;
         Ok(ApplyOutcome {
@@ -1651,17 +1675,23 @@ impl Txn<'_> {
         identity: DocIdentity,
         write: RemoteWrite,
         pending: Option<&[u8]>,
+        received: Option<&[u8]>,
     ) -> Result<Entry> {
         let inner = self.inner;
         let ns = self.ns;
         let limits = inner.limits;
+        let missing = loaded.doc.get_missing_deps(&[]);
         // A new document is saved whole (Automerge's compact format loads
-        // fastest); later changes are appended as increments.
+        // fastest); later changes are appended as increments. A new document
+        // received complete is kept as received: Automerge parsed and
+        // checked every byte of it, and re-encoding would only cost time.
         let chunk = if heads_before.is_empty() && loaded.applied_keys.is_empty() {
-            if loaded.doc.get_heads().is_empty() {
-                Vec::new()
-            } else {
-                loaded.doc.save()
+            match received {
+                _ if loaded.doc.get_heads().is_empty() => Vec::new(),
+                Some(bytes) if missing.is_empty() && loaded.pending_keys.is_empty() => {
+                    bytes.to_vec()
+                }
+                _ => loaded.doc.save(),
             }
         } else {
             loaded.doc.save_after(heads_before)
@@ -1672,7 +1702,6 @@ impl Txn<'_> {
             limits.max_change_size,
         )?;
         let seq = self.next_seq();
-        let missing = loaded.doc.get_missing_deps(&[]);
         // Pending chunks: keep the raw bytes of changes Automerge had to queue.
         let mut pending_bytes = loaded.pending_bytes;
         if let Some(raw) = pending {

@@ -351,6 +351,12 @@ impl Node {
         &self.inner.shared.store
     }
 
+    /// Watches changes under `prefix` of `namespace`, this node's own or a
+    /// friend's replicated one (see [`kith_store::Store::watch`]).
+    pub fn watch(&self, namespace: &NamespaceId, prefix: &Path) -> kith_store::Watcher {
+        self.inner.shared.store.watch(namespace, prefix)
+    }
+
     /// The endpoint's current direct addresses.
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.inner.endpoint.addr().ip_addrs().copied().collect()

@@ -536,6 +536,10 @@ impl Source for OwnerSource<'_> {
         Ok(self.0.store.changes_for(&self.0.namespace(), path, heads)?)
     }
 
+    fn doc_bytes(&self, path: &Path) -> Result<Vec<u8>> {
+        Ok(self.0.store.document_bytes(&self.0.namespace(), path)?)
+    }
+
     fn tombstone(&self, prefix: &Path, time: Timestamp) -> Result<Option<Vec<u8>>> {
         let ns = self.0.namespace();
         for (_, bytes) in self.0.store.records(RecordKind::Tombstone, &ns)? {

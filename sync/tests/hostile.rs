@@ -436,3 +436,42 @@ async fn bytes_to_a_peer_are_paced_to_its_budget() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_cap_gives_nothing() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = spawn(da.path()).await;
+    let b = spawn(db.path()).await;
+    befriend(&a, &b).await;
+    write_docs(&a, "/feed", 3).await;
+    let expires = Timestamp::from_micros(a.store().clock().now().as_micros() + 2_000);
+    a.grant(&b.namespace(), &p("/feed"), Some(expires))
+        .await
+        .unwrap();
+    // Wait for the expiry to pass (awaiting the condition, not sleeping).
+    while Timestamp::wall_clock() <= expires {
+        tokio::task::yield_now().await;
+    }
+    let report = b.sync_now(&a.namespace()).await.unwrap();
+    assert!(
+        report.prefixes.is_empty(),
+        "an expired cap still grants {:?}",
+        report.prefixes
+    );
+    assert!(list(&b, &a.namespace(), "/").is_empty());
+    // Asking directly with B's keys is refused too.
+    let (secret, cert) = keys_of(db.path());
+    let (_ep, conn) = raw_connect(secret, &a).await.unwrap();
+    let answer = ask(
+        &conn,
+        &cert,
+        Message::Sync {
+            cursors: vec![(p("/feed"), 0)],
+        },
+    )
+    .await;
+    assert!(!carries_data(&answer));
+    assert_eq!(refusals(&answer), [RefusalCode::Unauthorized]);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -7,11 +7,13 @@ use crate::{Error, Result};
 
 /// Writes one message; returns the bytes put on the stream.
 pub(crate) async fn write_msg(send: &mut SendStream, msg: &Message) -> Result<u64> {
-    let body = msg.encode();
-    let len = u32::try_from(body.len()).map_err(|_| Error::Protocol("message too large".into()))?;
-    let mut frame = Vec::with_capacity(4 + body.len());
-    frame.extend_from_slice(&len.to_be_bytes());
-    frame.extend_from_slice(&body);
+    let frame = msg.encode_frame();
+    if frame.len() - 4 > MAX_FRAME_LEN {
+        return Err(Error::Protocol(format!(
+            "{} message too large to send",
+            msg.name()
+        )));
+    }
     send.write_all(&frame).await.map_err(Error::network)?;
     Ok(frame.len() as u64)
 }

@@ -42,6 +42,9 @@ pub trait Source {
     fn entry(&self, path: &Path) -> Result<Option<Entry>>;
     /// The changes of the document at `path` that a holder of `heads` lacks.
     fn doc_changes(&self, path: &Path, heads: &[ChangeHash]) -> Result<Vec<u8>>;
+    /// The whole stored document at `path`, for a requester that has none of
+    /// it (cheaper than computing changes).
+    fn doc_bytes(&self, path: &Path) -> Result<Vec<u8>>;
     /// The signed tombstone stored for (`prefix`, `time`), if any.
     fn tombstone(&self, prefix: &Path, time: Timestamp) -> Result<Option<Vec<u8>>>;
 }
@@ -390,7 +393,11 @@ impl Serve {
                 out.extend(self.refuse(RefusalCode::NotFound, Some(path), "not a document", false));
                 continue;
             };
-            let changes = src.doc_changes(&path, &heads)?;
+            let changes = if heads.is_empty() {
+                src.doc_bytes(&path)?
+            } else {
+                src.doc_changes(&path, &heads)?
+            };
             self.stats.docs += 1;
             out.push(Output::Send(Message::Doc {
                 path,

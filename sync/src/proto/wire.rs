@@ -30,7 +30,7 @@ pub const MAX_SIGNED_ITEMS: usize = 4096;
 /// Longest human-readable reason.
 pub const MAX_REASON_LEN: usize = 1024;
 /// Size of the blob chunks a server sends.
-pub const BLOB_CHUNK: usize = 256 << 10;
+pub const BLOB_CHUNK: usize = 1 << 20;
 
 /// A decoding failure: the peer sent bytes that are not a valid message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -273,7 +273,27 @@ impl Message {
 
     /// The frame body (without the length prefix).
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Enc(Vec::with_capacity(64));
+        self.encode_after(Vec::with_capacity(64))
+    }
+
+    /// The whole frame: a 4-byte big-endian length, then the body.
+    pub fn encode_frame(&self) -> Vec<u8> {
+        let capacity = match self {
+            Message::BlobChunk { bytes } => bytes.len() + 16,
+            Message::Doc { changes, .. } => changes.len() + 128,
+            _ => 128,
+        };
+        let mut buf = Vec::with_capacity(capacity);
+        buf.extend_from_slice(&[0; 4]);
+        let mut frame = self.encode_after(buf);
+        let len = u32::try_from(frame.len() - 4).unwrap_or(u32::MAX);
+        frame[..4].copy_from_slice(&len.to_be_bytes());
+        frame
+    }
+
+    /// Appends the body to `buf`.
+    fn encode_after(&self, buf: Vec<u8>) -> Vec<u8> {
+        let mut w = Enc(buf);
         w.u8(VERSION);
         match self {
             Message::Hello { cert, other_certs } => {
@@ -741,7 +761,10 @@ mod tests {
     proptest! {
         #[test]
         fn every_message_round_trips(msg in message()) {
-            prop_assert_eq!(Message::decode(&msg.encode()).unwrap(), msg);
+            prop_assert_eq!(Message::decode(&msg.encode()).unwrap(), msg.clone());
+            let frame = msg.encode_frame();
+            prop_assert_eq!(&frame[4..], &msg.encode()[..]);
+            prop_assert_eq!(u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize, frame.len() - 4);
         }
 
         #[test]
