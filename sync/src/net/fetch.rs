@@ -7,7 +7,7 @@ use kith_caps::DeviceCert;
 use kith_store::BlobHash;
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
-use super::frames::{read_msg, write_msg};
+use super::frames::{BlobFrame, read_blob_frame, read_msg, write_msg};
 use crate::proto::fetch::{Fetch, FetchReport};
 use crate::proto::wire::Message;
 use crate::state::{FriendReplica, Shared};
@@ -151,8 +151,8 @@ pub(crate) async fn blob(
     });
     let mut content = offset;
     let result = loop {
-        match read_msg(&mut recv).await {
-            Ok(Some((Message::BlobChunk { bytes }, n))) => {
+        match read_blob_frame(&mut recv).await {
+            Ok(Some((BlobFrame::Chunk(bytes), n))) => {
                 received += n;
                 content += bytes.len() as u64;
                 if content > size {
@@ -164,11 +164,11 @@ pub(crate) async fn blob(
                     break Ok(()); // the writer stopped; its error follows
                 }
             }
-            Ok(Some((Message::BlobEnd, n))) => {
+            Ok(Some((BlobFrame::Other(Message::BlobEnd), n))) => {
                 received += n;
                 break Ok(());
             }
-            Ok(Some((other, _))) => {
+            Ok(Some((BlobFrame::Other(other), _))) => {
                 break Err(Error::Protocol(format!(
                     "unexpected {} in a blob",
                     other.name()

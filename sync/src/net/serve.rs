@@ -8,7 +8,7 @@ use iroh::protocol::{AcceptError, ProtocolHandler};
 use kith_store::BlobHash;
 use kith_types::{DeviceId, Timestamp};
 
-use super::frames::{read_msg, write_msg};
+use super::frames::{read_msg, write_blob_chunk, write_msg};
 use super::limits::PeerBudget;
 use crate::proto::serve::{Output, Serve};
 use crate::proto::wire::{BLOB_CHUNK, Message, RefusalCode};
@@ -230,7 +230,7 @@ async fn stream_blob(
     });
     while let Some(chunk) = rx.recv().await {
         let bytes = chunk?;
-        let n = write_msg(send, &Message::BlobChunk { bytes }).await?;
+        let n = write_blob_chunk(send, bytes).await?;
         budget.pace(n as usize).await;
     }
     let _ = reader_task.await;

@@ -231,7 +231,8 @@ const TAG_DOC: u8 = 8;
 const TAG_DOCS_DONE: u8 = 9;
 const TAG_WANT_BLOB: u8 = 10;
 const TAG_BLOB_START: u8 = 11;
-const TAG_BLOB_CHUNK: u8 = 12;
+/// Tag of `BlobChunk`, for readers that stream its payload directly.
+pub const TAG_BLOB_CHUNK: u8 = 12;
 const TAG_BLOB_END: u8 = 13;
 const TAG_REFUSED: u8 = 14;
 const TAG_FRIENDS: u8 = 15;
