@@ -185,33 +185,41 @@ async fn deletions_reach_the_friend_on_catch_up() {
     b.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscriptions_retry_until_the_friend_is_back_and_resume_after_restart() {
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = spawn(da.path()).await;
-    let b = kith::Node::builder(db.path())
+async fn spawn_subscriber(dir: &std::path::Path) -> kith::Node {
+    kith::Node::builder(dir)
         .network(kith::NetworkMode::LocalOnly)
         .resync_interval(std::time::Duration::from_millis(200))
         .spawn()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Waits until `b` holds `n` entries of `owner` under `prefix`: checked now
+/// (the watcher already exists), then again after every event.
+async fn await_entries(b: &kith::Node, owner: &kith::NamespaceId, prefix: &str, n: usize) {
+    let mut watch = b.watch(owner, &p(prefix));
+    while list(b, owner, prefix).len() < n {
+        tokio::time::timeout(common::WAIT, watch.recv()).await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_deliver_without_asking_and_resume_after_a_restart() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = spawn(da.path()).await;
+    let b = spawn_subscriber(db.path()).await;
     befriend(&a, &b).await;
     a.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
     b.subscribe(&a.namespace()).await.unwrap();
     write_docs(&a, "/feed", 3).await;
-    let mut watch = b.store().watch(&a.namespace(), &p("/feed"));
     // The subscription delivers without any explicit sync.
-    let mut seen = 0;
-    while seen < 3 {
-        let event = tokio::time::timeout(common::WAIT, watch.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        if matches!(event, kith::store::WatchEvent::Change(_)) {
-            seen += 1;
-        }
-    }
-    assert_eq!(list(&b, &a.namespace(), "/feed").len(), 3);
+    await_entries(&b, &a.namespace(), "/feed", 3).await;
+
+    // B restarts; its subscription resumes by itself.
+    b.shutdown().await.unwrap();
+    write_docs(&a, "/feed/later", 2).await;
+    let b = spawn_subscriber(db.path()).await;
+    await_entries(&b, &a.namespace(), "/feed", 5).await;
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
