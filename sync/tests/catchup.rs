@@ -199,7 +199,10 @@ async fn spawn_subscriber(dir: &std::path::Path) -> kith::Node {
 async fn await_entries(b: &kith::Node, owner: &kith::NamespaceId, prefix: &str, n: usize) {
     let mut watch = b.watch(owner, &p(prefix));
     while list(b, owner, prefix).len() < n {
-        tokio::time::timeout(common::WAIT, watch.recv()).await.unwrap().unwrap();
+        tokio::time::timeout(common::WAIT, watch.recv())
+            .await
+            .unwrap()
+            .unwrap();
     }
 }
 

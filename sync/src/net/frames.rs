@@ -18,14 +18,13 @@ pub(crate) async fn write_msg(send: &mut SendStream, msg: &Message) -> Result<u6
     Ok(frame.len() as u64)
 }
 
-/// Reads one message, or `None` if the peer finished the stream cleanly
-/// between messages. Frames over [`MAX_FRAME_LEN`] are refused before their
-/// body is read.
-pub(crate) async fn read_msg(recv: &mut RecvStream) -> Result<Option<(Message, u64)>> {
+/// Reads a frame's length, or `None` if the peer finished the stream cleanly
+/// between frames. A length over [`MAX_FRAME_LEN`] is refused before anything
+/// else is read.
+async fn read_frame_len(recv: &mut RecvStream) -> Result<Option<usize>> {
     let mut len = [0u8; 4];
     match recv.read(&mut len[..1]).await.map_err(Error::network)? {
-        None => return Ok(None),
-        Some(0) => return Ok(None),
+        None | Some(0) => return Ok(None),
         Some(_) => {}
     }
     recv.read_exact(&mut len[1..])
@@ -35,6 +34,16 @@ pub(crate) async fn read_msg(recv: &mut RecvStream) -> Result<Option<(Message, u
     if len > MAX_FRAME_LEN {
         return Err(Error::Wire(WireError("frame larger than the maximum")));
     }
+    Ok(Some(len))
+}
+
+/// Reads one message, or `None` if the peer finished the stream cleanly
+/// between messages. Frames over [`MAX_FRAME_LEN`] are refused before their
+/// body is read.
+pub(crate) async fn read_msg(recv: &mut RecvStream) -> Result<Option<(Message, u64)>> {
+    let Some(len) = read_frame_len(recv).await? else {
+        return Ok(None);
+    };
     let mut body = vec![0u8; len];
     recv.read_exact(&mut body).await.map_err(Error::network)?;
     let msg = Message::decode(&body)?;
@@ -68,18 +77,9 @@ pub(crate) enum BlobFrame {
 /// Reads the next frame of a blob stream; a `BlobChunk`'s payload is read
 /// directly into its own buffer, without an intermediate copy.
 pub(crate) async fn read_blob_frame(recv: &mut RecvStream) -> Result<Option<(BlobFrame, u64)>> {
-    let mut len = [0u8; 4];
-    match recv.read(&mut len[..1]).await.map_err(Error::network)? {
-        None | Some(0) => return Ok(None),
-        Some(_) => {}
-    }
-    recv.read_exact(&mut len[1..])
-        .await
-        .map_err(Error::network)?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME_LEN {
-        return Err(Error::Wire(WireError("frame larger than the maximum")));
-    }
+    let Some(len) = read_frame_len(recv).await? else {
+        return Ok(None);
+    };
     if len < 2 {
         return Err(Error::Wire(WireError("truncated")));
     }
