@@ -25,7 +25,7 @@ use crate::net::gate::Gate;
 use crate::net::limits::{PeerBudgets, PeerLimits};
 use crate::net::serve::SyncProtocol;
 use crate::proto::wire::ALPN;
-use crate::state::Shared;
+use crate::state::{DeletionStatus, Shared};
 use crate::ticket::{DeviceInvite, Ticket};
 use crate::{Error, Result};
 
@@ -93,6 +93,8 @@ pub struct SyncReport {
     pub blobs_fetched: u64,
     /// Items refused by the owner or rejected here.
     pub refused: u64,
+    /// Deletion receipts the owner recorded in this sync.
+    pub receipts_sent: u64,
     /// Bytes sent on the catch-up stream.
     pub bytes_sent: u64,
     /// Bytes received on the catch-up stream and blob streams.
@@ -522,6 +524,18 @@ impl Node {
         blocking(move || shared.caps_from(&f)).await
     }
 
+    /// For a deletion this node requested: every friend device that was
+    /// ever served data under its prefix, and whether it has confirmed the
+    /// deletion with a signed receipt (friends receive owed deletions, even
+    /// after a revocation, whenever they sync).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn receipts(&self, tombstone: TombstoneId) -> Result<Vec<DeletionStatus>> {
+        let shared = self.inner.shared.clone();
+        blocking(move || shared.deletion_status(&tombstone)).await
+    }
+
     /// Deletes everything under `prefix` of this namespace written until
     /// now, and keeps the signed tombstone so that friends receive it.
     ///
@@ -673,6 +687,11 @@ impl Node {
                         tracing::info!(%path, %e, "could not fetch a small blob; it will be fetched when read")
                     }
                 }
+            }
+            // Deletions applied now (or before) are confirmed to the owner.
+            match net::fetch::receipts(&self.inner.shared, &conn, *friend).await {
+                Ok(n) => report.receipts_sent = n as u64,
+                Err(e) => tracing::info!(%e, "receipts not delivered yet; they stay queued"),
             }
             report.duration = started.elapsed();
             return Ok(report);

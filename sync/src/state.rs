@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use kith_caps::{DeviceCert, DeviceRevocation, Grants, ReadCap, Revocation, Tombstone};
+use kith_caps::{DeviceCert, DeviceRevocation, Grants, ReadCap, Receipt, Revocation, Tombstone};
 use kith_store::automerge::ChangeHash;
 use kith_store::{Change, DocIdentity, Entry, EntryKind, RecordKind, RecordOp, RemoteWrite, Store};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
@@ -31,7 +31,7 @@ use crate::identity::Identity;
 use crate::net::gate::Gate;
 use crate::net::limits::PeerBudgets;
 use crate::proto::fetch::{Replica, is_expected_refusal};
-use crate::proto::serve::Source;
+use crate::proto::serve::{Requester, Source};
 use crate::proto::wire::{WireEntry, WireKind};
 use crate::ticket::Ticket;
 use crate::{Error, Result};
@@ -540,6 +540,81 @@ impl Source for OwnerSource<'_> {
         Ok(self.0.store.document_bytes(&self.0.namespace(), path)?)
     }
 
+    fn record_served(&self, requester: &Requester, prefixes: &[Path]) -> Result<()> {
+        if prefixes.is_empty() {
+            return Ok(());
+        }
+        let store = &self.0.store;
+        let ns = self.0.namespace();
+        let id = served_id(&requester.device);
+        let mut served = match store.record(RecordKind::SyncState, &ns, &id)? {
+            Some(bytes) => decode_served(&bytes).map(|(_, p)| p).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let before = served.len();
+        for p in prefixes {
+            if !served.contains(p) {
+                served.push(p.clone());
+            }
+        }
+        if served.len() != before {
+            store.put_record(
+                RecordKind::SyncState,
+                &ns,
+                &id,
+                &encode_served(&requester.namespace, &served),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn owed_tombstones(&self, device: &DeviceId) -> Result<Vec<Vec<u8>>> {
+        let store = &self.0.store;
+        let ns = self.0.namespace();
+        let Some(bytes) = store.record(RecordKind::SyncState, &ns, &served_id(device))? else {
+            return Ok(Vec::new());
+        };
+        let Some((_, served)) = decode_served(&bytes) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (id, bytes) in store.records(RecordKind::Tombstone, &ns)? {
+            let Ok(t) = Tombstone::decode(&bytes) else {
+                continue;
+            };
+            let overlaps = served
+                .iter()
+                .any(|p| p.is_prefix_of(t.prefix()) || t.prefix().is_prefix_of(p));
+            if overlaps
+                && store
+                    .record(RecordKind::Receipt, &ns, &receipt_id(&id, device))?
+                    .is_none()
+            {
+                out.push(bytes);
+            }
+        }
+        Ok(out)
+    }
+
+    fn store_receipt(&self, receipt: &Receipt) -> Result<bool> {
+        let store = &self.0.store;
+        let ns = self.0.namespace();
+        let tombstone = receipt.tombstone_id();
+        if store
+            .record(RecordKind::Tombstone, &ns, tombstone.as_bytes())?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        store.put_record(
+            RecordKind::Receipt,
+            &ns,
+            &receipt_id(tombstone.as_bytes(), &receipt.device()),
+            &receipt.encode(),
+        )?;
+        Ok(true)
+    }
+
     fn tombstone(&self, prefix: &Path, time: Timestamp) -> Result<Option<Vec<u8>>> {
         let ns = self.0.namespace();
         for (_, bytes) in self.0.store.records(RecordKind::Tombstone, &ns)? {
@@ -695,6 +770,11 @@ impl Replica for FriendReplica<'_> {
         self.0
             .store
             .apply_tombstone(owner, tombstone.prefix(), tombstone.up_to(), &[record])?;
+        if *owner != self.0.namespace() {
+            // Confirm to the owner. Queued durably until the owner records it;
+            // queued again if a re-delivered tombstone finds none pending.
+            self.0.queue_receipt(owner, tombstone)?;
+        }
         Ok(())
     }
 
@@ -794,6 +874,142 @@ impl Replica for FriendReplica<'_> {
             &encode_cursors(&merged),
         )?;
         Ok(())
+    }
+}
+
+/// Tag of a receipt in the outbox.
+pub(crate) const OUTBOX_RECEIPT: u8 = 1;
+
+fn served_id(device: &DeviceId) -> Vec<u8> {
+    let mut id = b"served".to_vec();
+    id.extend_from_slice(device.as_bytes());
+    id
+}
+
+fn receipt_id(tombstone: &[u8], device: &DeviceId) -> Vec<u8> {
+    let mut id = tombstone.to_vec();
+    id.extend_from_slice(device.as_bytes());
+    id
+}
+
+/// Served record: the requester's namespace, then its prefixes.
+fn encode_served(namespace: &NamespaceId, prefixes: &[Path]) -> Vec<u8> {
+    let mut out = namespace.as_bytes().to_vec();
+    out.extend_from_slice(&encode_cursors(
+        &prefixes.iter().map(|p| (p.clone(), 0)).collect::<Vec<_>>(),
+    ));
+    out
+}
+
+fn decode_served(bytes: &[u8]) -> Option<(NamespaceId, Vec<Path>)> {
+    let ns = NamespaceId::try_from_slice(bytes.get(..32)?).ok()?;
+    let prefixes = decode_cursors(&bytes[32..])?
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    Some((ns, prefixes))
+}
+
+/// Whether a friend device has confirmed a deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletionStatus {
+    /// The friend's namespace.
+    pub namespace: NamespaceId,
+    /// The friend's device that was served data under the deleted prefix.
+    pub device: DeviceId,
+    /// When it applied the deletion, from its signed receipt; `None` while
+    /// pending.
+    pub confirmed: Option<Timestamp>,
+}
+
+impl Shared {
+    /// Queues a signed receipt of `tombstone` for its owner, unless one is
+    /// already waiting.
+    pub(crate) fn queue_receipt(&self, owner: &NamespaceId, tombstone: &Tombstone) -> Result<()> {
+        let pending = self.store.outbox(owner)?;
+        let id = tombstone.id();
+        let already = pending.iter().any(|(_, m)| {
+            m.first() == Some(&OUTBOX_RECEIPT)
+                && Receipt::decode(&m[1..]).is_ok_and(|r| r.tombstone_id() == id)
+        });
+        if !already {
+            let receipt = Receipt::issue(
+                &self.identity.device_key,
+                self.namespace(),
+                id,
+                self.store.clock().now(),
+            );
+            let mut message = vec![OUTBOX_RECEIPT];
+            message.extend_from_slice(&receipt.encode());
+            self.store.outbox_push(owner, &message)?;
+        }
+        Ok(())
+    }
+
+    /// Receipts waiting for `owner`, as (outbox id, receipt bytes).
+    pub(crate) fn owed_receipts(
+        &self,
+        owner: &NamespaceId,
+    ) -> Result<Vec<(u64, Vec<u8>, Vec<u8>)>> {
+        Ok(self
+            .store
+            .outbox(owner)?
+            .into_iter()
+            .filter(|(_, m)| m.first() == Some(&OUTBOX_RECEIPT))
+            .filter_map(|(id, m)| {
+                let r = Receipt::decode(&m[1..]).ok()?;
+                Some((id, r.tombstone_id().as_bytes().to_vec(), m[1..].to_vec()))
+            })
+            .collect())
+    }
+
+    /// Per friend device ever served data under the deleted prefix: whether
+    /// it confirmed the deletion.
+    pub(crate) fn deletion_status(
+        &self,
+        tombstone: &kith_caps::TombstoneId,
+    ) -> Result<Vec<DeletionStatus>> {
+        let ns = self.namespace();
+        let Some(bytes) = self
+            .store
+            .record(RecordKind::Tombstone, &ns, tombstone.as_bytes())?
+        else {
+            return Ok(Vec::new());
+        };
+        let t = Tombstone::decode(&bytes)?;
+        let mut out = Vec::new();
+        for (id, bytes) in self.store.records(RecordKind::SyncState, &ns)? {
+            let Some(device) = id.strip_prefix(b"served".as_slice()) else {
+                continue;
+            };
+            let Ok(device) = DeviceId::try_from_slice(device) else {
+                continue;
+            };
+            let Some((namespace, served)) = decode_served(&bytes) else {
+                continue;
+            };
+            if !served
+                .iter()
+                .any(|p| p.is_prefix_of(t.prefix()) || t.prefix().is_prefix_of(p))
+            {
+                continue;
+            }
+            let confirmed = self
+                .store
+                .record(
+                    RecordKind::Receipt,
+                    &ns,
+                    &receipt_id(tombstone.as_bytes(), &device),
+                )?
+                .and_then(|b| Receipt::decode(&b).ok())
+                .map(|r| r.applied_at());
+            out.push(DeletionStatus {
+                namespace,
+                device,
+                confirmed,
+            });
+        }
+        Ok(out)
     }
 }
 

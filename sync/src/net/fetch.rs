@@ -197,3 +197,56 @@ pub(crate) async fn blob(
     let _ = send.finish();
     Ok(received)
 }
+
+/// Delivers the receipts this node owes `owner` over `conn`; removes the ones
+/// the owner recorded from the outbox. Returns how many were recorded.
+pub(crate) async fn receipts(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    owner: NamespaceId,
+) -> Result<usize> {
+    let s = shared.clone();
+    let owed = tokio::task::spawn_blocking(move || s.owed_receipts(&owner))
+        .await
+        .map_err(|e| Error::Protocol(format!("outbox task failed: {e}")))??;
+    if owed.is_empty() {
+        return Ok(0);
+    }
+    let (mut send, mut recv) = conn.open_bi().await.map_err(Error::network)?;
+    write_msg(&mut send, &hello(shared)).await?;
+    let items = owed.iter().map(|(_, _, bytes)| bytes.clone()).collect();
+    write_msg(&mut send, &Message::Receipts { items }).await?;
+    let recorded = loop {
+        match read_msg(&mut recv).await? {
+            Some((Message::Welcome { .. } | Message::Friends { .. }, _)) => {}
+            Some((Message::ReceiptsAck { tombstones }, _)) => break tombstones,
+            Some((Message::Refused { code, reason, .. }, _)) => {
+                return Err(Error::Refused { code, reason });
+            }
+            Some((other, _)) => {
+                return Err(Error::Protocol(format!(
+                    "expected ReceiptsAck, got {}",
+                    other.name()
+                )));
+            }
+            None => return Err(Error::Protocol("the owner closed the stream".into())),
+        }
+    };
+    let _ = send.finish();
+    let done: Vec<u64> = owed
+        .into_iter()
+        .filter(|(_, tombstone, _)| recorded.contains(tombstone))
+        .map(|(id, _, _)| id)
+        .collect();
+    let n = done.len();
+    let store = shared.store.clone();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        for id in done {
+            store.outbox_remove(&owner, id)?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| Error::Protocol(format!("outbox task failed: {e}")))??;
+    Ok(n)
+}

@@ -334,12 +334,9 @@ impl Fetch {
                 (p.clone(), seq)
             })
             .collect();
+        // Even with nothing granted, ask: deletions of data this device was
+        // served before are still owed to it.
         self.state = State::AwaitSync;
-        if cursors.is_empty() {
-            // Nothing granted: nothing to ask for.
-            self.state = State::Done;
-            return Ok(Vec::new());
-        }
         Ok(vec![Message::Sync { cursors }])
     }
 

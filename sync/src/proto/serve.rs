@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use kith_caps::{DeviceCert, DeviceRevocation, Grants, ReadCap, Revocation, Rights};
+use kith_caps::{DeviceCert, DeviceRevocation, Grants, ReadCap, Receipt, Revocation, Rights};
 use kith_store::automerge::ChangeHash;
 use kith_store::{BlobHash, Change, ChangeKind, Entry, EntryKind};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
@@ -47,6 +47,15 @@ pub trait Source {
     fn doc_bytes(&self, path: &Path) -> Result<Vec<u8>>;
     /// The signed tombstone stored for (`prefix`, `time`), if any.
     fn tombstone(&self, prefix: &Path, time: Timestamp) -> Result<Option<Vec<u8>>>;
+    /// Records that `requester` was served `prefixes` (so that deletions
+    /// under them are owed to it until it confirms them).
+    fn record_served(&self, requester: &Requester, prefixes: &[Path]) -> Result<()>;
+    /// Signed tombstones under prefixes `device` was ever served, that it has
+    /// not confirmed with a receipt.
+    fn owed_tombstones(&self, device: &DeviceId) -> Result<Vec<Vec<u8>>>;
+    /// Stores a verified receipt of one of the owner's tombstones; `false`
+    /// if the tombstone is unknown.
+    fn store_receipt(&self, receipt: &Receipt) -> Result<bool>;
 }
 
 /// What the session asks its driver to do.
@@ -95,6 +104,8 @@ pub struct Serve {
     requester: Option<Requester>,
     /// Certificates the requester presented for its other devices (verified).
     learned_certs: Vec<DeviceCert>,
+    /// The requester's own certificate, once verified.
+    cert: Option<DeviceCert>,
     stats: ServeStats,
 }
 
@@ -106,6 +117,7 @@ impl Serve {
             remote,
             requester: None,
             learned_certs: Vec::new(),
+            cert: None,
             stats: ServeStats::default(),
         }
     }
@@ -146,6 +158,7 @@ impl Serve {
             (_, None) => Ok(self.refuse(RefusalCode::Protocol, None, "send Hello first", true)),
             (Message::Sync { cursors }, Some(req)) => self.sync(req, cursors, now, src),
             (Message::WantDocs { items }, Some(req)) => self.docs(req, items, now, src),
+            (Message::Receipts { items }, Some(req)) => Ok(self.receipts(req, &items, src)?),
             (Message::WantBlob { path, hash, offset }, Some(req)) => {
                 self.blob(req, path, hash, offset, now, src)
             }
@@ -228,6 +241,7 @@ impl Serve {
                 Err(e) => tracing::debug!(%e, "ignoring an invalid certificate in Hello"),
             }
         }
+        self.cert = Some(cert.clone());
         self.requester = Some(Requester {
             device: self.remote,
             namespace,
@@ -264,6 +278,39 @@ impl Serve {
         out
     }
 
+    fn receipts(
+        &mut self,
+        req: Requester,
+        items: &[Vec<u8>],
+        src: &impl Source,
+    ) -> Result<Vec<Output>> {
+        let Some(cert) = self.cert.clone() else {
+            return Ok(self.refuse(RefusalCode::Protocol, None, "send Hello first", true));
+        };
+        let mut recorded = Vec::new();
+        for bytes in items {
+            let receipt = match Receipt::decode(bytes).and_then(|r| r.verify(&cert).map(|()| r)) {
+                Ok(r) if r.device() == req.device && r.namespace() == req.namespace => r,
+                Ok(_) => {
+                    self.stats.refused += 1;
+                    tracing::info!("refusing a receipt signed for another device");
+                    continue;
+                }
+                Err(e) => {
+                    self.stats.refused += 1;
+                    tracing::info!(%e, "refusing an invalid receipt");
+                    continue;
+                }
+            };
+            if src.store_receipt(&receipt)? {
+                recorded.push(receipt.tombstone_id().as_bytes().to_vec());
+            }
+        }
+        Ok(vec![Output::Send(Message::ReceiptsAck {
+            tombstones: recorded,
+        })])
+    }
+
     /// Whether `req` may read `path` now.
     fn may_read(req: Requester, grants: &Grants, path: &Path, now: Timestamp) -> bool {
         req.own_device || grants.may_read(path, &req.namespace, now).is_allowed()
@@ -296,7 +343,21 @@ impl Serve {
         // The cursor handed back is the log position before reading it, so a
         // change racing with this answer is sent again next time, never lost.
         let upto = src.current_seq()?;
+        // Deletions this device has not confirmed yet, under anything it was
+        // ever served: sent whatever it may read now (a revoked friend too).
+        let mut tombstones = if req.own_device {
+            Vec::new()
+        } else {
+            let prefixes: Vec<Path> = allowed.iter().map(|(p, _)| p.clone()).collect();
+            src.record_served(&req, &prefixes)?;
+            src.owed_tombstones(&req.device)?
+        };
         let Some(min_since) = allowed.iter().map(|(_, s)| *s).min() else {
+            for chunk in tombstones.chunks(MAX_BATCH) {
+                out.push(Output::Send(Message::Tombstones {
+                    items: chunk.to_vec(),
+                }));
+            }
             out.push(Output::Send(Message::SyncDone {
                 cursors: Vec::new(),
             }));
@@ -312,8 +373,7 @@ impl Serve {
                 .iter()
                 .any(|(p, s)| seq > *s && (p.is_prefix_of(prefix) || prefix.is_prefix_of(p)))
         };
-        // Tombstones first, then entries: two passes over the same log range.
-        let mut tombstones = Vec::new();
+        // Tombstones first, then entries.
         let mut entries = Vec::new();
         let mut seq = min_since;
         loop {
@@ -326,7 +386,8 @@ impl Serve {
                         if overlaps(&prefix, change.seq) =>
                     {
                         match src.tombstone(&prefix, timestamp)? {
-                            Some(bytes) => tombstones.push(bytes),
+                            Some(bytes) if !tombstones.contains(&bytes) => tombstones.push(bytes),
+                            Some(_) => {}
                             None => {
                                 tracing::warn!(%prefix, "tombstone without its signed record; not sent")
                             }

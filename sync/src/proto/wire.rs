@@ -209,6 +209,16 @@ pub enum Message {
     },
     /// Owner → requester: the blob is complete.
     BlobEnd,
+    /// Requester → owner: signed receipts of deletions this device applied.
+    Receipts {
+        /// Signed receipts.
+        items: Vec<Vec<u8>>,
+    },
+    /// Owner → requester: these receipts (by tombstone id) were recorded.
+    ReceiptsAck {
+        /// Tombstone ids of the recorded receipts.
+        tombstones: Vec<Vec<u8>>,
+    },
     /// Either way: a request (or one item of it) was refused.
     Refused {
         /// Why.
@@ -236,6 +246,8 @@ pub const TAG_BLOB_CHUNK: u8 = 12;
 const TAG_BLOB_END: u8 = 13;
 const TAG_REFUSED: u8 = 14;
 const TAG_FRIENDS: u8 = 15;
+const TAG_RECEIPTS: u8 = 16;
+const TAG_RECEIPTS_ACK: u8 = 17;
 
 impl Message {
     /// A refusal.
@@ -268,6 +280,8 @@ impl Message {
             Message::BlobStart { .. } => "BlobStart",
             Message::BlobChunk { .. } => "BlobChunk",
             Message::BlobEnd => "BlobEnd",
+            Message::Receipts { .. } => "Receipts",
+            Message::ReceiptsAck { .. } => "ReceiptsAck",
             Message::Refused { .. } => "Refused",
         }
     }
@@ -379,6 +393,14 @@ impl Message {
                 w.bytes(bytes);
             }
             Message::BlobEnd => w.u8(TAG_BLOB_END),
+            Message::Receipts { items } => {
+                w.u8(TAG_RECEIPTS);
+                w.list(items, |w, r| w.bytes(r));
+            }
+            Message::ReceiptsAck { tombstones } => {
+                w.u8(TAG_RECEIPTS_ACK);
+                w.list(tombstones, |w, t| w.bytes(t));
+            }
             Message::Refused { code, path, reason } => {
                 w.u8(TAG_REFUSED);
                 w.u8(*code as u8);
@@ -458,6 +480,12 @@ impl Message {
                 bytes: r.bytes(BLOB_CHUNK)?.to_vec(),
             },
             TAG_BLOB_END => Message::BlobEnd,
+            TAG_RECEIPTS => Message::Receipts {
+                items: r.list(MAX_SIGNED_ITEMS, Dec::signed)?,
+            },
+            TAG_RECEIPTS_ACK => Message::ReceiptsAck {
+                tombstones: r.list(MAX_SIGNED_ITEMS, Dec::signed)?,
+            },
             TAG_REFUSED => Message::Refused {
                 code: RefusalCode::from_u8(r.u8()?)?,
                 path: match r.u8()? {
@@ -751,6 +779,9 @@ mod tests {
                 .prop_map(|(size, offset)| Message::BlobStart { size, offset }),
             bytes(300).prop_map(|bytes| Message::BlobChunk { bytes }),
             Just(Message::BlobEnd),
+            prop::collection::vec(bytes(40), 0..3).prop_map(|items| Message::Receipts { items }),
+            prop::collection::vec(bytes(16), 0..3)
+                .prop_map(|tombstones| Message::ReceiptsAck { tombstones }),
             (prop::option::of(path()), ".{0,40}").prop_map(|(path, reason)| Message::refused(
                 RefusalCode::Unauthorized,
                 path,
