@@ -910,6 +910,14 @@ fn decode_served(bytes: &[u8]) -> Option<(NamespaceId, Vec<Path>)> {
     Some((ns, prefixes))
 }
 
+/// A receipt waiting in the outbox.
+#[derive(Debug, Clone)]
+pub(crate) struct OwedReceipt {
+    pub(crate) outbox_id: u64,
+    pub(crate) tombstone: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
+}
+
 /// Whether a friend device has confirmed a deletion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeletionStatus {
@@ -946,19 +954,20 @@ impl Shared {
         Ok(())
     }
 
-    /// Receipts waiting for `owner`, as (outbox id, receipt bytes).
-    pub(crate) fn owed_receipts(
-        &self,
-        owner: &NamespaceId,
-    ) -> Result<Vec<(u64, Vec<u8>, Vec<u8>)>> {
+    /// Receipts waiting for `owner`.
+    pub(crate) fn owed_receipts(&self, owner: &NamespaceId) -> Result<Vec<OwedReceipt>> {
         Ok(self
             .store
             .outbox(owner)?
             .into_iter()
             .filter(|(_, m)| m.first() == Some(&OUTBOX_RECEIPT))
-            .filter_map(|(id, m)| {
+            .filter_map(|(outbox_id, m)| {
                 let r = Receipt::decode(&m[1..]).ok()?;
-                Some((id, r.tombstone_id().as_bytes().to_vec(), m[1..].to_vec()))
+                Some(OwedReceipt {
+                    outbox_id,
+                    tombstone: r.tombstone_id().as_bytes().to_vec(),
+                    bytes: m[1..].to_vec(),
+                })
             })
             .collect())
     }

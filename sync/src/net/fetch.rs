@@ -214,7 +214,7 @@ pub(crate) async fn receipts(
     }
     let (mut send, mut recv) = conn.open_bi().await.map_err(Error::network)?;
     write_msg(&mut send, &hello(shared)).await?;
-    let items = owed.iter().map(|(_, _, bytes)| bytes.clone()).collect();
+    let items = owed.iter().map(|r| r.bytes.clone()).collect();
     write_msg(&mut send, &Message::Receipts { items }).await?;
     let recorded = loop {
         match read_msg(&mut recv).await? {
@@ -235,8 +235,8 @@ pub(crate) async fn receipts(
     let _ = send.finish();
     let done: Vec<u64> = owed
         .into_iter()
-        .filter(|(_, tombstone, _)| recorded.contains(tombstone))
-        .map(|(id, _, _)| id)
+        .filter(|r| recorded.contains(&r.tombstone))
+        .map(|r| r.outbox_id)
         .collect();
     let n = done.len();
     let store = shared.store.clone();
