@@ -15,8 +15,14 @@
 //! requester's valid caps cover; the requester checks that it talks to a
 //! serving device of the owner and verifies every signed object it receives.
 //!
-//! Live push over gossip, deletion receipts and multi-device replication
-//! arrive in later versions; today a subscription re-syncs periodically.
+//! [`Node::delete`] signs a deletion request; friends' nodes apply it when
+//! they sync (an offline friend when it comes back, a revoked friend too, for
+//! what it was given) and confirm with a signed receipt, which
+//! [`Node::receipts`] shows. A further device joins with [`prepare_device`],
+//! [`Node::invite_device`] and [`Builder::join_namespace`].
+//!
+//! Live push over gossip arrives in a later version; today a subscription
+//! re-syncs periodically.
 //!
 //! ```no_run
 //! # async fn run() -> kith::Result<()> {
