@@ -44,6 +44,8 @@ mod identity;
 pub(crate) mod net;
 mod node;
 pub mod proto;
+#[cfg(test)]
+mod sim;
 mod state;
 mod ticket;
 
