@@ -75,6 +75,7 @@ mod decide;
 mod encoding;
 mod error;
 mod keys;
+mod random_id;
 mod readcap;
 mod scope;
 mod tombstone;

@@ -4,52 +4,22 @@
 use std::fmt;
 
 use kith_types::{NamespaceId, Path, Timestamp};
-use rand::CryptoRng;
 
 use crate::cert::{check_expiry_arg, check_expiry_decoded, check_window};
 use crate::encoding::{MAX_PATH_FIELD_LEN, OPT_TIMESTAMP_LEN, Reader, SIGNATURE_LEN, Writer};
 use crate::error::Result;
 use crate::keys::{self, NamespaceKey};
+use crate::random_id::random_id;
 
-/// The unique id of a [`ReadCap`]: 16 random bytes chosen by the issuer.
-///
-/// Random rather than derived from the cap's content, so that granting the
-/// same prefix to the same friend again (after a revocation) makes a new cap
-/// that the old revocation does not name. 128 random bits make a collision
-/// between two caps of one namespace practically impossible.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct CapId([u8; 16]);
-
-impl CapId {
-    /// A fresh random id.
-    pub fn random<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        let mut bytes = [0u8; 16];
-        rng.fill_bytes(&mut bytes);
-        Self(bytes)
-    }
-
-    /// Wraps 16 bytes.
-    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
-        Self(bytes)
-    }
-
-    /// The 16 bytes.
-    pub const fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
-    }
-}
-
-impl fmt::Display for CapId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&data_encoding::HEXLOWER.encode(&self.0))
-    }
-}
-
-impl fmt::Debug for CapId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CapId({self})")
-    }
-}
+random_id!(
+    /// The unique id of a [`ReadCap`]: 16 random bytes chosen by the issuer.
+    ///
+    /// Random rather than derived from the cap's content, so that granting the
+    /// same prefix to the same friend again (after a revocation) makes a new cap
+    /// that the old revocation does not name. 128 random bits make a collision
+    /// between two caps of one namespace practically impossible.
+    CapId
+);
 
 /// A namespace key's grant: the `grantee` namespace may read every path
 /// under `prefix` (component-wise) from `issued_at` until `expires_at`

@@ -4,12 +4,12 @@
 use std::fmt;
 
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
-use rand::CryptoRng;
 
 use crate::cert::{DeviceCert, DeviceRevocation, Rights, check_window};
 use crate::encoding::{MAX_PATH_FIELD_LEN, Reader, SIGNATURE_LEN, Writer};
 use crate::error::{DecodeError, Error, Result};
 use crate::keys::{self, DeviceKey, NamespaceKey};
+use crate::random_id::random_id;
 
 /// How far in the future (by the checker's clock) a tombstone's time may
 /// lie before it is refused as [`Error::NotYetValid`]: 5 minutes, in
@@ -21,41 +21,11 @@ use crate::keys::{self, DeviceKey, NamespaceKey};
 /// is retried by its sender and accepted once the time has come.
 pub const MAX_CLOCK_SKEW_MICROS: u64 = 5 * 60 * 1_000_000;
 
-/// The unique id of a [`Tombstone`]: 16 random bytes chosen by the issuer,
-/// named by the [`Receipt`]s that confirm it.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TombstoneId([u8; 16]);
-
-impl TombstoneId {
-    /// A fresh random id.
-    pub fn random<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        let mut bytes = [0u8; 16];
-        rng.fill_bytes(&mut bytes);
-        Self(bytes)
-    }
-
-    /// Wraps 16 bytes.
-    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
-        Self(bytes)
-    }
-
-    /// The 16 bytes.
-    pub const fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
-    }
-}
-
-impl fmt::Display for TombstoneId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&data_encoding::HEXLOWER.encode(&self.0))
-    }
-}
-
-impl fmt::Debug for TombstoneId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TombstoneId({self})")
-    }
-}
+random_id!(
+    /// The unique id of a [`Tombstone`]: 16 random bytes chosen by the issuer,
+    /// named by the [`Receipt`]s that confirm it.
+    TombstoneId
+);
 
 /// Who signed a tombstone.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
