@@ -55,5 +55,5 @@ pub use kith_store as store;
 pub use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 pub use net::limits::PeerLimits;
 pub use node::{Builder, NetworkMode, Node, SyncReport, prepare_device};
-pub use state::DeletionStatus;
+pub use state::{DeletionStatus, NodeEvent};
 pub use ticket::{DeviceInvite, Ticket};

@@ -254,6 +254,7 @@ impl Builder {
             gate,
             budgets: PeerBudgets::new(self.peer_limits),
             cache,
+            events: tokio::sync::broadcast::channel(256).0,
         });
         shared.refresh_gate();
         let router = Router::builder(endpoint.clone())
@@ -534,6 +535,34 @@ impl Node {
     pub async fn receipts(&self, tombstone: TombstoneId) -> Result<Vec<DeletionStatus>> {
         let shared = self.inner.shared.clone();
         blocking(move || shared.deletion_status(&tombstone)).await
+    }
+
+    /// Every deletion this namespace requested, oldest first.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn deletions(&self) -> Result<Vec<Tombstone>> {
+        let shared = self.inner.shared.clone();
+        blocking(move || {
+            let ns = shared.namespace();
+            let mut out = Vec::new();
+            for (_, bytes) in shared.store.records(RecordKind::Tombstone, &ns)? {
+                match Tombstone::decode(&bytes) {
+                    Ok(t) => out.push(t),
+                    Err(e) => tracing::error!(%e, "ignoring a damaged stored tombstone"),
+                }
+            }
+            out.sort_by_key(|t| t.up_to());
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Events of this node as they happen (deletion receipts arriving).
+    /// A receiver that falls behind by more than 256 events gets
+    /// `RecvError::Lagged` and should re-read what it shows.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<crate::NodeEvent> {
+        self.inner.shared.events.subscribe()
     }
 
     /// Deletes everything under `prefix` of this namespace written until

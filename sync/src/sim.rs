@@ -61,6 +61,7 @@ fn node(dir: &std::path::Path) -> Arc<Shared> {
         gate: Gate::default(),
         budgets: PeerBudgets::new(PeerLimits::default()),
         cache,
+        events: tokio::sync::broadcast::channel(256).0,
     })
 }
 

@@ -93,6 +93,25 @@ pub(crate) struct Shared {
     pub(crate) gate: Gate,
     pub(crate) budgets: PeerBudgets,
     pub(crate) cache: BlobCache,
+    /// Node events for [`crate::Node::events`].
+    pub(crate) events: tokio::sync::broadcast::Sender<NodeEvent>,
+}
+
+/// Something that happened on a node, for apps that show it live
+/// ([`crate::Node::events`]). Changes to entries are watched on the store
+/// ([`crate::Node::watch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// A friend's device confirmed a deletion this namespace requested.
+    Receipt {
+        /// The deletion confirmed.
+        tombstone: kith_caps::TombstoneId,
+        /// The friend's namespace.
+        namespace: NamespaceId,
+        /// The friend's device that deleted.
+        device: DeviceId,
+    },
 }
 
 fn device_record_id(kind: u8, device: &DeviceId) -> Vec<u8> {
@@ -606,12 +625,17 @@ impl Source for OwnerSource<'_> {
         {
             return Ok(false);
         }
-        store.put_record(
-            RecordKind::Receipt,
-            &ns,
-            &receipt_id(tombstone.as_bytes(), &receipt.device()),
-            &receipt.encode(),
-        )?;
+        let id = receipt_id(tombstone.as_bytes(), &receipt.device());
+        let new = store.record(RecordKind::Receipt, &ns, &id)?.is_none();
+        store.put_record(RecordKind::Receipt, &ns, &id, &receipt.encode())?;
+        if new {
+            // Nobody listening is fine.
+            let _ = self.0.events.send(NodeEvent::Receipt {
+                tombstone,
+                namespace: receipt.namespace(),
+                device: receipt.device(),
+            });
+        }
         Ok(true)
     }
 
