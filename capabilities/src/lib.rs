@@ -75,6 +75,7 @@ mod decide;
 mod encoding;
 mod error;
 mod keys;
+mod push;
 mod random_id;
 mod readcap;
 mod scope;
@@ -88,6 +89,7 @@ pub use decide::{
 pub use error::{DecodeError, Error, Result};
 pub use keys::{DeviceKey, NamespaceKey};
 pub use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
+pub use push::SignedPush;
 pub use readcap::{CapId, ReadCap, Revocation};
 pub use scope::{Roster, Scope, ScopeSecret, SealedEnvelope, TopicId};
 pub use tombstone::{MAX_CLOCK_SKEW_MICROS, Receipt, Tombstone, TombstoneId, TombstoneSigner};

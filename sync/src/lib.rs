@@ -41,9 +41,11 @@
 mod cache;
 mod error;
 mod identity;
+mod live;
 pub(crate) mod net;
 mod node;
 pub mod proto;
+mod scopes;
 #[cfg(test)]
 mod sim;
 mod state;
@@ -53,6 +55,7 @@ pub use error::{Error, Result};
 pub use kith_caps as caps;
 pub use kith_store as store;
 pub use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
+pub use live::{LiveMetrics, LiveTopic};
 pub use net::limits::PeerLimits;
 pub use node::{Builder, NetworkMode, Node, SyncReport, prepare_device};
 pub use state::{DeletionStatus, NodeEvent};

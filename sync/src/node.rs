@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::cache::BlobCache;
 use crate::identity::Identity;
+use crate::live::{Live, LiveConfig, LiveMetrics, LiveRequest};
 use crate::net;
 use crate::net::gate::Gate;
 use crate::net::limits::{PeerBudgets, PeerLimits};
@@ -34,6 +35,11 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
 /// First and largest wait between retries of a subscription.
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(60);
+/// First wait before poking a device again.
+const POKE_RETRY_MIN: Duration = Duration::from_secs(1);
+/// How often what is owed to other devices is checked when nothing wakes
+/// the check earlier.
+const POKE_TICK: Duration = Duration::from_secs(1);
 
 /// Where a node's endpoint looks for peers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -64,6 +70,10 @@ pub struct Builder {
     peer_limits: PeerLimits,
     blob_cache_limit: u64,
     join: Option<DeviceInvite>,
+    gossip_max_message_size: usize,
+    heartbeat_interval: Duration,
+    live_silence: Duration,
+    live: bool,
 }
 
 /// Prepares a fresh data folder for a further device of an existing
@@ -118,7 +128,42 @@ impl Builder {
             peer_limits: PeerLimits::default(),
             blob_cache_limit: 4 << 30,
             join: None,
+            gossip_max_message_size: 4096,
+            heartbeat_interval: Duration::from_secs(5),
+            live_silence: Duration::from_secs(20),
+            live: true,
         }
+    }
+
+    /// Whether to push and receive changes live over gossip and poke
+    /// friends' devices when something is owed to them (default on). Off,
+    /// the node only catches up: on demand and every resync interval.
+    pub fn live_push(mut self, on: bool) -> Self {
+        self.live = on;
+        self
+    }
+
+    /// The gossip message size limit (default 4,096 bytes, iroh-gossip's
+    /// default). Every node of a scope must use the same value; changes that
+    /// do not fit are announced by their heads and pulled directly.
+    pub fn gossip_max_message_size(mut self, bytes: usize) -> Self {
+        self.gossip_max_message_size = bytes.max(1024);
+        self
+    }
+
+    /// How often this namespace's devices publish a heartbeat into each of
+    /// its scopes (default 5 s).
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
+    /// How long a member may hear nothing on a scope's topic, not even a
+    /// heartbeat, before it re-joins the topic and catches up directly
+    /// (default 20 s; keep it a few heartbeats long).
+    pub fn live_silence(mut self, interval: Duration) -> Self {
+        self.live_silence = interval;
+        self
     }
 
     /// How long a connection attempt to one device may take before the next
@@ -178,7 +223,8 @@ impl Builder {
     }
 
     /// How often a subscription re-syncs while the friend is reachable
-    /// (default 30 s; live push arrives with gossip).
+    /// (default 30 s). Changes arrive live over gossip in between; the
+    /// re-sync is the safety net.
     pub fn resync_interval(mut self, interval: Duration) -> Self {
         self.resync_interval = interval;
         self
@@ -196,23 +242,26 @@ impl Builder {
         let durability = self.durability;
         let join = self.join.clone();
         let cache_limit = self.blob_cache_limit;
-        let (identity, store, known, cache) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let identity = match &join {
-                Some(invite) => Identity::join(&data_dir, &invite.cert)?,
-                None => Identity::load_or_create(&data_dir)?,
-            };
-            let store = Store::open(
-                data_dir.join("store"),
-                StoreOptions::new(identity.device()).durability(durability),
-            )?;
-            let known = Shared::load_known(&store, &identity)?;
-            let cache = BlobCache::load(&store, &identity.namespace, cache_limit)?;
-            Ok((identity, store, known, cache))
-        })
-        .await
-        .map_err(|e| Error::Protocol(format!("start-up task failed: {e}")))??;
+        let (identity, store, known, cache, scopes) =
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                let identity = match &join {
+                    Some(invite) => Identity::join(&data_dir, &invite.cert)?,
+                    None => Identity::load_or_create(&data_dir)?,
+                };
+                let store = Store::open(
+                    data_dir.join("store"),
+                    StoreOptions::new(identity.device()).durability(durability),
+                )?;
+                let known = Shared::load_known(&store, &identity)?;
+                let cache = BlobCache::load(&store, &identity.namespace, cache_limit)?;
+                let scopes = crate::scopes::load(&store)?;
+                Ok((identity, store, known, cache, scopes))
+            })
+            .await
+            .map_err(|e| Error::Protocol(format!("start-up task failed: {e}")))??;
 
         let gate = Gate::default();
+        let (requests_tx, requests_rx) = tokio::sync::mpsc::channel(crate::live::REQUEST_CAPACITY);
         let lookup = MemoryLookup::new();
         let secret = SecretKey::from_bytes(&identity.device_key.to_bytes());
         let builder = match &self.network {
@@ -255,8 +304,15 @@ impl Builder {
             budgets: PeerBudgets::new(self.peer_limits),
             cache,
             events: tokio::sync::broadcast::channel(256).0,
+            scopes: RwLock::new(scopes),
+            scope_version: tokio::sync::watch::channel(0).0,
+            requests: requests_tx.clone(),
+            owed_changed: tokio::sync::Notify::new(),
         });
         shared.refresh_gate();
+        let gossip = iroh_gossip::Gossip::builder()
+            .max_message_size(self.gossip_max_message_size)
+            .spawn(endpoint.clone());
         let router = Router::builder(endpoint.clone())
             .accept(
                 ALPN,
@@ -264,7 +320,32 @@ impl Builder {
                     shared: shared.clone(),
                 },
             )
+            .accept(iroh_gossip::ALPN, gossip.clone())
             .spawn();
+        // Gossip finds peers by id: give it every address known.
+        for (device, addrs) in shared.known_addresses() {
+            if let Ok(id) = iroh::PublicKey::from_bytes(device.as_bytes())
+                && !addrs.is_empty()
+            {
+                lookup.add_endpoint_info(EndpointAddr::from_parts(
+                    id,
+                    addrs.iter().map(|a| iroh::TransportAddr::Ip(*a)),
+                ));
+            }
+        }
+        let live = self.live.then(|| {
+            Live::start(
+                gossip,
+                shared.clone(),
+                LiveConfig {
+                    max_message_size: self.gossip_max_message_size,
+                    heartbeat: self.heartbeat_interval,
+                    silence: self.live_silence,
+                    eager_blob_size: self.eager_blob_size,
+                },
+                requests_tx,
+            )
+        });
         let node = Node {
             inner: Arc::new(Inner {
                 shared,
@@ -274,8 +355,24 @@ impl Builder {
                 config: self,
                 subscriptions: Mutex::new(HashMap::new()),
                 connections: tokio::sync::Mutex::new(HashMap::new()),
+                live,
+                tasks: Mutex::new(Vec::new()),
             }),
         };
+        {
+            let shared = node.inner.shared.clone();
+            blocking(move || shared.reconcile_own_scopes().map(|_| ())).await?;
+        }
+        let mut tasks = vec![tokio::spawn(Node::serve_requests(
+            Arc::downgrade(&node.inner),
+            requests_rx,
+        ))];
+        if node.inner.live.is_some() {
+            tasks.push(tokio::spawn(Node::deliver_owed(Arc::downgrade(
+                &node.inner,
+            ))));
+        }
+        *node.inner.tasks.lock() = tasks;
         if let Some(invite) = &node.inner.config.join {
             // Replicate the namespace from the device that invited this one.
             node.add_friend(&invite.from).await?;
@@ -304,6 +401,9 @@ struct Inner {
     subscriptions: Mutex<HashMap<NamespaceId, JoinHandle<()>>>,
     /// Open connections to other devices, reused across requests.
     connections: tokio::sync::Mutex<HashMap<DeviceId, Connection>>,
+    live: Option<Arc<Live>>,
+    /// Background tasks other than subscriptions.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// A kith node: this device's store, endpoint and sync tasks.
@@ -478,6 +578,10 @@ impl Node {
         let shared = self.inner.shared.clone();
         let rev2 = rev.clone();
         blocking(move || shared.store_own_revocation(&rev2)).await?;
+        // Publishing moves to the new epoch's topics before this returns.
+        if let Some(live) = &self.inner.live {
+            live.reconcile().await;
+        }
         Ok(rev)
     }
 
@@ -595,6 +699,8 @@ impl Node {
             Ok(())
         })
         .await?;
+        // Friends' devices that were served the data are poked to sync.
+        self.inner.shared.owed_changed.notify_one();
         Ok(id)
     }
 
@@ -910,6 +1016,156 @@ impl Node {
         }
     }
 
+    /// Counters of live push: how changes arrived (live or by recovery),
+    /// what was published and dropped.
+    pub fn live_metrics(&self) -> LiveMetrics {
+        self.inner
+            .live
+            .as_ref()
+            .map(|l| l.counters.snapshot())
+            .unwrap_or_default()
+    }
+
+    /// The live-push topics this node has joined: one per scope it belongs
+    /// to (its own namespace's granted prefixes, and friends' prefixes it
+    /// may read), at the scope's current epoch.
+    pub fn live_topics(&self) -> Vec<crate::LiveTopic> {
+        self.inner
+            .live
+            .as_ref()
+            .map(|l| l.topics())
+            .unwrap_or_default()
+    }
+
+    /// Runs what the live layer and pokes ask for: catch-ups (one at a time
+    /// per namespace; requests meanwhile are folded into one more run) and
+    /// eager blob fetches.
+    async fn serve_requests(
+        weak: std::sync::Weak<Inner>,
+        mut rx: tokio::sync::mpsc::Receiver<LiveRequest>,
+    ) {
+        // Per namespace being synced: whether another run was asked for.
+        let running: Arc<Mutex<HashMap<NamespaceId, bool>>> = Arc::default();
+        while let Some(request) = rx.recv().await {
+            let Some(inner) = weak.upgrade() else { return };
+            let node = Node { inner };
+            match request {
+                LiveRequest::Sync {
+                    namespace,
+                    recovery,
+                } => {
+                    {
+                        let mut r = running.lock();
+                        if let Some(again) = r.get_mut(&namespace) {
+                            *again = true;
+                            continue;
+                        }
+                        r.insert(namespace, false);
+                    }
+                    let running = running.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            match node.sync_now(&namespace).await {
+                                Ok(report) if recovery => {
+                                    if let Some(live) = &node.inner.live {
+                                        live.counters.recovered.fetch_add(
+                                            report.entries,
+                                            std::sync::atomic::Ordering::Relaxed,
+                                        );
+                                    }
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    tracing::info!(ns = %namespace.fmt_short(), %e, "requested catch-up failed");
+                                }
+                            }
+                            let mut r = running.lock();
+                            if r.get(&namespace) == Some(&true) {
+                                r.insert(namespace, false);
+                                continue;
+                            }
+                            r.remove(&namespace);
+                            break;
+                        }
+                    });
+                }
+                LiveRequest::FetchBlob { namespace, path } => {
+                    tokio::spawn(async move {
+                        if let Err(e) = node.fetch(&namespace, &path).await {
+                            tracing::info!(%path, %e, "fetching an announced blob failed");
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Pokes, with backoff, every device owed something: the current epoch
+    /// of a scope it belongs to, or a deletion it has not confirmed. A
+    /// poked device syncs at once and so receives what is owed. What is
+    /// owed is derived from the store, so it survives restarts.
+    async fn deliver_owed(weak: std::sync::Weak<Inner>) {
+        let Some(shared) = weak.upgrade().map(|i| i.shared.clone()) else {
+            return;
+        };
+        let mut next_try: HashMap<DeviceId, (Instant, Duration)> = HashMap::new();
+        loop {
+            let s2 = shared.clone();
+            let owed = blocking(move || {
+                let mut owed = s2.devices_owed_scopes()?;
+                for d in s2.devices_owed_tombstones()? {
+                    if !owed.contains(&d) {
+                        owed.push(d);
+                    }
+                }
+                Ok(owed)
+            })
+            .await;
+            match owed {
+                Ok(owed) => {
+                    next_try.retain(|d, _| owed.contains(d));
+                    let now = Instant::now();
+                    for device in owed {
+                        let (at, wait) = next_try
+                            .get(&device)
+                            .copied()
+                            .unwrap_or((now, POKE_RETRY_MIN));
+                        if at > now {
+                            continue;
+                        }
+                        next_try.insert(device, (now + wait, (wait * 2).min(RETRY_MAX)));
+                        let Some(inner) = weak.upgrade() else { return };
+                        let node = Node { inner };
+                        tokio::spawn(async move {
+                            if let Err(e) = node.poke(device).await {
+                                tracing::debug!(device = %device.fmt_short(), %e, "poke failed; will retry");
+                            }
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(%e, "could not list what is owed to other devices"),
+            }
+            tokio::select! {
+                () = shared.owed_changed.notified() => next_try.clear(),
+                () = tokio::time::sleep(POKE_TICK) => {}
+            }
+        }
+    }
+
+    /// Tells `device` to sync with this one now.
+    async fn poke(&self, device: DeviceId) -> Result<()> {
+        let shared = self.inner.shared.clone();
+        let (_, addrs) = shared
+            .device_addrs(&device)
+            .ok_or(Error::Protocol("no address known for the device".into()))?;
+        let conn = self.connect(device, &addrs).await?;
+        let (mut send, _recv) = conn.open_bi().await.map_err(Error::network)?;
+        net::frames::write_msg(&mut send, &crate::proto::wire::Message::Poke).await?;
+        send.finish().map_err(Error::network)?;
+        let _ = tokio::time::timeout(self.inner.config.connect_timeout, send.stopped()).await;
+        Ok(())
+    }
+
     /// Stops the node: subscriptions end, connections close, the endpoint
     /// shuts down, and everything written is flushed to disk.
     ///
@@ -918,6 +1174,12 @@ impl Node {
     pub async fn shutdown(self) -> Result<()> {
         for (_, task) in self.inner.subscriptions.lock().drain() {
             task.abort();
+        }
+        for task in self.inner.tasks.lock().drain(..) {
+            task.abort();
+        }
+        if let Some(live) = &self.inner.live {
+            live.shutdown().await;
         }
         for (_, conn) in self.inner.connections.lock().await.drain() {
             conn.close(0u32.into(), b"shutting down");

@@ -62,6 +62,10 @@ fn node(dir: &std::path::Path) -> Arc<Shared> {
         budgets: PeerBudgets::new(PeerLimits::default()),
         cache,
         events: tokio::sync::broadcast::channel(256).0,
+        scopes: RwLock::new(Default::default()),
+        scope_version: tokio::sync::watch::channel(0).0,
+        requests: tokio::sync::mpsc::channel(1).0,
+        owed_changed: tokio::sync::Notify::new(),
     })
 }
 

@@ -95,6 +95,15 @@ pub(crate) struct Shared {
     pub(crate) cache: BlobCache,
     /// Node events for [`crate::Node::events`].
     pub(crate) events: tokio::sync::broadcast::Sender<NodeEvent>,
+    /// The live-push scopes this node holds.
+    pub(crate) scopes: RwLock<crate::scopes::ScopeBook>,
+    /// Bumped whenever the held scopes change.
+    pub(crate) scope_version: tokio::sync::watch::Sender<u64>,
+    /// Work for the node from the live layer and from pokes.
+    pub(crate) requests: tokio::sync::mpsc::Sender<crate::live::LiveRequest>,
+    /// Woken when something new may be owed to other devices (a re-key, a
+    /// deletion).
+    pub(crate) owed_changed: tokio::sync::Notify,
 }
 
 /// Something that happened on a node, for apps that show it live
@@ -267,6 +276,62 @@ impl Shared {
         })
     }
 
+    /// Brings this namespace's scopes in step with its grants and friends;
+    /// wakes the delivery of what that makes owed (a new epoch's secret).
+    pub(crate) fn scopes_follow_grants(&self) -> Result<()> {
+        if self.reconcile_own_scopes()? {
+            self.owed_changed.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Every device address known: own devices' and friends'.
+    pub(crate) fn known_addresses(&self) -> Vec<(DeviceId, Vec<SocketAddr>)> {
+        let known = self.known.read();
+        let mut out: Vec<(DeviceId, Vec<SocketAddr>)> = known
+            .own_addrs
+            .iter()
+            .map(|(d, a)| (*d, a.clone()))
+            .collect();
+        for friend in known.friends.values() {
+            out.extend(friend.devices());
+        }
+        out
+    }
+
+    /// Devices that were served data under a deleted prefix and have not
+    /// confirmed the deletion yet.
+    pub(crate) fn devices_owed_tombstones(&self) -> Result<Vec<DeviceId>> {
+        let ns = self.namespace();
+        let mut out = Vec::new();
+        for (id, _) in self.store.records(RecordKind::SyncState, &ns)? {
+            let Some(device) = id.strip_prefix(b"served".as_slice()) else {
+                continue;
+            };
+            let Ok(device) = DeviceId::try_from_slice(device) else {
+                continue;
+            };
+            if !OwnerSource(self).owed_tombstones(&device)?.is_empty() {
+                out.push(device);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where to reach `device` (a friend's or an own one), if known.
+    pub(crate) fn device_addrs(&self, device: &DeviceId) -> Option<(NamespaceId, Vec<SocketAddr>)> {
+        let known = self.known.read();
+        if let Some(a) = known.own_addrs.get(device) {
+            return Some((self.namespace(), a.clone()));
+        }
+        known.friends.iter().find_map(|(ns, f)| {
+            f.devices()
+                .into_iter()
+                .find(|(d, _)| d == device)
+                .map(|(_, a)| (*ns, a))
+        })
+    }
+
     /// Recomputes the connection gate from what is known.
     pub(crate) fn refresh_gate(&self) {
         let known = self.known.read();
@@ -279,6 +344,8 @@ impl Shared {
         for friend in known.friends.values() {
             devices.extend(friend.devices().into_iter().map(|(d, _)| d));
         }
+        // Members of a shared scope form one gossip mesh, friends or not.
+        devices.extend(crate::scopes::roster_members(&self.scopes.read()));
         self.gate.set(devices);
     }
 
@@ -319,7 +386,7 @@ impl Shared {
             }
         }
         self.refresh_gate();
-        Ok(())
+        self.scopes_follow_grants()
     }
 
     /// Records another device of this namespace (from its ticket): its
@@ -401,6 +468,7 @@ impl Shared {
         ops.push(RecordOp::remove(RecordKind::Friend, *ns, SUBSCRIBED_ID));
         self.store.write_records(&ops)?;
         self.refresh_gate();
+        self.scopes_follow_grants()?;
         Ok(removed)
     }
 
@@ -437,11 +505,13 @@ impl Shared {
             cap.id().as_bytes(),
             &cap.encode(),
         )?;
-        let mut known = self.known.write();
-        let mut grants = (*known.grants).clone();
-        grants.insert(cap.clone());
-        known.grants = Arc::new(grants);
-        Ok(())
+        {
+            let mut known = self.known.write();
+            let mut grants = (*known.grants).clone();
+            grants.insert(cap.clone());
+            known.grants = Arc::new(grants);
+        }
+        self.scopes_follow_grants()
     }
 
     /// Stores a revocation this namespace issued and makes it take effect.
@@ -452,12 +522,14 @@ impl Shared {
             rev.cap_id().as_bytes(),
             &rev.encode(),
         )?;
-        let mut known = self.known.write();
-        let mut grants = (*known.grants).clone();
-        grants.revoke(rev);
-        known.grants = Arc::new(grants);
-        known.revocations.push(rev.clone());
-        Ok(())
+        {
+            let mut known = self.known.write();
+            let mut grants = (*known.grants).clone();
+            grants.revoke(rev);
+            known.grants = Arc::new(grants);
+            known.revocations.push(rev.clone());
+        }
+        self.scopes_follow_grants()
     }
 
     /// Caps `owner` granted to this node.
@@ -637,6 +709,14 @@ impl Source for OwnerSource<'_> {
             });
         }
         Ok(true)
+    }
+
+    fn scopes(&self) -> Vec<(kith_caps::Scope, kith_caps::Roster)> {
+        self.0.own_scopes()
+    }
+
+    fn scopes_sent(&self, device: &DeviceId, epochs: &[(Path, u64)]) -> Result<()> {
+        self.0.record_scopes_sent(device, epochs)
     }
 
     fn tombstone(&self, prefix: &Path, time: Timestamp) -> Result<Option<Vec<u8>>> {
@@ -862,6 +942,14 @@ impl Replica for FriendReplica<'_> {
             .store
             .apply_changes(owner, path, identity, write, changes)?;
         Ok(())
+    }
+
+    fn store_scopes(
+        &self,
+        owner: &NamespaceId,
+        scopes: &[(kith_caps::Scope, kith_caps::Roster)],
+    ) -> Result<()> {
+        self.0.store_scopes(owner, scopes)
     }
 
     fn cursors(&self, owner: &NamespaceId, server: &DeviceId) -> Result<Vec<(Path, u64)>> {

@@ -114,8 +114,9 @@ pub(crate) async fn blob(
     )
     .await?;
     let mut start = read_msg(&mut recv).await?;
-    // An own device receives the friend list after `Welcome`; not needed here.
-    while let Some((Message::Friends { .. }, n)) = &start {
+    // An own device receives the friend list after `Welcome`, members their
+    // scopes; neither is needed here.
+    while let Some((Message::Friends { .. } | Message::Scopes { .. }, n)) = &start {
         received += n;
         start = read_msg(&mut recv).await?;
     }
@@ -218,7 +219,10 @@ pub(crate) async fn receipts(
     write_msg(&mut send, &Message::Receipts { items }).await?;
     let recorded = loop {
         match read_msg(&mut recv).await? {
-            Some((Message::Welcome { .. } | Message::Friends { .. }, _)) => {}
+            Some((
+                Message::Welcome { .. } | Message::Friends { .. } | Message::Scopes { .. },
+                _,
+            )) => {}
             Some((Message::ReceiptsAck { tombstones }, _)) => break tombstones,
             Some((Message::Refused { code, reason, .. }, _)) => {
                 return Err(Error::Refused { code, reason });

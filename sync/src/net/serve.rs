@@ -124,6 +124,10 @@ async fn serve_stream(
             }
             continue;
         }
+        if msg == Message::Poke && session.requester().is_none() {
+            poked(&shared, remote);
+            break;
+        }
         let shared2 = shared.clone();
         let (returned, outputs) = tokio::task::spawn_blocking(move || {
             let outputs = session.handle(msg, Timestamp::wall_clock(), &OwnerSource(&shared2));
@@ -170,6 +174,37 @@ async fn serve_stream(
     }
     let _ = send.finish();
     Ok(())
+}
+
+/// A device of a friend (or of this namespace) says something is owed to
+/// this node: sync with that namespace now.
+fn poked(shared: &Shared, remote: DeviceId) {
+    let namespace = {
+        let known = shared.known.read();
+        if known.own_certs.iter().any(|c| c.device() == remote) {
+            Some(shared.namespace())
+        } else {
+            known
+                .friends
+                .iter()
+                .find(|(_, f)| f.devices().iter().any(|(d, _)| *d == remote))
+                .map(|(ns, _)| *ns)
+        }
+    };
+    match namespace {
+        Some(namespace) => {
+            let request = crate::live::LiveRequest::Sync {
+                namespace,
+                recovery: false,
+            };
+            if let Err(e) = shared.requests.try_send(request) {
+                tracing::warn!(%e, "could not queue a sync after a poke");
+            }
+        }
+        None => {
+            tracing::info!(remote = %remote.fmt_short(), "ignoring a poke from a device that is no friend's")
+        }
+    }
 }
 
 /// Sends a blob's content from `offset` as `BlobStart`, chunks, `BlobEnd`,

@@ -9,7 +9,9 @@
 //! What passes is handed to a [`Replica`]; documents whose heads differ are
 //! requested, and the cursors are saved only when everything was applied.
 
-use kith_caps::{DeviceCert, DeviceRevocation, ReadCap, Revocation, Rights, Tombstone};
+use kith_caps::{
+    DeviceCert, DeviceRevocation, ReadCap, Revocation, Rights, Roster, Scope, Tombstone,
+};
 use kith_store::automerge::ChangeHash;
 use kith_store::{DocIdentity, RemoteWrite};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
@@ -58,6 +60,9 @@ pub trait Replica {
         write: RemoteWrite,
         changes: &[u8],
     ) -> Result<()>;
+    /// Stores the verified live-push scopes (with rosters) of `owner` this
+    /// node belongs to, as sent by the owner in this sync.
+    fn store_scopes(&self, owner: &NamespaceId, scopes: &[(Scope, Roster)]) -> Result<()>;
     /// The cursors saved for syncs with `server`.
     fn cursors(&self, owner: &NamespaceId, server: &DeviceId) -> Result<Vec<(Path, u64)>>;
     /// Saves the cursors after a complete sync with `server`.
@@ -189,6 +194,10 @@ impl Fetch {
                 }
                 Ok(Vec::new())
             }
+            (Message::Scopes { items }, State::AwaitSync) => {
+                self.scopes(&items, replica)?;
+                Ok(Vec::new())
+            }
             (Message::Tombstones { items }, State::AwaitSync) => {
                 self.tombstones(&items, now, replica)?;
                 Ok(Vec::new())
@@ -241,6 +250,33 @@ impl Fetch {
                 other.name()
             ))),
         }
+    }
+
+    fn scopes(&mut self, items: &[(Vec<u8>, Vec<u8>)], replica: &impl Replica) -> Result<()> {
+        let owner = self.owner;
+        let mut ok = Vec::new();
+        for (scope, roster) in items {
+            let checked = Scope::decode(scope).and_then(|scope| {
+                let roster = Roster::decode(roster)?;
+                roster.verify()?;
+                Ok((scope, roster))
+            });
+            match checked {
+                Ok((scope, roster))
+                    if scope.namespace() == owner
+                        && roster.is_for(&scope)
+                        && self.prefixes.iter().any(|p| p.is_prefix_of(scope.prefix())) =>
+                {
+                    ok.push((scope, roster));
+                }
+                Ok(_) => self.reject("a scope outside this node's grants or with a foreign roster"),
+                Err(e) => {
+                    tracing::info!(%e, "rejecting an invalid scope");
+                    self.report.refused += 1;
+                }
+            }
+        }
+        replica.store_scopes(&owner, &ok)
     }
 
     fn welcome(

@@ -49,5 +49,6 @@
 //! a test can drive both ends in memory without a network.
 
 pub mod fetch;
+pub mod push;
 pub mod serve;
 pub mod wire;

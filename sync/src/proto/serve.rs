@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use kith_caps::{DeviceCert, DeviceRevocation, Grants, ReadCap, Receipt, Revocation, Rights};
+use kith_caps::{
+    DeviceCert, DeviceRevocation, Grants, ReadCap, Receipt, Revocation, Rights, Roster, Scope,
+};
 use kith_store::automerge::ChangeHash;
 use kith_store::{BlobHash, Change, ChangeKind, Entry, EntryKind};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
@@ -56,6 +58,11 @@ pub trait Source {
     /// Stores a verified receipt of one of the owner's tombstones; `false`
     /// if the tombstone is unknown.
     fn store_receipt(&self, receipt: &Receipt) -> Result<bool>;
+    /// The owner's live-push scopes with their current rosters.
+    fn scopes(&self) -> Vec<(Scope, Roster)>;
+    /// Records that `device` was sent these scope epochs (prefix, epoch), so
+    /// that nothing more about them is owed to it.
+    fn scopes_sent(&self, device: &DeviceId, epochs: &[(Path, u64)]) -> Result<()>;
 }
 
 /// What the session asks its driver to do.
@@ -273,6 +280,34 @@ impl Serve {
         if own_device {
             out.push(Output::Send(Message::Friends {
                 tickets: src.friend_tickets(),
+            }));
+        }
+        // Scope secrets go to members only: own devices, and friends that may
+        // read the scope's prefix and whose device is on its roster.
+        let scopes: Vec<(Scope, Roster)> = src
+            .scopes()
+            .into_iter()
+            .filter(|(scope, roster)| {
+                own_device
+                    || (roster.contains(&self.remote)
+                        && grants
+                            .may_read(scope.prefix(), &namespace, now)
+                            .is_allowed())
+            })
+            .collect();
+        if !scopes.is_empty() {
+            let epochs: Vec<(Path, u64)> = scopes
+                .iter()
+                .map(|(s, _)| (s.prefix().clone(), s.epoch()))
+                .collect();
+            if let Err(e) = src.scopes_sent(&self.remote, &epochs) {
+                tracing::warn!(%e, "could not record the scopes sent");
+            }
+            out.push(Output::Send(Message::Scopes {
+                items: scopes
+                    .iter()
+                    .map(|(s, r)| (s.encode(), r.encode()))
+                    .collect(),
             }));
         }
         out

@@ -219,6 +219,16 @@ pub enum Message {
         /// Tombstone ids of the recorded receipts.
         tombstones: Vec<Vec<u8>>,
     },
+    /// Owner → requester, after `Welcome`: the live-push scopes the
+    /// requester belongs to, each as a `kith-caps` `Scope` encoding (its
+    /// secret) with the signed `Roster` of its epoch.
+    Scopes {
+        /// (scope, roster) encodings.
+        items: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// Owner → friend (or own device), alone on a stream: something is owed
+    /// to you (a new scope epoch, a deletion); sync with me now.
+    Poke,
     /// Either way: a request (or one item of it) was refused.
     Refused {
         /// Why.
@@ -248,6 +258,10 @@ const TAG_REFUSED: u8 = 14;
 const TAG_FRIENDS: u8 = 15;
 const TAG_RECEIPTS: u8 = 16;
 const TAG_RECEIPTS_ACK: u8 = 17;
+const TAG_SCOPES: u8 = 18;
+const TAG_POKE: u8 = 19;
+/// Longest scope or roster encoding carried in `Scopes`.
+pub const MAX_SCOPE_ITEM_LEN: usize = 40 << 10;
 
 impl Message {
     /// A refusal.
@@ -282,6 +296,8 @@ impl Message {
             Message::BlobEnd => "BlobEnd",
             Message::Receipts { .. } => "Receipts",
             Message::ReceiptsAck { .. } => "ReceiptsAck",
+            Message::Scopes { .. } => "Scopes",
+            Message::Poke => "Poke",
             Message::Refused { .. } => "Refused",
         }
     }
@@ -401,6 +417,14 @@ impl Message {
                 w.u8(TAG_RECEIPTS_ACK);
                 w.list(tombstones, |w, t| w.bytes(t));
             }
+            Message::Scopes { items } => {
+                w.u8(TAG_SCOPES);
+                w.list(items, |w, (scope, roster)| {
+                    w.bytes(scope);
+                    w.bytes(roster);
+                });
+            }
+            Message::Poke => w.u8(TAG_POKE),
             Message::Refused { code, path, reason } => {
                 w.u8(TAG_REFUSED);
                 w.u8(*code as u8);
@@ -486,6 +510,15 @@ impl Message {
             TAG_RECEIPTS_ACK => Message::ReceiptsAck {
                 tombstones: r.list(MAX_SIGNED_ITEMS, Dec::signed)?,
             },
+            TAG_SCOPES => Message::Scopes {
+                items: r.list(MAX_SIGNED_ITEMS, |r| {
+                    Ok((
+                        r.bytes(MAX_SCOPE_ITEM_LEN)?.to_vec(),
+                        r.bytes(MAX_SCOPE_ITEM_LEN)?.to_vec(),
+                    ))
+                })?,
+            },
+            TAG_POKE => Message::Poke,
             TAG_REFUSED => Message::Refused {
                 code: RefusalCode::from_u8(r.u8()?)?,
                 path: match r.u8()? {
@@ -782,6 +815,9 @@ mod tests {
             prop::collection::vec(bytes(40), 0..3).prop_map(|items| Message::Receipts { items }),
             prop::collection::vec(bytes(16), 0..3)
                 .prop_map(|tombstones| Message::ReceiptsAck { tombstones }),
+            prop::collection::vec((bytes(60), bytes(80)), 0..3)
+                .prop_map(|items| Message::Scopes { items }),
+            Just(Message::Poke),
             (prop::option::of(path()), ".{0,40}").prop_map(|(path, reason)| Message::refused(
                 RefusalCode::Unauthorized,
                 path,

@@ -21,10 +21,13 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// A node on loopback that only catches up (no live push), for tests of
+/// catch-up itself.
 pub async fn spawn(dir: &std::path::Path) -> Node {
     init_tracing();
     Node::builder(dir)
         .network(NetworkMode::LocalOnly)
+        .live_push(false)
         .spawn()
         .await
         .unwrap()

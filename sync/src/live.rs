@@ -1,0 +1,879 @@
+//! Live push over iroh-gossip, and the recovery that makes it reliable.
+//!
+//! One gossip topic per held scope epoch (see [`crate::scopes`]). This
+//! device publishes its own writes to its namespace into every covering
+//! scope: document changes since the last published heads (heads only when
+//! they do not fit the gossip message size), blob announcements and
+//! tombstones, each signed by this device and sealed with the scope's key
+//! ([`crate::proto::push`]). Members open, verify and apply what they
+//! receive. Gossip loses members silently, so the owner's devices also
+//! publish heartbeats; a member that sees a gap, or hears nothing for the
+//! silence interval, re-joins with fresh bootstrap peers from the roster and
+//! catches up over the direct channel. Counters in [`LiveMetrics`] tell how
+//! changes arrived.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use iroh_gossip::Gossip;
+use iroh_gossip::api::{Event, GossipSender};
+use kith_caps::{Rights, Roster, Scope, SealedEnvelope, SignedPush, Tombstone};
+use kith_store::automerge::ChangeHash;
+use kith_store::{ChangeKind, DocIdentity, EntryKind, RemoteWrite, WatchEvent};
+use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
+use n0_future::StreamExt;
+use parking_lot::Mutex;
+use rand::seq::IndexedRandom;
+use tokio::task::JoinHandle;
+
+use crate::proto::fetch::{Replica, is_expected_refusal};
+use crate::proto::push::{PushBody, PushKind, Sequencer, Verdict};
+use crate::proto::serve::Source;
+use crate::state::{FriendReplica, Shared};
+
+/// Bytes of the gossip frame around a sealed envelope (topic, message id,
+/// framing), kept free of the configured message size.
+const GOSSIP_FRAME_OVERHEAD: usize = 256;
+/// Random roster members added to the owner's devices when joining.
+const RANDOM_BOOTSTRAP: usize = 2;
+/// Capacity of the queue of work the live layer asks of the node.
+pub(crate) const REQUEST_CAPACITY: usize = 1024;
+
+/// Settings of live push.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LiveConfig {
+    /// The gossip message size limit (the same on every node).
+    pub(crate) max_message_size: usize,
+    /// How often the owner's devices publish heartbeats.
+    pub(crate) heartbeat: Duration,
+    /// How long a member may hear nothing before it re-joins and catches up.
+    pub(crate) silence: Duration,
+    /// Blobs up to this size are fetched as soon as they are announced.
+    pub(crate) eager_blob_size: u64,
+}
+
+/// Work the live layer hands to the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LiveRequest {
+    /// Catch up with this namespace now (`recovery`: because something was
+    /// missed live).
+    Sync {
+        namespace: NamespaceId,
+        recovery: bool,
+    },
+    /// Fetch this small blob now.
+    FetchBlob { namespace: NamespaceId, path: Path },
+}
+
+/// Counters of live push on one node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveMetrics {
+    /// Messages this node published (data, not heartbeats).
+    pub published: u64,
+    /// Heartbeats this node published.
+    pub heartbeats_sent: u64,
+    /// Changes applied from gossip (documents, blobs, tombstones).
+    pub applied_live: u64,
+    /// Entries received by catch-ups started to recover from a gap,
+    /// silence or missing dependencies.
+    pub recovered: u64,
+    /// Catch-ups started to recover.
+    pub recoveries: u64,
+    /// Messages dropped: undecryptable, badly signed, from a device
+    /// without the right, outside the scope, or refused by the store.
+    pub rejected: u64,
+    /// Documents announced by heads only because their changes were too
+    /// large for one gossip message.
+    pub heads_only: u64,
+    /// Times a member re-joined a topic after silence.
+    pub rejoins: u64,
+    /// Topics joined now.
+    pub topics: u64,
+}
+
+/// A scope's gossip topic this node has joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveTopic {
+    /// The scope's namespace.
+    pub namespace: NamespaceId,
+    /// The scope's prefix.
+    pub prefix: Path,
+    /// The scope's epoch (it grows with every re-key).
+    pub epoch: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    published: AtomicU64,
+    heartbeats_sent: AtomicU64,
+    applied_live: AtomicU64,
+    pub(crate) recovered: AtomicU64,
+    recoveries: AtomicU64,
+    rejected: AtomicU64,
+    heads_only: AtomicU64,
+    rejoins: AtomicU64,
+    topics: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> LiveMetrics {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        LiveMetrics {
+            published: g(&self.published),
+            heartbeats_sent: g(&self.heartbeats_sent),
+            applied_live: g(&self.applied_live),
+            recovered: g(&self.recovered),
+            recoveries: g(&self.recoveries),
+            rejected: g(&self.rejected),
+            heads_only: g(&self.heads_only),
+            rejoins: g(&self.rejoins),
+            topics: g(&self.topics),
+        }
+    }
+}
+
+struct Topic {
+    scope: Scope,
+    sender: GossipSender,
+    /// This device's counter in this scope.
+    counter: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+/// The live-push layer of a node.
+pub(crate) struct Live {
+    gossip: Gossip,
+    shared: Arc<Shared>,
+    config: LiveConfig,
+    session: u64,
+    topics: Mutex<HashMap<[u8; 32], Topic>>,
+    pub(crate) counters: Arc<Counters>,
+    requests: tokio::sync::mpsc::Sender<LiveRequest>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// One reconciliation at a time (a topic is joined once).
+    reconciling: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("topics", &self.topics.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Live {
+    /// Starts live push: topic membership follows the held scopes, this
+    /// device's writes are published, heartbeats go out.
+    pub(crate) fn start(
+        gossip: Gossip,
+        shared: Arc<Shared>,
+        config: LiveConfig,
+        requests: tokio::sync::mpsc::Sender<LiveRequest>,
+    ) -> Arc<Self> {
+        let live = Arc::new(Self {
+            gossip,
+            shared,
+            config,
+            session: rand::random(),
+            topics: Mutex::new(HashMap::new()),
+            counters: Arc::new(Counters::default()),
+            requests,
+            tasks: Mutex::new(Vec::new()),
+            reconciling: tokio::sync::Mutex::new(()),
+        });
+        let tasks = vec![
+            tokio::spawn(Self::follow_scopes(Arc::downgrade(&live))),
+            tokio::spawn(Self::publish_writes(Arc::downgrade(&live))),
+            tokio::spawn(Self::heartbeats(Arc::downgrade(&live))),
+        ];
+        *live.tasks.lock() = tasks;
+        live
+    }
+
+    /// The topics joined now.
+    pub(crate) fn topics(&self) -> Vec<LiveTopic> {
+        let mut out: Vec<LiveTopic> = self
+            .topics
+            .lock()
+            .values()
+            .map(|t| LiveTopic {
+                namespace: t.scope.namespace(),
+                prefix: t.scope.prefix().clone(),
+                epoch: t.scope.epoch(),
+            })
+            .collect();
+        out.sort_by(|a, b| (a.namespace, &a.prefix).cmp(&(b.namespace, &b.prefix)));
+        out
+    }
+
+    /// Stops every task and leaves every topic.
+    pub(crate) async fn shutdown(&self) {
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+        for (_, topic) in self.topics.lock().drain() {
+            topic.task.abort();
+        }
+        if let Err(e) = self.gossip.shutdown().await {
+            tracing::debug!(%e, "gossip shutdown");
+        }
+    }
+
+    fn request(&self, r: LiveRequest) {
+        if let Err(e) = self.requests.try_send(r) {
+            // The periodic re-sync covers what this would have done.
+            tracing::warn!(%e, "live request queue full; dropping a request");
+        }
+    }
+
+    /// Joins and leaves topics as the held scopes change.
+    async fn follow_scopes(weak: std::sync::Weak<Self>) {
+        let mut version = match weak.upgrade() {
+            Some(live) => live.shared.scope_version.subscribe(),
+            None => return,
+        };
+        loop {
+            {
+                let Some(live) = weak.upgrade() else { return };
+                live.reconcile().await;
+            }
+            if version.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Joins and leaves topics to match the held scopes now.
+    pub(crate) async fn reconcile(self: &Arc<Self>) {
+        let _one = self.reconciling.lock().await;
+        let me = self.shared.identity.device();
+        let wanted: Vec<(Scope, Roster)> = self
+            .shared
+            .scopes
+            .read()
+            .all()
+            .filter(|(_, r)| r.contains(&me))
+            .cloned()
+            .collect();
+        let wanted_ids: HashSet<[u8; 32]> = wanted
+            .iter()
+            .map(|(s, _)| *s.topic_id().as_bytes())
+            .collect();
+        {
+            let mut topics = self.topics.lock();
+            topics.retain(|id, t| {
+                let keep = wanted_ids.contains(id);
+                if !keep {
+                    tracing::debug!(prefix = %t.scope.prefix(), epoch = t.scope.epoch(), "leaving a scope's topic");
+                    t.task.abort();
+                }
+                keep
+            });
+        }
+        for (scope, roster) in wanted {
+            let id = *scope.topic_id().as_bytes();
+            if self.topics.lock().contains_key(&id) {
+                continue;
+            }
+            let bootstrap = self.bootstrap(&scope, &roster);
+            let topic = match self
+                .gossip
+                .subscribe(iroh_gossip::TopicId::from_bytes(id), bootstrap)
+                .await
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(%e, prefix = %scope.prefix(), "could not join a scope's topic");
+                    continue;
+                }
+            };
+            let (sender, receiver) = topic.split();
+            let task = tokio::spawn(Self::listen(
+                Arc::downgrade(self),
+                scope.clone(),
+                roster.clone(),
+                sender.clone(),
+                receiver,
+            ));
+            tracing::debug!(prefix = %scope.prefix(), epoch = scope.epoch(), "joined a scope's topic");
+            self.topics.lock().insert(
+                id,
+                Topic {
+                    scope,
+                    sender,
+                    counter: Arc::new(AtomicU64::new(0)),
+                    task,
+                },
+            );
+        }
+        self.counters
+            .topics
+            .store(self.topics.lock().len() as u64, Ordering::Relaxed);
+    }
+
+    /// Peers to join a topic through: the scope owner's devices (whose
+    /// addresses are known) and a few random members, so that joins do
+    /// not all land on one node.
+    fn bootstrap(&self, scope: &Scope, roster: &Roster) -> Vec<iroh::EndpointId> {
+        let me = self.shared.identity.device();
+        let owner_devices: Vec<DeviceId> = {
+            let known = self.shared.known.read();
+            if scope.namespace() == self.shared.namespace() {
+                known.own_certs.iter().map(|c| c.device()).collect()
+            } else {
+                known
+                    .friends
+                    .get(&scope.namespace())
+                    .map(|f| f.devices().into_iter().map(|(d, _)| d).collect())
+                    .unwrap_or_default()
+            }
+        };
+        let others: Vec<DeviceId> = roster
+            .members()
+            .iter()
+            .filter(|m| **m != me && !owner_devices.contains(m))
+            .copied()
+            .collect();
+        let mut peers: Vec<DeviceId> = owner_devices
+            .into_iter()
+            .filter(|d| *d != me && roster.contains(d))
+            .collect();
+        peers.extend(others.sample(&mut rand::rng(), RANDOM_BOOTSTRAP).copied());
+        peers
+            .into_iter()
+            .filter_map(|d| iroh::EndpointId::from_bytes(d.as_bytes()).ok())
+            .collect()
+    }
+
+    /// Receives one topic's messages; re-joins and recovers after silence.
+    async fn listen(
+        weak: std::sync::Weak<Self>,
+        scope: Scope,
+        roster: Roster,
+        sender: GossipSender,
+        mut receiver: iroh_gossip::api::GossipReceiver,
+    ) {
+        let silence = match weak.upgrade() {
+            Some(live) => live.config.silence,
+            None => return,
+        };
+        let sequencer = Arc::new(Mutex::new(Sequencer::default()));
+        let watched = {
+            let Some(live) = weak.upgrade() else { return };
+            scope.namespace() != live.shared.namespace()
+        };
+        loop {
+            let next = tokio::time::timeout(silence, receiver.next()).await;
+            let Some(live) = weak.upgrade() else { return };
+            match next {
+                Ok(Some(Ok(Event::Received(msg)))) => {
+                    let shared = live.shared.clone();
+                    let scope2 = scope.clone();
+                    let seq = sequencer.clone();
+                    let eager = live.config.eager_blob_size;
+                    let outcome = tokio::task::spawn_blocking(move || {
+                        receive(&shared, &scope2, &seq, &msg.content, eager)
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::error!(%e, "live receive task failed");
+                        Outcome::default()
+                    });
+                    live.settle(&scope, outcome);
+                }
+                Ok(Some(Ok(Event::Lagged))) => {
+                    tracing::info!(prefix = %scope.prefix(), "fell behind on a topic; catching up");
+                    live.recover(scope.namespace());
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(e))) => {
+                    tracing::info!(%e, "gossip receive error");
+                }
+                Ok(None) => {
+                    tracing::debug!(prefix = %scope.prefix(), "topic closed");
+                    return;
+                }
+                Err(_) if watched => {
+                    // Heard nothing, not even a heartbeat: the mesh may have
+                    // lost this node. Re-join through fresh peers, catch up.
+                    bump(&live.counters.rejoins);
+                    let peers = live.bootstrap(&scope, &roster);
+                    tracing::info!(prefix = %scope.prefix(), peers = peers.len(), "silence on a topic; re-joining and catching up");
+                    if let Err(e) = sender.join_peers(peers).await {
+                        tracing::info!(%e, "re-joining a topic failed");
+                    }
+                    live.recover(scope.namespace());
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn recover(&self, namespace: NamespaceId) {
+        bump(&self.counters.recoveries);
+        self.request(LiveRequest::Sync {
+            namespace,
+            recovery: true,
+        });
+    }
+
+    fn settle(&self, scope: &Scope, outcome: Outcome) {
+        for _ in 0..outcome.applied {
+            bump(&self.counters.applied_live);
+        }
+        if outcome.rejected {
+            bump(&self.counters.rejected);
+        }
+        if outcome.recover {
+            self.recover(scope.namespace());
+        } else if outcome.sync {
+            self.request(LiveRequest::Sync {
+                namespace: scope.namespace(),
+                recovery: false,
+            });
+        }
+        if let Some(path) = outcome.fetch {
+            self.request(LiveRequest::FetchBlob {
+                namespace: scope.namespace(),
+                path,
+            });
+        }
+    }
+
+    /// Publishes this device's writes to its own namespace.
+    async fn publish_writes(weak: std::sync::Weak<Self>) {
+        let mut watcher = match weak.upgrade() {
+            Some(live) => live
+                .shared
+                .store
+                .watch(&live.shared.namespace(), &Path::root()),
+            None => return,
+        };
+        let mut published: HashMap<Path, Vec<ChangeHash>> = HashMap::new();
+        while let Some(event) = watcher.recv().await {
+            let Some(live) = weak.upgrade() else { return };
+            match event {
+                WatchEvent::Lagged => {
+                    // Members notice the skipped counter and catch up.
+                    for t in live.topics.lock().values() {
+                        t.counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                    published.clear();
+                }
+                WatchEvent::Change(change) => {
+                    let shared = live.shared.clone();
+                    let since = match &change.kind {
+                        ChangeKind::Put { path, .. } => published.get(path).cloned(),
+                        ChangeKind::Tombstone { .. } => None,
+                    };
+                    let budget = live.config.max_message_size.saturating_sub(
+                        GOSSIP_FRAME_OVERHEAD
+                            + SealedEnvelope::OVERHEAD
+                            + SignedPush::OVERHEAD
+                            + 64,
+                    );
+                    let built = tokio::task::spawn_blocking(move || {
+                        build(&shared, &change.kind, since, budget)
+                    })
+                    .await;
+                    match built {
+                        Ok(Ok(Some((path, kind, heads, heads_only)))) => {
+                            if heads_only {
+                                bump(&live.counters.heads_only);
+                            }
+                            if let Some(h) = heads {
+                                published.insert(path.clone(), h);
+                            }
+                            live.publish(&path, kind).await;
+                        }
+                        Ok(Ok(None)) => {}
+                        Ok(Err(e)) => tracing::warn!(%e, "could not prepare a live message"),
+                        Err(e) => tracing::error!(%e, "live publish task failed"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Seals `kind` for every own scope that `path` concerns and broadcasts.
+    async fn publish(&self, path: &Path, kind: PushKind) {
+        let ns = self.shared.namespace();
+        let is_tombstone = matches!(kind, PushKind::Tombstone { .. });
+        let targets: Vec<(Scope, GossipSender, Arc<AtomicU64>)> = self
+            .topics
+            .lock()
+            .values()
+            .filter(|t| {
+                t.scope.namespace() == ns
+                    && (t.scope.prefix().is_prefix_of(path)
+                        || (is_tombstone && path.is_prefix_of(t.scope.prefix())))
+            })
+            .map(|t| (t.scope.clone(), t.sender.clone(), t.counter.clone()))
+            .collect();
+        for (scope, sender, counter) in targets {
+            let body = PushBody {
+                session: self.session,
+                counter: counter.fetch_add(1, Ordering::Relaxed) + 1,
+                kind: kind.clone(),
+            };
+            match self.seal(&scope, &body) {
+                Some(bytes) => {
+                    if let Err(e) = sender.broadcast(Bytes::from(bytes)).await {
+                        tracing::info!(%e, "gossip broadcast failed");
+                    }
+                    bump(&self.counters.published);
+                }
+                None => {
+                    // Too large even as an announcement: members see the
+                    // skipped counter at the next heartbeat and catch up.
+                    tracing::info!(%path, "live message too large; left to catch-up");
+                }
+            }
+        }
+    }
+
+    /// Signs and seals a body; `None` if it does not fit one gossip message.
+    fn seal(&self, scope: &Scope, body: &PushBody) -> Option<Vec<u8>> {
+        let signed = SignedPush::sign(
+            &self.shared.identity.device_key,
+            scope.namespace(),
+            body.encode(),
+        )
+        .ok()?;
+        let sealed = scope.seal(&signed.encode(), &mut rand::rng()).ok()?;
+        let bytes = sealed.encode();
+        (bytes.len() + GOSSIP_FRAME_OVERHEAD <= self.config.max_message_size).then_some(bytes)
+    }
+
+    /// Publishes heartbeats into the scopes of this namespace.
+    async fn heartbeats(weak: std::sync::Weak<Self>) {
+        let every = match weak.upgrade() {
+            Some(live) => live.config.heartbeat,
+            None => return,
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(live) = weak.upgrade() else { return };
+            let ns = live.shared.namespace();
+            let targets: Vec<(Scope, GossipSender, u64)> = live
+                .topics
+                .lock()
+                .values()
+                .filter(|t| t.scope.namespace() == ns)
+                .map(|t| {
+                    (
+                        t.scope.clone(),
+                        t.sender.clone(),
+                        t.counter.load(Ordering::Relaxed),
+                    )
+                })
+                .collect();
+            for (scope, sender, counter) in targets {
+                let body = PushBody {
+                    session: live.session,
+                    counter,
+                    kind: PushKind::Heartbeat,
+                };
+                if let Some(bytes) = live.seal(&scope, &body) {
+                    if let Err(e) = sender.broadcast(Bytes::from(bytes)).await {
+                        tracing::debug!(%e, "heartbeat broadcast failed");
+                    }
+                    bump(&live.counters.heartbeats_sent);
+                }
+            }
+        }
+    }
+}
+
+type Built = (Path, PushKind, Option<Vec<ChangeHash>>, bool);
+
+/// The push message for one local change, if this device wrote it.
+fn build(
+    shared: &Shared,
+    change: &ChangeKind,
+    since: Option<Vec<ChangeHash>>,
+    budget: usize,
+) -> crate::Result<Option<Built>> {
+    let store = &shared.store;
+    let ns = shared.namespace();
+    let me = shared.identity.device();
+    match change {
+        ChangeKind::Put { path, entry } => {
+            if entry.device != me {
+                return Ok(None); // the writing device publishes
+            }
+            match &entry.kind {
+                EntryKind::Document {
+                    created,
+                    creator,
+                    heads,
+                    ..
+                } => {
+                    let since = match since {
+                        Some(s) => s,
+                        None => {
+                            // Not published since this node started: send the
+                            // latest change(s), whose dependencies members
+                            // already hold (or will pull).
+                            let doc = store.document(&ns, path)?;
+                            let mut deps = Vec::new();
+                            if let Some(mut doc) = doc {
+                                for h in doc.get_heads() {
+                                    if let Some(c) = doc.get_change_by_hash(&h) {
+                                        deps.extend(c.deps().iter().copied());
+                                    }
+                                }
+                            }
+                            deps
+                        }
+                    };
+                    let changes = match store.changes_for(&ns, path, &since) {
+                        Ok(c) => c,
+                        Err(kith_store::Error::NotFound { .. }) => return Ok(None),
+                        Err(e) => return Err(e.into()),
+                    };
+                    let heads_now = store.heads(&ns, path).unwrap_or_else(|_| heads.clone());
+                    let fits =
+                        changes.len() + 128 + 32 * heads_now.len() + path.encoded().len() <= budget;
+                    let heads_only = !fits;
+                    Ok(Some((
+                        path.clone(),
+                        PushKind::Doc {
+                            path: path.clone(),
+                            created: *created,
+                            creator: *creator,
+                            timestamp: entry.timestamp,
+                            heads: heads_now.clone(),
+                            changes: if fits { changes } else { Vec::new() },
+                        },
+                        Some(heads_now),
+                        heads_only,
+                    )))
+                }
+                EntryKind::Blob {
+                    hash,
+                    size,
+                    media_type,
+                } => Ok(Some((
+                    path.clone(),
+                    PushKind::Blob {
+                        path: path.clone(),
+                        timestamp: entry.timestamp,
+                        hash: *hash,
+                        size: *size,
+                        media_type: media_type.clone(),
+                    },
+                    None,
+                    false,
+                ))),
+            }
+        }
+        ChangeKind::Tombstone { prefix, timestamp } => {
+            let bytes = crate::state::OwnerSource(shared).tombstone(prefix, *timestamp)?;
+            Ok(bytes.map(|bytes| (prefix.clone(), PushKind::Tombstone { bytes }, None, false)))
+        }
+    }
+}
+
+/// What handling one received message asks for.
+#[derive(Debug, Default)]
+struct Outcome {
+    applied: u64,
+    rejected: bool,
+    /// Catch up: something was missed.
+    recover: bool,
+    /// Sync (to deliver a receipt).
+    sync: bool,
+    fetch: Option<Path>,
+}
+
+impl Outcome {
+    fn rejected(why: &str) -> Self {
+        tracing::info!(why, "dropped a live message");
+        Self {
+            rejected: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// Opens, verifies and applies one message received on `scope`'s topic.
+fn receive(
+    shared: &Shared,
+    scope: &Scope,
+    sequencer: &Mutex<Sequencer>,
+    bytes: &[u8],
+    eager_blob_size: u64,
+) -> Outcome {
+    let opened = SealedEnvelope::decode(bytes)
+        .and_then(|env| scope.open(&env))
+        .and_then(|plain| SignedPush::decode(&plain))
+        .and_then(|push| push.verify().map(|()| push));
+    let push = match opened {
+        Ok(p) => p,
+        Err(e) => return Outcome::rejected(&format!("cannot open or verify: {e}")),
+    };
+    let ns = scope.namespace();
+    if push.namespace() != ns {
+        return Outcome::rejected("about another namespace than the scope's");
+    }
+    if push.device() == shared.identity.device() {
+        return Outcome::default();
+    }
+    let body = match PushBody::decode(push.body()) {
+        Ok(b) => b,
+        Err(e) => return Outcome::rejected(&format!("malformed body: {e}")),
+    };
+    let heartbeat = body.kind == PushKind::Heartbeat;
+    let rights = if heartbeat {
+        Rights::NONE
+    } else {
+        Rights::WRITE
+    };
+    let now = Timestamp::wall_clock();
+    let (certs, revocations) = {
+        let known = shared.known.read();
+        if ns == shared.namespace() {
+            (
+                known.own_certs.clone(),
+                known.own_device_revocations.clone(),
+            )
+        } else {
+            match known.friends.get(&ns) {
+                Some(f) => (f.certs.clone(), f.device_revocations.clone()),
+                None => return Outcome::rejected("from a namespace that is not a friend"),
+            }
+        }
+    };
+    if !kith_caps::may_act(&ns, &push.device(), rights, &certs, &revocations, now).is_allowed() {
+        return Outcome::rejected("signed by a device without the right");
+    }
+    let mut out = Outcome::default();
+    if sequencer
+        .lock()
+        .observe(push.device(), body.session, body.counter, heartbeat)
+        == Verdict::Gap
+    {
+        out.recover = true;
+    }
+    let write = RemoteWrite {
+        device: push.device(),
+        timestamp: Timestamp::default(),
+    };
+    match body.kind {
+        PushKind::Heartbeat => {}
+        PushKind::Doc {
+            path,
+            created,
+            creator,
+            timestamp,
+            heads,
+            changes,
+        } => {
+            if !scope.covers(&ns, &path) {
+                return Outcome::rejected("a path outside the scope");
+            }
+            if changes.is_empty() {
+                // Announced by heads only: pull unless we have them all.
+                let have = shared.store.heads(&ns, &path).unwrap_or_default();
+                if !heads.iter().all(|h| have.contains(h)) {
+                    out.recover = true;
+                }
+                return out;
+            }
+            let write = RemoteWrite { timestamp, ..write };
+            match shared.store.apply_changes(
+                &ns,
+                &path,
+                DocIdentity { created, creator },
+                write,
+                &changes,
+            ) {
+                Ok(o) => {
+                    if o.changed {
+                        out.applied += 1;
+                    }
+                    if !o.missing_deps.is_empty() {
+                        out.recover = true;
+                    }
+                }
+                Err(e) if is_expected_refusal(&e) => {
+                    tracing::info!(%path, %e, "live change not applied");
+                    out.rejected = true;
+                }
+                Err(e) => {
+                    tracing::warn!(%path, %e, "applying a live change failed");
+                    out.recover = true;
+                }
+            }
+        }
+        PushKind::Blob {
+            path,
+            timestamp,
+            hash,
+            size,
+            media_type,
+        } => {
+            if !scope.covers(&ns, &path) {
+                return Outcome::rejected("a path outside the scope");
+            }
+            let write = RemoteWrite { timestamp, ..write };
+            match shared
+                .store
+                .put_blob_entry(&ns, &path, write, hash, size, &media_type)
+            {
+                Ok(_) => {
+                    out.applied += 1;
+                    if size <= eager_blob_size && !shared.store.has_blob(&hash) {
+                        out.fetch = Some(path);
+                    }
+                }
+                Err(e) if is_expected_refusal(&e) => {
+                    tracing::info!(%path, %e, "live blob entry not applied");
+                    out.rejected = true;
+                }
+                Err(e) => {
+                    tracing::warn!(%path, %e, "storing a live blob entry failed");
+                    out.recover = true;
+                }
+            }
+        }
+        PushKind::Tombstone { bytes } => {
+            let tombstone = match Tombstone::decode(&bytes) {
+                Ok(t) => t,
+                Err(e) => return Outcome::rejected(&format!("malformed tombstone: {e}")),
+            };
+            if tombstone.namespace() != ns
+                || !(scope.prefix().is_prefix_of(tombstone.prefix())
+                    || tombstone.prefix().is_prefix_of(scope.prefix()))
+            {
+                return Outcome::rejected("a tombstone outside the scope");
+            }
+            if let Err(e) = kith_caps::tombstone_validity(&tombstone, &revocations, now) {
+                return Outcome::rejected(&format!("invalid tombstone: {e}"));
+            }
+            match FriendReplica(shared).apply_tombstone(&ns, &tombstone) {
+                Ok(()) => {
+                    out.applied += 1;
+                    // Deliver the receipt now.
+                    out.sync = true;
+                }
+                Err(e) => {
+                    tracing::warn!(%e, "applying a live tombstone failed");
+                    out.recover = true;
+                }
+            }
+        }
+    }
+    out
+}

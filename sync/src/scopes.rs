@@ -1,0 +1,353 @@
+//! Live-push scopes: which this node holds, and how the namespace owner
+//! keeps its own in step with its grants.
+//!
+//! The device holding the namespace key keeps one scope per granted prefix.
+//! Its roster lists the owner's devices and the devices of every friend that
+//! may read the prefix now. A roster that only grows keeps its epoch (a new
+//! member gets the current secret); a roster that loses a member moves the
+//! scope to a new epoch with a fresh secret, so the removed device can
+//! neither find the new topic nor read its messages. Other devices hold the
+//! scopes they were sent over the authenticated catch-up channel.
+//!
+//! Scopes are records (`RecordKind::Scope`, keyed by namespace and prefix);
+//! which epochs each member device was sent is kept as sync state, so that
+//! what is owed survives restarts.
+
+use std::collections::{HashMap, HashSet};
+
+use kith_caps::{DeviceCert, Roster, Scope};
+use kith_store::{RecordKind, RecordOp, Store};
+use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
+
+use crate::Result;
+use crate::state::Shared;
+
+/// Sync-state id prefix of the record of scope epochs sent to a device.
+const SCOPES_SENT_ID: &[u8] = b"scopes";
+
+/// The scopes this node holds: its own namespace's and its friends'.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ScopeBook {
+    held: HashMap<(NamespaceId, Path), (Scope, Roster)>,
+}
+
+impl ScopeBook {
+    /// Every scope held, with its roster.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &(Scope, Roster)> {
+        self.held.values()
+    }
+
+    /// The scopes of `ns`.
+    pub(crate) fn of(&self, ns: &NamespaceId) -> Vec<(Scope, Roster)> {
+        self.held
+            .iter()
+            .filter(|((n, _), _)| n == ns)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+fn encode_held(scope: &Scope, roster: &Roster) -> Vec<u8> {
+    let s = scope.encode();
+    let mut out = Vec::with_capacity(4 + s.len() + 64);
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(&s);
+    out.extend_from_slice(&roster.encode());
+    out
+}
+
+fn decode_held(bytes: &[u8]) -> Option<(Scope, Roster)> {
+    let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let scope = Scope::decode(bytes.get(4..4 + len)?).ok()?;
+    let roster = Roster::decode(bytes.get(4 + len..)?).ok()?;
+    roster.verify().ok()?;
+    roster.is_for(&scope).then_some((scope, roster))
+}
+
+fn encode_epochs(epochs: &[(Path, u64)]) -> Vec<u8> {
+    let mut out = vec![1u8];
+    for (p, e) in epochs {
+        out.extend_from_slice(&(p.encoded().len() as u16).to_be_bytes());
+        out.extend_from_slice(p.encoded());
+        out.extend_from_slice(&e.to_be_bytes());
+    }
+    out
+}
+
+fn decode_epochs(bytes: &[u8]) -> Option<Vec<(Path, u64)>> {
+    let (&1, mut rest) = bytes.split_first()? else {
+        return None;
+    };
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let len = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+        let path = Path::from_encoded(rest.get(2..2 + len)?).ok()?;
+        let epoch = u64::from_be_bytes(rest.get(2 + len..10 + len)?.try_into().ok()?);
+        out.push((path, epoch));
+        rest = &rest[10 + len..];
+    }
+    Some(out)
+}
+
+fn sent_id(device: &DeviceId) -> Vec<u8> {
+    let mut id = SCOPES_SENT_ID.to_vec();
+    id.extend_from_slice(device.as_bytes());
+    id
+}
+
+/// Loads the held scopes; damaged records are logged and skipped.
+pub(crate) fn load(store: &Store) -> Result<ScopeBook> {
+    let mut book = ScopeBook::default();
+    for (ns, _, bytes) in store.all_records(RecordKind::Scope)? {
+        match decode_held(&bytes) {
+            Some((scope, roster)) if scope.namespace() == ns => {
+                book.held
+                    .insert((scope.namespace(), scope.prefix().clone()), (scope, roster));
+            }
+            _ => tracing::error!("ignoring a damaged stored scope"),
+        }
+    }
+    Ok(book)
+}
+
+impl Shared {
+    fn put_scopes(
+        &self,
+        ns: &NamespaceId,
+        scopes: Vec<(Scope, Roster)>,
+        replace: bool,
+    ) -> Result<bool> {
+        let mut ops = Vec::new();
+        let mut book = self.scopes.write();
+        let before: HashSet<(Path, u64, usize)> = book
+            .of(ns)
+            .iter()
+            .map(|(s, r)| (s.prefix().clone(), s.epoch(), r.members().len()))
+            .collect();
+        if replace {
+            let keep: HashSet<&Path> = scopes.iter().map(|(s, _)| s.prefix()).collect();
+            let gone: Vec<Path> = book
+                .held
+                .keys()
+                .filter(|(n, p)| n == ns && !keep.contains(p))
+                .map(|(_, p)| p.clone())
+                .collect();
+            for p in gone {
+                book.held.remove(&(*ns, p.clone()));
+                ops.push(RecordOp::remove(RecordKind::Scope, *ns, p.encoded()));
+            }
+        }
+        for (scope, roster) in scopes {
+            let key = (*ns, scope.prefix().clone());
+            let newer = match book.held.get(&key) {
+                None => true,
+                Some((s, r)) => {
+                    scope.epoch() > s.epoch()
+                        || (scope.epoch() == s.epoch() && roster.members() != r.members())
+                }
+            };
+            if newer {
+                ops.push(RecordOp::put(
+                    RecordKind::Scope,
+                    *ns,
+                    scope.prefix().encoded(),
+                    &encode_held(&scope, &roster),
+                ));
+                book.held.insert(key, (scope, roster));
+            }
+        }
+        let after: HashSet<(Path, u64, usize)> = book
+            .of(ns)
+            .iter()
+            .map(|(s, r)| (s.prefix().clone(), s.epoch(), r.members().len()))
+            .collect();
+        drop(book);
+        if !ops.is_empty() {
+            self.store.write_records(&ops)?;
+        }
+        let changed = before != after;
+        if changed {
+            self.scopes_changed();
+        }
+        Ok(changed)
+    }
+
+    /// Tells the gate and the live-push task that the held scopes changed.
+    pub(crate) fn scopes_changed(&self) {
+        self.refresh_gate();
+        self.scope_version.send_modify(|v| *v += 1);
+    }
+
+    /// Stores the scopes `owner` sent in a catch-up. For a friend's
+    /// namespace they are the complete set this node belongs to (any other
+    /// held scope of theirs is dropped); own devices get every scope.
+    pub(crate) fn store_scopes(
+        &self,
+        owner: &NamespaceId,
+        scopes: &[(Scope, Roster)],
+    ) -> Result<()> {
+        let me = self.identity.device();
+        let mine: Vec<(Scope, Roster)> = scopes
+            .iter()
+            .filter(|(_, r)| r.contains(&me))
+            .cloned()
+            .collect();
+        if *owner == self.namespace() && self.identity.namespace_key.is_some() {
+            // The key holder is the source of its own scopes.
+            return Ok(());
+        }
+        self.put_scopes(owner, mine, true)?;
+        Ok(())
+    }
+
+    /// The owner's scopes for catch-up answers.
+    pub(crate) fn own_scopes(&self) -> Vec<(Scope, Roster)> {
+        self.scopes.read().of(&self.namespace())
+    }
+
+    /// Brings this namespace's scopes in step with its grants, friends and
+    /// devices (only on the device holding the namespace key). Returns
+    /// whether anything changed.
+    pub(crate) fn reconcile_own_scopes(&self) -> Result<bool> {
+        let Some(key) = self.identity.namespace_key.as_ref() else {
+            return Ok(false);
+        };
+        let ns = self.namespace();
+        let now = Timestamp::wall_clock();
+        let wanted: Vec<(Path, Vec<DeviceId>)> = {
+            let known = self.known.read();
+            let own: Vec<DeviceId> = known
+                .own_certs
+                .iter()
+                .filter(|c| !known.own_device_revocations.iter().any(|r| r.revokes(c)))
+                .map(DeviceCert::device)
+                .chain(std::iter::once(self.identity.device()))
+                .collect();
+            let mut prefixes: Vec<Path> = known
+                .grants
+                .caps()
+                .iter()
+                .filter(|c| {
+                    known
+                        .grants
+                        .may_read(c.prefix(), &c.grantee(), now)
+                        .is_allowed()
+                })
+                .map(|c| c.prefix().clone())
+                .collect();
+            prefixes.sort();
+            prefixes.dedup();
+            prefixes
+                .into_iter()
+                .map(|p| {
+                    let mut members = own.clone();
+                    for (friend_ns, friend) in &known.friends {
+                        if known.grants.may_read(&p, friend_ns, now).is_allowed() {
+                            members.extend(friend.devices().into_iter().map(|(d, _)| d));
+                        }
+                    }
+                    members.sort();
+                    members.dedup();
+                    (p, members)
+                })
+                .collect()
+        };
+        let held: HashMap<Path, (Scope, Roster)> = self
+            .scopes
+            .read()
+            .of(&ns)
+            .into_iter()
+            .map(|(s, r)| (s.prefix().clone(), (s, r)))
+            .collect();
+        let mut next = Vec::new();
+        let mut rng = rand::rng();
+        for (prefix, members) in wanted {
+            let scope = match held.get(&prefix) {
+                None => Scope::generate(ns, prefix.clone(), &mut rng),
+                Some((s, r)) => {
+                    if r.members().iter().any(|m| !members.contains(m)) {
+                        // Someone left: a new epoch they cannot follow.
+                        s.next_epoch(&mut rng)?
+                    } else if r.members() == members.as_slice() {
+                        next.push((s.clone(), r.clone()));
+                        continue;
+                    } else {
+                        s.clone()
+                    }
+                }
+            };
+            let roster = Roster::issue(key, prefix, scope.epoch(), members)?;
+            next.push((scope, roster));
+        }
+        self.put_scopes(&ns, next, true)
+    }
+
+    /// Records the scope epochs sent to `device`.
+    pub(crate) fn record_scopes_sent(
+        &self,
+        device: &DeviceId,
+        epochs: &[(Path, u64)],
+    ) -> Result<()> {
+        let ns = self.namespace();
+        let id = sent_id(device);
+        let mut sent = self
+            .store
+            .record(RecordKind::SyncState, &ns, &id)?
+            .and_then(|b| decode_epochs(&b))
+            .unwrap_or_default();
+        let before = sent.clone();
+        for (p, e) in epochs {
+            match sent.iter_mut().find(|(q, _)| q == p) {
+                Some(slot) => slot.1 = slot.1.max(*e),
+                None => sent.push((p.clone(), *e)),
+            }
+        }
+        if sent != before {
+            self.store
+                .put_record(RecordKind::SyncState, &ns, &id, &encode_epochs(&sent))?;
+        }
+        Ok(())
+    }
+
+    /// Devices on this namespace's rosters that have not been sent the
+    /// current epoch of every scope they belong to.
+    pub(crate) fn devices_owed_scopes(&self) -> Result<Vec<DeviceId>> {
+        let ns = self.namespace();
+        let me = self.identity.device();
+        let scopes = self.own_scopes();
+        let mut owed: HashSet<DeviceId> = HashSet::new();
+        let mut cache: HashMap<DeviceId, Vec<(Path, u64)>> = HashMap::new();
+        for (scope, roster) in &scopes {
+            for m in roster.members().iter().filter(|m| **m != me) {
+                if owed.contains(m) {
+                    continue;
+                }
+                let sent = match cache.get(m) {
+                    Some(s) => s,
+                    None => {
+                        let s = self
+                            .store
+                            .record(RecordKind::SyncState, &ns, &sent_id(m))?
+                            .and_then(|b| decode_epochs(&b))
+                            .unwrap_or_default();
+                        cache.entry(*m).or_insert(s)
+                    }
+                };
+                let has = sent
+                    .iter()
+                    .any(|(p, e)| p == scope.prefix() && *e >= scope.epoch());
+                if !has {
+                    owed.insert(*m);
+                }
+            }
+        }
+        Ok(owed.into_iter().collect())
+    }
+}
+
+/// Device ids on the rosters of held scopes (admitted by the gate).
+pub(crate) fn roster_members(book: &ScopeBook) -> Vec<DeviceId> {
+    book.all()
+        .flat_map(|(_, r)| r.members().iter().copied())
+        .collect()
+}

@@ -1,0 +1,168 @@
+//! Live push over gossip: friends receive changes as they happen; a revoked
+//! friend's scope moves to a new epoch, so it receives nothing more, live or
+//! by catch-up, and the remaining members' nodes refuse its device.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{WAIT, befriend, init_tracing, list, p};
+use kith::caps::DeviceKey;
+use kith::{NetworkMode, Node};
+
+/// Nodes whose periodic re-sync is too slow to matter: what arrives, arrives
+/// live (or by the recovery the live layer starts).
+async fn spawn_live(dir: &std::path::Path) -> Node {
+    init_tracing();
+    Node::builder(dir)
+        .network(NetworkMode::LocalOnly)
+        .resync_interval(Duration::from_secs(3600))
+        .heartbeat_interval(Duration::from_millis(500))
+        .spawn()
+        .await
+        .unwrap()
+}
+
+/// Waits until `cond` holds, checking after every change under `prefix` of
+/// `ns` in `node` (and at least every 200 ms for conditions on other state).
+async fn until(node: &Node, ns: &kith::NamespaceId, prefix: &str, mut cond: impl FnMut() -> bool) {
+    let mut watcher = node.watch(ns, &p(prefix));
+    tokio::time::timeout(WAIT, async {
+        while !cond() {
+            let _ = tokio::time::timeout(Duration::from_millis(200), watcher.recv()).await;
+        }
+    })
+    .await
+    .expect("condition not reached in time");
+}
+
+fn count(node: &Node, ns: &kith::NamespaceId, prefix: &str) -> usize {
+    list(node, ns, prefix).len()
+}
+
+/// Tries a gossip connection to `to` with `key` (a device's key).
+async fn gossip_connection_accepted(key: &DeviceKey, to: &Node) -> bool {
+    let ep = iroh::Endpoint::builder(iroh::endpoint::presets::Minimal)
+        .relay_mode(iroh::RelayMode::Disabled)
+        .clear_ip_transports()
+        .bind_addr(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .unwrap()
+        .secret_key(iroh::SecretKey::from_bytes(&key.to_bytes()))
+        .bind()
+        .await
+        .unwrap();
+    let id = iroh::PublicKey::from_bytes(to.device().as_bytes()).unwrap();
+    let addr =
+        iroh::EndpointAddr::from_parts(id, to.addrs().into_iter().map(iroh::TransportAddr::Ip));
+    let accepted = match tokio::time::timeout(WAIT, ep.connect(addr, iroh_gossip::ALPN)).await {
+        Ok(Ok(conn)) => {
+            // A refused connection is closed right after the handshake; an
+            // admitted one stays open.
+            tokio::time::timeout(Duration::from_secs(3), conn.closed())
+                .await
+                .is_err()
+        }
+        _ => false,
+    };
+    ep.close().await;
+    accepted
+}
+
+fn device_key(dir: &std::path::Path) -> DeviceKey {
+    let hex = std::fs::read_to_string(dir.join("identity").join("device.key")).unwrap();
+    let bytes = data_encoding::HEXLOWER
+        .decode(hex.trim().as_bytes())
+        .unwrap();
+    DeviceKey::from_bytes(bytes.try_into().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_push_and_revocation_that_rekeys() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = spawn_live(dirs[0].path()).await;
+    let b = spawn_live(dirs[1].path()).await;
+    let c = spawn_live(dirs[2].path()).await;
+    let d = spawn_live(dirs[3].path()).await;
+    let me = a.namespace();
+    let mut caps = Vec::new();
+    for f in [&b, &c, &d] {
+        befriend(&a, f).await;
+        caps.push(a.grant(&f.namespace(), &p("/feed"), None).await.unwrap());
+    }
+    for f in [&b, &c, &d] {
+        f.subscribe(&me).await.unwrap();
+    }
+    // Everyone joins the scope's topic (the secret arrives by catch-up).
+    for f in [&b, &c, &d] {
+        until(f, &me, "/", || f.live_topics().len() == 1).await;
+        assert_eq!(f.live_topics()[0].epoch, 0);
+    }
+    until(&a, &me, "/", || a.live_topics().len() == 1).await;
+
+    // Live updates reach all three.
+    common::write_docs(&a, "/feed/before", 10).await;
+    for f in [&b, &c, &d] {
+        until(f, &me, "/feed/before", || {
+            count(f, &me, "/feed/before") == 10
+        })
+        .await;
+    }
+    // C's device is on the roster: B admits its gossip connections.
+    let c_key = device_key(dirs[2].path());
+    assert!(gossip_connection_accepted(&c_key, &b).await);
+
+    // Revoke C: the scope moves to epoch 1 for A, B and D.
+    a.revoke(caps[1].id()).await.unwrap();
+    for f in [&a, &b, &d] {
+        until(f, &me, "/", || {
+            f.live_topics().first().map(|t| t.epoch) == Some(1)
+        })
+        .await;
+    }
+    // C, which was not sent the new epoch, still sits on the old topic.
+    assert_eq!(c.live_topics().first().map(|t| t.epoch), Some(0));
+
+    let live_before: Vec<u64> = [&b, &d]
+        .iter()
+        .map(|f| f.live_metrics().applied_live)
+        .collect();
+    common::write_docs(&a, "/feed/after", 100).await;
+    for f in [&b, &d] {
+        until(f, &me, "/feed/after", || {
+            count(f, &me, "/feed/after") == 100
+        })
+        .await;
+    }
+    for (f, before) in [&b, &d].iter().zip(live_before) {
+        let m = f.live_metrics();
+        eprintln!(
+            "{}: {} of 100 live, {} recovered, {} recoveries",
+            f.namespace().fmt_short(),
+            m.applied_live - before,
+            m.recovered,
+            m.recoveries
+        );
+        assert!(
+            m.applied_live - before >= 50,
+            "most changes arrive live: {m:?}"
+        );
+    }
+    // C got none live, and catch-up gives it nothing under /feed.
+    assert_eq!(count(&c, &me, "/feed/after"), 0);
+    let report = c.sync_now(&me).await.unwrap();
+    assert!(report.prefixes.is_empty(), "{report:?}");
+    assert_eq!(count(&c, &me, "/feed/after"), 0);
+    // What C had stays with it.
+    assert_eq!(count(&c, &me, "/feed/before"), 10);
+
+    // After the re-key, B refuses gossip connections from C's device (C is
+    // on no roster B holds and is not B's friend).
+    c.shutdown().await.unwrap();
+    assert!(!gossip_connection_accepted(&c_key, &b).await);
+
+    for n in [a, b, d] {
+        n.shutdown().await.unwrap();
+    }
+}
