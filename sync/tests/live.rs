@@ -166,3 +166,82 @@ async fn live_push_and_revocation_that_rekeys() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// Waits until `n` devices confirmed `tombstone` on `owner`, checking as
+/// receipts arrive.
+async fn until_confirmed(owner: &Node, tombstone: kith::caps::TombstoneId, n: usize) {
+    let mut events = owner.events();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let status = owner.receipts(tombstone).await.unwrap();
+            if status.iter().filter(|s| s.confirmed.is_some()).count() >= n {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(500), events.recv()).await;
+        }
+    })
+    .await
+    .expect("receipts did not arrive in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_is_pushed_to_friends_who_confirm_without_syncing_themselves() {
+    use kith::store::automerge::ROOT;
+    use kith::store::automerge::transaction::Transactable;
+
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = spawn_live(dirs[0].path()).await;
+    let b = spawn_live(dirs[1].path()).await;
+    let c = spawn_live(dirs[2].path()).await;
+    let mut d = spawn_live(dirs[3].path()).await;
+    let me = a.namespace();
+    for f in [&b, &c, &d] {
+        befriend(&a, f).await;
+        a.grant(&f.namespace(), &p("/feed"), None).await.unwrap();
+        f.subscribe(&me).await.unwrap();
+    }
+    for f in [&b, &c, &d] {
+        until(f, &me, "/", || f.live_topics().len() == 1).await;
+    }
+    // A post with a photo reaches everyone live (the photo is small, so it
+    // is fetched as soon as it is announced).
+    a.store()
+        .edit_document(&me, &p("/feed/p1"), |doc| doc.put(ROOT, "text", "hello"))
+        .unwrap()
+        .0
+        .unwrap();
+    let photo = b"jpeg bytes ".repeat(100);
+    a.store()
+        .put_blob(&me, &p("/feed/p1/photo.jpg"), &photo[..], "image/jpeg")
+        .unwrap();
+    for f in [&b, &c, &d] {
+        until(f, &me, "/feed", || {
+            list(f, &me, "/feed/p1").len() == 2
+                && f.store()
+                    .get(&me, &p("/feed/p1/photo.jpg"))
+                    .unwrap()
+                    .and_then(|e| e.blob_hash())
+                    .is_some_and(|h| f.store().has_blob(&h))
+        })
+        .await;
+    }
+
+    // D goes offline; A deletes the post. B and C delete and confirm with
+    // no sync of their own (their re-sync interval is an hour).
+    d.shutdown().await.unwrap();
+    let tombstone = a.delete(&p("/feed/p1")).await.unwrap();
+    until_confirmed(&a, tombstone, 2).await;
+    for f in [&b, &c] {
+        assert!(list(f, &me, "/feed/p1").is_empty());
+    }
+    let status = a.receipts(tombstone).await.unwrap();
+    assert_eq!(status.len(), 3);
+    // D comes back: A's node pokes it (or its subscription syncs), and it
+    // deletes and confirms.
+    d = spawn_live(dirs[3].path()).await;
+    until_confirmed(&a, tombstone, 3).await;
+    assert!(list(&d, &me, "/feed/p1").is_empty());
+    for n in [a, b, c, d] {
+        n.shutdown().await.unwrap();
+    }
+}
