@@ -1,0 +1,1199 @@
+//! The command line: arguments (clap) and what each command does. Every
+//! command goes through the HTTP API ([`Client`]): the running daemon's, or
+//! the same API in this process when no daemon runs and the command needs
+//! no network.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path as FsPath, PathBuf};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, header};
+use base64::Engine;
+use clap::{Args, Parser, Subcommand};
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::client::{self, Client};
+use crate::daemon::{self, Daemon, ServeOptions};
+use crate::error::Error;
+use crate::feed::percent_encode;
+
+/// The `kith` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kith",
+    version,
+    about = "A private, friends-only feed and sync engine: your data on your devices, shared with the friends you choose."
+)]
+pub struct Cli {
+    /// The data folder (default: the platform's data folder, `kith` in it).
+    #[arg(long, global = true, env = "KITH_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format of commands that print data.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Output {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create this person's identity (namespace) and print its id.
+    Init {
+        /// The name friends see in your profile.
+        #[arg(long)]
+        name: Option<String>,
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Print the namespace id, device id and name.
+    Id {
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Run the node, the HTTP API and the web page.
+    Serve(ServeArgs),
+    /// Print an invite ticket for a friend (needs the daemon).
+    Ticket {
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Add, list or remove friends.
+    #[command(subcommand)]
+    Friend(FriendCommand),
+    /// Let FRIEND read everything under PREFIX.
+    Grant {
+        /// A friend's name or namespace id.
+        friend: String,
+        /// A path prefix such as /feed/close.
+        prefix: String,
+        /// Until when, such as 30d, 12h or 45m (default: until revoked).
+        #[arg(long)]
+        expires: Option<String>,
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// List the grants you gave.
+    Grants {
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Take back FRIEND's grants under PREFIX.
+    Revoke {
+        /// A friend's name or namespace id.
+        friend: String,
+        /// A path prefix.
+        prefix: String,
+        /// Also ask the friend's nodes to delete what they were given.
+        #[arg(long)]
+        delete: bool,
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Write a document or a blob at PATH.
+    Put(PutArgs),
+    /// Print (or save) the entry at PATH of your namespace or a friend's.
+    Get {
+        /// `[NAMESPACE|FRIEND] PATH`.
+        #[arg(num_args = 1..=2, value_name = "[NAMESPACE|FRIEND] PATH", required = true)]
+        args: Vec<String>,
+        /// Write to this file instead of standard output.
+        #[arg(long, value_name = "F")]
+        out: Option<PathBuf>,
+    },
+    /// List entries under PREFIX of your namespace or a friend's.
+    Ls {
+        /// `[NAMESPACE|FRIEND] [PREFIX]`.
+        #[arg(num_args = 0..=2, value_name = "[NAMESPACE|FRIEND] [PREFIX]")]
+        args: Vec<String>,
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Delete everything under PATH (friends who were served it delete it
+    /// too and confirm with receipts).
+    Rm {
+        /// The path (a prefix: everything under it goes).
+        path: String,
+        /// Say explicitly that friends' copies are to be deleted too (they
+        /// always are).
+        #[arg(long)]
+        remote: bool,
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Show who confirmed each deletion.
+    Receipts {
+        /// Only deletions of this path.
+        path: Option<String>,
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Catch up with FRIEND now and print a report (needs the daemon).
+    Sync {
+        /// A friend's name or namespace id.
+        friend: String,
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Post, read the timeline, comment.
+    #[command(subcommand)]
+    Feed(FeedCommand),
+    /// Add another device of the same person.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Start three local nodes (alice, bob, carol), befriended, with sample
+    /// posts and grants, each serving its page; print the three URLs.
+    Demo {
+        /// Keep the demo's data here (default: a temporary folder removed
+        /// at exit).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Output format (`--json`: the URLs as one JSON line).
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+/// `kith serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where the node listens for friends (default: any port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Where the HTTP API and page listen (port 0: any free port).
+    #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_HTTP)]
+    pub http: SocketAddr,
+    /// Loopback only: no relays, no outside lookups.
+    #[arg(long)]
+    pub local_only: bool,
+    /// Serve the API only, no web page.
+    #[arg(long)]
+    pub headless: bool,
+    /// Seconds between re-syncs of each friend (default 30).
+    #[arg(long, hide = true, env = "KITH_RESYNC_SECS")]
+    pub resync_secs: Option<u64>,
+    /// Print the addresses as one JSON line.
+    #[command(flatten)]
+    pub out: Output,
+}
+
+/// `kith put`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("content").required(true).args(["text", "file", "json"])))]
+pub struct PutArgs {
+    /// The path, such as /notes/today.
+    pub path: String,
+    /// Text: stored as the document `{ "text": TEXT }`.
+    pub text: Option<String>,
+    /// A file: stored as a blob.
+    #[arg(long, value_name = "F")]
+    pub file: Option<PathBuf>,
+    /// A JSON object: stored as a document.
+    #[arg(long, value_name = "JSON")]
+    pub json: Option<String>,
+    /// The blob's media type (default: guessed from the file name).
+    #[arg(long, value_name = "TYPE")]
+    pub media_type: Option<String>,
+}
+
+/// `kith friend …`.
+#[derive(Debug, Subcommand)]
+pub enum FriendCommand {
+    /// Add a friend by their ticket (they may read your /profile and
+    /// friends' posts, and you sync theirs).
+    Add {
+        /// Their ticket (`kith ticket` on their side).
+        ticket: String,
+        /// What to call them.
+        #[arg(long)]
+        name: Option<String>,
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// List friends and what each may read.
+    Ls {
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Remove a friend.
+    Rm {
+        /// A friend's name or namespace id.
+        friend: String,
+    },
+}
+
+/// `kith feed …`.
+#[derive(Debug, Subcommand)]
+pub enum FeedCommand {
+    /// Post TEXT.
+    Post {
+        /// The text.
+        text: String,
+        /// Who sees it: friends, close or me.
+        #[arg(long, default_value = "friends")]
+        audience: String,
+        /// Attach a file (repeatable).
+        #[arg(long, value_name = "FILE")]
+        attach: Vec<PathBuf>,
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Your posts and friends', newest first, with comments.
+    Timeline {
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Comment on a post (`ID` or `AUTHOR/ID`).
+    Comment {
+        /// The post: its id, or author (name or id) and id as AUTHOR/ID.
+        post: String,
+        /// The comment.
+        text: String,
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+/// `kith device …`.
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// On a device of yours: certify a new device (its id from `kith device
+    /// join` there) and print its invite (needs the daemon).
+    Invite {
+        /// The new device's id.
+        device: String,
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// On the new device: without INVITE, prepare and print this device's
+    /// id; with the invite, join and copy the namespace.
+    Join {
+        /// The invite from `kith device invite`.
+        invite: Option<String>,
+        /// Loopback only (tests).
+        #[arg(long)]
+        local_only: bool,
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+/// A command's failure: a one-line reason and, for common cases, a hint.
+#[derive(Debug)]
+pub struct Failure {
+    /// What went wrong.
+    pub message: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        let hint = match &e {
+            Error::UnknownFriend(_) => Some("`kith friend ls` lists your friends and their names"),
+            Error::Remote { code, message, .. } => match code.as_str() {
+                "unknown_friend" => Some("`kith friend ls` lists your friends and their names"),
+                "not_found" if message.contains("not granted") => Some(
+                    "ask them to `kith grant` you the path, then catch up with `kith sync FRIEND`",
+                ),
+                "refused" => Some("the friend has not granted you this path"),
+                "unreachable" => Some(
+                    "is the friend's node running? If their address changed, add a fresh ticket",
+                ),
+                "not_allowed" => Some("only the device holding the namespace key can do this"),
+                _ => None,
+            },
+            Error::Node(kith::Error::NotFriend(_)) => {
+                Some("`kith friend ls` lists your friends and their names")
+            }
+            _ => None,
+        };
+        Self {
+            message,
+            hint: hint.map(str::to_string),
+        }
+    }
+}
+
+impl Failure {
+    fn new(message: impl Into<String>, hint: Option<&str>) -> Self {
+        Self {
+            message: message.into(),
+            hint: hint.map(str::to_string),
+        }
+    }
+}
+
+type CliResult<T = ()> = std::result::Result<T, Failure>;
+
+/// The data folder: `--data`, `KITH_DATA`, or the platform's.
+pub fn data_dir(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| {
+        dirs::data_dir()
+            .map(|d| d.join("kith"))
+            .unwrap_or_else(|| PathBuf::from("kith-data"))
+    })
+}
+
+fn print_json(v: &Value) {
+    out!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
+fn show_progress(out: Output) -> bool {
+    !out.json && std::io::stderr().is_terminal()
+}
+
+fn spinner(show: bool, message: String) -> Option<ProgressBar> {
+    if !show {
+        return None;
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_message(message);
+    bar.enable_steady_tick(Duration::from_millis(100));
+    Some(bar)
+}
+
+fn need_daemon(data: &FsPath, what: &str) -> Failure {
+    Failure::new(
+        format!(
+            "{what} needs the daemon, and none runs for {}",
+            data.display()
+        ),
+        Some("start it with `kith serve` (in another terminal), then try again"),
+    )
+}
+
+/// The daemon of `data`, or a failure saying it must run.
+async fn daemon_client(data: &FsPath, what: &str) -> CliResult<Client> {
+    Client::daemon(data)
+        .await?
+        .ok_or_else(|| need_daemon(data, what))
+}
+
+fn url_path(path: &str) -> String {
+    path.split('/')
+        .filter(|c| !c.is_empty())
+        .map(percent_encode)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn short(id: &str) -> &str {
+    id.get(..10).unwrap_or(id)
+}
+
+fn time_text(micros: u64) -> String {
+    // Seconds since the epoch as UTC date and time, without a date crate.
+    let secs = micros / 1_000_000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), after Howard Hinnant.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// A media type from a file name's extension.
+pub fn guess_media_type(path: &FsPath) -> &'static str {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    match ext.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "svg" => "image/svg+xml",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "mp3" => "audio/mpeg",
+        "ogg" => "audio/ogg",
+        "pdf" => "application/pdf",
+        "txt" | "md" => "text/plain; charset=utf-8",
+        "html" | "htm" => "text/html; charset=utf-8",
+        "json" => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Runs a command.
+///
+/// # Errors
+/// A [`Failure`] to print (exit code 1).
+pub async fn run(cli: Cli) -> CliResult {
+    let data = data_dir(cli.data);
+    match cli.command {
+        Command::Serve(args) => serve(&data, args).await,
+        Command::Demo { dir, out } => crate::demo::run(dir, out.json).await.map_err(Into::into),
+        Command::Device(DeviceCommand::Join {
+            invite,
+            local_only,
+            out,
+        }) => device_join(&data, invite, local_only, out).await,
+        Command::Init { name, out } => {
+            let client = match Client::daemon(&data).await? {
+                Some(c) => c,
+                None => Client::in_process(&data).await?,
+            };
+            let result = init(&client, name, out).await;
+            client.close().await?;
+            result
+        }
+        command => {
+            let client = Client::connect(&data).await.map_err(|e| match e {
+                Error::Unavailable(m) if m.contains("no kith identity") => {
+                    Failure::new(m, Some("`kith init --name NAME` creates one"))
+                }
+                other => other.into(),
+            })?;
+            let result = command_with(&data, &client, command).await;
+            client.close().await?;
+            result
+        }
+    }
+}
+
+async fn init(client: &Client, name: Option<String>, out: Output) -> CliResult {
+    if let Some(name) = name {
+        let _: Value = client
+            .call(Method::PUT, "/api/profile", Some(&json!({ "name": name })))
+            .await?;
+    }
+    let id: Value = client.call(Method::GET, "/api/id", None).await?;
+    if out.json {
+        print_json(&id);
+    } else {
+        out!("{}", id["namespace"].as_str().unwrap_or(""));
+    }
+    Ok(())
+}
+
+async fn serve(data: &FsPath, args: ServeArgs) -> CliResult {
+    if let Some(info) = daemon::daemon_info(data)
+        && Client::daemon(data).await?.is_some()
+    {
+        return Err(Failure::new(
+            format!(
+                "a daemon already runs for {} (http://{}, process {})",
+                data.display(),
+                info.http,
+                info.pid
+            ),
+            None,
+        ));
+    }
+    let mut options = ServeOptions::new(data);
+    options.listen = args.listen;
+    options.http = args.http;
+    options.local_only = args.local_only;
+    options.headless = args.headless;
+    options.resync = args.resync_secs.map(Duration::from_secs);
+    let d = Daemon::start(options).await?;
+    let ns = d.node().namespace().to_string();
+    if args.out.json {
+        out!(
+            "{}",
+            json!({
+                "namespace": ns,
+                "http": d.addr().to_string(),
+                "url": (!args.headless).then(|| d.page_url()),
+            })
+        );
+    } else {
+        out!("kith serving namespace {ns}");
+        if args.headless {
+            out!(
+                "API: http://{} (token in {})",
+                d.addr(),
+                data.join(daemon::TOKEN_FILE).display()
+            );
+        } else {
+            out!("open {}", d.page_url());
+        }
+    }
+    let _ = std::io::stdout().flush();
+    daemon::until_stopped().await;
+    d.shutdown().await?;
+    Ok(())
+}
+
+async fn device_join(
+    data: &FsPath,
+    invite: Option<String>,
+    local_only: bool,
+    out: Output,
+) -> CliResult {
+    let Some(invite) = invite else {
+        let device = kith::prepare_device(data).map_err(Error::from)?;
+        if out.json {
+            print_json(&json!({ "device": device.to_string() }));
+        } else {
+            out!("{device}");
+            eprintln!(
+                "on a device of yours run `kith device invite {device}`, then here `kith device join INVITE`"
+            );
+        }
+        return Ok(());
+    };
+    let invite: kith::DeviceInvite = invite.parse().map_err(Error::from)?;
+    let mut builder = kith::Node::builder(data).join_namespace(invite);
+    if local_only {
+        builder = builder.network(kith::NetworkMode::LocalOnly);
+    }
+    let node = builder.spawn().await.map_err(Error::from)?;
+    let bar = spinner(show_progress(out), "copying your namespace".into());
+    let report = node.sync_now(&node.namespace()).await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let ns = node.namespace();
+    node.shutdown().await.map_err(Error::from)?;
+    let report = report.map_err(Error::from)?;
+    if out.json {
+        print_json(&json!({ "namespace": ns.to_string(), "entries": report.entries }));
+    } else {
+        out!(
+            "joined namespace {ns}: {} entries copied; run `kith serve` to keep this device in sync",
+            report.entries
+        );
+    }
+    Ok(())
+}
+
+async fn command_with(data: &FsPath, c: &Client, command: Command) -> CliResult {
+    match command {
+        Command::Id { out } => {
+            let id: Value = c.call(Method::GET, "/api/id", None).await?;
+            if out.json {
+                print_json(&id);
+            } else {
+                out!("namespace {}", id["namespace"].as_str().unwrap_or(""));
+                out!("device    {}", id["device"].as_str().unwrap_or(""));
+                out!("name      {}", id["name"].as_str().unwrap_or(""));
+            }
+        }
+        Command::Ticket { out } => {
+            if !c.is_daemon() {
+                return Err(need_daemon(
+                    data,
+                    "a ticket (it carries the node's addresses)",
+                ));
+            }
+            let t: Value = c.call(Method::GET, "/api/ticket", None).await?;
+            if out.json {
+                print_json(&t);
+            } else {
+                out!("{}", t["ticket"].as_str().unwrap_or(""));
+            }
+        }
+        Command::Friend(f) => friend(c, f).await?,
+        Command::Grant {
+            friend,
+            prefix,
+            expires,
+            out,
+        } => {
+            let g: Value = c
+                .call(
+                    Method::POST,
+                    "/api/grants",
+                    Some(&json!({ "friend": friend, "prefix": prefix, "expires": expires })),
+                )
+                .await?;
+            if out.json {
+                print_json(&g);
+            } else {
+                out!(
+                    "{} may read {} (grant {})",
+                    g["name"].as_str().unwrap_or(""),
+                    g["prefix"].as_str().unwrap_or(""),
+                    g["id"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Command::Grants { out } => {
+            let gs: Value = c.call(Method::GET, "/api/grants", None).await?;
+            if out.json {
+                print_json(&gs);
+            } else {
+                for g in gs.as_array().into_iter().flatten() {
+                    let state = if g["revoked"].as_bool() == Some(true) {
+                        "revoked".to_string()
+                    } else {
+                        match g["expires"].as_u64() {
+                            Some(e) => format!("until {}", time_text(e)),
+                            None => "active".into(),
+                        }
+                    };
+                    out!(
+                        "{:<16} {:<24} {} {}",
+                        g["name"].as_str().unwrap_or(""),
+                        g["prefix"].as_str().unwrap_or(""),
+                        state,
+                        g["id"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Command::Revoke {
+            friend,
+            prefix,
+            delete,
+            out,
+        } => {
+            let r: Value = c
+                .call(
+                    Method::POST,
+                    "/api/revoke",
+                    Some(&json!({ "friend": friend, "prefix": prefix, "delete": delete })),
+                )
+                .await?;
+            if out.json {
+                print_json(&r);
+            } else {
+                let n = r["revoked"].as_array().map_or(0, Vec::len);
+                out!("revoked {n} grant(s) of {friend} under {prefix}");
+                if let Some(d) = r["deletion"].as_str() {
+                    out!("deletion requested: {d} (`kith receipts` shows confirmations)");
+                }
+            }
+        }
+        Command::Put(args) => put(c, args).await?,
+        Command::Get { args, out } => get(c, args, out).await?,
+        Command::Ls { args, out } => ls(c, args, out).await?,
+        Command::Rm { path, remote, out } => {
+            let r: Value = c
+                .call(
+                    Method::DELETE,
+                    &format!("/api/entry/{}?remote={remote}", url_path(&path)),
+                    None,
+                )
+                .await?;
+            if out.json {
+                print_json(&r);
+            } else {
+                out!(
+                    "deleted {path} (deletion {}); friends who hold it confirm with receipts: `kith receipts {path}`",
+                    r["deletion"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Command::Receipts { path, out } => {
+            let all: Value = c.call(Method::GET, "/api/deletions", None).await?;
+            let list: Vec<Value> = all
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|d| {
+                    path.as_deref().is_none_or(|p| {
+                        let prefix = d["prefix"].as_str().unwrap_or("");
+                        let p = p.trim_end_matches('/');
+                        prefix == p || p.starts_with(&format!("{prefix}/")) || prefix == "/"
+                    })
+                })
+                .cloned()
+                .collect();
+            if out.json {
+                print_json(&Value::Array(list));
+            } else if list.is_empty() {
+                out!("no deletions");
+            } else {
+                for d in list {
+                    out!(
+                        "{} {}  confirmed by {}/{}",
+                        d["prefix"].as_str().unwrap_or(""),
+                        d["id"].as_str().unwrap_or(""),
+                        d["confirmed"],
+                        d["total"]
+                    );
+                    for dev in d["devices"].as_array().into_iter().flatten() {
+                        let when = match dev["confirmed_at"].as_u64() {
+                            Some(t) => format!("deleted at {}", time_text(t)),
+                            None => "pending".into(),
+                        };
+                        out!(
+                            "  {:<16} device {}  {when}",
+                            dev["name"].as_str().unwrap_or(""),
+                            short(dev["device"].as_str().unwrap_or(""))
+                        );
+                    }
+                }
+            }
+        }
+        Command::Sync { friend, out } => {
+            if !c.is_daemon() {
+                return Err(need_daemon(data, "syncing"));
+            }
+            let bar = spinner(show_progress(out), format!("syncing with {friend}"));
+            let r: crate::error::Result<Value> = c
+                .call(
+                    Method::POST,
+                    &format!("/api/sync/{}", percent_encode(&friend)),
+                    None,
+                )
+                .await;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            let r = r?;
+            if out.json {
+                print_json(&r);
+            } else {
+                out!(
+                    "synced with {friend}: {} entries, {} documents, {} deletions, {} blobs, {} bytes in {} ms",
+                    r["entries"],
+                    r["docs"],
+                    r["tombstones"],
+                    r["blobs_fetched"],
+                    r["bytes_received"],
+                    r["duration_ms"]
+                );
+            }
+        }
+        Command::Feed(f) => feed(c, f).await?,
+        Command::Device(DeviceCommand::Invite { device, out }) => {
+            let d = daemon_client(
+                data,
+                "inviting a device (the invite carries the node's addresses)",
+            )
+            .await?;
+            let r: Value = d
+                .call(
+                    Method::POST,
+                    "/api/devices",
+                    Some(&json!({ "device": device })),
+                )
+                .await?;
+            if out.json {
+                print_json(&r);
+            } else {
+                out!("{}", r["invite"].as_str().unwrap_or(""));
+            }
+        }
+        Command::Serve(_)
+        | Command::Demo { .. }
+        | Command::Init { .. }
+        | Command::Device(DeviceCommand::Join { .. }) => {}
+    }
+    Ok(())
+}
+
+async fn friend(c: &Client, f: FriendCommand) -> CliResult {
+    match f {
+        FriendCommand::Add { ticket, name, out } => {
+            let r: Value = c
+                .call(
+                    Method::POST,
+                    "/api/friends",
+                    Some(&json!({ "ticket": ticket, "name": name })),
+                )
+                .await?;
+            if out.json {
+                print_json(&r);
+            } else {
+                out!(
+                    "added {} ({}); they may read {}",
+                    r["name"].as_str().unwrap_or(""),
+                    r["namespace"].as_str().unwrap_or(""),
+                    r["prefixes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        FriendCommand::Ls { out } => {
+            let r: Value = c.call(Method::GET, "/api/friends", None).await?;
+            if out.json {
+                print_json(&r);
+            } else {
+                for f in r.as_array().into_iter().flatten() {
+                    let list = |k: &str| {
+                        f[k].as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    };
+                    out!(
+                        "{:<16} {}  may read: {}  shares: {}",
+                        f["name"].as_str().unwrap_or(""),
+                        f["namespace"].as_str().unwrap_or(""),
+                        list("prefixes"),
+                        list("shared_with_me")
+                    );
+                }
+            }
+        }
+        FriendCommand::Rm { friend } => {
+            let _: Value = c
+                .call(
+                    Method::DELETE,
+                    &format!("/api/friends/{}", percent_encode(&friend)),
+                    None,
+                )
+                .await?;
+            out!("removed {friend}");
+        }
+    }
+    Ok(())
+}
+
+async fn put(c: &Client, args: PutArgs) -> CliResult {
+    let target = format!("/api/entry/{}", url_path(&args.path));
+    let (content_type, body) = if let Some(text) = args.text {
+        (
+            "application/json".to_string(),
+            Body::from(json!({ "text": text }).to_string()),
+        )
+    } else if let Some(j) = args.json {
+        let v: Value = serde_json::from_str(&j)
+            .map_err(|e| Failure::new(format!("--json is not valid JSON: {e}"), None))?;
+        if !v.is_object() {
+            return Err(Failure::new("--json must be a JSON object", None));
+        }
+        ("application/json".to_string(), Body::from(v.to_string()))
+    } else if let Some(file) = args.file {
+        let media = args
+            .media_type
+            .unwrap_or_else(|| guess_media_type(&file).to_string());
+        let f = tokio::fs::File::open(&file)
+            .await
+            .map_err(|e| Failure::new(format!("cannot read {}: {e}", file.display()), None))?;
+        (
+            media,
+            Body::from_stream(tokio_util::io::ReaderStream::new(f)),
+        )
+    } else {
+        return Err(Failure::new("give TEXT, --file F or --json JSON", None));
+    };
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri(target)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body)
+        .map_err(|e| Failure::new(format!("bad request: {e}"), None))?;
+    let res = c.send(req).await?;
+    let status = res.status();
+    let bytes = client::read_body(res).await?;
+    let r: Value = client::decode(status, &bytes)?;
+    out!(
+        "wrote {} at {}",
+        r["kind"].as_str().unwrap_or(""),
+        r["path"].as_str().unwrap_or("")
+    );
+    Ok(())
+}
+
+async fn get(c: &Client, args: Vec<String>, out: Option<PathBuf>) -> CliResult {
+    let (ns, path) = match args.as_slice() {
+        [path] => ("me".to_string(), path.clone()),
+        [ns, path] => (ns.clone(), path.clone()),
+        _ => return Err(Failure::new("give [NAMESPACE|FRIEND] PATH", None)),
+    };
+    let req = Request::builder()
+        .uri(format!(
+            "/api/entry/{}/{}",
+            percent_encode(&ns),
+            url_path(&path)
+        ))
+        .body(Body::empty())
+        .map_err(|e| Failure::new(format!("bad request: {e}"), None))?;
+    let res = c.send(req).await?;
+    let status = res.status();
+    if !status.is_success() {
+        let bytes = client::read_body(res).await?;
+        return Err(client::remote_error(status, &bytes).into());
+    }
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    let len = res
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if is_json {
+        let bytes = client::read_body(res).await?;
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+        match out {
+            Some(f) => std::fs::write(&f, text + "\n")
+                .map_err(|e| Failure::new(format!("cannot write {}: {e}", f.display()), None))?,
+            None => out!("{text}"),
+        }
+        return Ok(());
+    }
+    let bar = match (&out, len) {
+        (Some(_), Some(len)) if std::io::stderr().is_terminal() && len > (1 << 20) => {
+            let b = ProgressBar::new(len);
+            if let Ok(style) =
+                ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+            {
+                b.set_style(style);
+            }
+            Some(b)
+        }
+        _ => None,
+    };
+    let mut sink: Box<dyn Write> = match &out {
+        Some(f) => Box::new(std::io::BufWriter::new(std::fs::File::create(f).map_err(
+            |e| Failure::new(format!("cannot write {}: {e}", f.display()), None),
+        )?)),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut stream = res.into_body().into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Failure::new(format!("the answer broke off: {e}"), None))?;
+        sink.write_all(&chunk)
+            .map_err(|e| Failure::new(format!("cannot write: {e}"), None))?;
+        if let Some(b) = &bar {
+            b.inc(chunk.len() as u64);
+        }
+    }
+    sink.flush()
+        .map_err(|e| Failure::new(format!("cannot write: {e}"), None))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(())
+}
+
+async fn ls(c: &Client, args: Vec<String>, out: Output) -> CliResult {
+    let (ns, prefix) = match args.as_slice() {
+        [] => ("me".to_string(), "/".to_string()),
+        [one] if one.starts_with('/') => ("me".to_string(), one.clone()),
+        [one] => (one.clone(), "/".to_string()),
+        [ns, prefix] => (ns.clone(), prefix.clone()),
+        _ => return Err(Failure::new("give [NAMESPACE|FRIEND] [PREFIX]", None)),
+    };
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut q = format!(
+            "/api/entries/{}?limit=1000&prefix={}",
+            percent_encode(&ns),
+            percent_encode(&prefix)
+        );
+        if let Some(a) = &after {
+            q.push_str(&format!("&after={}", percent_encode(a)));
+        }
+        let page: Value = c.call(Method::GET, &q, None).await?;
+        all.extend(page["entries"].as_array().cloned().unwrap_or_default());
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_string()),
+            None => break,
+        }
+    }
+    if out.json {
+        print_json(&Value::Array(all));
+    } else {
+        for e in all {
+            out!(
+                "{:<40} {:<8} {:>10} {}",
+                e["path"].as_str().unwrap_or(""),
+                e["kind"].as_str().unwrap_or(""),
+                e["size"],
+                e["media_type"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_post(p: &Value) {
+    out!(
+        "{} {} ({}) {}",
+        time_text(p["time"].as_u64().unwrap_or(0)),
+        p["author_name"].as_str().unwrap_or(""),
+        p["audience"].as_str().unwrap_or(""),
+        p["id"].as_str().unwrap_or("")
+    );
+    for line in p["text"].as_str().unwrap_or("").lines() {
+        out!("    {line}");
+    }
+    for a in p["attachments"].as_array().into_iter().flatten() {
+        out!(
+            "    [{} {} {} bytes]",
+            a["name"].as_str().unwrap_or(""),
+            a["media_type"].as_str().unwrap_or(""),
+            a["size"]
+        );
+    }
+    for cm in p["comments"].as_array().into_iter().flatten() {
+        out!(
+            "    > {}: {}",
+            cm["author_name"].as_str().unwrap_or(""),
+            cm["text"].as_str().unwrap_or("")
+        );
+    }
+}
+
+async fn feed(c: &Client, f: FeedCommand) -> CliResult {
+    match f {
+        FeedCommand::Post {
+            text,
+            audience,
+            attach,
+            out,
+        } => {
+            let mut attachments = Vec::new();
+            for file in attach {
+                let data = std::fs::read(&file).map_err(|e| {
+                    Failure::new(format!("cannot read {}: {e}", file.display()), None)
+                })?;
+                let name = file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("attachment")
+                    .to_string();
+                attachments.push(json!({
+                    "name": name,
+                    "media_type": guess_media_type(&file),
+                    "data": base64::engine::general_purpose::STANDARD.encode(data),
+                }));
+            }
+            let p: Value = c
+                .call(
+                    Method::POST,
+                    "/api/feed/posts",
+                    Some(
+                        &json!({ "text": text, "audience": audience, "attachments": attachments }),
+                    ),
+                )
+                .await?;
+            if out.json {
+                print_json(&p);
+            } else {
+                out!(
+                    "posted {} to {} at {}",
+                    p["id"].as_str().unwrap_or(""),
+                    p["audience"].as_str().unwrap_or(""),
+                    p["path"].as_str().unwrap_or("")
+                );
+            }
+        }
+        FeedCommand::Timeline { out } => {
+            let t: Value = c.call(Method::GET, "/api/feed", None).await?;
+            if out.json {
+                print_json(&t);
+            } else {
+                let posts = t["posts"].as_array().cloned().unwrap_or_default();
+                if posts.is_empty() {
+                    out!("no posts yet");
+                }
+                for p in posts {
+                    print_post(&p);
+                }
+            }
+        }
+        FeedCommand::Comment { post, text, out } => {
+            let (author, id) = match post.rsplit_once('/') {
+                Some((a, i)) => (a.to_string(), i.to_string()),
+                None => {
+                    let t: Value = c.call(Method::GET, "/api/feed", None).await?;
+                    let author = t["posts"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|p| p["id"] == post.as_str())
+                        .and_then(|p| p["author"].as_str())
+                        .ok_or_else(|| {
+                            Failure::new(
+                                format!("no post {post:?} in your timeline"),
+                                Some("`kith feed timeline` shows post ids"),
+                            )
+                        })?
+                        .to_string();
+                    (author, post.clone())
+                }
+            };
+            let r: Value = c
+                .call(
+                    Method::POST,
+                    "/api/feed/comments",
+                    Some(&json!({ "post": { "author": author, "id": id }, "text": text })),
+                )
+                .await?;
+            if out.json {
+                print_json(&r);
+            } else {
+                out!("commented at {}", r["path"].as_str().unwrap_or(""));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_utc_calendar_dates() {
+        assert_eq!(time_text(0), "1970-01-01 00:00:00");
+        assert_eq!(time_text(1_700_000_000_000_000), "2023-11-14 22:13:20");
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

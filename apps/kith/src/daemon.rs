@@ -1,0 +1,296 @@
+//! `kith serve`: the node, the HTTP API and the page, for one data folder.
+//!
+//! A running daemon announces itself in `<data>/daemon.json` (its HTTP
+//! address and process id) so that the CLI talks to it instead of opening
+//! the store, which only one process may hold. The access token lives in
+//! `<data>/http-token` (mode 0600), created on first use.
+
+use std::net::SocketAddr;
+use std::path::{Path as FsPath, PathBuf};
+use std::time::Duration;
+
+use kith::{NetworkMode, Node};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::http::{self, ApiConfig};
+
+/// The discovery file of a running daemon.
+pub const DAEMON_FILE: &str = "daemon.json";
+/// The access token file.
+pub const TOKEN_FILE: &str = "http-token";
+/// The HTTP address `kith serve` uses by default.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7780";
+/// How long open connections (live event streams) may take to close at
+/// shutdown.
+const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// What `<data>/daemon.json` says.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DaemonInfo {
+    /// Where the HTTP API answers.
+    pub http: SocketAddr,
+    /// The daemon's process id.
+    pub pid: u32,
+}
+
+/// Reads `<data>/daemon.json`, if there is one (it may be stale).
+pub fn daemon_info(data: &FsPath) -> Option<DaemonInfo> {
+    let text = std::fs::read_to_string(data.join(DAEMON_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Whether `data` holds an identity (`kith init` ran, or a node started).
+pub fn has_identity(data: &FsPath) -> bool {
+    data.join("identity").join("device.cert").exists()
+}
+
+/// The access token of `data`, created (mode 0600) if missing.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be read or written.
+pub fn token(data: &FsPath) -> Result<String> {
+    let path = data.join(TOKEN_FILE);
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_string();
+        if !t.is_empty() {
+            return Ok(t);
+        }
+    }
+    std::fs::create_dir_all(data)?;
+    let mut bytes = [0u8; 24];
+    rand::fill(&mut bytes);
+    let token = data_encoding::HEXLOWER.encode(&bytes);
+    write_private(&path, token.as_bytes())?;
+    Ok(token)
+}
+
+/// Writes a file readable only by its owner, atomically.
+fn write_private(path: &FsPath, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// How to run a daemon.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The data folder.
+    pub data: PathBuf,
+    /// Where the node's endpoint listens (default: any port).
+    pub listen: Option<SocketAddr>,
+    /// Where the HTTP API listens (port 0: any free port).
+    pub http: SocketAddr,
+    /// Loopback only: no relays, no outside lookups.
+    pub local_only: bool,
+    /// Serve no web page.
+    pub headless: bool,
+    /// How often subscriptions re-sync (default: the engine's).
+    pub resync: Option<Duration>,
+    /// Largest JSON request body.
+    pub max_json_body: usize,
+    /// Write `daemon.json` so that the CLI finds this daemon.
+    pub announce: bool,
+}
+
+impl ServeOptions {
+    /// Defaults for `data`: loopback HTTP on any port, internet mode.
+    pub fn new(data: impl Into<PathBuf>) -> Self {
+        Self {
+            data: data.into(),
+            listen: None,
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            local_only: false,
+            headless: false,
+            resync: None,
+            max_json_body: http::DEFAULT_MAX_JSON_BODY,
+            announce: true,
+        }
+    }
+}
+
+/// Starts a node on `options.data` (not its HTTP API).
+///
+/// # Errors
+/// Node start-up errors (the store is open in another process, the
+/// endpoint cannot bind …).
+pub async fn start_node(options: &ServeOptions) -> Result<Node> {
+    let mut builder = Node::builder(&options.data).network(if options.local_only {
+        NetworkMode::LocalOnly
+    } else {
+        NetworkMode::Internet
+    });
+    if let Some(addr) = options.listen {
+        builder = builder.bind_addr(addr);
+    }
+    if let Some(resync) = options.resync {
+        builder = builder.resync_interval(resync);
+    }
+    builder.spawn().await.map_err(|e| match e {
+        kith::Error::Store(s) if matches!(*s, kith::store::Error::Storage(_)) => {
+            Error::Unavailable(format!(
+                "the store in {} cannot be opened ({s}); is another kith using it?",
+                options.data.display()
+            ))
+        }
+        other => other.into(),
+    })
+}
+
+/// A running daemon: node, HTTP API and page.
+pub struct Daemon {
+    node: Node,
+    addr: SocketAddr,
+    token: String,
+    data: PathBuf,
+    announce: bool,
+    stop: CancellationToken,
+    server: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("addr", &self.addr)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// Starts the node and the HTTP API, and announces the daemon.
+    ///
+    /// # Errors
+    /// Node start-up errors, [`Error::Io`] if the HTTP address cannot be
+    /// bound.
+    pub async fn start(options: ServeOptions) -> Result<Self> {
+        let token = token(&options.data)?;
+        let node = start_node(&options).await?;
+        let listener = match tokio::net::TcpListener::bind(options.http).await {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = node.shutdown().await;
+                return Err(Error::Unavailable(format!(
+                    "cannot listen on {}: {e}",
+                    options.http
+                )));
+            }
+        };
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let router = http::router(
+            node.clone(),
+            ApiConfig {
+                token: token.clone(),
+                headless: options.headless,
+                max_json_body: options.max_json_body,
+            },
+            stop.clone(),
+        );
+        let stopped = stop.clone();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stopped.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(%e, "the HTTP server failed");
+            }
+        });
+        if options.announce {
+            let info = DaemonInfo {
+                http: addr,
+                pid: std::process::id(),
+            };
+            let text = serde_json::to_vec_pretty(&info)
+                .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+            write_private(&options.data.join(DAEMON_FILE), &text)?;
+        }
+        Ok(Self {
+            node,
+            addr,
+            token,
+            data: options.data,
+            announce: options.announce,
+            stop,
+            server,
+        })
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Where the HTTP API answers.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The access token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The page URL, carrying the access token.
+    pub fn page_url(&self) -> String {
+        format!("http://{}/?token={}", self.addr, self.token)
+    }
+
+    /// Stops the HTTP API and the node and removes `daemon.json`.
+    ///
+    /// # Errors
+    /// Store errors while flushing.
+    pub async fn shutdown(self) -> Result<()> {
+        if self.announce {
+            // Only our own announcement: a newer daemon may have replaced it.
+            if daemon_info(&self.data).is_some_and(|i| i.pid == std::process::id()) {
+                let _ = std::fs::remove_file(self.data.join(DAEMON_FILE));
+            }
+        }
+        self.stop.cancel();
+        let mut server = self.server;
+        if tokio::time::timeout(HTTP_SHUTDOWN_GRACE, &mut server)
+            .await
+            .is_err()
+        {
+            server.abort();
+        }
+        self.node.shutdown().await?;
+        Ok(())
+    }
+}
+
+/// Waits for Ctrl-C or (on Unix) SIGTERM.
+pub async fn until_stopped() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

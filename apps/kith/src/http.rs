@@ -1,0 +1,1263 @@
+//! The local HTTP API (documented in `API.md`) and the page's static files.
+//!
+//! Every `/api` route needs the access token, as `Authorization: Bearer T`
+//! or the `kith_token` cookie that `GET /?token=T` sets. No CORS headers
+//! are sent, and requests whose `Origin` is not this server are refused, so
+//! other local pages can neither read answers nor make changes. Errors are
+//! JSON `{ error, code }`; [`ApiError`]'s `From<Error>` is the one place
+//! that maps errors to status codes.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Path as UrlPath, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use futures_util::{Stream, StreamExt};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use kith::caps::{CapId, ReadCap, TombstoneId};
+use kith::store::{EntryKind, WatchEvent};
+use kith::{NamespaceId, Node, NodeEvent, Path, Timestamp};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result, blocking};
+use crate::feed::{self, Audience, NewAttachment};
+use crate::names::{self, Names};
+
+/// Events an SSE client may fall behind by before events are dropped.
+const EVENTS_CAPACITY: usize = 256;
+/// Chunks of a blob response read ahead of the client.
+const BLOB_CHUNKS_AHEAD: usize = 4;
+/// Size of one chunk of a blob response.
+const BLOB_CHUNK: usize = 64 << 10;
+/// Default largest JSON body (a post with its attachments, base64).
+pub const DEFAULT_MAX_JSON_BODY: usize = 64 << 20;
+/// The cookie carrying the access token.
+pub const TOKEN_COOKIE: &str = "kith_token";
+
+/// How the API is set up.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The access token.
+    pub token: String,
+    /// Serve no web page (API only).
+    pub headless: bool,
+    /// Largest JSON request body, bytes (larger ones get 413).
+    pub max_json_body: usize,
+}
+
+/// Shared state of the API handlers.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    inner: Arc<AppInner>,
+}
+
+struct AppInner {
+    node: Node,
+    config: ApiConfig,
+    /// Friends changed (added or removed).
+    friends_changed: broadcast::Sender<()>,
+    /// Ends server-sent event streams at shutdown.
+    stop: CancellationToken,
+}
+
+/// An API error: a status, a stable code and a one-line reason.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        use kith::store::Error as S;
+        let message = e.to_string();
+        let (status, code) = match &e {
+            Error::BadInput(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Error::UnknownFriend(_) => (StatusCode::NOT_FOUND, "unknown_friend"),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::Unavailable(_) => (StatusCode::NOT_IMPLEMENTED, "unavailable"),
+            Error::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Error::Remote { status, .. } => (
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+                "remote",
+            ),
+            Error::Node(n) => match n {
+                kith::Error::Store(s) => match &**s {
+                    S::Invalid(_) | S::RootPath => (StatusCode::BAD_REQUEST, "bad_request"),
+                    S::WrongKind { .. } => (StatusCode::BAD_REQUEST, "wrong_kind"),
+                    S::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+                    S::BlobMissing(_) => (StatusCode::NOT_FOUND, "blob_missing"),
+                    S::Tombstoned { .. } => (StatusCode::CONFLICT, "tombstoned"),
+                    S::Superseded { .. } => (StatusCode::CONFLICT, "conflict"),
+                    S::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+                    S::BadRange { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "bad_range"),
+                    _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                },
+                kith::Error::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+                kith::Error::InvalidTicket(_) => (StatusCode::BAD_REQUEST, "invalid_ticket"),
+                kith::Error::NotFriend(_) => (StatusCode::NOT_FOUND, "unknown_friend"),
+                kith::Error::NotAllowed(_) => (StatusCode::FORBIDDEN, "not_allowed"),
+                kith::Error::Refused { .. } => (StatusCode::FORBIDDEN, "refused"),
+                kith::Error::Unreachable { .. } | kith::Error::Network(_) => {
+                    (StatusCode::BAD_GATEWAY, "unreachable")
+                }
+                kith::Error::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            },
+        };
+        Self::new(status, code, message)
+    }
+}
+
+impl From<kith::Error> for ApiError {
+    fn from(e: kith::Error) -> Self {
+        Error::from(e).into()
+    }
+}
+
+impl From<kith_types::ParseError> for ApiError {
+    fn from(e: kith_types::ParseError) -> Self {
+        Error::from(e).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "error": self.message, "code": self.code }));
+        (self.status, body).into_response()
+    }
+}
+
+type ApiResult<T> = std::result::Result<T, ApiError>;
+
+/// A JSON request body, bounded by [`ApiConfig::max_json_body`].
+pub(crate) struct JsonBody<T>(T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> ApiResult<Self> {
+        let bytes = read_limited(req.into_body(), state.inner.config.max_json_body).await?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
+    }
+}
+
+async fn read_limited(body: Body, limit: usize) -> ApiResult<Bytes> {
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body is larger than {limit} bytes"),
+        )),
+        Err(e) => Err(ApiError::bad(format!("could not read the body: {e}"))),
+    }
+}
+
+/// The API and page router over `node`. Cancel `stop` to end live event
+/// streams (at shutdown).
+pub fn router(node: Node, config: ApiConfig, stop: CancellationToken) -> Router {
+    let state = AppState {
+        inner: Arc::new(AppInner {
+            node,
+            config,
+            friends_changed: broadcast::channel(16).0,
+            stop,
+        }),
+    };
+    Router::new()
+        .route("/api/id", get(id))
+        .route("/api/ticket", get(ticket))
+        .route("/api/friends", get(friends).post(add_friend))
+        .route("/api/friends/{friend}", delete(remove_friend))
+        .route("/api/grants", get(grants).post(grant))
+        .route("/api/revoke", post(revoke))
+        .route("/api/entries/{ns}", get(entries))
+        .route(
+            "/api/entry/{*rest}",
+            get(get_entry).put(put_entry).delete(delete_entry),
+        )
+        .route("/api/feed", get(timeline))
+        .route("/api/feed/posts", post(create_post))
+        .route("/api/feed/posts/{id}", delete(delete_post))
+        .route("/api/feed/comments", post(comment))
+        .route("/api/profile", get(profile).put(set_profile))
+        .route("/api/deletions", get(deletions))
+        .route("/api/deletions/{id}", get(deletion))
+        .route("/api/sync/{friend}", post(sync))
+        .route("/api/devices", post(invite_device))
+        .route("/api/events", get(events))
+        .fallback(page)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+fn same_token(given: &str, token: &str) -> bool {
+    // Constant-time comparison: the token is the only secret here.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn request_token(headers: &HeaderMap) -> Option<String> {
+    if let Some(auth) = headers.get(header::AUTHORIZATION)
+        && let Ok(auth) = auth.to_str()
+        && let Some(t) = auth.strip_prefix("Bearer ")
+    {
+        return Some(t.trim().to_string());
+    }
+    for cookies in headers.get_all(header::COOKIE) {
+        let Ok(cookies) = cookies.to_str() else {
+            continue;
+        };
+        for c in cookies.split(';') {
+            if let Some((k, v)) = c.trim().split_once('=')
+                && k == TOKEN_COOKIE
+            {
+                return Some(v.to_string());
+            }
+        }
+    }
+    None
+}
+
+/// Refuses other origins everywhere and requests without the token under
+/// `/api`.
+async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if origin.to_str().ok() != Some(format!("http://{host}").as_str()) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "requests from other origins are refused",
+            )
+            .into_response();
+        }
+    }
+    if req.uri().path().starts_with("/api") {
+        let ok =
+            request_token(req.headers()).is_some_and(|t| same_token(&t, &state.inner.config.token));
+        if !ok {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong access token; open the URL `kith serve` printed",
+            )
+            .into_response();
+        }
+    }
+    let mut res = next.run(req).await;
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// The page's static files, and the token-in-URL login.
+async fn page(State(state): State<AppState>, method: Method, uri: Uri) -> Response {
+    if uri.path().starts_with("/api") {
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route")
+            .into_response();
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "only GET is served here",
+        )
+        .into_response();
+    }
+    let token = uri.query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+            .map(str::to_string)
+    });
+    if let Some(token) = token {
+        if !same_token(&token, &state.inner.config.token) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "wrong access token",
+            )
+            .into_response();
+        }
+        let cookie = format!("{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+        let mut res = Response::new(Body::empty());
+        *res.status_mut() = StatusCode::SEE_OTHER;
+        if let (Ok(c), Ok(l)) = (
+            HeaderValue::from_str(&cookie),
+            HeaderValue::from_str(uri.path()),
+        ) {
+            res.headers_mut().insert(header::SET_COOKIE, c);
+            res.headers_mut().insert(header::LOCATION, l);
+        }
+        return res;
+    }
+    if state.inner.config.headless {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this node runs headless: no web page",
+        )
+        .into_response();
+    }
+    match crate::web::static_file(uri.path()) {
+        Some((content_type, bytes)) => (
+            [(header::CONTENT_TYPE, content_type)],
+            Bytes::from_static(bytes),
+        )
+            .into_response(),
+        None => ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such page").into_response(),
+    }
+}
+
+impl AppState {
+    fn node(&self) -> &Node {
+        &self.inner.node
+    }
+
+    fn me(&self) -> NamespaceId {
+        self.inner.node.namespace()
+    }
+
+    async fn names(&self) -> Result<Names> {
+        let store = self.node().store().clone();
+        let (me, friends) = (self.me(), self.node().friends());
+        blocking(move || Names::load(&store, me, &friends)).await
+    }
+
+    /// Runs blocking work with the store, own namespace and names.
+    async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&kith::store::Store, &NamespaceId, &Names) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.node().store().clone();
+        let (me, friends) = (self.me(), self.node().friends());
+        blocking(move || {
+            let names = Names::load(&store, me, &friends)?;
+            f(&store, &me, &names)
+        })
+        .await
+    }
+}
+
+fn parse_path(text: &str) -> ApiResult<Path> {
+    let text = if text.starts_with('/') {
+        text.to_string()
+    } else {
+        format!("/{text}")
+    };
+    Ok(Path::parse(&text)?)
+}
+
+// ----- identity, friends, grants ------------------------------------------
+
+async fn id(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+    let names = s.names().await?;
+    Ok(Json(json!({
+        "namespace": s.me().to_string(),
+        "device": s.node().device().to_string(),
+        "name": names.name_of(&s.me()),
+    })))
+}
+
+async fn ticket(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({ "ticket": s.node().ticket().to_string() }))
+}
+
+fn live(cap: &ReadCap, revoked: bool, now: Timestamp) -> bool {
+    !revoked && cap.expires_at().is_none_or(|e| e > now)
+}
+
+async fn friend_view(s: &AppState, names: &Names, friend: &NamespaceId) -> ApiResult<Value> {
+    let now = Timestamp::wall_clock();
+    let mut prefixes: Vec<String> = s
+        .node()
+        .grants()
+        .into_iter()
+        .filter(|(c, r)| c.grantee() == *friend && live(c, *r, now))
+        .map(|(c, _)| c.prefix().to_string())
+        .collect();
+    prefixes.sort();
+    prefixes.dedup();
+    let (caps, revocations) = s.node().caps_from(friend).await?;
+    let mut shared: Vec<String> = caps
+        .iter()
+        .filter(|c| !revocations.iter().any(|r| r.revokes(c)))
+        .filter(|c| c.expires_at().is_none_or(|e| e > now))
+        .map(|c| c.prefix().to_string())
+        .collect();
+    shared.sort();
+    shared.dedup();
+    Ok(json!({
+        "namespace": friend.to_string(),
+        "name": names.name_of(friend),
+        "nickname": names.nickname(friend),
+        "prefixes": prefixes,
+        "shared_with_me": shared,
+    }))
+}
+
+async fn friends(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+    let names = s.names().await?;
+    let mut out = Vec::new();
+    for f in s.node().friends() {
+        out.push(friend_view(&s, &names, &f).await?);
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+#[derive(Deserialize)]
+struct AddFriend {
+    ticket: String,
+    name: Option<String>,
+}
+
+async fn add_friend(
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<AddFriend>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let ticket: kith::Ticket = body.ticket.parse()?;
+    if ticket.namespace == s.me() {
+        return Err(ApiError::bad(
+            "this is a ticket of your own namespace; add devices with `kith device`",
+        ));
+    }
+    let friend = ticket.namespace;
+    if let Some(name) = &body.name {
+        // Refuse a taken name before anything changes.
+        let store = s.node().store().clone();
+        let me = s.me();
+        let name2 = name.clone();
+        let taken = blocking(move || {
+            Ok(names::nicknames(&store, &me)?
+                .into_iter()
+                .any(|(ns, n)| ns != friend && n == name2))
+        })
+        .await?;
+        if taken {
+            return Err(
+                Error::Conflict(format!("another friend is already called {name:?}")).into(),
+            );
+        }
+    }
+    s.node().add_friend(&ticket).await?;
+    if let Some(name) = body.name.clone() {
+        let store = s.node().store().clone();
+        let me = s.me();
+        blocking(move || names::set_nickname(&store, &me, &friend, Some(&name))).await?;
+    }
+    // Every friend may read the "friends" audience (see `feed`).
+    let now = Timestamp::wall_clock();
+    let held: Vec<Path> = s
+        .node()
+        .grants()
+        .into_iter()
+        .filter(|(c, r)| c.grantee() == friend && live(c, *r, now))
+        .map(|(c, _)| c.prefix().clone())
+        .collect();
+    for prefix in feed::FRIEND_PREFIXES {
+        let prefix = Path::parse(prefix)?;
+        if !held.iter().any(|h| h.is_prefix_of(&prefix)) {
+            s.node().grant(&friend, &prefix, None).await?;
+        }
+    }
+    s.node().subscribe(&friend).await?;
+    let _ = s.inner.friends_changed.send(());
+    let names = s.names().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(friend_view(&s, &names, &friend).await?),
+    ))
+}
+
+async fn remove_friend(
+    State(s): State<AppState>,
+    UrlPath(friend): UrlPath<String>,
+) -> ApiResult<StatusCode> {
+    let friend = s.names().await?.friend(&friend)?;
+    s.node().remove_friend(&friend).await?;
+    let store = s.node().store().clone();
+    let me = s.me();
+    blocking(move || names::set_nickname(&store, &me, &friend, None)).await?;
+    let _ = s.inner.friends_changed.send(());
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn grant_view(cap: &ReadCap, revoked: bool, names: &Names) -> Value {
+    json!({
+        "id": cap.id().to_string(),
+        "friend": cap.grantee().to_string(),
+        "name": names.name_of(&cap.grantee()),
+        "prefix": cap.prefix().to_string(),
+        "issued": cap.issued_at().as_micros(),
+        "expires": cap.expires_at().map(Timestamp::as_micros),
+        "revoked": revoked,
+    })
+}
+
+async fn grants(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+    let names = s.names().await?;
+    let mut grants = s.node().grants();
+    grants.sort_by_key(|(c, _)| c.issued_at());
+    Ok(Json(Value::Array(
+        grants
+            .iter()
+            .map(|(c, r)| grant_view(c, *r, &names))
+            .collect(),
+    )))
+}
+
+/// Parses `30d`, `12h`, `45m`, `90s` or `2w`.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let bad = || Error::BadInput(format!("{text:?} is not a duration like 30d, 12h or 45m"));
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(bad)
+}
+
+#[derive(Deserialize)]
+struct GrantBody {
+    friend: String,
+    prefix: String,
+    expires: Option<String>,
+}
+
+async fn grant(
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<GrantBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let names = s.names().await?;
+    let friend = names.friend(&body.friend)?;
+    let prefix = parse_path(&body.prefix)?;
+    let expires = match &body.expires {
+        Some(e) => {
+            let d = parse_duration(e)?;
+            let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+            Some(Timestamp::from_micros(
+                Timestamp::wall_clock().as_micros().saturating_add(micros),
+            ))
+        }
+        None => None,
+    };
+    let cap = s.node().grant(&friend, &prefix, expires).await?;
+    Ok((StatusCode::CREATED, Json(grant_view(&cap, false, &names))))
+}
+
+#[derive(Deserialize)]
+struct RevokeBody {
+    friend: String,
+    prefix: String,
+    #[serde(default)]
+    delete: bool,
+}
+
+async fn revoke(
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<RevokeBody>,
+) -> ApiResult<Json<Value>> {
+    let names = s.names().await?;
+    let friend = names.friend(&body.friend)?;
+    let prefix = parse_path(&body.prefix)?;
+    let caps: Vec<CapId> = s
+        .node()
+        .grants()
+        .into_iter()
+        .filter(|(c, r)| !r && c.grantee() == friend && prefix.is_prefix_of(c.prefix()))
+        .map(|(c, _)| c.id())
+        .collect();
+    if caps.is_empty() {
+        return Err(Error::NotFound(format!(
+            "{} holds no grant under {prefix}",
+            names.name_of(&friend)
+        ))
+        .into());
+    }
+    let (revoked, deletion) = revoke_caps(s.node(), &caps, body.delete).await?;
+    Ok(Json(json!({
+        "revoked": revoked.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "deletion": deletion.map(|d| d.to_string()),
+    })))
+}
+
+/// Revokes `caps`; with `delete`, also asks the friend to delete what they
+/// were given.
+async fn revoke_caps(
+    node: &Node,
+    caps: &[CapId],
+    delete: bool,
+) -> Result<(Vec<CapId>, Option<TombstoneId>)> {
+    if delete {
+        return Err(Error::Unavailable(
+            "revoke with deletion needs a newer kith engine (Node::revoke_and_delete)".into(),
+        ));
+    }
+    let mut revoked = Vec::new();
+    for cap in caps {
+        node.revoke(*cap).await?;
+        revoked.push(*cap);
+    }
+    Ok((revoked, None))
+}
+
+#[derive(Deserialize)]
+struct DeviceBody {
+    device: String,
+}
+
+async fn invite_device(
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<DeviceBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let device: kith::DeviceId = body.device.trim().parse()?;
+    let invite = s
+        .node()
+        .invite_device(device, kith::caps::Rights::ALL)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "invite": invite.to_string() })),
+    ))
+}
+
+// ----- entries --------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct EntriesQuery {
+    prefix: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+fn entry_view(path: &Path, entry: &kith::store::Entry) -> Value {
+    let mut v = json!({
+        "path": path.to_string(),
+        "kind": entry.kind_name(),
+        "time": entry.timestamp.as_micros(),
+        "device": entry.device.to_string(),
+    });
+    match &entry.kind {
+        EntryKind::Document { size, .. } => v["size"] = json!(size),
+        EntryKind::Blob {
+            hash,
+            size,
+            media_type,
+        } => {
+            v["size"] = json!(size);
+            v["media_type"] = json!(media_type);
+            v["hash"] = json!(hash.to_hex());
+        }
+    }
+    v
+}
+
+async fn entries(
+    State(s): State<AppState>,
+    UrlPath(ns): UrlPath<String>,
+    query: std::result::Result<Query<EntriesQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
+    let ns = s.names().await?.namespace(&ns)?;
+    let prefix = match &q.prefix {
+        Some(p) => parse_path(p)?,
+        None => Path::root(),
+    };
+    let after = q.after.as_deref().map(parse_path).transpose()?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let store = s.node().store().clone();
+    let page = blocking(move || Ok(store.list(&ns, &prefix, after.as_ref(), limit)?)).await?;
+    Ok(Json(json!({
+        "entries": page.entries.iter().map(|(p, e)| entry_view(p, e)).collect::<Vec<_>>(),
+        "next": page.next.map(|p| p.to_string()),
+    })))
+}
+
+/// Parses a single `Range: bytes=…` header against a blob of `size` bytes.
+fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (start, end) = spec.split_once('-')?;
+    let (start, end) = if start.is_empty() {
+        let n: u64 = end.parse().ok()?;
+        if n == 0 {
+            return None;
+        }
+        (size.saturating_sub(n), size)
+    } else {
+        let start: u64 = start.parse().ok()?;
+        let end = if end.is_empty() {
+            size
+        } else {
+            end.parse::<u64>().ok()?.saturating_add(1).min(size)
+        };
+        (start, end)
+    };
+    (start < end).then_some((start, end))
+}
+
+async fn get_entry(
+    State(s): State<AppState>,
+    UrlPath(rest): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (ns_text, path_text) = rest
+        .split_once('/')
+        .ok_or_else(|| ApiError::bad("use /api/entry/NS/PATH"))?;
+    let names = s.names().await?;
+    let ns = names.namespace(ns_text)?;
+    let path = parse_path(path_text)?;
+    let store = s.node().store().clone();
+    let (ns2, path2) = (ns, path.clone());
+    let entry = blocking(move || Ok(store.get(&ns2, &path2)?))
+        .await?
+        .ok_or_else(|| {
+            let whose = if ns == s.me() {
+                String::new()
+            } else {
+                format!(
+                    " (of {}: not granted to you, or not synced yet)",
+                    names.name_of(&ns)
+                )
+            };
+            Error::NotFound(format!("nothing at {path}{whose}"))
+        })?;
+    let (hash, size, media_type) = match entry.kind {
+        EntryKind::Document { .. } => {
+            let store = s.node().store().clone();
+            let doc = blocking(move || {
+                store
+                    .document(&ns, &path)?
+                    .ok_or_else(|| Error::NotFound(format!("nothing at {path}")))
+                    .and_then(|d| crate::docjson::to_json(&d))
+            })
+            .await?;
+            return Ok(Json(doc).into_response());
+        }
+        EntryKind::Blob {
+            hash,
+            size,
+            media_type,
+        } => (hash, size, media_type),
+    };
+    if !s.node().store().has_blob(&hash) {
+        s.node().fetch(&ns, &path).await?;
+    }
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(r) => match parse_range(r, size) {
+            Some(range) => Some(range),
+            None => {
+                let mut res = ApiError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "bad_range",
+                    format!("range {r:?} is not satisfiable for {size} bytes"),
+                )
+                .into_response();
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    res.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                return Ok(res);
+            }
+        },
+        None => None,
+    };
+    let (start, end) = range.unwrap_or((0, size));
+    let store = s.node().store().clone();
+    let reader = blocking(move || {
+        Ok(store.read_blob(&hash, (Bound::Included(start), Bound::Excluded(end)))?)
+    })
+    .await?;
+    let mut res = Response::new(Body::from_stream(blob_stream(reader)));
+    let h = res.headers_mut();
+    let content_type = HeaderValue::from_str(&media_type)
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_TYPE, content_type);
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    if range.is_some() {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1)) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+        *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
+    Ok(res)
+}
+
+/// Streams a blob from the blocking pool, a few chunks ahead.
+fn blob_stream(
+    mut reader: kith::store::BlobReader,
+) -> impl Stream<Item = std::result::Result<Bytes, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(BLOB_CHUNKS_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        loop {
+            let mut buf = vec![0u8; BLOB_CHUNK];
+            match reader.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+}
+
+async fn put_entry(
+    State(s): State<AppState>,
+    UrlPath(rest): UrlPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let path = parse_path(&rest)?;
+    let me = s.me();
+    let store = s.node().store().clone();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" {
+        let bytes = read_limited(body, s.inner.config.max_json_body).await?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad(format!("invalid JSON: {e}")))?;
+        let Value::Object(object) = value else {
+            return Err(ApiError::bad("a document is written from a JSON object"));
+        };
+        let p = path.clone();
+        blocking(move || {
+            let is_doc = matches!(
+                store.get(&me, &p)?,
+                Some(kith::store::Entry {
+                    kind: EntryKind::Document { .. },
+                    ..
+                })
+            );
+            if is_doc {
+                let (res, _) = store
+                    .edit_document(&me, &p, |doc| crate::docjson::replace_root(doc, &object))?;
+                res
+            } else {
+                store.create_document(&me, &p, crate::docjson::new_doc(&object)?)?;
+                Ok(())
+            }
+        })
+        .await?;
+        return Ok(Json(
+            json!({ "path": path.to_string(), "kind": "document" }),
+        ));
+    }
+    let stream = body
+        .into_data_stream()
+        .map(|r| r.map_err(std::io::Error::other));
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let p = path.clone();
+    blocking(move || {
+        store.put_blob(&me, &p, reader, &content_type)?;
+        Ok(())
+    })
+    .await?;
+    Ok(Json(json!({ "path": path.to_string(), "kind": "blob" })))
+}
+
+#[derive(Deserialize)]
+struct DeleteQuery {
+    #[serde(default)]
+    #[allow(dead_code)]
+    remote: bool,
+}
+
+async fn delete_entry(
+    State(s): State<AppState>,
+    UrlPath(rest): UrlPath<String>,
+    query: std::result::Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    // Deletion always reaches the friends who were served the data, so
+    // `remote` changes nothing today; it is accepted for clarity.
+    let Query(_q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
+    let path = parse_path(&rest)?;
+    let store = s.node().store().clone();
+    let (me, p) = (s.me(), path.clone());
+    let any = blocking(move || Ok(!store.list(&me, &p, None, 1)?.entries.is_empty())).await?;
+    if !any {
+        return Err(Error::NotFound(format!("nothing at or under {path}")).into());
+    }
+    let deletion = s.node().delete(&path).await?;
+    Ok(Json(json!({ "deletion": deletion.to_string() })))
+}
+
+// ----- feed -------------------------------------------------------------------
+
+async fn timeline(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+    let friends = s.node().friends();
+    let posts = s
+        .with_store(move |store, me, names| feed::timeline(store, me, &friends, names))
+        .await?;
+    Ok(Json(json!({ "posts": posts })))
+}
+
+#[derive(Deserialize)]
+struct AttachmentBody {
+    name: String,
+    #[serde(default)]
+    media_type: String,
+    data: String,
+}
+
+#[derive(Deserialize)]
+struct PostBody {
+    text: String,
+    #[serde(default)]
+    audience: Option<String>,
+    #[serde(default)]
+    attachments: Vec<AttachmentBody>,
+}
+
+async fn create_post(
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<PostBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let audience: Audience = body.audience.as_deref().unwrap_or("friends").parse()?;
+    let mut attachments = Vec::new();
+    for a in body.attachments {
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(a.data.as_bytes())
+            .map_err(|e| ApiError::bad(format!("attachment {:?}: not base64: {e}", a.name)))?;
+        attachments.push(NewAttachment {
+            name: a.name,
+            media_type: a.media_type,
+            data,
+        });
+    }
+    let text = body.text;
+    let mut post = s
+        .with_store(move |store, me, names| {
+            feed::create_post(store, me, &text, audience, attachments, names)
+        })
+        .await?;
+    post.mine = true;
+    Ok((StatusCode::CREATED, Json(json!(post))))
+}
+
+async fn delete_post(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    let path = s
+        .with_store(move |store, me, _| feed::own_post_path(store, me, &id))
+        .await?;
+    let deletion = s.node().delete(&path).await?;
+    Ok(Json(json!({ "deletion": deletion.to_string() })))
+}
+
+#[derive(Deserialize)]
+struct PostRef {
+    author: String,
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct CommentBody {
+    post: PostRef,
+    text: String,
+}
+
+async fn comment(
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<CommentBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let c = s
+        .with_store(move |store, me, names| {
+            let author = names.namespace(&body.post.author)?;
+            feed::comment(store, me, &author, &body.post.id, &body.text, names)
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(c))))
+}
+
+async fn profile(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+    let p = s
+        .with_store(|store, me, _| feed::profile(store, me))
+        .await?;
+    Ok(Json(json!(p)))
+}
+
+#[derive(Deserialize)]
+struct ProfileBody {
+    name: Option<String>,
+    bio: Option<String>,
+}
+
+async fn set_profile(
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<ProfileBody>,
+) -> ApiResult<Json<Value>> {
+    let p = s
+        .with_store(move |store, me, _| {
+            feed::set_profile(store, me, body.name.as_deref(), body.bio.as_deref())
+        })
+        .await?;
+    Ok(Json(json!(p)))
+}
+
+// ----- deletions -----------------------------------------------------------------
+
+async fn deletion_views(s: &AppState) -> ApiResult<Vec<Value>> {
+    let names = s.names().await?;
+    let mut out = Vec::new();
+    for t in s.node().deletions().await? {
+        let statuses = s.node().receipts(t.id()).await?;
+        let confirmed = statuses.iter().filter(|d| d.confirmed.is_some()).count();
+        out.push(json!({
+            "id": t.id().to_string(),
+            "prefix": t.prefix().to_string(),
+            "time": t.up_to().as_micros(),
+            "confirmed": confirmed,
+            "total": statuses.len(),
+            "devices": statuses.iter().map(|d| json!({
+                "namespace": d.namespace.to_string(),
+                "name": names.name_of(&d.namespace),
+                "device": d.device.to_string(),
+                "confirmed_at": d.confirmed.map(Timestamp::as_micros),
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(out)
+}
+
+async fn deletions(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+    Ok(Json(Value::Array(deletion_views(&s).await?)))
+}
+
+async fn deletion(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    deletion_views(&s)
+        .await?
+        .into_iter()
+        .find(|d| d["id"] == id)
+        .map(Json)
+        .ok_or_else(|| Error::NotFound(format!("no deletion {id:?}")).into())
+}
+
+// ----- sync and events -------------------------------------------------------------
+
+async fn sync(
+    State(s): State<AppState>,
+    UrlPath(friend): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    let friend = s.names().await?.friend(&friend)?;
+    let r = s.node().sync_now(&friend).await?;
+    Ok(Json(json!({
+        "device": r.device.map(|d| d.to_string()),
+        "entries": r.entries,
+        "docs": r.docs,
+        "tombstones": r.tombstones,
+        "blobs_fetched": r.blobs_fetched,
+        "refused": r.refused,
+        "receipts_sent": r.receipts_sent,
+        "bytes_received": r.bytes_received,
+        "prefixes": r.prefixes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "duration_ms": u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
+    })))
+}
+
+fn sse_event(name: &str, data: Value) -> Event {
+    Event::default().event(name).data(data.to_string())
+}
+
+async fn events(
+    State(s): State<AppState>,
+) -> Sse<impl Stream<Item = std::result::Result<Event, Infallible>>> {
+    let (tx, rx) = mpsc::channel(EVENTS_CAPACITY);
+    tokio::spawn(pump_events(s, tx));
+    let stream =
+        futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+        );
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// Forwards entry changes of the own and every friend's namespace, receipts
+/// and friend changes to one event stream, until the client leaves or the
+/// server stops.
+async fn pump_events(s: AppState, tx: mpsc::Sender<Event>) {
+    let node = s.node().clone();
+    let (wtx, mut wrx) = mpsc::channel::<(NamespaceId, WatchEvent)>(EVENTS_CAPACITY);
+    let mut watched = HashSet::new();
+    let watch = |ns: NamespaceId, watched: &mut HashSet<NamespaceId>| {
+        if !watched.insert(ns) {
+            return;
+        }
+        let mut watcher = node.watch(&ns, &Path::root());
+        let wtx = wtx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    ev = watcher.recv() => match ev {
+                        Some(ev) => if wtx.send((ns, ev)).await.is_err() { return },
+                        None => return,
+                    },
+                    () = wtx.closed() => return,
+                }
+            }
+        });
+    };
+    watch(node.namespace(), &mut watched);
+    for f in node.friends() {
+        watch(f, &mut watched);
+    }
+    let mut node_events = node.events();
+    let mut friend_events = s.inner.friends_changed.subscribe();
+    loop {
+        let event = tokio::select! {
+            () = tx.closed() => return,
+            () = s.inner.stop.cancelled() => return,
+            Some((ns, ev)) = wrx.recv() => match ev {
+                WatchEvent::Change(change) => {
+                    let (path, kind) = match change.kind {
+                        kith::store::ChangeKind::Put { path, .. } => (path, "put"),
+                        kith::store::ChangeKind::Tombstone { prefix, .. } => (prefix, "deleted"),
+                    };
+                    sse_event("entry", json!({ "namespace": ns.to_string(), "path": path.to_string(), "kind": kind }))
+                }
+                WatchEvent::Lagged => sse_event("entry", json!({ "namespace": ns.to_string(), "path": "/", "kind": "lagged" })),
+            },
+            ev = node_events.recv() => match ev {
+                Ok(NodeEvent::Receipt { tombstone, namespace, device }) => sse_event("receipt", json!({
+                    "deletion": tombstone.to_string(),
+                    "namespace": namespace.to_string(),
+                    "device": device.to_string(),
+                })),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            ev = friend_events.recv() => match ev {
+                Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    for f in node.friends() {
+                        watch(f, &mut watched);
+                    }
+                    sse_event("friend", json!({ "friends": node.friends().iter().map(ToString::to_string).collect::<Vec<_>>() }))
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        if tx.send(event).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn ranges_parse_like_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 10)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 100)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 100)));
+        assert_eq!(parse_range("bytes=50-500", 100), Some((50, 100)));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(
+            parse_duration("12h").unwrap(),
+            Duration::from_secs(12 * 3600)
+        );
+        assert!(parse_duration("12").is_err());
+        assert!(parse_duration("d").is_err());
+    }
+
+    #[test]
+    fn tombstoned_writes_are_409_and_too_large_413() {
+        let t = kith::store::Error::Tombstoned {
+            path: Path::parse("/a").unwrap(),
+            tombstone: Timestamp::from_micros(2),
+            write: Timestamp::from_micros(1),
+        };
+        let e = ApiError::from(Error::from(t));
+        assert_eq!((e.status, e.code), (StatusCode::CONFLICT, "tombstoned"));
+        let t = kith::store::Error::TooLarge {
+            limit: kith::store::Limit::BlobSize,
+            size: 2,
+            max: 1,
+        };
+        let e = ApiError::from(Error::from(t));
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+}
