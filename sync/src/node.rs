@@ -585,6 +585,44 @@ impl Node {
         Ok(rev)
     }
 
+    /// Revokes a cap and asks the friend it was granted to to delete what
+    /// they hold under its prefix ("revoke and delete"). This namespace
+    /// keeps its own data; only the grantee's devices that were served data
+    /// under the prefix are sent the deletion request (including when
+    /// offline: they get it when they come back), and each confirms with a
+    /// receipt, listed by [`Node::receipts`].
+    ///
+    /// # Errors
+    /// [`Error::NotAllowed`] without the namespace key or for a cap this
+    /// namespace did not issue, store errors.
+    pub async fn revoke_and_delete(&self, cap: CapId) -> Result<(Revocation, TombstoneId)> {
+        let issued = self
+            .inner
+            .shared
+            .known
+            .read()
+            .grants
+            .caps()
+            .iter()
+            .find(|c| c.id() == cap)
+            .cloned()
+            .ok_or(Error::NotAllowed("no cap with that id was issued here"))?;
+        let key = self.namespace_key()?;
+        let revocation = self.revoke(cap).await?;
+        let now = self.inner.shared.store.clock().now();
+        let tombstone = Tombstone::issue(
+            key,
+            TombstoneId::random(&mut rand::rng()),
+            issued.prefix().clone(),
+            now,
+        );
+        let id = tombstone.id();
+        let shared = self.inner.shared.clone();
+        let friend = issued.grantee();
+        blocking(move || shared.store_addressed_tombstone(&tombstone, &friend)).await?;
+        Ok((revocation, id))
+    }
+
     /// Every cap this namespace issued, with whether it is revoked.
     pub fn grants(&self) -> Vec<(ReadCap, bool)> {
         let grants = self.inner.shared.known.read().grants.clone();

@@ -42,6 +42,8 @@ const DEVICE_REVOCATION_ID: u8 = 2;
 const OWN_TICKET_ID: u8 = 3;
 const TICKET_ID: &[u8] = b"ticket";
 const SUBSCRIBED_ID: &[u8] = b"subscribed";
+/// Sync-state id prefix of the friend a deletion was asked of.
+const ADDRESSED_ID: &[u8] = b"to";
 
 /// A friend as this node knows them.
 #[derive(Debug, Clone)]
@@ -282,6 +284,44 @@ impl Shared {
         if self.reconcile_own_scopes()? {
             self.owed_changed.notify_one();
         }
+        Ok(())
+    }
+
+    /// For a deletion asked of one friend only (not applied here): that
+    /// friend.
+    pub(crate) fn addressee(
+        &self,
+        tombstone: &kith_caps::TombstoneId,
+    ) -> Result<Option<NamespaceId>> {
+        let mut id = ADDRESSED_ID.to_vec();
+        id.extend_from_slice(tombstone.as_bytes());
+        Ok(self
+            .store
+            .record(RecordKind::SyncState, &self.namespace(), &id)?
+            .and_then(|b| NamespaceId::try_from_slice(&b).ok()))
+    }
+
+    /// Keeps a deletion asked of `friend` only: the owner's own copy stays,
+    /// and only `friend`'s devices that were served data under the prefix
+    /// are sent it (until each confirms).
+    pub(crate) fn store_addressed_tombstone(
+        &self,
+        tombstone: &Tombstone,
+        friend: &NamespaceId,
+    ) -> Result<()> {
+        let ns = self.namespace();
+        let mut id = ADDRESSED_ID.to_vec();
+        id.extend_from_slice(tombstone.id().as_bytes());
+        self.store.write_records(&[
+            RecordOp::put(RecordKind::SyncState, ns, &id, friend.as_bytes()),
+            RecordOp::put(
+                RecordKind::Tombstone,
+                ns,
+                tombstone.id().as_bytes(),
+                &tombstone.encode(),
+            ),
+        ])?;
+        self.owed_changed.notify_one();
         Ok(())
     }
 
@@ -665,7 +705,7 @@ impl Source for OwnerSource<'_> {
         let Some(bytes) = store.record(RecordKind::SyncState, &ns, &served_id(device))? else {
             return Ok(Vec::new());
         };
-        let Some((_, served)) = decode_served(&bytes) else {
+        let Some((served_ns, served)) = decode_served(&bytes) else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
@@ -673,6 +713,9 @@ impl Source for OwnerSource<'_> {
             let Ok(t) = Tombstone::decode(&bytes) else {
                 continue;
             };
+            if self.0.addressee(&t.id())?.is_some_and(|to| to != served_ns) {
+                continue; // a deletion asked of another friend only
+            }
             let overlaps = served
                 .iter()
                 .any(|p| p.is_prefix_of(t.prefix()) || t.prefix().is_prefix_of(p));
@@ -1098,6 +1141,7 @@ impl Shared {
             return Ok(Vec::new());
         };
         let t = Tombstone::decode(&bytes)?;
+        let addressee = self.addressee(tombstone)?;
         let mut out = Vec::new();
         for (id, bytes) in self.store.records(RecordKind::SyncState, &ns)? {
             let Some(device) = id.strip_prefix(b"served".as_slice()) else {
@@ -1109,6 +1153,9 @@ impl Shared {
             let Some((namespace, served)) = decode_served(&bytes) else {
                 continue;
             };
+            if addressee.is_some_and(|to| to != namespace) {
+                continue;
+            }
             if !served
                 .iter()
                 .any(|p| p.is_prefix_of(t.prefix()) || t.prefix().is_prefix_of(p))

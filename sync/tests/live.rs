@@ -245,3 +245,37 @@ async fn a_deletion_is_pushed_to_friends_who_confirm_without_syncing_themselves(
         n.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_and_delete_removes_the_data_from_that_friend_only() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = spawn_live(dirs[0].path()).await;
+    let b = spawn_live(dirs[1].path()).await;
+    let c = spawn_live(dirs[2].path()).await;
+    let me = a.namespace();
+    let mut caps = Vec::new();
+    for f in [&b, &c] {
+        befriend(&a, f).await;
+        caps.push(a.grant(&f.namespace(), &p("/feed"), None).await.unwrap());
+    }
+    common::write_docs(&a, "/feed", 5).await;
+    for f in [&b, &c] {
+        f.sync_now(&me).await.unwrap();
+        assert_eq!(count(f, &me, "/feed"), 5);
+    }
+    let (_, tombstone) = a.revoke_and_delete(caps[1].id()).await.unwrap();
+    // Only C's device owes a receipt, and it confirms (poked by A).
+    let status = a.receipts(tombstone).await.unwrap();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].namespace, c.namespace());
+    until_confirmed(&a, tombstone, 1).await;
+    assert_eq!(count(&c, &me, "/feed"), 0, "C deleted what it held");
+    // A keeps its data, B keeps its copy and is not asked to delete.
+    assert_eq!(count(&a, &me, "/feed"), 5);
+    let report = b.sync_now(&me).await.unwrap();
+    assert_eq!(report.tombstones, 0);
+    assert_eq!(count(&b, &me, "/feed"), 5);
+    for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
+}
