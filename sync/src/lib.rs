@@ -21,8 +21,13 @@
 //! [`Node::receipts`] shows. A further device joins with [`prepare_device`],
 //! [`Node::invite_device`] and [`Builder::join_namespace`].
 //!
-//! Live push over gossip arrives in a later version; today a subscription
-//! re-syncs periodically.
+//! Changes also travel live: the owner's device publishes each write into
+//! a gossip topic per granted prefix (a *scope*), signed by the device and
+//! sealed with a key only current members hold; revoking a friend moves the
+//! scope to a new key. Members that miss something notice (heartbeats and
+//! counters) and catch up directly; [`Node::live_metrics`] counts both
+//! paths. [`Node::revoke_and_delete`] asks one friend to delete what they
+//! hold under a revoked prefix.
 //!
 //! ```no_run
 //! # async fn run() -> kith::Result<()> {
