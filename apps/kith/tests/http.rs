@@ -1,0 +1,810 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Every route of the HTTP API (`API.md`), against real daemons on loopback.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use futures_util::StreamExt;
+use kith_app::client::{self, Client};
+use kith_app::daemon::{Daemon, ServeOptions};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Person {
+    _dir: tempfile::TempDir,
+    daemon: Daemon,
+    api: Client,
+}
+
+async fn person(name: &str) -> Person {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = ServeOptions::new(dir.path());
+    options.local_only = true;
+    // Syncs happen when a test asks for them.
+    options.resync = Some(Duration::from_secs(3600));
+    options.max_json_body = 1 << 20;
+    let daemon = Daemon::start(options).await.unwrap();
+    let api = Client::remote(daemon.addr(), daemon.token());
+    let p = Person {
+        _dir: dir,
+        daemon,
+        api,
+    };
+    let (s, _) = p
+        .call(Method::PUT, "/api/profile", Some(json!({ "name": name })))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    p
+}
+
+impl Person {
+    async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Body,
+        extra: &[(header::HeaderName, &str)],
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let mut b = Request::builder().method(method).uri(path);
+        if let Some(t) = content_type {
+            b = b.header(header::CONTENT_TYPE, t);
+        }
+        for (k, v) in extra {
+            b = b.header(k, *v);
+        }
+        let res = self.api.send(b.body(body).unwrap()).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        (status, headers, client::read_body(res).await.unwrap())
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let (ct, b) = match body {
+            Some(v) => (Some("application/json"), Body::from(v.to_string())),
+            None => (None, Body::empty()),
+        };
+        let (status, _, bytes) = self.raw(method, path, ct, b, &[]).await;
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (status, v)
+    }
+
+    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (s, v) = self.call(method.clone(), path, body).await;
+        assert!(s.is_success(), "{method} {path}: {s} {v}");
+        v
+    }
+
+    fn ns(&self) -> String {
+        self.daemon.node().namespace().to_string()
+    }
+
+    async fn befriend(&self, other: &Person, name: &str) {
+        let ticket = other.ok(Method::GET, "/api/ticket", None).await["ticket"].clone();
+        let (s, f) = self
+            .call(
+                Method::POST,
+                "/api/friends",
+                Some(json!({ "ticket": ticket, "name": name })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{f}");
+    }
+
+    async fn timeline(&self) -> Vec<Value> {
+        self.ok(Method::GET, "/api/feed", None).await["posts"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+/// Sends one HTTP/1.1 request by hand (no token added) and returns the
+/// whole answer as text.
+async fn raw_http(addr: SocketAddr, request: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn identity_ticket_and_profile() {
+    let alice = person("alice").await;
+    let id = alice.ok(Method::GET, "/api/id", None).await;
+    assert_eq!(id["namespace"], alice.ns());
+    assert_eq!(id["device"], alice.daemon.node().device().to_string());
+    assert_eq!(id["name"], "alice");
+
+    let t = alice.ok(Method::GET, "/api/ticket", None).await;
+    let ticket: kith::Ticket = t["ticket"].as_str().unwrap().parse().unwrap();
+    assert_eq!(ticket.namespace.to_string(), alice.ns());
+
+    let p = alice
+        .ok(Method::PUT, "/api/profile", Some(json!({ "bio": "hi" })))
+        .await;
+    assert_eq!(p, json!({ "name": "alice", "bio": "hi" }));
+    assert_eq!(alice.ok(Method::GET, "/api/profile", None).await, p);
+    alice.daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_api_needs_the_token_and_refuses_other_origins() {
+    let alice = person("alice").await;
+    let addr = alice.daemon.addr();
+    let token = alice.daemon.token().to_string();
+
+    // No token, a wrong token: 401 with a JSON error.
+    let answer = raw_http(
+        addr,
+        "GET /api/id HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("\"code\":\"unauthorized\""), "{answer}");
+    let wrong = Client::remote(addr, "not-the-token");
+    let res = wrong
+        .send(Request::get("/api/friends").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    // The page URL sets the token as a strict, HTTP-only cookie ...
+    let answer = raw_http(
+        addr,
+        &format!("GET /?token={token} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+    assert!(
+        answer.contains(&format!(
+            "kith_token={token}; HttpOnly; SameSite=Strict; Path=/"
+        )),
+        "{answer}"
+    );
+    assert!(
+        answer.to_lowercase().contains("location: /\r\n"),
+        "{answer}"
+    );
+    // ... which then opens the API.
+    let answer = raw_http(
+        addr,
+        &format!(
+            "GET /api/id HTTP/1.1\r\nHost: {addr}\r\nCookie: kith_token={token}\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(&alice.ns()), "{answer}");
+    let answer = raw_http(
+        addr,
+        "GET /?token=wrong HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+
+    // The page's files need no token; no CORS header is ever sent.
+    let answer = raw_http(
+        addr,
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.to_lowercase().contains("content-type: text/html"));
+    assert!(!answer.to_lowercase().contains("access-control-allow"));
+
+    // Another origin is refused even with the token; the own origin is not.
+    let (s, _, body) = alice
+        .raw(
+            Method::GET,
+            "/api/id",
+            None,
+            Body::empty(),
+            &[(header::ORIGIN, "http://evil.example")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body:?}");
+    let own = format!("http://{addr}");
+    let (s, _, _) = alice
+        .raw(
+            Method::GET,
+            "/api/id",
+            None,
+            Body::empty(),
+            &[
+                (header::ORIGIN, own.as_str()),
+                (header::HOST, &addr.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    // Unknown routes are JSON 404s.
+    let (s, v) = alice.call(Method::GET, "/api/nope", None).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    alice.daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn entries_hold_documents_and_blobs_with_ranges() {
+    let alice = person("alice").await;
+    let me = alice.ns();
+
+    // A JSON object is a document; writing again replaces the root's keys.
+    let v = alice
+        .ok(
+            Method::PUT,
+            "/api/entry/notes/today",
+            Some(json!({ "text": "hello", "tags": ["a", "b"] })),
+        )
+        .await;
+    assert_eq!(v, json!({ "path": "/notes/today", "kind": "document" }));
+    alice
+        .ok(
+            Method::PUT,
+            "/api/entry/notes/today",
+            Some(json!({ "text": "bye" })),
+        )
+        .await;
+    let doc = alice
+        .ok(Method::GET, &format!("/api/entry/{me}/notes/today"), None)
+        .await;
+    assert_eq!(doc, json!({ "text": "bye" }));
+    assert_eq!(
+        alice
+            .ok(Method::GET, "/api/entry/me/notes/today", None)
+            .await,
+        doc
+    );
+
+    // Anything else is a blob with its media type, served with ranges.
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    let (s, _, body) = alice
+        .raw(
+            Method::PUT,
+            "/api/entry/photos/cat.png",
+            Some("image/png"),
+            Body::from(bytes.clone()),
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body:?}");
+    let (s, h, body) = alice
+        .raw(
+            Method::GET,
+            "/api/entry/me/photos/cat.png",
+            None,
+            Body::empty(),
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h[header::CONTENT_TYPE], "image/png");
+    assert_eq!(h[header::ACCEPT_RANGES], "bytes");
+    assert_eq!(body.as_ref(), bytes.as_slice());
+    let (s, h, body) = alice
+        .raw(
+            Method::GET,
+            "/api/entry/me/photos/cat.png",
+            None,
+            Body::empty(),
+            &[(header::RANGE, "bytes=10-19")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(h[header::CONTENT_RANGE], "bytes 10-19/100000");
+    assert_eq!(body.as_ref(), &bytes[10..20]);
+    let (s, h, _) = alice
+        .raw(
+            Method::GET,
+            "/api/entry/me/photos/cat.png",
+            None,
+            Body::empty(),
+            &[(header::RANGE, "bytes=200000-")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(h[header::CONTENT_RANGE], "bytes */100000");
+
+    // Listing, by prefix and page.
+    let page = alice
+        .ok(
+            Method::GET,
+            &format!("/api/entries/{me}?prefix=/photos"),
+            None,
+        )
+        .await;
+    assert_eq!(page["entries"][0]["path"], "/photos/cat.png");
+    assert_eq!(page["entries"][0]["kind"], "blob");
+    assert_eq!(page["entries"][0]["size"], 100_000);
+    assert_eq!(page["entries"][0]["media_type"], "image/png");
+    assert!(page["entries"][0]["hash"].is_string());
+    assert_eq!(page["next"], Value::Null);
+    let page = alice.ok(Method::GET, "/api/entries/me?limit=1", None).await;
+    assert_eq!(page["entries"].as_array().unwrap().len(), 1);
+    let next = page["next"].as_str().unwrap().to_string();
+    let page2 = alice
+        .ok(
+            Method::GET,
+            &format!("/api/entries/me?limit=1&after={next}"),
+            None,
+        )
+        .await;
+    assert_ne!(page2["entries"][0]["path"], page["entries"][0]["path"]);
+
+    // Errors: missing, malformed, too large.
+    let (s, v) = alice
+        .call(Method::GET, "/api/entry/me/nothing/here", None)
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (s, _) = alice
+        .call(Method::GET, "/api/entries/not-a-friend", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = alice
+        .call(Method::PUT, "/api/entry/notes/x", Some(json!([1, 2])))
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_request"))
+    );
+    let huge = json!({ "text": "x".repeat(2 << 20) });
+    let (s, v) = alice
+        .call(Method::PUT, "/api/entry/notes/huge", Some(huge))
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large"))
+    );
+
+    // Deleting a path removes it; deleting nothing is a 404.
+    let v = alice
+        .ok(Method::DELETE, "/api/entry/notes?remote=true", None)
+        .await;
+    assert!(v["deletion"].is_string());
+    let (s, _) = alice
+        .call(Method::GET, "/api/entry/me/notes/today", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = alice.call(Method::DELETE, "/api/entry/notes", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    alice.daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn posts_with_attachments_and_bad_posts() {
+    let alice = person("alice").await;
+    let (s, p) = alice
+        .call(
+            Method::POST,
+            "/api/feed/posts",
+            Some(json!({
+                "text": "look", "audience": "me",
+                "attachments": [{ "name": "a.txt", "media_type": "text/plain", "data": "aGVsbG8=" }],
+            })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    assert_eq!(p["audience"], "me");
+    assert_eq!(p["mine"], true);
+    assert!(p["path"].as_str().unwrap().starts_with("/private/"));
+    assert_eq!(p["attachments"][0]["name"], "a.txt");
+    assert_eq!(p["attachments"][0]["size"], 5);
+    let url = p["attachments"][0]["url"].as_str().unwrap();
+    let (s, h, body) = alice.raw(Method::GET, url, None, Body::empty(), &[]).await;
+    assert_eq!((s, body.as_ref()), (StatusCode::OK, &b"hello"[..]));
+    assert_eq!(h[header::CONTENT_TYPE], "text/plain");
+
+    let (s, _) = alice
+        .call(
+            Method::POST,
+            "/api/feed/posts",
+            Some(json!({ "text": "x", "audience": "everyone" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = alice
+        .call(
+            Method::POST,
+            "/api/feed/posts",
+            Some(json!({ "text": "x", "attachments": [{ "name": "a", "data": "!!" }] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = alice
+        .call(Method::POST, "/api/feed/posts", Some(json!({ "nope": 1 })))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = alice
+        .call(Method::DELETE, "/api/feed/posts/0000000000000000", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    alice.daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn friends_grants_feed_sync_revoke_and_receipts() {
+    let alice = person("alice").await;
+    let bob = person("bob").await;
+    alice.befriend(&bob, "bob").await;
+    bob.befriend(&alice, "alice").await;
+
+    // A friend may read the friends audience from the start.
+    let friends = alice.ok(Method::GET, "/api/friends", None).await;
+    assert_eq!(friends[0]["namespace"], bob.ns());
+    assert_eq!(friends[0]["name"], "bob");
+    let prefixes = friends[0]["prefixes"].as_array().unwrap();
+    assert!(prefixes.contains(&json!("/feed/friends")), "{prefixes:?}");
+    // Names are unique; tickets are checked.
+    let ticket = bob.ok(Method::GET, "/api/ticket", None).await["ticket"].clone();
+    let carol = person("carol").await;
+    let carol_ticket = carol.ok(Method::GET, "/api/ticket", None).await["ticket"].clone();
+    let (s, _) = alice
+        .call(
+            Method::POST,
+            "/api/friends",
+            Some(json!({ "ticket": carol_ticket, "name": "bob" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, v) = alice
+        .call(
+            Method::POST,
+            "/api/friends",
+            Some(json!({ "ticket": "kith1nope" })),
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_ticket"))
+    );
+    let _ = ticket;
+
+    // Close friends: a grant with an expiry.
+    let (s, g) = alice
+        .call(
+            Method::POST,
+            "/api/grants",
+            Some(json!({ "friend": "bob", "prefix": "/feed/close", "expires": "30d" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{g}");
+    assert_eq!(g["prefix"], "/feed/close");
+    assert_eq!(g["name"], "bob");
+    assert!(g["expires"].as_u64().unwrap() > g["issued"].as_u64().unwrap());
+    let grants = alice.ok(Method::GET, "/api/grants", None).await;
+    assert!(
+        grants
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["id"] == g["id"])
+    );
+    let (s, v) = alice
+        .call(
+            Method::POST,
+            "/api/grants",
+            Some(json!({ "friend": "zed", "prefix": "/feed" })),
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_friend"))
+    );
+
+    // Posts reach bob when he syncs, with the attachment fetched on demand.
+    let hello = alice
+        .ok(
+            Method::POST,
+            "/api/feed/posts",
+            Some(json!({
+                "text": "hello friends", "audience": "friends",
+                "attachments": [{ "name": "p.bin", "media_type": "application/octet-stream", "data": "AAEC" }],
+            })),
+        )
+        .await;
+    alice
+        .ok(
+            Method::POST,
+            "/api/feed/posts",
+            Some(json!({ "text": "close one", "audience": "close" })),
+        )
+        .await;
+    alice
+        .ok(
+            Method::POST,
+            "/api/feed/posts",
+            Some(json!({ "text": "only me", "audience": "me" })),
+        )
+        .await;
+    let report = bob.ok(Method::POST, "/api/sync/alice", None).await;
+    assert!(report["entries"].as_u64().unwrap() >= 3, "{report}");
+    assert!(report["duration_ms"].is_u64());
+    let texts: Vec<Value> = bob
+        .timeline()
+        .await
+        .iter()
+        .map(|p| p["text"].clone())
+        .collect();
+    assert!(texts.contains(&json!("hello friends")), "{texts:?}");
+    assert!(texts.contains(&json!("close one")), "{texts:?}");
+    assert!(!texts.contains(&json!("only me")), "{texts:?}");
+    let seen = bob.timeline().await;
+    let post = seen.iter().find(|p| p["id"] == hello["id"]).unwrap();
+    assert_eq!(post["author_name"], "alice");
+    assert_eq!(post["mine"], false);
+    let url = post["attachments"][0]["url"].as_str().unwrap();
+    let (s, _, body) = bob.raw(Method::GET, url, None, Body::empty(), &[]).await;
+    assert_eq!((s, body.as_ref()), (StatusCode::OK, &[0u8, 1, 2][..]));
+    // Bob reads alice's entries by her name.
+    let listed = bob
+        .ok(Method::GET, "/api/entries/alice?prefix=/feed", None)
+        .await;
+    assert!(!listed["entries"].as_array().unwrap().is_empty());
+
+    // Bob comments in his namespace; alice sees it under her post.
+    let (s, c) = bob
+        .call(
+            Method::POST,
+            "/api/feed/comments",
+            Some(json!({ "post": { "author": "alice", "id": hello["id"] }, "text": "nice" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    assert!(c["path"].as_str().unwrap().starts_with("/feed/comments/"));
+    alice.ok(Method::POST, "/api/sync/bob", None).await;
+    let mine = alice.timeline().await;
+    let post = mine.iter().find(|p| p["id"] == hello["id"]).unwrap();
+    assert_eq!(post["comments"][0]["text"], "nice");
+    assert_eq!(post["comments"][0]["author_name"], "bob");
+    let (s, _) = bob
+        .call(
+            Method::POST,
+            "/api/feed/comments",
+            Some(json!({ "post": { "author": "alice", "id": "nope" }, "text": "?" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Revoking close friends: the next close post does not reach bob.
+    let r = alice
+        .ok(
+            Method::POST,
+            "/api/revoke",
+            Some(json!({ "friend": "bob", "prefix": "/feed/close", "delete": false })),
+        )
+        .await;
+    assert_eq!(r["revoked"], json!([g["id"]]));
+    assert_eq!(r["deletion"], Value::Null);
+    let (s, _) = alice
+        .call(
+            Method::POST,
+            "/api/revoke",
+            Some(json!({ "friend": "bob", "prefix": "/feed/close" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    alice
+        .ok(
+            Method::POST,
+            "/api/feed/posts",
+            Some(json!({ "text": "close two", "audience": "close" })),
+        )
+        .await;
+    bob.ok(Method::POST, "/api/sync/alice", None).await;
+    let texts: Vec<Value> = bob
+        .timeline()
+        .await
+        .iter()
+        .map(|p| p["text"].clone())
+        .collect();
+    assert!(!texts.contains(&json!("close two")), "{texts:?}");
+
+    // Deleting a post removes it from bob's node, who confirms.
+    let id = hello["id"].as_str().unwrap();
+    let d = alice
+        .ok(Method::DELETE, &format!("/api/feed/posts/{id}"), None)
+        .await;
+    let deletion = d["deletion"].as_str().unwrap().to_string();
+    bob.ok(Method::POST, "/api/sync/alice", None).await;
+    assert!(!bob.timeline().await.iter().any(|p| p["id"] == id));
+    let all = alice.ok(Method::GET, "/api/deletions", None).await;
+    let one = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == deletion.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(one["prefix"], hello["path"]);
+    assert_eq!(
+        (one["confirmed"].as_u64(), one["total"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(one["devices"][0]["name"], "bob");
+    assert!(one["devices"][0]["confirmed_at"].is_u64());
+    assert_eq!(
+        alice
+            .ok(Method::GET, &format!("/api/deletions/{deletion}"), None)
+            .await,
+        one
+    );
+    let (s, _) = alice.call(Method::GET, "/api/deletions/00", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Removing a friend.
+    let (s, _) = alice.call(Method::DELETE, "/api/friends/bob", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(alice.ok(Method::GET, "/api/friends", None).await, json!([]));
+    let (s, _) = alice.call(Method::DELETE, "/api/friends/bob", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = alice.call(Method::POST, "/api/sync/bob", None).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_friend"))
+    );
+    for p in [alice, bob, carol] {
+        p.daemon.shutdown().await.unwrap();
+    }
+}
+
+/// Reads server-sent events until one contains all of `needles`.
+async fn await_event(
+    stream: &mut (impl futures_util::Stream<Item = Result<Bytes, axum::Error>> + Unpin),
+    seen: &mut String,
+    needles: &[&str],
+) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(block) = seen
+                .split("\n\n")
+                .find(|b| needles.iter().all(|n| b.contains(n)))
+            {
+                let block = block.to_string();
+                *seen = seen.replacen(&block, "", 1);
+                return;
+            }
+            let chunk = stream.next().await.expect("the stream ended").unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no event with {needles:?} in {seen:?}"));
+}
+
+#[tokio::test]
+async fn events_stream_changes_friends_and_receipts() {
+    let alice = person("alice").await;
+    let bob = person("bob").await;
+    let res = alice
+        .api
+        .send(Request::get("/api/events").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let mut stream = res.into_body().into_data_stream();
+    let mut seen = String::new();
+
+    let post = alice
+        .ok(
+            Method::POST,
+            "/api/feed/posts",
+            Some(json!({ "text": "hi" })),
+        )
+        .await;
+    let path = post["path"].as_str().unwrap();
+    await_event(&mut stream, &mut seen, &["event: entry", path, "\"put\""]).await;
+
+    alice.befriend(&bob, "bob").await;
+    await_event(&mut stream, &mut seen, &["event: friend", &bob.ns()]).await;
+    bob.befriend(&alice, "alice").await;
+    bob.ok(Method::POST, "/api/sync/alice", None).await;
+
+    let d = alice
+        .ok(
+            Method::DELETE,
+            &format!("/api/feed/posts/{}", post["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    await_event(
+        &mut stream,
+        &mut seen,
+        &["event: entry", path, "\"deleted\""],
+    )
+    .await;
+    bob.ok(Method::POST, "/api/sync/alice", None).await;
+    let deletion = d["deletion"].as_str().unwrap();
+    await_event(
+        &mut stream,
+        &mut seen,
+        &["event: receipt", deletion, &bob.ns()],
+    )
+    .await;
+
+    // Friends' changes arrive too.
+    bob.ok(
+        Method::POST,
+        "/api/feed/posts",
+        Some(json!({ "text": "yo" })),
+    )
+    .await;
+    alice.ok(Method::POST, "/api/sync/bob", None).await;
+    await_event(
+        &mut stream,
+        &mut seen,
+        &["event: entry", &bob.ns(), "/feed/friends/"],
+    )
+    .await;
+    drop(stream);
+    alice.daemon.shutdown().await.unwrap();
+    bob.daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_prepared_device_is_invited_and_joins() {
+    let alice = person("alice").await;
+    alice
+        .ok(
+            Method::PUT,
+            "/api/entry/notes/n",
+            Some(json!({ "text": "mine" })),
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let device = kith::prepare_device(dir.path()).unwrap();
+    let (s, v) = alice
+        .call(
+            Method::POST,
+            "/api/devices",
+            Some(json!({ "device": device.to_string() })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let invite: kith::DeviceInvite = v["invite"].as_str().unwrap().parse().unwrap();
+    let laptop = kith::Node::builder(dir.path())
+        .network(kith::NetworkMode::LocalOnly)
+        .join_namespace(invite)
+        .spawn()
+        .await
+        .unwrap();
+    assert_eq!(laptop.namespace(), alice.daemon.node().namespace());
+    laptop.sync_now(&laptop.namespace()).await.unwrap();
+    let path = kith::Path::parse("/notes/n").unwrap();
+    assert!(
+        laptop
+            .store()
+            .get(&laptop.namespace(), &path)
+            .unwrap()
+            .is_some()
+    );
+    let (s, _) = alice
+        .call(
+            Method::POST,
+            "/api/devices",
+            Some(json!({ "device": "nope" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    laptop.shutdown().await.unwrap();
+    alice.daemon.shutdown().await.unwrap();
+}
