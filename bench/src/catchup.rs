@@ -43,10 +43,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 async fn pair(dir: &std::path::Path) -> Result<(Node, Node)> {
     let owner = Node::builder(dir.join("owner"))
         .network(NetworkMode::LocalOnly)
+        .live_push(false)
         .spawn()
         .await?;
     let friend = Node::builder(dir.join("friend"))
         .network(NetworkMode::LocalOnly)
+        .live_push(false)
         .spawn()
         .await?;
     owner.add_friend(&friend.ticket()).await?;

@@ -6,6 +6,7 @@
 
 mod caps;
 mod catchup;
+mod fanout;
 mod peers;
 mod report;
 mod store;
@@ -24,13 +25,14 @@ const SCENARIOS: &[Scenario] = &[
     ("catchup", catchup::run_catchup),
     ("blobs", catchup::run_blobs),
     ("peers", peers::run),
+    ("fanout", fanout::run),
 ];
 
 /// Command-line options.
 #[derive(Parser, Debug)]
 #[command(about = "Run kith's benchmark scenarios")]
 pub(crate) struct Options {
-    /// Scenario to run (`store`, `caps`, `catchup`, `blobs`, `peers`) or `all`.
+    /// Scenario to run (`store`, `caps`, `catchup`, `blobs`, `peers`, `fanout`) or `all`.
     scenario: String,
     /// Print one JSON object per line per figure instead of a table.
     #[arg(long)]
