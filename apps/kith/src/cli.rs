@@ -116,6 +116,9 @@ pub enum Command {
         /// Write to this file instead of standard output.
         #[arg(long, value_name = "F")]
         out: Option<PathBuf>,
+        /// Documents as compact JSON; with --out, a blob's description.
+        #[arg(long)]
+        json: bool,
     },
     /// List entries under PREFIX of your namespace or a friend's.
     Ls {
@@ -709,7 +712,7 @@ async fn command_with(data: &FsPath, c: &Client, command: Command) -> CliResult 
             }
         }
         Command::Put(args) => put(c, args).await?,
-        Command::Get { args, out } => get(c, args, out).await?,
+        Command::Get { args, out, json } => get(c, args, out, json).await?,
         Command::Ls { args, out } => ls(c, args, out).await?,
         Command::Rm { path, remote, out } => {
             let r: Value = c
@@ -939,7 +942,7 @@ async fn put(c: &Client, args: PutArgs) -> CliResult {
     Ok(())
 }
 
-async fn get(c: &Client, args: Vec<String>, out: Option<PathBuf>) -> CliResult {
+async fn get(c: &Client, args: Vec<String>, out: Option<PathBuf>, json_out: bool) -> CliResult {
     let (ns, path) = match args.as_slice() {
         [path] => ("me".to_string(), path.clone()),
         [ns, path] => (ns.clone(), path.clone()),
@@ -964,6 +967,12 @@ async fn get(c: &Client, args: Vec<String>, out: Option<PathBuf>) -> CliResult {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("application/json"));
+    let media_type = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let len = res
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -972,7 +981,11 @@ async fn get(c: &Client, args: Vec<String>, out: Option<PathBuf>) -> CliResult {
     if is_json {
         let bytes = client::read_body(res).await?;
         let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+        let text = if json_out {
+            v.to_string()
+        } else {
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        };
         match out {
             Some(f) => std::fs::write(&f, text + "\n")
                 .map_err(|e| Failure::new(format!("cannot write {}: {e}", f.display()), None))?,
@@ -1011,6 +1024,15 @@ async fn get(c: &Client, args: Vec<String>, out: Option<PathBuf>) -> CliResult {
         .map_err(|e| Failure::new(format!("cannot write: {e}"), None))?;
     if let Some(b) = bar {
         b.finish_and_clear();
+    }
+    if let (true, Some(f)) = (json_out, &out) {
+        print_json(&json!({
+            "path": path,
+            "kind": "blob",
+            "media_type": media_type,
+            "size": len,
+            "out": f.display().to_string(),
+        }));
     }
     Ok(())
 }
