@@ -355,6 +355,9 @@ impl Failure {
     }
 }
 
+/// Transfers from this size on show a progress bar on a terminal.
+const LARGE_TRANSFER: u64 = 4 << 20;
+
 type CliResult<T = ()> = std::result::Result<T, Failure>;
 
 /// The data folder: `--data`, `KITH_DATA`, or the platform's.
@@ -385,6 +388,21 @@ fn spinner(show: bool, message: String) -> Option<ProgressBar> {
     bar.set_message(message);
     bar.enable_steady_tick(Duration::from_millis(100));
     Some(bar)
+}
+
+/// A progress bar for a transfer of `len` bytes, on a terminal and only
+/// for large ones.
+fn byte_bar(len: u64) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() || len < LARGE_TRANSFER {
+        return None;
+    }
+    let b = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+    {
+        b.set_style(style);
+    }
+    Some(b)
 }
 
 fn need_daemon(data: &FsPath, what: &str) -> Failure {
@@ -917,10 +935,17 @@ async fn put(c: &Client, args: PutArgs) -> CliResult {
         let f = tokio::fs::File::open(&file)
             .await
             .map_err(|e| Failure::new(format!("cannot read {}: {e}", file.display()), None))?;
-        (
-            media,
-            Body::from_stream(tokio_util::io::ReaderStream::new(f)),
-        )
+        let size = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let bar = byte_bar(size);
+        let stream = tokio_util::io::ReaderStream::new(f).inspect(move |chunk| {
+            if let (Some(b), Ok(c)) = (&bar, chunk) {
+                b.inc(c.len() as u64);
+                if b.position() >= size {
+                    b.finish_and_clear();
+                }
+            }
+        });
+        (media, Body::from_stream(stream))
     } else {
         return Err(Failure::new("give TEXT, --file F or --json JSON", None));
     };
@@ -994,15 +1019,7 @@ async fn get(c: &Client, args: Vec<String>, out: Option<PathBuf>, json_out: bool
         return Ok(());
     }
     let bar = match (&out, len) {
-        (Some(_), Some(len)) if std::io::stderr().is_terminal() && len > (1 << 20) => {
-            let b = ProgressBar::new(len);
-            if let Ok(style) =
-                ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
-            {
-                b.set_style(style);
-            }
-            Some(b)
-        }
+        (Some(_), Some(len)) if !json_out => byte_bar(len),
         _ => None,
     };
     let mut sink: Box<dyn Write> = match &out {
