@@ -192,6 +192,18 @@ fn friends_share_posts_revoke_close_friends_and_confirm_a_remote_deletion() {
     let shown = ok(&bob, &["get", "alice", &path]);
     assert!(shown.contains("hello from alice"), "{shown}");
 
+    // Bob comments (in his own namespace); alice sees it under her post.
+    let id = post["id"].as_str().unwrap();
+    ok(&bob, &["feed", "comment", id, "welcome!"]);
+    eventually("bob's comment shows under alice's post", || {
+        ok(&alice, &["sync", "bob"]);
+        json(&alice, &["feed", "timeline"])["posts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == id && p["comments"][0]["text"] == "welcome!")
+    });
+
     // Carol is no longer a close friend: the next close post reaches bob only.
     let revoked = json(&alice, &["revoke", "carol", "/feed/close"]);
     assert_eq!(revoked["revoked"].as_array().unwrap().len(), 1);
@@ -313,4 +325,30 @@ fn documents_and_blobs_round_trip_through_put_get_and_ls() {
     ok(&data, &["rm", "/notes"]);
     assert_eq!(kith(&data, &["get", "/notes/a"]).status.code(), Some(1));
     assert_eq!(kith(&data, &["put", "/x"]).status.code(), Some(2));
+}
+
+#[test]
+fn a_second_device_joins_with_an_invite() {
+    let root = tempfile::tempdir().unwrap();
+    let (phone, laptop) = (root.path().join("phone"), root.path().join("laptop"));
+    ok(&phone, &["init", "--name", "dana"]);
+    ok(&phone, &["put", "/notes/n", "written on the phone"]);
+    let daemon = Daemon::start(&phone);
+    let device = json(&laptop, &["device", "join"])["device"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let invite = ok(&phone, &["device", "invite", &device])
+        .trim()
+        .to_string();
+    assert!(invite.starts_with("kithdev1"), "{invite}");
+    ok(&laptop, &["device", "join", &invite, "--local-only"]);
+    let id = json(&laptop, &["id"]);
+    assert_eq!(id["namespace"], json(&phone, &["id"])["namespace"]);
+    assert_eq!(id["device"], device.as_str());
+    assert_eq!(
+        json(&laptop, &["get", "/notes/n"])["text"],
+        "written on the phone"
+    );
+    daemon.stop();
 }
