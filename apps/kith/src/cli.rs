@@ -116,6 +116,9 @@ pub enum Command {
         /// Write to this file instead of standard output.
         #[arg(long, value_name = "F")]
         out: Option<PathBuf>,
+        /// Documents as compact JSON; with --out, a blob's description.
+        #[arg(long)]
+        json: bool,
     },
     /// List entries under PREFIX of your namespace or a friend's.
     Ls {
@@ -352,6 +355,9 @@ impl Failure {
     }
 }
 
+/// Transfers from this size on show a progress bar on a terminal.
+const LARGE_TRANSFER: u64 = 4 << 20;
+
 type CliResult<T = ()> = std::result::Result<T, Failure>;
 
 /// The data folder: `--data`, `KITH_DATA`, or the platform's.
@@ -382,6 +388,21 @@ fn spinner(show: bool, message: String) -> Option<ProgressBar> {
     bar.set_message(message);
     bar.enable_steady_tick(Duration::from_millis(100));
     Some(bar)
+}
+
+/// A progress bar for a transfer of `len` bytes, on a terminal and only
+/// for large ones.
+fn byte_bar(len: u64) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() || len < LARGE_TRANSFER {
+        return None;
+    }
+    let b = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+    {
+        b.set_style(style);
+    }
+    Some(b)
 }
 
 fn need_daemon(data: &FsPath, what: &str) -> Failure {
@@ -709,7 +730,7 @@ async fn command_with(data: &FsPath, c: &Client, command: Command) -> CliResult 
             }
         }
         Command::Put(args) => put(c, args).await?,
-        Command::Get { args, out } => get(c, args, out).await?,
+        Command::Get { args, out, json } => get(c, args, out, json).await?,
         Command::Ls { args, out } => ls(c, args, out).await?,
         Command::Rm { path, remote, out } => {
             let r: Value = c
@@ -914,10 +935,17 @@ async fn put(c: &Client, args: PutArgs) -> CliResult {
         let f = tokio::fs::File::open(&file)
             .await
             .map_err(|e| Failure::new(format!("cannot read {}: {e}", file.display()), None))?;
-        (
-            media,
-            Body::from_stream(tokio_util::io::ReaderStream::new(f)),
-        )
+        let size = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let bar = byte_bar(size);
+        let stream = tokio_util::io::ReaderStream::new(f).inspect(move |chunk| {
+            if let (Some(b), Ok(c)) = (&bar, chunk) {
+                b.inc(c.len() as u64);
+                if b.position() >= size {
+                    b.finish_and_clear();
+                }
+            }
+        });
+        (media, Body::from_stream(stream))
     } else {
         return Err(Failure::new("give TEXT, --file F or --json JSON", None));
     };
@@ -939,7 +967,7 @@ async fn put(c: &Client, args: PutArgs) -> CliResult {
     Ok(())
 }
 
-async fn get(c: &Client, args: Vec<String>, out: Option<PathBuf>) -> CliResult {
+async fn get(c: &Client, args: Vec<String>, out: Option<PathBuf>, json_out: bool) -> CliResult {
     let (ns, path) = match args.as_slice() {
         [path] => ("me".to_string(), path.clone()),
         [ns, path] => (ns.clone(), path.clone()),
@@ -964,6 +992,12 @@ async fn get(c: &Client, args: Vec<String>, out: Option<PathBuf>) -> CliResult {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("application/json"));
+    let media_type = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let len = res
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -972,7 +1006,11 @@ async fn get(c: &Client, args: Vec<String>, out: Option<PathBuf>) -> CliResult {
     if is_json {
         let bytes = client::read_body(res).await?;
         let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+        let text = if json_out {
+            v.to_string()
+        } else {
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        };
         match out {
             Some(f) => std::fs::write(&f, text + "\n")
                 .map_err(|e| Failure::new(format!("cannot write {}: {e}", f.display()), None))?,
@@ -981,15 +1019,7 @@ async fn get(c: &Client, args: Vec<String>, out: Option<PathBuf>) -> CliResult {
         return Ok(());
     }
     let bar = match (&out, len) {
-        (Some(_), Some(len)) if std::io::stderr().is_terminal() && len > (1 << 20) => {
-            let b = ProgressBar::new(len);
-            if let Ok(style) =
-                ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
-            {
-                b.set_style(style);
-            }
-            Some(b)
-        }
+        (Some(_), Some(len)) if !json_out => byte_bar(len),
         _ => None,
     };
     let mut sink: Box<dyn Write> = match &out {
@@ -1011,6 +1041,15 @@ async fn get(c: &Client, args: Vec<String>, out: Option<PathBuf>) -> CliResult {
         .map_err(|e| Failure::new(format!("cannot write: {e}"), None))?;
     if let Some(b) = bar {
         b.finish_and_clear();
+    }
+    if let (true, Some(f)) = (json_out, &out) {
+        print_json(&json!({
+            "path": path,
+            "kind": "blob",
+            "media_type": media_type,
+            "size": len,
+            "out": f.display().to_string(),
+        }));
     }
     Ok(())
 }

@@ -105,7 +105,7 @@ impl From<Error> for ApiError {
             Error::UnknownFriend(_) => (StatusCode::NOT_FOUND, "unknown_friend"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            Error::Unavailable(_) => (StatusCode::NOT_IMPLEMENTED, "unavailable"),
+            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Error::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Error::Remote { status, .. } => (
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
@@ -622,31 +622,33 @@ async fn revoke(
         ))
         .into());
     }
-    let (revoked, deletion) = revoke_caps(s.node(), &caps, body.delete).await?;
+    let (revoked, deletions) = revoke_caps(s.node(), &caps, body.delete).await?;
     Ok(Json(json!({
         "revoked": revoked.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "deletion": deletion.map(|d| d.to_string()),
+        "deletion": deletions.first().map(ToString::to_string),
+        "deletions": deletions.iter().map(ToString::to_string).collect::<Vec<_>>(),
     })))
 }
 
 /// Revokes `caps`; with `delete`, also asks the friend to delete what they
-/// were given.
+/// were given under each cap's prefix (this namespace keeps its data).
 async fn revoke_caps(
     node: &Node,
     caps: &[CapId],
     delete: bool,
-) -> Result<(Vec<CapId>, Option<TombstoneId>)> {
-    if delete {
-        return Err(Error::Unavailable(
-            "revoke with deletion needs a newer kith engine (Node::revoke_and_delete)".into(),
-        ));
-    }
+) -> Result<(Vec<CapId>, Vec<TombstoneId>)> {
     let mut revoked = Vec::new();
+    let mut deletions = Vec::new();
     for cap in caps {
-        node.revoke(*cap).await?;
+        if delete {
+            let (_, deletion) = node.revoke_and_delete(*cap).await?;
+            deletions.push(deletion);
+        } else {
+            node.revoke(*cap).await?;
+        }
         revoked.push(*cap);
     }
-    Ok((revoked, None))
+    Ok((revoked, deletions))
 }
 
 #[derive(Deserialize)]

@@ -650,6 +650,55 @@ async fn friends_grants_feed_sync_revoke_and_receipts() {
     let (s, _) = alice.call(Method::GET, "/api/deletions/00", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
+    // Revoke and delete: bob deletes what he was given; alice keeps it.
+    let (s, g) = alice
+        .call(
+            Method::POST,
+            "/api/grants",
+            Some(json!({ "friend": "bob", "prefix": "/shared" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{g}");
+    alice
+        .ok(
+            Method::PUT,
+            "/api/entry/shared/plan",
+            Some(json!({ "text": "trip" })),
+        )
+        .await;
+    bob.ok(Method::POST, "/api/sync/alice", None).await;
+    let (s, _) = bob
+        .call(Method::GET, "/api/entry/alice/shared/plan", None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let r = alice
+        .ok(
+            Method::POST,
+            "/api/revoke",
+            Some(json!({ "friend": "bob", "prefix": "/shared", "delete": true })),
+        )
+        .await;
+    assert_eq!(r["revoked"], json!([g["id"]]));
+    let asked = r["deletion"].as_str().unwrap().to_string();
+    assert_eq!(r["deletions"], json!([asked]));
+    bob.ok(Method::POST, "/api/sync/alice", None).await;
+    let (s, v) = bob
+        .call(Method::GET, "/api/entry/alice/shared/plan", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, _) = alice
+        .call(Method::GET, "/api/entry/me/shared/plan", None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let one = alice
+        .ok(Method::GET, &format!("/api/deletions/{asked}"), None)
+        .await;
+    assert_eq!(
+        (one["confirmed"].as_u64(), one["total"].as_u64()),
+        (Some(1), Some(1)),
+        "{one}"
+    );
+
     // Removing a friend.
     let (s, _) = alice.call(Method::DELETE, "/api/friends/bob", None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);

@@ -1,0 +1,354 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The CLI journey: the real `kith` binary, as separate processes. Three
+//! people each run `kith serve --local-only`; tickets are exchanged and
+//! grants given with the CLI; posts, a revocation and a remote deletion
+//! travel between the three daemons.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const KITH: &str = env!("CARGO_BIN_EXE_kith");
+/// How long any condition may take to come true.
+const WAIT: Duration = Duration::from_secs(60);
+/// How often a condition is checked again.
+const POLL: Duration = Duration::from_millis(100);
+
+fn kith(data: &Path, args: &[&str]) -> Output {
+    Command::new(KITH)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env_remove("KITH_DATA")
+        .output()
+        .unwrap()
+}
+
+/// Runs a command that must succeed and returns its standard output.
+fn ok(data: &Path, args: &[&str]) -> String {
+    let out = kith(data, args);
+    assert!(
+        out.status.success(),
+        "kith {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(data: &Path, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    serde_json::from_str(&ok(data, &all)).unwrap()
+}
+
+/// Checks `f` every [`POLL`] until it holds, for at most [`WAIT`].
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(POLL);
+    }
+}
+
+/// A `kith serve` process, killed when dropped.
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn start(data: &Path) -> Self {
+        let mut child = Command::new(KITH)
+            .arg("--data")
+            .arg(data)
+            .args([
+                "serve",
+                "--local-only",
+                "--headless",
+                "--http",
+                "127.0.0.1:0",
+                "--json",
+            ])
+            // Subscriptions would catch up on their own every hour; the
+            // journey syncs explicitly, so nothing depends on timing.
+            .env("KITH_RESYNC_SECS", "3600")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        // Ready once it printed its addresses (after announcing itself).
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(WAIT).expect("kith serve did not start");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert!(v["http"].as_str().unwrap().starts_with("127.0.0.1:"));
+        Self { child }
+    }
+
+    /// Stops the daemon as Ctrl-C or a service manager would (SIGTERM).
+    fn stop(mut self) {
+        let status = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if self.child.try_wait().unwrap().is_some() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "kith serve did not stop");
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn timeline_texts(data: &Path) -> Vec<String> {
+    json(data, &["feed", "timeline"])["posts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `kith sync FRIEND`, then whether the timeline holds `text`.
+fn sees_after_sync(data: &Path, friend: &str, text: &str) -> bool {
+    ok(data, &["sync", friend]);
+    timeline_texts(data).iter().any(|t| t == text)
+}
+
+#[test]
+fn friends_share_posts_revoke_close_friends_and_confirm_a_remote_deletion() {
+    let root = tempfile::tempdir().unwrap();
+    let [alice, bob, carol]: [PathBuf; 3] = ["alice", "bob", "carol"].map(|n| root.path().join(n));
+    for (data, name) in [(&alice, "alice"), (&bob, "bob"), (&carol, "carol")] {
+        let ns = ok(data, &["init", "--name", name]);
+        assert_eq!(ns.trim().len(), 52, "init prints the namespace id: {ns}");
+    }
+    let daemons: Vec<Daemon> = [&alice, &bob, &carol]
+        .iter()
+        .map(|d| Daemon::start(d))
+        .collect();
+
+    // Tickets exchanged: everyone befriends everyone.
+    let ticket = |d: &Path| ok(d, &["ticket"]).trim().to_string();
+    let (ta, tb, tc) = (ticket(&alice), ticket(&bob), ticket(&carol));
+    ok(&alice, &["friend", "add", &tb, "--name", "bob"]);
+    ok(&alice, &["friend", "add", &tc, "--name", "carol"]);
+    ok(&bob, &["friend", "add", &ta, "--name", "alice"]);
+    ok(&bob, &["friend", "add", &tc, "--name", "carol"]);
+    ok(&carol, &["friend", "add", &ta, "--name", "alice"]);
+    ok(&carol, &["friend", "add", &tb, "--name", "bob"]);
+    let friends = json(&alice, &["friend", "ls"]);
+    let names: Vec<&str> = friends
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert!(names.contains(&"bob") && names.contains(&"carol"));
+
+    // Both are alice's close friends.
+    ok(&alice, &["grant", "bob", "/feed/close"]);
+    ok(
+        &alice,
+        &["grant", "carol", "/feed/close", "--expires", "30d"],
+    );
+    let grants = json(&alice, &["grants"]);
+    let close: Vec<&Value> = grants
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["prefix"] == "/feed/close")
+        .collect();
+    assert_eq!(close.len(), 2, "{grants}");
+
+    // A post by alice reaches bob and carol.
+    let post = json(&alice, &["feed", "post", "hello from alice"]);
+    let path = post["path"].as_str().unwrap().to_string();
+    assert!(path.starts_with("/feed/friends/"), "{post}");
+    for friend in [&bob, &carol] {
+        eventually("the post reaches a friend", || {
+            sees_after_sync(friend, "alice", "hello from alice")
+        });
+    }
+    let shown = ok(&bob, &["get", "alice", &path]);
+    assert!(shown.contains("hello from alice"), "{shown}");
+
+    // Bob comments (in his own namespace); alice sees it under her post.
+    let id = post["id"].as_str().unwrap();
+    ok(&bob, &["feed", "comment", id, "welcome!"]);
+    eventually("bob's comment shows under alice's post", || {
+        ok(&alice, &["sync", "bob"]);
+        json(&alice, &["feed", "timeline"])["posts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == id && p["comments"][0]["text"] == "welcome!")
+    });
+
+    // Carol is no longer a close friend: the next close post reaches bob only.
+    let revoked = json(&alice, &["revoke", "carol", "/feed/close"]);
+    assert_eq!(revoked["revoked"].as_array().unwrap().len(), 1);
+    let close_post = json(
+        &alice,
+        &["feed", "post", "close friends only", "--audience", "close"],
+    );
+    eventually("the close post reaches bob", || {
+        sees_after_sync(&bob, "alice", "close friends only")
+    });
+    // Carol's sync completes and still does not bring it.
+    ok(&carol, &["sync", "alice"]);
+    assert!(
+        !timeline_texts(&carol).contains(&"close friends only".to_string()),
+        "a revoked friend received a later post"
+    );
+    let refused = kith(
+        &carol,
+        &["get", "alice", close_post["path"].as_str().unwrap()],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("hint:"), "{stderr}");
+
+    // Alice deletes her first post from her friends' nodes too.
+    let rm = json(&alice, &["rm", &path, "--remote"]);
+    let deletion = rm["deletion"].as_str().unwrap().to_string();
+    for friend in [&bob, &carol] {
+        eventually("the post is gone from a friend's node", || {
+            ok(friend, &["sync", "alice"]);
+            kith(friend, &["get", "alice", &path]).status.code() == Some(1)
+        });
+        assert!(!timeline_texts(friend).contains(&"hello from alice".to_string()));
+    }
+    eventually("both friends confirmed the deletion", || {
+        let r = json(&alice, &["receipts", &path]);
+        r.as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == deletion.as_str() && d["confirmed"] == 2 && d["total"] == 2)
+    });
+    let receipts = ok(&alice, &["receipts", &path]);
+    assert!(receipts.contains("confirmed by 2/2"), "{receipts}");
+    assert!(
+        receipts.contains("bob") && receipts.contains("carol"),
+        "{receipts}"
+    );
+
+    // Common failures: exit code 1, one line and a hint; usage errors 2.
+    let unknown = kith(&alice, &["grant", "dave", "/feed/close"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.starts_with("kith: ") && stderr.contains("hint:"),
+        "{stderr}"
+    );
+    assert_eq!(kith(&alice, &["frobnicate"]).status.code(), Some(2));
+
+    // Without the daemon: local commands open the store, network ones say
+    // the daemon must run; a killed daemon's stale announcement is ignored.
+    let mut daemons = daemons.into_iter();
+    daemons.next().unwrap().stop();
+    assert!(!alice.join("daemon.json").exists());
+    let texts = timeline_texts(&alice);
+    assert!(
+        texts.contains(&"close friends only".to_string()),
+        "{texts:?}"
+    );
+    let offline = kith(&alice, &["sync", "bob"]);
+    assert_eq!(offline.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&offline.stderr);
+    assert!(
+        stderr.contains("needs the daemon") && stderr.contains("kith serve"),
+        "{stderr}"
+    );
+    drop(daemons.next()); // bob: killed, leaving daemon.json behind
+    assert!(bob.join("daemon.json").exists());
+    let id = json(&bob, &["id"]);
+    assert_eq!(id["name"], "bob");
+    assert!(!bob.join("daemon.json").exists());
+}
+
+#[test]
+fn documents_and_blobs_round_trip_through_put_get_and_ls() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("me");
+    let fresh = kith(&data, &["id"]);
+    assert_eq!(fresh.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&fresh.stderr).contains("kith init"));
+    ok(&data, &["init"]);
+    ok(&data, &["put", "/notes/a", "some text"]);
+    ok(&data, &["put", "/notes/b", "--json", r#"{"n": 1}"#]);
+    let file = root.path().join("photo.png");
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    std::fs::write(&file, &bytes).unwrap();
+    ok(
+        &data,
+        &["put", "/photos/p.png", "--file", file.to_str().unwrap()],
+    );
+    assert_eq!(json(&data, &["get", "/notes/a"])["text"], "some text");
+    assert_eq!(json(&data, &["get", "me", "/notes/b"])["n"], 1);
+    let out = root.path().join("copy.png");
+    ok(
+        &data,
+        &["get", "/photos/p.png", "--out", out.to_str().unwrap()],
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), bytes);
+    let listed = json(&data, &["ls", "/notes"]);
+    let paths: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/notes/a", "/notes/b"]);
+    let photo = &json(&data, &["ls", "me", "/photos"])[0];
+    assert_eq!(photo["media_type"], "image/png");
+    assert_eq!(photo["size"], 300_000);
+    ok(&data, &["rm", "/notes"]);
+    assert_eq!(kith(&data, &["get", "/notes/a"]).status.code(), Some(1));
+    assert_eq!(kith(&data, &["put", "/x"]).status.code(), Some(2));
+}
+
+#[test]
+fn a_second_device_joins_with_an_invite() {
+    let root = tempfile::tempdir().unwrap();
+    let (phone, laptop) = (root.path().join("phone"), root.path().join("laptop"));
+    ok(&phone, &["init", "--name", "dana"]);
+    ok(&phone, &["put", "/notes/n", "written on the phone"]);
+    let daemon = Daemon::start(&phone);
+    let device = json(&laptop, &["device", "join"])["device"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let invite = ok(&phone, &["device", "invite", &device])
+        .trim()
+        .to_string();
+    assert!(invite.starts_with("kithdev1"), "{invite}");
+    ok(&laptop, &["device", "join", &invite, "--local-only"]);
+    let id = json(&laptop, &["id"]);
+    assert_eq!(id["namespace"], json(&phone, &["id"])["namespace"]);
+    assert_eq!(id["device"], device.as_str());
+    assert_eq!(
+        json(&laptop, &["get", "/notes/n"])["text"],
+        "written on the phone"
+    );
+    daemon.stop();
+}
