@@ -1,0 +1,566 @@
+// The kith feed page: timeline, composer, comments, friends and grants,
+// deletions with their receipts. State comes from the daemon's HTTP API
+// (API.md); the page re-reads the feed and the deletions whenever the event
+// stream says something changed, and keeps what the user is typing.
+
+import { api, follow, base64Of } from './api.js';
+import { h, timeEl, relativeTime, initial, hueOf, shortId, isLocalApiUrl, sizeText } from './dom.js';
+
+/** Audiences as the composer offers them, with the prefix each maps to. */
+const AUDIENCES = [
+  { value: 'friends', label: 'Friends', prefix: '/feed/friends/' },
+  { value: 'close', label: 'Close friends', prefix: '/feed/close/' },
+  { value: 'me', label: 'Only me', prefix: '/private/' },
+];
+/** The audiences a friend can be granted (never "only me"). */
+const SHAREABLE = AUDIENCES.filter((a) => a.value !== 'me');
+const audienceLabel = (value) => (AUDIENCES.find((a) => a.value === value) || { label: value }).label;
+
+/** Biggest attachment the page will send in one post (the API answers 413 above its own limit). */
+const MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024;
+
+const $ = (sel) => document.querySelector(sel);
+
+const state = {
+  me: null,
+  friends: [],
+  /** Files chosen in the composer, not yet posted. */
+  files: [],
+  /** What the page knew of its own posts it deleted, by deletion id (memory only). */
+  deletedPosts: new Map(),
+  /** Rendered posts by `author/id`: { el, sig, commentsSig }. */
+  posts: new Map(),
+  firstFeed: true,
+};
+
+// ---------------------------------------------------------------- notices
+
+function showError(err) {
+  const notice = $('#notice');
+  notice.replaceChildren(
+    h('span', {}, err && err.message ? err.message : String(err)),
+    h('button', { type: 'button', class: 'link', 'aria-label': 'Dismiss message', onclick: () => { notice.hidden = true; } }, 'Dismiss'),
+  );
+  notice.hidden = false;
+}
+
+function clearError() {
+  $('#notice').hidden = true;
+}
+
+/** Announces a short message to screen readers. */
+function announce(text) {
+  $('#live').textContent = text;
+}
+
+/** Runs an action for a button: disables it meanwhile, reports errors. */
+async function busy(button, action) {
+  if (button) button.disabled = true;
+  try {
+    await action();
+    clearError();
+  } catch (err) {
+    showError(err);
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
+// ------------------------------------------------------------------ views
+
+function showView(name) {
+  const friends = name === 'friends';
+  $('#view-feed').hidden = friends;
+  $('#view-friends').hidden = !friends;
+  for (const [id, on] of [['#tab-feed', !friends], ['#tab-friends', friends]]) {
+    const tab = $(id);
+    if (on) tab.setAttribute('aria-current', 'page');
+    else tab.removeAttribute('aria-current');
+  }
+  const hash = friends ? '#friends' : '#feed';
+  if (location.hash !== hash) history.replaceState(null, '', hash);
+  if (friends) loadFriendsView().catch(showError);
+}
+
+// ------------------------------------------------------------ live refresh
+
+let refreshTimer = null;
+let refreshing = false;
+let refreshAgain = false;
+let friendsDirty = false;
+
+/** Coalesces bursts of events into one re-read of feed and deletions. */
+function scheduleRefresh(kind) {
+  if (kind === 'friend' || kind === 'open') friendsDirty = true;
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(refresh, 60);
+}
+
+async function refresh() {
+  if (refreshing) {
+    refreshAgain = true;
+    return;
+  }
+  refreshing = true;
+  try {
+    do {
+      refreshAgain = false;
+      await loadFeed();
+      if (friendsDirty && !$('#view-friends').hidden) {
+        friendsDirty = false;
+        await loadFriends();
+      }
+    } while (refreshAgain);
+  } catch (err) {
+    showError(err);
+  } finally {
+    refreshing = false;
+  }
+}
+
+function setConnection(live) {
+  const conn = $('#conn');
+  conn.textContent = live ? 'Live' : 'Reconnecting…';
+  conn.classList.toggle('off', !live);
+}
+
+// ------------------------------------------------------------------- feed
+
+async function loadFeed() {
+  const [feed, deletions] = await Promise.all([api.feed(), api.deletions()]);
+  const posts = Array.isArray(feed && feed.posts) ? feed.posts : [];
+  const dels = Array.isArray(deletions) ? deletions : [];
+  renderFeed(posts, dels);
+}
+
+/** "deleted on k of n friends' devices", the receipt count of one deletion. */
+function receiptText(d) {
+  if (!d) return 'Deleting…';
+  if (!d.total) return "Deleted; no friend's device had a copy";
+  const all = d.confirmed >= d.total ? ' ✓' : '';
+  return `Deleted on ${d.confirmed} of ${d.total} friends' devices${all}`;
+}
+
+/** A deletion id a post points to (the API gives an id, or the deletion itself). */
+function deletionIdOf(post) {
+  const d = post.deletion;
+  if (!d) return null;
+  return typeof d === 'string' ? d : d.id || null;
+}
+
+function renderFeed(posts, deletions) {
+  const byId = new Map(deletions.map((d) => [d.id, d]));
+  renderTimeline(posts, byId);
+  const shown = new Set(posts.map(deletionIdOf).filter(Boolean));
+  renderDeletions(deletions.filter((d) => !shown.has(d.id)));
+  state.firstFeed = false;
+}
+
+function renderTimeline(posts, deletionsById) {
+  const list = $('#timeline');
+  const seen = new Set();
+  let prev = null;
+  const fresh = [];
+  for (const post of posts) {
+    const key = post.author + '/' + post.id;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const deletion = deletionIdOf(post) ? deletionsById.get(deletionIdOf(post)) || null : undefined;
+    let entry = state.posts.get(key);
+    if (!entry) {
+      entry = createPost(post);
+      state.posts.set(key, entry);
+      if (!state.firstFeed && !post.mine) fresh.push(post);
+    }
+    updatePost(entry, post, deletion);
+    const expected = prev ? prev.nextSibling : list.firstChild;
+    if (expected !== entry.el) list.insertBefore(entry.el, expected);
+    prev = entry.el;
+  }
+  for (const [key, entry] of state.posts) {
+    if (!seen.has(key)) {
+      entry.el.remove();
+      state.posts.delete(key);
+    }
+  }
+  $('#timeline-empty').hidden = posts.length > 0;
+  if (fresh.length === 1) announce(`New post from ${fresh[0].author_name || 'a friend'}`);
+  else if (fresh.length > 1) announce(`${fresh.length} new posts`);
+}
+
+function avatar(id, name) {
+  return h('span', { class: 'avatar', 'aria-hidden': 'true', style: `--hue:${hueOf(id)}` }, initial(name));
+}
+
+/** Builds the parts of a post that do not change; `updatePost` fills the rest. */
+function createPost(post) {
+  const titleId = 'post-' + hueOf(post.author) + '-' + String(post.id).replace(/[^A-Za-z0-9_-]/g, '');
+  const head = h('header', { class: 'post-head' });
+  const body = h('div', { class: 'post-body' });
+  const comments = h('ul', { class: 'comments', 'aria-label': 'Comments' });
+  const input = h('input', {
+    type: 'text', name: 'comment', maxlength: '2000', autocomplete: 'off',
+    placeholder: 'Write a comment…', 'aria-label': 'Write a comment',
+  });
+  const send = h('button', { type: 'submit' }, 'Comment');
+  const form = h('form', { class: 'comment-form', 'aria-label': 'Comment' }, input, send);
+  const el = h('li', { class: 'post-item' },
+    h('article', { class: 'card post', 'aria-labelledby': titleId }, head, body, comments, form));
+  const entry = { el, head, body, comments, titleId, sig: null, commentsSig: null, post };
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const text = input.value.trim();
+    if (!text) return;
+    busy(send, async () => {
+      await api.comment(entry.post.author, entry.post.id, text);
+      input.value = '';
+      await refresh();
+    });
+  });
+  return entry;
+}
+
+function updatePost(entry, post, deletion) {
+  entry.post = post;
+  const sig = JSON.stringify([post.author_name, post.audience, post.text, post.time, post.mine,
+    post.attachments, deletion === undefined ? null : deletion]);
+  if (sig !== entry.sig) {
+    entry.sig = sig;
+    entry.head.replaceChildren(...postHead(entry, post, deletion));
+    entry.body.replaceChildren(...postBody(post, deletion));
+  }
+  const comments = Array.isArray(post.comments) ? post.comments : [];
+  const commentsSig = JSON.stringify(comments);
+  if (commentsSig !== entry.commentsSig) {
+    entry.commentsSig = commentsSig;
+    entry.comments.replaceChildren(...comments.map(commentItem));
+    entry.comments.hidden = comments.length === 0;
+  }
+}
+
+function postHead(entry, post, deletion) {
+  const name = post.author_name || shortId(post.author);
+  const parts = [
+    avatar(post.author, name),
+    h('div', { class: 'who' },
+      h('span', { class: 'author', id: entry.titleId }, name, post.mine ? h('span', { class: 'you' }, ' (you)') : null),
+      h('span', { class: 'meta' }, timeEl(post.time), ' · ',
+        h('span', { class: 'badge badge-' + post.audience }, audienceLabel(post.audience)))),
+  ];
+  if (post.mine && deletion === undefined) parts.push(deleteControl(post));
+  return parts;
+}
+
+function postBody(post, deletion) {
+  const parts = [];
+  if (post.text) parts.push(h('p', { class: 'text' }, post.text));
+  const attachments = Array.isArray(post.attachments) ? post.attachments : [];
+  const images = attachments.filter((a) => isLocalApiUrl(a.url) && /^image\//.test(a.media_type || ''));
+  const files = attachments.filter((a) => isLocalApiUrl(a.url) && !/^image\//.test(a.media_type || ''));
+  if (images.length) {
+    parts.push(h('div', { class: 'images count-' + Math.min(images.length, 4) },
+      images.map((a) => h('a', { href: a.url, target: '_blank', rel: 'noopener', class: 'image-link' },
+        h('img', { src: a.url, alt: a.name || 'image', loading: 'lazy', decoding: 'async' })))));
+  }
+  if (files.length) {
+    parts.push(h('ul', { class: 'files', 'aria-label': 'Attachments' },
+      files.map((a) => h('li', {}, h('a', { href: a.url, download: a.name || '' }, a.name || 'file'),
+        ' ', h('span', { class: 'hint' }, sizeText(a.size))))));
+  }
+  if (deletion !== undefined) {
+    parts.push(h('p', { class: 'deletion-status', role: 'status' }, receiptText(deletion)));
+  }
+  return parts;
+}
+
+function commentItem(c) {
+  const name = c.author_name || shortId(c.author);
+  return h('li', { class: 'comment' },
+    avatar(c.author, name),
+    h('div', {},
+      h('span', { class: 'author' }, name), ' ',
+      h('span', { class: 'meta' }, timeEl(c.time)),
+      h('p', { class: 'text' }, c.text)));
+}
+
+/** "Delete post", then "Confirm delete" / "Cancel" in place (no modal dialog). */
+function deleteControl(post) {
+  const box = h('div', { class: 'post-actions' });
+  const ask = () => {
+    const confirm = h('button', { type: 'button', class: 'danger' }, 'Confirm delete');
+    const cancel = h('button', { type: 'button', class: 'link' }, 'Cancel');
+    confirm.addEventListener('click', () => busy(confirm, async () => {
+      const answer = await api.deletePost(post.id);
+      if (answer && answer.deletion) {
+        state.deletedPosts.set(answer.deletion, { text: post.text, time: post.time, audience: post.audience });
+      }
+      await refresh();
+    }));
+    cancel.addEventListener('click', idle);
+    box.replaceChildren(h('span', { class: 'hint' }, 'Delete for everyone?'), confirm, cancel);
+    confirm.focus();
+  };
+  const idle = () => {
+    box.replaceChildren(h('button', { type: 'button', class: 'link danger-text', onclick: ask }, 'Delete post'));
+  };
+  idle();
+  return box;
+}
+
+/** What a deleted prefix was, in words. */
+function describePrefix(d) {
+  const known = state.deletedPosts.get(d.id);
+  for (const a of AUDIENCES) {
+    if (d.prefix === a.prefix) return `All posts to ${a.label}`;
+    if (d.prefix.startsWith(a.prefix)) {
+      const snippet = known && known.text ? `“${known.text.length > 60 ? known.text.slice(0, 57) + '…' : known.text}”` : 'A post';
+      return `${snippet} to ${a.label}`;
+    }
+  }
+  return d.prefix;
+}
+
+function renderDeletions(deletions) {
+  const section = $('#deletions');
+  const list = $('#deletion-list');
+  const sorted = [...deletions].sort((a, b) => Number(b.time) - Number(a.time));
+  section.hidden = sorted.length === 0;
+  list.replaceChildren(...sorted.map((d) => {
+    const devices = Array.isArray(d.devices) ? d.devices : [];
+    const done = d.total > 0 && d.confirmed >= d.total;
+    return h('li', { class: 'deletion' + (done || !d.total ? ' done' : ' pending'), dataset: { deletion: d.id } },
+      h('div', { class: 'deletion-what' },
+        h('span', {}, describePrefix(d)), ' ',
+        h('span', { class: 'meta' }, 'deleted ', timeEl(d.time))),
+      h('p', { class: 'deletion-status', role: 'status' }, receiptText(d)),
+      devices.length ? h('details', {},
+        h('summary', {}, 'Devices'),
+        h('ul', { class: 'devices' }, devices.map((dev) => h('li', {},
+          (dev.name || shortId(dev.namespace)) + ' · device ' + shortId(dev.device) + ' · ',
+          dev.confirmed_at ? ['confirmed ', timeEl(dev.confirmed_at)] : 'waiting')))) : null);
+  }));
+}
+
+// --------------------------------------------------------------- composer
+
+function renderAttachments() {
+  const box = $('#attach-preview');
+  for (const img of box.querySelectorAll('img')) URL.revokeObjectURL(img.src);
+  box.replaceChildren(...state.files.map((file, i) => h('div', { class: 'thumb', role: 'listitem' },
+    h('img', { src: URL.createObjectURL(file), alt: file.name }),
+    h('button', {
+      type: 'button', class: 'remove', 'aria-label': `Remove image ${file.name}`,
+      onclick: () => { state.files.splice(i, 1); renderAttachments(); },
+    }, '×'))));
+  box.hidden = state.files.length === 0;
+}
+
+function setupComposer() {
+  const input = $('#post-images');
+  input.addEventListener('change', () => {
+    for (const file of input.files) {
+      if (!file.type.startsWith('image/')) {
+        showError(new Error(`${file.name} is not an image`));
+      } else if (file.size > MAX_ATTACHMENT_BYTES) {
+        showError(new Error(`${file.name} is too large (${sizeText(file.size)}; at most ${sizeText(MAX_ATTACHMENT_BYTES)})`));
+      } else {
+        state.files.push(file);
+      }
+    }
+    input.value = '';
+    renderAttachments();
+  });
+  renderAttachments();
+
+  $('#composer').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const textArea = $('#post-text');
+    const text = textArea.value.trim();
+    if (!text && state.files.length === 0) {
+      showError(new Error('Write something or add an image first.'));
+      textArea.focus();
+      return;
+    }
+    const audience = $('#post-audience').value;
+    busy($('#post-submit'), async () => {
+      const attachments = await Promise.all(state.files.map(async (file) => ({
+        name: file.name, media_type: file.type || 'application/octet-stream', data: await base64Of(file),
+      })));
+      await api.post(text, audience, attachments);
+      textArea.value = '';
+      state.files = [];
+      renderAttachments();
+      announce(`Posted to ${audienceLabel(audience)}`);
+      await refresh();
+    });
+  });
+}
+
+// ---------------------------------------------------------------- friends
+
+async function loadFriendsView() {
+  await Promise.all([loadFriends(), loadTicket(), loadProfile()]);
+}
+
+async function loadTicket() {
+  const { ticket } = await api.ticket();
+  $('#my-ticket').value = ticket || '';
+}
+
+async function loadProfile() {
+  const profile = await api.profile();
+  const name = $('#profile-name');
+  const bio = $('#profile-bio');
+  // Keep what the user is typing.
+  if (document.activeElement !== name) name.value = (profile && profile.name) || '';
+  if (document.activeElement !== bio) bio.value = (profile && profile.bio) || '';
+}
+
+async function loadFriends() {
+  const friends = await api.friends();
+  state.friends = Array.isArray(friends) ? friends : [];
+  renderFriends();
+}
+
+/** Whether `prefixes` let a friend read `prefix`: exactly, or through a wider grant. */
+function coverage(prefixes, prefix) {
+  if (prefixes.includes(prefix)) return 'exact';
+  if (prefixes.some((p) => prefix.startsWith(p))) return 'wider';
+  return null;
+}
+
+function renderFriends() {
+  const list = $('#friend-list');
+  $('#friends-empty').hidden = state.friends.length > 0;
+  list.replaceChildren(...state.friends.map(friendItem));
+}
+
+function friendItem(friend) {
+  const name = friend.name || shortId(friend.namespace);
+  const prefixes = Array.isArray(friend.prefixes) ? friend.prefixes : [];
+  const legendId = 'friend-' + friend.namespace;
+  const switches = SHAREABLE.map((a) => {
+    const cover = coverage(prefixes, a.prefix);
+    const input = h('input', {
+      type: 'checkbox', role: 'switch', checked: cover !== null, disabled: cover === 'wider',
+    });
+    input.addEventListener('change', () => busy(input, async () => {
+      try {
+        if (input.checked) await api.grant(friend.namespace, a.prefix);
+        else await api.revoke(friend.namespace, a.prefix, false);
+        announce(input.checked ? `${name} can read ${a.label} posts` : `${name} no longer reads ${a.label} posts`);
+      } finally {
+        await loadFriends();
+      }
+    }));
+    return h('label', { class: 'switch' }, input, h('span', { class: 'track', 'aria-hidden': 'true' }), h('span', {}, a.label),
+      cover === 'wider' ? h('span', { class: 'hint' }, ' (through a wider grant)') : null);
+  });
+  const others = prefixes.filter((p) => !SHAREABLE.some((a) => a.prefix === p));
+  const revokeBox = h('div', { class: 'friend-actions' });
+  const idle = () => revokeBox.replaceChildren(
+    h('button', {
+      type: 'button', 'aria-label': `Sync now with ${name}`,
+      onclick: (ev) => busy(ev.currentTarget, async () => { await api.sync(friend.namespace); await refresh(); }),
+    }, 'Sync now'),
+    h('button', {
+      type: 'button', class: 'danger', 'aria-label': `Revoke and delete for ${name}`, disabled: prefixes.length === 0,
+      onclick: confirmRevoke,
+    }, 'Revoke and delete'),
+  );
+  function confirmRevoke() {
+    const yes = h('button', { type: 'button', class: 'danger', 'aria-label': `Confirm revoke and delete for ${name}` }, 'Confirm');
+    yes.addEventListener('click', () => busy(yes, async () => {
+      for (const prefix of prefixes) await api.revoke(friend.namespace, prefix, true);
+      announce(`${name} can no longer read your posts; their devices were asked to delete them`);
+      await Promise.all([loadFriends(), refresh()]);
+    }));
+    revokeBox.replaceChildren(
+      h('span', { class: 'hint' }, `Stop sharing with ${name} and ask their devices to delete everything you shared?`),
+      yes, h('button', { type: 'button', class: 'link', onclick: idle }, 'Cancel'));
+    yes.focus();
+  }
+  idle();
+  return h('li', { class: 'friend' },
+    h('div', { class: 'friend-head' },
+      avatar(friend.namespace, name),
+      h('div', { class: 'who' },
+        h('span', { class: 'author' }, name),
+        h('span', { class: 'meta mono', title: friend.namespace }, shortId(friend.namespace)))),
+    h('fieldset', { class: 'audiences' },
+      h('legend', { id: legendId }, `${name} can read`),
+      switches,
+      others.length ? h('p', { class: 'hint' }, 'Also: ', others.join(', ')) : null),
+    revokeBox);
+}
+
+function setupFriends() {
+  $('#copy-ticket').addEventListener('click', (ev) => busy(ev.currentTarget, async () => {
+    const ticket = $('#my-ticket');
+    try {
+      await navigator.clipboard.writeText(ticket.value);
+    } catch {
+      ticket.select();
+      document.execCommand('copy');
+    }
+    announce('Ticket copied');
+  }));
+  $('#add-friend').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const ticket = $('#friend-ticket').value.trim();
+    const name = $('#friend-name').value.trim();
+    if (!ticket) return;
+    const button = ev.currentTarget.querySelector('button[type=submit]');
+    busy(button, async () => {
+      const friend = await api.addFriend(ticket, name || undefined);
+      $('#friend-ticket').value = '';
+      $('#friend-name').value = '';
+      announce(`Added ${(friend && friend.name) || name || 'friend'}; turn on a switch to share posts`);
+      await loadFriends();
+    });
+  });
+  $('#profile-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const button = ev.currentTarget.querySelector('button[type=submit]');
+    busy(button, async () => {
+      const profile = await api.saveProfile({ name: $('#profile-name').value.trim(), bio: $('#profile-bio').value.trim() });
+      if (profile && profile.name) $('#me-name').textContent = profile.name;
+      announce('Profile saved');
+      await refresh();
+    });
+  });
+}
+
+// ------------------------------------------------------------------ start
+
+async function start() {
+  // The server turns `?token=` into a cookie and redirects; never keep the
+  // token in the address bar or history if it is still there.
+  if (new URLSearchParams(location.search).has('token')) {
+    history.replaceState(null, '', location.pathname + location.hash);
+  }
+  $('#tab-feed').addEventListener('click', () => showView('feed'));
+  $('#tab-friends').addEventListener('click', () => showView('friends'));
+  window.addEventListener('hashchange', () => showView(location.hash === '#friends' ? 'friends' : 'feed'));
+  setupComposer();
+  setupFriends();
+  showView(location.hash === '#friends' ? 'friends' : 'feed');
+
+  try {
+    state.me = await api.id();
+    $('#me-name').textContent = state.me.name || shortId(state.me.namespace);
+  } catch (err) {
+    showError(err);
+  }
+  await refresh();
+  follow(scheduleRefresh, setConnection);
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') scheduleRefresh('open');
+  });
+  // Relative times ("5 min ago") age while the page stays open.
+  setInterval(() => {
+    for (const t of document.querySelectorAll('time[data-micros]')) t.textContent = relativeTime(t.dataset.micros);
+  }, 30_000);
+}
+
+start();
