@@ -16,7 +16,8 @@ struct StaticFile {
     bytes: &'static [u8],
 }
 
-/// Every file of the page. `/` is the page itself.
+/// Every file of the page. `/` is the page itself. No name starts with
+/// `/api`: the router keeps that prefix for the API.
 const FILES: &[StaticFile] = &[
     StaticFile {
         path: "/",
@@ -34,9 +35,9 @@ const FILES: &[StaticFile] = &[
         bytes: include_bytes!("../web/app.js"),
     },
     StaticFile {
-        path: "/api.js",
+        path: "/client.js",
         content_type: "text/javascript; charset=utf-8",
-        bytes: include_bytes!("../web/api.js"),
+        bytes: include_bytes!("../web/client.js"),
     },
     StaticFile {
         path: "/dom.js",
@@ -76,7 +77,7 @@ mod tests {
         for path in [
             "/",
             "/app.js",
-            "/api.js",
+            "/client.js",
             "/dom.js",
             "/style.css",
             "/favicon.svg",
@@ -90,6 +91,19 @@ mod tests {
         }
         assert!(matches!(static_file("/"), Some((t, _)) if t.starts_with("text/html")));
         assert!(matches!(static_file("/app.js"), Some((t, _)) if t.starts_with("text/javascript")));
+    }
+
+    #[test]
+    fn no_file_is_shadowed_by_the_api_prefix() {
+        // The router sends everything under `/api` to the API, so a page
+        // file named `/api…` would answer 401 and break the page.
+        for file in super::FILES {
+            assert!(
+                !file.path.starts_with("/api"),
+                "{} is under /api",
+                file.path
+            );
+        }
     }
 
     #[test]

@@ -3,15 +3,21 @@
 // (API.md); the page re-reads the feed and the deletions whenever the event
 // stream says something changed, and keeps what the user is typing.
 
-import { api, follow, base64Of } from './api.js';
+import { api, follow, base64Of } from './client.js';
 import { h, timeEl, relativeTime, initial, hueOf, shortId, isLocalApiUrl, sizeText } from './dom.js';
 
-/** Audiences as the composer offers them, with the prefix each maps to. */
+/** Audiences as the composer offers them, with the prefix each maps to (see the feed module). */
 const AUDIENCES = [
-  { value: 'friends', label: 'Friends', prefix: '/feed/friends/' },
-  { value: 'close', label: 'Close friends', prefix: '/feed/close/' },
-  { value: 'me', label: 'Only me', prefix: '/private/' },
+  { value: 'friends', label: 'Friends', prefix: '/feed/friends' },
+  { value: 'close', label: 'Close friends', prefix: '/feed/close' },
+  { value: 'me', label: 'Only me', prefix: '/private' },
 ];
+/** Other prefixes a friend is granted, in words. */
+const OTHER_PREFIXES = { '/profile': 'your profile', '/feed/comments': 'your comments' };
+
+/** Whether `path` is `prefix` or lies under it (prefixes end at a `/`). */
+const under = (path, prefix) => path === prefix || prefix === '/'
+  || path.startsWith(prefix.endsWith('/') ? prefix : prefix + '/');
 /** The audiences a friend can be granted (never "only me"). */
 const SHAREABLE = AUDIENCES.filter((a) => a.value !== 'me');
 const audienceLabel = (value) => (AUDIENCES.find((a) => a.value === value) || { label: value }).label;
@@ -312,12 +318,13 @@ function describePrefix(d) {
   const known = state.deletedPosts.get(d.id);
   for (const a of AUDIENCES) {
     if (d.prefix === a.prefix) return `All posts to ${a.label}`;
-    if (d.prefix.startsWith(a.prefix)) {
+    if (under(d.prefix, a.prefix)) {
       const snippet = known && known.text ? `“${known.text.length > 60 ? known.text.slice(0, 57) + '…' : known.text}”` : 'A post';
       return `${snippet} to ${a.label}`;
     }
   }
-  return d.prefix;
+  const other = OTHER_PREFIXES[d.prefix];
+  return other ? other[0].toUpperCase() + other.slice(1) : d.prefix;
 }
 
 function renderDeletions(deletions) {
@@ -425,7 +432,7 @@ async function loadFriends() {
 /** Whether `prefixes` let a friend read `prefix`: exactly, or through a wider grant. */
 function coverage(prefixes, prefix) {
   if (prefixes.includes(prefix)) return 'exact';
-  if (prefixes.some((p) => prefix.startsWith(p))) return 'wider';
+  if (prefixes.some((p) => under(prefix, p))) return 'wider';
   return null;
 }
 
@@ -456,7 +463,7 @@ function friendItem(friend) {
     return h('label', { class: 'switch' }, input, h('span', { class: 'track', 'aria-hidden': 'true' }), h('span', {}, a.label),
       cover === 'wider' ? h('span', { class: 'hint' }, ' (through a wider grant)') : null);
   });
-  const others = prefixes.filter((p) => !SHAREABLE.some((a) => a.prefix === p));
+  const others = prefixes.filter((p) => !SHAREABLE.some((a) => a.prefix === p)).map((p) => OTHER_PREFIXES[p] || p);
   const revokeBox = h('div', { class: 'friend-actions' });
   const idle = () => revokeBox.replaceChildren(
     h('button', {
@@ -471,7 +478,8 @@ function friendItem(friend) {
   function confirmRevoke() {
     const yes = h('button', { type: 'button', class: 'danger', 'aria-label': `Confirm revoke and delete for ${name}` }, 'Confirm');
     yes.addEventListener('click', () => busy(yes, async () => {
-      for (const prefix of prefixes) await api.revoke(friend.namespace, prefix, true);
+      // Every grant at or under `/`: one revocation and one deletion request each.
+      await api.revoke(friend.namespace, '/', true);
       announce(`${name} can no longer read your posts; their devices were asked to delete them`);
       await Promise.all([loadFriends(), refresh()]);
     }));

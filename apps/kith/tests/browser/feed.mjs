@@ -1,0 +1,224 @@
+// Drives two kith feed pages in Debian's chromium, as tests/browser.rs asks:
+//
+//   node feed.mjs <alicePageUrl> <bobPageUrl> <screenshotDir>
+//
+// The two daemons are already friends and alice has granted bob her
+// "friends" audience. On alice's page a post with an image is composed; bob's
+// page shows it without a reload, image rendered; alice deletes it; bob's
+// page removes it; alice's page shows the deletion confirmed on 1 of 1
+// friends' devices. Screenshots of each step go to <screenshotDir>.
+//
+// Every wait is one of playwright's auto-waiting calls with a timeout; there
+// are no fixed sleeps. Exit status 0 means every step passed.
+
+import { chromium } from 'playwright-core';
+import { deflateSync } from 'node:zlib';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const [aliceUrl, bobUrl, shots] = process.argv.slice(2);
+if (!aliceUrl || !bobUrl || !shots) {
+  console.error('usage: node feed.mjs <alicePageUrl> <bobPageUrl> <screenshotDir>');
+  process.exit(2);
+}
+mkdirSync(shots, { recursive: true });
+
+/** How long a change may take to reach the other daemon and its page. */
+const LIVE_MS = Number(process.env.KITH_BROWSER_TIMEOUT_MS || 60_000);
+/** How long the local page may take to show its own action. */
+const LOCAL_MS = 15_000;
+const CHROMIUM = process.env.KITH_CHROMIUM || '/usr/bin/chromium';
+
+/** A small RGB PNG (a gradient), built here so the test needs no fixture file. */
+function png(width, height) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (buf) => {
+    let c = 0xffffffff;
+    for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+    const sum = Buffer.alloc(4);
+    sum.writeUInt32BE(crc(body));
+    return Buffer.concat([len, body, sum]);
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header[8] = 8; // bit depth
+  header[9] = 2; // RGB
+  const rows = [];
+  for (let y = 0; y < height; y++) {
+    const row = Buffer.alloc(1 + width * 3);
+    for (let x = 0; x < width; x++) {
+      row[1 + x * 3] = Math.round((255 * x) / width);
+      row[2 + x * 3] = 120;
+      row[3 + x * 3] = Math.round((255 * y) / height);
+    }
+    rows.push(row);
+  }
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', header),
+    chunk('IDAT', deflateSync(Buffer.concat(rows))),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+let step = 'start';
+const log = (msg) => console.log(`[feed.mjs] ${msg}`);
+function begin(name) {
+  step = name;
+  log(name);
+}
+
+// `launch` gives the browser a fresh, temporary user-data dir of its own.
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  headless: true,
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-background-networking',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+});
+
+const pages = {};
+const problems = [];
+let failed = false;
+
+async function openPage(who, url) {
+  // One context per person: both daemons are on 127.0.0.1, and cookies do
+  // not tell ports apart, so a shared context would mix their tokens.
+  const context = await browser.newContext({
+    viewport: { width: 390, height: 844 },
+    deviceScaleFactor: 1,
+    isMobile: true,
+    hasTouch: true,
+  });
+  const page = await context.newPage();
+  page.on('pageerror', (err) => problems.push(`${who}: page error: ${err.message}`));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') log(`${who} console: ${msg.text()}`);
+  });
+  await page.goto(url);
+  // The token became a cookie and the server redirected to the bare page.
+  if (new URL(page.url()).searchParams.has('token')) {
+    throw new Error(`${who}: the page URL still carries the token after loading: ${page.url()}`);
+  }
+  await page.getByRole('textbox', { name: 'Post text' }).waitFor({ timeout: LOCAL_MS });
+  // A marker that survives only as long as the document does: if it is
+  // still there at the end, the page never reloaded.
+  await page.evaluate(() => { window.kithNoReload = true; });
+  pages[who] = page;
+  return page;
+}
+
+async function shot(who, name) {
+  const page = pages[who];
+  if (page) await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+}
+
+async function imageRendered(locator) {
+  await locator.scrollIntoViewIfNeeded({ timeout: LOCAL_MS });
+  await locator.evaluate(
+    (img) => new Promise((resolve, reject) => {
+      const check = () => (img.naturalWidth > 0 ? resolve() : reject(new Error('image failed to decode')));
+      if (img.complete) check();
+      else {
+        img.addEventListener('load', check, { once: true });
+        img.addEventListener('error', () => reject(new Error(`image ${img.src} did not load`)), { once: true });
+      }
+    }),
+    undefined,
+    { timeout: LIVE_MS },
+  );
+}
+
+try {
+  begin('open both pages');
+  const alice = await openPage('alice', aliceUrl);
+  const bob = await openPage('bob', bobUrl);
+
+  begin("alice's friends view lists bob with the friends audience granted");
+  await alice.getByRole('button', { name: 'Friends', exact: true }).click();
+  const bobGroup = alice.getByRole('group', { name: 'bob can read' });
+  await bobGroup.waitFor({ timeout: LOCAL_MS });
+  const friendsSwitch = bobGroup.getByRole('switch', { name: 'Friends', exact: true });
+  await friendsSwitch.waitFor({ timeout: LOCAL_MS });
+  if (!(await friendsSwitch.isChecked())) throw new Error('the "Friends" switch for bob is off');
+  await alice.getByRole('textbox', { name: 'My ticket' }).waitFor({ timeout: LOCAL_MS });
+  await shot('alice', '1-alice-friends');
+  await alice.getByRole('button', { name: 'Feed', exact: true }).click();
+
+  begin('alice composes a post with an image');
+  const text = `Sunrise over the hills ${Date.now().toString(36)}`;
+  await alice.getByRole('textbox', { name: 'Post text' }).fill(text);
+  await alice.getByLabel('Attach images').setInputFiles({
+    name: 'sunrise.png', mimeType: 'image/png', buffer: png(96, 64),
+  });
+  await alice.getByRole('img', { name: 'sunrise.png' }).waitFor({ timeout: LOCAL_MS });
+  await alice.getByRole('combobox', { name: 'Audience' }).selectOption('friends');
+  await shot('alice', '2-alice-composing');
+  await alice.getByRole('button', { name: 'Post', exact: true }).click();
+  const alicePost = alice.getByRole('article').filter({ hasText: text });
+  await alicePost.waitFor({ timeout: LOCAL_MS });
+  await imageRendered(alicePost.getByRole('img', { name: 'sunrise.png' }));
+  await shot('alice', '3-alice-posted');
+
+  begin("bob's page shows the post without a reload, image rendered");
+  const bobPost = bob.getByRole('article').filter({ hasText: text });
+  await bobPost.waitFor({ timeout: LIVE_MS });
+  await imageRendered(bobPost.getByRole('img', { name: 'sunrise.png' }));
+  await bobPost.getByText('alice', { exact: true }).waitFor({ timeout: LOCAL_MS });
+  if (await bobPost.getByRole('button', { name: 'Delete post' }).count()) {
+    throw new Error("bob's page offers to delete alice's post");
+  }
+  await shot('bob', '4-bob-sees-post');
+
+  begin('alice deletes the post');
+  await alicePost.getByRole('button', { name: 'Delete post' }).click();
+  await alicePost.getByRole('button', { name: 'Confirm delete' }).click();
+  await alicePost.waitFor({ state: 'detached', timeout: LOCAL_MS });
+
+  begin("bob's page removes it");
+  await bobPost.waitFor({ state: 'detached', timeout: LIVE_MS });
+  await shot('bob', '5-bob-post-removed');
+
+  begin("alice's page shows the deletion confirmed on 1 of 1 friends' devices");
+  await alice.getByText("Deleted on 1 of 1 friends' devices").waitFor({ timeout: LIVE_MS });
+  await shot('alice', '6-alice-deletion-confirmed');
+
+  begin('neither page reloaded');
+  for (const [who, page] of Object.entries(pages)) {
+    if (!(await page.evaluate(() => window.kithNoReload === true))) throw new Error(`${who}'s page reloaded`);
+  }
+  if (problems.length) throw new Error(problems.join('\n'));
+  log('all steps passed');
+} catch (err) {
+  failed = true;
+  console.error(`[feed.mjs] FAILED at step "${step}": ${err && err.stack ? err.stack : err}`);
+  for (const p of problems) console.error(`[feed.mjs] ${p}`);
+  for (const who of Object.keys(pages)) {
+    try {
+      await shot(who, `failure-${who}`);
+    } catch (e) {
+      console.error(`[feed.mjs] no failure screenshot for ${who}: ${e.message}`);
+    }
+  }
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);
