@@ -3,7 +3,8 @@
 //! bob, friends over loopback) and Debian's chromium driven by
 //! `tests/browser/feed.mjs` (npm's playwright-core, which never downloads a
 //! browser of its own). On alice's page a post with an image is composed;
-//! bob's page shows it without a reload, image rendered; alice deletes it;
+//! bob's page shows it without a reload, image rendered; bob comments and
+//! alice's page shows the comment; alice deletes the post;
 //! bob's page removes it; alice's page shows it deleted on 1 of 1 friends'
 //! devices. Screenshots of every step land in `target/browser-artifacts/`.
 //!
@@ -252,7 +253,7 @@ fn a_post_with_an_image_reaches_a_friend_live_and_its_deletion_is_confirmed() {
         "the browser script failed ({status}); its output is above, screenshots in {}",
         shots.display()
     );
-    for shot in ["4-bob-sees-post.png", "6-alice-deletion-confirmed.png"] {
+    for shot in ["4-bob-sees-post.png", "7-alice-deletion-confirmed.png"] {
         assert!(shots.join(shot).is_file(), "no screenshot {shot}");
     }
     println!("screenshots in {}", shots.display());

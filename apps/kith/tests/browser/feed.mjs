@@ -4,7 +4,8 @@
 //
 // The two daemons are already friends and alice has granted bob her
 // "friends" audience. On alice's page a post with an image is composed; bob's
-// page shows it without a reload, image rendered; alice deletes it; bob's
+// page shows it without a reload, image rendered; bob comments and alice's
+// page shows the comment; alice deletes the post; bob's
 // page removes it; alice's page shows the deletion confirmed on 1 of 1
 // friends' devices. Screenshots of each step go to <screenshotDir>.
 //
@@ -188,6 +189,14 @@ try {
   }
   await shot('bob', '4-bob-sees-post');
 
+  begin("bob comments; alice's page shows the comment under her post");
+  const comment = `Lovely colours ${Date.now().toString(36)}`;
+  await bobPost.getByRole('textbox', { name: 'Write a comment' }).fill(comment);
+  await bobPost.getByRole('button', { name: 'Comment', exact: true }).click();
+  await bobPost.getByRole('list', { name: 'Comments' }).getByText(comment).waitFor({ timeout: LOCAL_MS });
+  await alicePost.getByRole('list', { name: 'Comments' }).getByText(comment).waitFor({ timeout: LIVE_MS });
+  await shot('alice', '5-alice-sees-comment');
+
   begin('alice deletes the post');
   await alicePost.getByRole('button', { name: 'Delete post' }).click();
   await alicePost.getByRole('button', { name: 'Confirm delete' }).click();
@@ -195,11 +204,11 @@ try {
 
   begin("bob's page removes it");
   await bobPost.waitFor({ state: 'detached', timeout: LIVE_MS });
-  await shot('bob', '5-bob-post-removed');
+  await shot('bob', '6-bob-post-removed');
 
   begin("alice's page shows the deletion confirmed on 1 of 1 friends' devices");
   await alice.getByText("Deleted on 1 of 1 friends' devices").waitFor({ timeout: LIVE_MS });
-  await shot('alice', '6-alice-deletion-confirmed');
+  await shot('alice', '7-alice-deletion-confirmed');
 
   begin('neither page reloaded');
   for (const [who, page] of Object.entries(pages)) {
