@@ -188,6 +188,7 @@ async fn deletions_reach_the_friend_on_catch_up() {
 async fn spawn_subscriber(dir: &std::path::Path) -> kith::Node {
     kith::Node::builder(dir)
         .network(kith::NetworkMode::LocalOnly)
+        .live_push(false)
         .resync_interval(std::time::Duration::from_millis(200))
         .spawn()
         .await
@@ -269,6 +270,7 @@ async fn the_blob_cache_is_bounded_and_purged_blobs_come_back_from_the_owner() {
     let a = spawn(da.path()).await;
     let b = kith::Node::builder(db.path())
         .network(kith::NetworkMode::LocalOnly)
+        .live_push(false)
         .blob_cache_limit(1 << 20)
         .spawn()
         .await

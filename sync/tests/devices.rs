@@ -17,6 +17,7 @@ async fn spawn_quick(dir: &std::path::Path) -> Node {
     common::init_tracing();
     Node::builder(dir)
         .network(NetworkMode::LocalOnly)
+        .live_push(false)
         .connect_timeout(Duration::from_secs(2))
         .spawn()
         .await
@@ -58,6 +59,7 @@ async fn a_backup_device_replicates_and_serves_friends_with_the_same_grants() {
     let invite: kith::DeviceInvite = invite.to_string().parse().unwrap();
     let backup = Node::builder(dirs[3].path())
         .network(NetworkMode::LocalOnly)
+        .live_push(false)
         .join_namespace(invite)
         .spawn()
         .await
@@ -127,6 +129,7 @@ async fn an_invite_only_works_for_the_device_it_names() {
     kith::prepare_device(dc.path()).unwrap();
     let err = Node::builder(dc.path())
         .network(NetworkMode::LocalOnly)
+        .live_push(false)
         .join_namespace(invite.clone())
         .spawn()
         .await
@@ -135,6 +138,7 @@ async fn an_invite_only_works_for_the_device_it_names() {
     // A device without the namespace key cannot issue grants or invites.
     let backup = Node::builder(db.path())
         .network(NetworkMode::LocalOnly)
+        .live_push(false)
         .join_namespace(invite)
         .spawn()
         .await
@@ -144,6 +148,7 @@ async fn an_invite_only_works_for_the_device_it_names() {
     // A prepared folder refuses to start as a new namespace by mistake.
     let err = Node::builder(dc.path())
         .network(NetworkMode::LocalOnly)
+        .live_push(false)
         .spawn()
         .await
         .unwrap_err();

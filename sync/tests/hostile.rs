@@ -347,6 +347,7 @@ async fn spawn_limited(dir: &std::path::Path, limits: kith::PeerLimits) -> Node 
     common::init_tracing();
     Node::builder(dir)
         .network(kith::NetworkMode::LocalOnly)
+        .live_push(false)
         .peer_limits(limits)
         .spawn()
         .await
