@@ -89,9 +89,7 @@ impl Slot {
         }
         match &change.kind {
             ChangeKind::Put { path, .. } => self.prefix.is_prefix_of(path),
-            ChangeKind::Tombstone { prefix, .. } => {
-                self.prefix.is_prefix_of(prefix) || prefix.is_prefix_of(&self.prefix)
-            }
+            ChangeKind::Tombstone { prefix, .. } => self.prefix.overlaps(prefix),
         }
     }
 }

@@ -513,8 +513,11 @@ impl Live {
             .values()
             .filter(|t| {
                 t.scope.namespace() == ns
-                    && (t.scope.prefix().is_prefix_of(path)
-                        || (is_tombstone && path.is_prefix_of(t.scope.prefix())))
+                    && if is_tombstone {
+                        t.scope.prefix().overlaps(path)
+                    } else {
+                        t.scope.prefix().is_prefix_of(path)
+                    }
             })
             .map(|t| (t.scope.clone(), t.sender.clone(), t.counter.clone()))
             .collect();
@@ -853,10 +856,7 @@ fn receive(
                 Ok(t) => t,
                 Err(e) => return Outcome::rejected(&format!("malformed tombstone: {e}")),
             };
-            if tombstone.namespace() != ns
-                || !(scope.prefix().is_prefix_of(tombstone.prefix())
-                    || tombstone.prefix().is_prefix_of(scope.prefix()))
-            {
+            if tombstone.namespace() != ns || !scope.prefix().overlaps(tombstone.prefix()) {
                 return Outcome::rejected("a tombstone outside the scope");
             }
             if let Err(e) = kith_caps::tombstone_validity(&tombstone, &revocations, now) {

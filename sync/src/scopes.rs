@@ -20,9 +20,10 @@ use kith_store::{RecordKind, RecordOp, Store};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
 use crate::Result;
-use crate::state::Shared;
+use crate::state::{Shared, decode_cursors, encode_cursors};
 
-/// Sync-state id prefix of the record of scope epochs sent to a device.
+/// Sync-state id prefix of the record of scope epochs sent to a device
+/// (kept in the sync cursors' encoding: (prefix, epoch) pairs).
 const SCOPES_SENT_ID: &[u8] = b"scopes";
 
 /// The scopes this node holds: its own namespace's and its friends'.
@@ -62,31 +63,6 @@ fn decode_held(bytes: &[u8]) -> Option<(Scope, Roster)> {
     let roster = Roster::decode(bytes.get(4 + len..)?).ok()?;
     roster.verify().ok()?;
     roster.is_for(&scope).then_some((scope, roster))
-}
-
-fn encode_epochs(epochs: &[(Path, u64)]) -> Vec<u8> {
-    let mut out = vec![1u8];
-    for (p, e) in epochs {
-        out.extend_from_slice(&(p.encoded().len() as u16).to_be_bytes());
-        out.extend_from_slice(p.encoded());
-        out.extend_from_slice(&e.to_be_bytes());
-    }
-    out
-}
-
-fn decode_epochs(bytes: &[u8]) -> Option<Vec<(Path, u64)>> {
-    let (&1, mut rest) = bytes.split_first()? else {
-        return None;
-    };
-    let mut out = Vec::new();
-    while !rest.is_empty() {
-        let len = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
-        let path = Path::from_encoded(rest.get(2..2 + len)?).ok()?;
-        let epoch = u64::from_be_bytes(rest.get(2 + len..10 + len)?.try_into().ok()?);
-        out.push((path, epoch));
-        rest = &rest[10 + len..];
-    }
-    Some(out)
 }
 
 fn sent_id(device: &DeviceId) -> Vec<u8> {
@@ -293,7 +269,7 @@ impl Shared {
         let mut sent = self
             .store
             .record(RecordKind::SyncState, &ns, &id)?
-            .and_then(|b| decode_epochs(&b))
+            .and_then(|b| decode_cursors(&b))
             .unwrap_or_default();
         let before = sent.clone();
         for (p, e) in epochs {
@@ -304,7 +280,7 @@ impl Shared {
         }
         if sent != before {
             self.store
-                .put_record(RecordKind::SyncState, &ns, &id, &encode_epochs(&sent))?;
+                .put_record(RecordKind::SyncState, &ns, &id, &encode_cursors(&sent))?;
         }
         Ok(())
     }
@@ -328,7 +304,7 @@ impl Shared {
                         let s = self
                             .store
                             .record(RecordKind::SyncState, &ns, &sent_id(m))?
-                            .and_then(|b| decode_epochs(&b))
+                            .and_then(|b| decode_cursors(&b))
                             .unwrap_or_default();
                         cache.entry(*m).or_insert(s)
                     }

@@ -342,17 +342,77 @@ impl Shared {
     /// Devices that were served data under a deleted prefix and have not
     /// confirmed the deletion yet.
     pub(crate) fn devices_owed_tombstones(&self) -> Result<Vec<DeviceId>> {
+        let tombstones = self.deletions()?;
+        let mut out = Vec::new();
+        for served in self.served_devices()? {
+            if !self.owed_to(&served, &tombstones)?.is_empty() {
+                out.push(served.device);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every friend device this namespace served, with what it was served.
+    fn served_devices(&self) -> Result<Vec<Served>> {
         let ns = self.namespace();
         let mut out = Vec::new();
-        for (id, _) in self.store.records(RecordKind::SyncState, &ns)? {
-            let Some(device) = id.strip_prefix(b"served".as_slice()) else {
+        for (id, bytes) in self.store.records(RecordKind::SyncState, &ns)? {
+            let Some(device) = id.strip_prefix(SERVED_ID) else {
                 continue;
             };
             let Ok(device) = DeviceId::try_from_slice(device) else {
                 continue;
             };
-            if !OwnerSource(self).owed_tombstones(&device)?.is_empty() {
-                out.push(device);
+            if let Some((namespace, prefixes)) = decode_served(&bytes) {
+                out.push(Served {
+                    device,
+                    namespace,
+                    prefixes,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// This namespace's signed deletions, each with the friend it was asked
+    /// of alone (if any).
+    fn deletions(&self) -> Result<Vec<Deletion>> {
+        let mut out = Vec::new();
+        for (_, bytes) in self
+            .store
+            .records(RecordKind::Tombstone, &self.namespace())?
+        {
+            let Ok(tombstone) = Tombstone::decode(&bytes) else {
+                continue;
+            };
+            let addressee = self.addressee(&tombstone.id())?;
+            out.push(Deletion {
+                tombstone,
+                bytes,
+                addressee,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether `deletion` concerns `served`: it was served data under the
+    /// prefix, and the deletion was not asked of another friend only.
+    fn concerns(deletion: &Deletion, served: &Served) -> bool {
+        deletion.addressee.is_none_or(|to| to == served.namespace)
+            && served
+                .prefixes
+                .iter()
+                .any(|p| p.overlaps(deletion.tombstone.prefix()))
+    }
+
+    /// The signed deletions `served` has not confirmed.
+    fn owed_to(&self, served: &Served, deletions: &[Deletion]) -> Result<Vec<Vec<u8>>> {
+        let ns = self.namespace();
+        let mut out = Vec::new();
+        for d in deletions.iter().filter(|d| Self::concerns(d, served)) {
+            let id = receipt_id(d.tombstone.id().as_bytes(), &served.device);
+            if self.store.record(RecordKind::Receipt, &ns, &id)?.is_none() {
+                out.push(d.bytes.clone());
             }
         }
         Ok(out)
@@ -700,34 +760,23 @@ impl Source for OwnerSource<'_> {
     }
 
     fn owed_tombstones(&self, device: &DeviceId) -> Result<Vec<Vec<u8>>> {
-        let store = &self.0.store;
         let ns = self.0.namespace();
-        let Some(bytes) = store.record(RecordKind::SyncState, &ns, &served_id(device))? else {
+        let Some(bytes) = self
+            .0
+            .store
+            .record(RecordKind::SyncState, &ns, &served_id(device))?
+        else {
             return Ok(Vec::new());
         };
-        let Some((served_ns, served)) = decode_served(&bytes) else {
+        let Some((namespace, prefixes)) = decode_served(&bytes) else {
             return Ok(Vec::new());
         };
-        let mut out = Vec::new();
-        for (id, bytes) in store.records(RecordKind::Tombstone, &ns)? {
-            let Ok(t) = Tombstone::decode(&bytes) else {
-                continue;
-            };
-            if self.0.addressee(&t.id())?.is_some_and(|to| to != served_ns) {
-                continue; // a deletion asked of another friend only
-            }
-            let overlaps = served
-                .iter()
-                .any(|p| p.is_prefix_of(t.prefix()) || t.prefix().is_prefix_of(p));
-            if overlaps
-                && store
-                    .record(RecordKind::Receipt, &ns, &receipt_id(&id, device))?
-                    .is_none()
-            {
-                out.push(bytes);
-            }
-        }
-        Ok(out)
+        let served = Served {
+            device: *device,
+            namespace,
+            prefixes,
+        };
+        self.0.owed_to(&served, &self.0.deletions()?)
     }
 
     fn store_receipt(&self, receipt: &Receipt) -> Result<bool> {
@@ -1035,8 +1084,26 @@ impl Replica for FriendReplica<'_> {
 /// Tag of a receipt in the outbox.
 pub(crate) const OUTBOX_RECEIPT: u8 = 1;
 
+/// Sync-state id prefix of what a device was served.
+const SERVED_ID: &[u8] = b"served";
+
+/// A friend device this namespace served, and the prefixes it was served.
+struct Served {
+    device: DeviceId,
+    namespace: NamespaceId,
+    prefixes: Vec<Path>,
+}
+
+/// A signed deletion of this namespace.
+struct Deletion {
+    tombstone: Tombstone,
+    bytes: Vec<u8>,
+    /// The friend it was asked of alone, for "revoke and delete".
+    addressee: Option<NamespaceId>,
+}
+
 fn served_id(device: &DeviceId) -> Vec<u8> {
-    let mut id = b"served".to_vec();
+    let mut id = SERVED_ID.to_vec();
     id.extend_from_slice(device.as_bytes());
     id
 }
@@ -1140,26 +1207,14 @@ impl Shared {
         else {
             return Ok(Vec::new());
         };
-        let t = Tombstone::decode(&bytes)?;
-        let addressee = self.addressee(tombstone)?;
+        let deletion = Deletion {
+            tombstone: Tombstone::decode(&bytes)?,
+            addressee: self.addressee(tombstone)?,
+            bytes,
+        };
         let mut out = Vec::new();
-        for (id, bytes) in self.store.records(RecordKind::SyncState, &ns)? {
-            let Some(device) = id.strip_prefix(b"served".as_slice()) else {
-                continue;
-            };
-            let Ok(device) = DeviceId::try_from_slice(device) else {
-                continue;
-            };
-            let Some((namespace, served)) = decode_served(&bytes) else {
-                continue;
-            };
-            if addressee.is_some_and(|to| to != namespace) {
-                continue;
-            }
-            if !served
-                .iter()
-                .any(|p| p.is_prefix_of(t.prefix()) || t.prefix().is_prefix_of(p))
-            {
+        for served in self.served_devices()? {
+            if !Self::concerns(&deletion, &served) {
                 continue;
             }
             let confirmed = self
@@ -1167,13 +1222,13 @@ impl Shared {
                 .record(
                     RecordKind::Receipt,
                     &ns,
-                    &receipt_id(tombstone.as_bytes(), &device),
+                    &receipt_id(tombstone.as_bytes(), &served.device),
                 )?
                 .and_then(|b| Receipt::decode(&b).ok())
                 .map(|r| r.applied_at());
             out.push(DeletionStatus {
-                namespace,
-                device,
+                namespace: served.namespace,
+                device: served.device,
                 confirmed,
             });
         }
@@ -1181,7 +1236,7 @@ impl Shared {
     }
 }
 
-fn encode_cursors(cursors: &[(Path, u64)]) -> Vec<u8> {
+pub(crate) fn encode_cursors(cursors: &[(Path, u64)]) -> Vec<u8> {
     let mut out = vec![1u8];
     for (p, s) in cursors {
         out.extend_from_slice(&(p.encoded().len() as u16).to_be_bytes());
@@ -1191,7 +1246,7 @@ fn encode_cursors(cursors: &[(Path, u64)]) -> Vec<u8> {
     out
 }
 
-fn decode_cursors(bytes: &[u8]) -> Option<Vec<(Path, u64)>> {
+pub(crate) fn decode_cursors(bytes: &[u8]) -> Option<Vec<(Path, u64)>> {
     let (&version, mut rest) = bytes.split_first()?;
     if version != 1 {
         return None;

@@ -186,6 +186,12 @@ impl Path {
         other.encoded.starts_with(&self.encoded)
     }
 
+    /// Whether the subtrees of the two paths share a path: one of them is a
+    /// prefix of the other.
+    pub fn overlaps(&self, other: &Path) -> bool {
+        self.is_prefix_of(other) || other.is_prefix_of(self)
+    }
+
     /// The parent path, or `None` for the root.
     pub fn parent(&self) -> Option<Path> {
         if self.is_root() {
@@ -286,6 +292,10 @@ mod tests {
         assert!(!p("/photos/x").is_prefix_of(&p("/photos")));
         assert!(Path::root().is_prefix_of(&p("/a/b")));
         assert!(Path::root().is_prefix_of(&Path::root()));
+        assert!(p("/photos").overlaps(&p("/photos/x")));
+        assert!(p("/photos/x").overlaps(&p("/photos")));
+        assert!(!p("/photos").overlaps(&p("/photosecret")));
+        assert!(!p("/a/x").overlaps(&p("/a/y")));
     }
 
     #[test]

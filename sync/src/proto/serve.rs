@@ -403,11 +403,8 @@ impl Serve {
                 .iter()
                 .any(|(p, s)| seq > *s && p.is_prefix_of(path))
         };
-        let overlaps = |prefix: &Path, seq: u64| {
-            allowed
-                .iter()
-                .any(|(p, s)| seq > *s && (p.is_prefix_of(prefix) || prefix.is_prefix_of(p)))
-        };
+        let overlaps =
+            |prefix: &Path, seq: u64| allowed.iter().any(|(p, s)| seq > *s && p.overlaps(prefix));
         // Tombstones first, then entries.
         let mut entries = Vec::new();
         let mut seq = min_since;
