@@ -12,21 +12,16 @@
 //! in `tests/browser/` (`.ci/run` does all three). Without them the test
 //! fails when `CI=true` and is skipped otherwise.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use common::{Daemon, KITH, POLL, json, ok};
 
-const KITH: &str = env!("CARGO_BIN_EXE_kith");
-/// How long a daemon may take to start.
-const START: Duration = Duration::from_secs(60);
 /// How long the whole browser script may run (its own waits are shorter).
 const SCRIPT: Duration = Duration::from_secs(300);
-/// How often the script's process is checked for having exited.
-const POLL: Duration = Duration::from_millis(100);
 
 /// The npm project holding `feed.mjs` and its `node_modules`.
 fn script_dir() -> PathBuf {
@@ -76,96 +71,6 @@ fn missing_prerequisites() -> Vec<String> {
     missing
 }
 
-fn kith(data: &Path, args: &[&str]) -> Output {
-    Command::new(KITH)
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .env_remove("KITH_DATA")
-        .output()
-        .unwrap()
-}
-
-/// Runs a command that must succeed and returns its standard output.
-fn ok(data: &Path, args: &[&str]) -> String {
-    let out = kith(data, args);
-    assert!(
-        out.status.success(),
-        "kith {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn json(data: &Path, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    serde_json::from_str(&ok(data, &all)).unwrap()
-}
-
-/// A `kith serve` process with its page, killed when dropped.
-struct Daemon {
-    child: Child,
-    /// The page URL carrying the token once.
-    url: String,
-}
-
-impl Daemon {
-    fn start(data: &Path) -> Self {
-        let mut child = Command::new(KITH)
-            .arg("--data")
-            .arg(data)
-            .args([
-                "serve",
-                "--local-only",
-                "--http",
-                "127.0.0.1:0",
-                "--listen",
-                "127.0.0.1:0",
-                "--json",
-            ])
-            // Live push carries posts and deletions; a short re-sync is the
-            // fallback should a push be missed.
-            .env("KITH_RESYNC_SECS", "2")
-            .env_remove("KITH_DATA")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        // Ready once it printed its addresses; later output is drained so
-        // the daemon never writes into a closed pipe.
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            for line in lines.map_while(Result::ok) {
-                eprintln!("kith serve: {line}");
-            }
-        });
-        let line = rx.recv_timeout(START).expect("kith serve did not start");
-        let v: Value = serde_json::from_str(&line).unwrap();
-        let url = v["url"]
-            .as_str()
-            .expect("kith serve printed no page url")
-            .to_string();
-        assert!(
-            url.starts_with("http://127.0.0.1:") && url.contains("token="),
-            "{url}"
-        );
-        Self { child, url }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Kills the browser script if the test ends early.
 struct Script(Child);
 
@@ -194,8 +99,8 @@ fn a_post_with_an_image_reaches_a_friend_live_and_its_deletion_is_confirmed() {
     for (data, name) in [(&alice, "alice"), (&bob, "bob")] {
         ok(data, &["init", "--name", name]);
     }
-    let alice_daemon = Daemon::start(&alice);
-    let bob_daemon = Daemon::start(&bob);
+    let alice_daemon = Daemon::start(&alice, 2, false);
+    let bob_daemon = Daemon::start(&bob, 2, false);
 
     // Friends both ways; adding a friend grants them the friends audience.
     let ticket = |d: &Path| ok(d, &["ticket"]).trim().to_string();
@@ -225,8 +130,8 @@ fn a_post_with_an_image_reaches_a_friend_live_and_its_deletion_is_confirmed() {
     let mut script = Script(
         Command::new("node")
             .arg(script_dir().join("feed.mjs"))
-            .arg(&alice_daemon.url)
-            .arg(&bob_daemon.url)
+            .arg(alice_daemon.url())
+            .arg(bob_daemon.url())
             .arg(&shots)
             .current_dir(script_dir())
             .env("KITH_CHROMIUM", chromium())

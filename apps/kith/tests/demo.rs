@@ -2,16 +2,16 @@
 //! `kith demo`: three befriended local nodes with sample content, each
 //! serving its page.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::http::Method;
 use kith_app::client::Client;
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(60);
+use common::{POLL, WAIT};
 
 fn client_for(url: &str) -> Client {
     let rest = url.strip_prefix("http://").unwrap();
@@ -34,16 +34,9 @@ async fn the_demo_serves_three_befriended_people_with_sample_posts() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = tokio::task::spawn_blocking(move || rx.recv_timeout(WAIT))
+    let line = tokio::task::spawn_blocking(move || common::first_line(stdout, "kith demo", WAIT))
         .await
-        .unwrap()
-        .expect("the demo did not start");
+        .unwrap();
     let urls: Value = serde_json::from_str(&line).unwrap();
     let [alice, bob, carol] = ["alice", "bob", "carol"].map(|n| {
         let url = urls[n].as_str().unwrap();
@@ -104,7 +97,7 @@ async fn the_demo_serves_three_befriended_people_with_sample_posts() {
     let deadline = Instant::now() + WAIT;
     while child.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "the demo did not stop");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(POLL).await;
     }
     for n in ["alice", "bob", "carol"] {
         assert!(!dir.path().join(n).join("daemon.json").exists());

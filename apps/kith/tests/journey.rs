@@ -4,46 +4,13 @@
 //! grants given with the CLI; posts, a revocation and a remote deletion
 //! travel between the three daemons.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::{Daemon, POLL, WAIT, json, kith, ok};
 use serde_json::Value;
-
-const KITH: &str = env!("CARGO_BIN_EXE_kith");
-/// How long any condition may take to come true.
-const WAIT: Duration = Duration::from_secs(60);
-/// How often a condition is checked again.
-const POLL: Duration = Duration::from_millis(100);
-
-fn kith(data: &Path, args: &[&str]) -> Output {
-    Command::new(KITH)
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .env_remove("KITH_DATA")
-        .output()
-        .unwrap()
-}
-
-/// Runs a command that must succeed and returns its standard output.
-fn ok(data: &Path, args: &[&str]) -> String {
-    let out = kith(data, args);
-    assert!(
-        out.status.success(),
-        "kith {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn json(data: &Path, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    serde_json::from_str(&ok(data, &all)).unwrap()
-}
 
 /// Checks `f` every [`POLL`] until it holds, for at most [`WAIT`].
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
@@ -51,70 +18,6 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         std::thread::sleep(POLL);
-    }
-}
-
-/// A `kith serve` process, killed when dropped.
-struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    fn start(data: &Path) -> Self {
-        let mut child = Command::new(KITH)
-            .arg("--data")
-            .arg(data)
-            .args([
-                "serve",
-                "--local-only",
-                "--headless",
-                "--http",
-                "127.0.0.1:0",
-                "--json",
-            ])
-            // Subscriptions would catch up on their own every hour; the
-            // journey syncs explicitly, so nothing depends on timing.
-            .env("KITH_RESYNC_SECS", "3600")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        // Ready once it printed its addresses (after announcing itself).
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(WAIT).expect("kith serve did not start");
-        let v: Value = serde_json::from_str(&line).unwrap();
-        assert!(v["http"].as_str().unwrap().starts_with("127.0.0.1:"));
-        Self { child }
-    }
-
-    /// Stops the daemon as Ctrl-C or a service manager would (SIGTERM).
-    fn stop(mut self) {
-        let status = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if self.child.try_wait().unwrap().is_some() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "kith serve did not stop");
-            std::thread::sleep(POLL);
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -143,7 +46,7 @@ fn friends_share_posts_revoke_close_friends_and_confirm_a_remote_deletion() {
     }
     let daemons: Vec<Daemon> = [&alice, &bob, &carol]
         .iter()
-        .map(|d| Daemon::start(d))
+        .map(|d| Daemon::start(d, 3600, true))
         .collect();
 
     // Tickets exchanged: everyone befriends everyone.
@@ -333,7 +236,7 @@ fn a_second_device_joins_with_an_invite() {
     let (phone, laptop) = (root.path().join("phone"), root.path().join("laptop"));
     ok(&phone, &["init", "--name", "dana"]);
     ok(&phone, &["put", "/notes/n", "written on the phone"]);
-    let daemon = Daemon::start(&phone);
+    let daemon = Daemon::start(&phone, 3600, true);
     let device = json(&laptop, &["device", "join"])["device"]
         .as_str()
         .unwrap()

@@ -1,0 +1,143 @@
+//! Shared helpers for the tests that run the real `kith` binary.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const KITH: &str = env!("CARGO_BIN_EXE_kith");
+/// How long any condition may take to come true.
+pub const WAIT: Duration = Duration::from_secs(60);
+/// How often a condition is checked again.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// Runs `kith --data DATA ARGS…`.
+pub fn kith(data: &Path, args: &[&str]) -> Output {
+    Command::new(KITH)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env_remove("KITH_DATA")
+        .output()
+        .unwrap()
+}
+
+/// Runs a command that must succeed and returns its standard output.
+pub fn ok(data: &Path, args: &[&str]) -> String {
+    let out = kith(data, args);
+    assert!(
+        out.status.success(),
+        "kith {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command with `--json` that must succeed and parses its output.
+pub fn json(data: &Path, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    serde_json::from_str(&ok(data, &all)).unwrap()
+}
+
+/// The first line a process prints, within `wait`; later lines are passed
+/// on to the test's output, so the process never writes into a closed pipe.
+pub fn first_line(stdout: ChildStdout, what: &'static str, wait: Duration) -> String {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(first)) = lines.next() {
+            let _ = tx.send(first);
+        }
+        for line in lines.map_while(Result::ok) {
+            eprintln!("{what}: {line}");
+        }
+    });
+    rx.recv_timeout(wait)
+        .unwrap_or_else(|_| panic!("{what} printed nothing in {wait:?}"))
+}
+
+/// A `kith serve --local-only` process, killed when dropped.
+pub struct Daemon {
+    child: Child,
+    /// What it printed on start (`namespace`, `http`, `url`).
+    pub started: Value,
+}
+
+impl Daemon {
+    /// Starts a daemon for `data` that re-syncs subscriptions every
+    /// `resync_secs`, serving the page unless `headless`.
+    pub fn start(data: &Path, resync_secs: u64, headless: bool) -> Self {
+        let mut args = vec![
+            "serve",
+            "--local-only",
+            "--http",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--json",
+        ];
+        if headless {
+            args.push("--headless");
+        }
+        let mut child = Command::new(KITH)
+            .arg("--data")
+            .arg(data)
+            .args(&args)
+            .env("KITH_RESYNC_SECS", resync_secs.to_string())
+            .env_remove("KITH_DATA")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        // Ready once it printed its addresses.
+        let line = first_line(child.stdout.take().unwrap(), "kith serve", WAIT);
+        let started: Value = serde_json::from_str(&line).unwrap();
+        assert!(
+            started["http"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{started}"
+        );
+        Self { child, started }
+    }
+
+    /// The page URL, carrying the access token once.
+    pub fn url(&self) -> String {
+        let url = self.started["url"]
+            .as_str()
+            .expect("kith serve printed no page url")
+            .to_string();
+        assert!(
+            url.starts_with("http://127.0.0.1:") && url.contains("token="),
+            "{url}"
+        );
+        url
+    }
+
+    /// Stops the daemon as Ctrl-C or a service manager would (SIGTERM).
+    pub fn stop(mut self) {
+        let status = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if self.child.try_wait().unwrap().is_some() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "kith serve did not stop");
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
