@@ -6,10 +6,13 @@
 
 mod caps;
 mod catchup;
+mod delete;
 mod fanout;
 mod peers;
 mod report;
+mod revoke;
 mod store;
+mod swarm;
 
 use anyhow::{Result, bail};
 use clap::Parser;
@@ -26,13 +29,16 @@ const SCENARIOS: &[Scenario] = &[
     ("blobs", catchup::run_blobs),
     ("peers", peers::run),
     ("fanout", fanout::run),
+    ("revoke", revoke::run),
+    ("delete", delete::run),
 ];
 
 /// Command-line options.
 #[derive(Parser, Debug)]
 #[command(about = "Run kith's benchmark scenarios")]
 pub(crate) struct Options {
-    /// Scenario to run (`store`, `caps`, `catchup`, `blobs`, `peers`, `fanout`) or `all`.
+    /// Scenario to run (`store`, `caps`, `catchup`, `blobs`, `peers`, `fanout`,
+    /// `revoke`, `delete`) or `all`.
     scenario: String,
     /// Print one JSON object per line per figure instead of a table.
     #[arg(long)]
@@ -40,6 +46,10 @@ pub(crate) struct Options {
     /// Scale the amount of work (1.0 = the documented scenario; smaller for a quick look).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
+    /// Friend counts for `fanout`, `revoke` and `delete` (comma-separated;
+    /// default: each scenario's documented set).
+    #[arg(long, value_delimiter = ',')]
+    friends: Vec<usize>,
 }
 
 impl Options {
@@ -51,6 +61,14 @@ impl Options {
 
 fn main() -> Result<()> {
     let opts = Options::parse();
+    // Log lines only when asked for (`RUST_LOG=kith=info`), on stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     if cfg!(debug_assertions) {
         eprintln!(
             "warning: kith-bench was built without optimisations; run it with `cargo run --release -p kith-bench`"
@@ -97,6 +115,7 @@ mod tests {
             scenario: "all".into(),
             json: true,
             scale: 0.001,
+            friends: Vec::new(),
         };
         for (name, run) in SCENARIOS {
             let figures = run(&opts).unwrap_or_else(|e| panic!("scenario {name} failed: {e:#}"));

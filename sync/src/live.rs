@@ -103,6 +103,11 @@ pub struct LiveTopic {
     pub prefix: Path,
     /// The scope's epoch (it grows with every re-key).
     pub epoch: u64,
+    /// Devices on the scope's roster, as this node knows it.
+    pub members: usize,
+    /// Direct gossip neighbors in the topic now (0: cut off; the node
+    /// re-joins through roster members with backoff).
+    pub neighbors: usize,
 }
 
 #[derive(Debug, Default)]
@@ -144,6 +149,8 @@ struct Topic {
     sender: GossipSender,
     /// This device's counter in this scope.
     counter: Arc<AtomicU64>,
+    /// Direct gossip neighbors in this topic now.
+    neighbors: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -208,6 +215,8 @@ impl Live {
                 namespace: t.scope.namespace(),
                 prefix: t.scope.prefix().clone(),
                 epoch: t.scope.epoch(),
+                members: self.roster_of(&t.scope).map_or(0, |r| r.members().len()),
+                neighbors: t.neighbors.load(Ordering::Relaxed) as usize,
             })
             .collect();
         out.sort_by(|a, b| (a.namespace, &a.prefix).cmp(&(b.namespace, &b.prefix)));
@@ -296,12 +305,13 @@ impl Live {
                 }
             };
             let (sender, receiver) = topic.split();
+            let neighbors = Arc::new(AtomicU64::new(0));
             let task = tokio::spawn(Self::listen(
                 Arc::downgrade(self),
                 scope.clone(),
-                roster.clone(),
                 sender.clone(),
                 receiver,
+                neighbors.clone(),
             ));
             tracing::debug!(prefix = %scope.prefix(), epoch = scope.epoch(), "joined a scope's topic");
             self.topics.lock().insert(
@@ -310,6 +320,7 @@ impl Live {
                     scope,
                     sender,
                     counter: Arc::new(AtomicU64::new(0)),
+                    neighbors,
                     task,
                 },
             );
@@ -324,6 +335,9 @@ impl Live {
     /// not all land on one node.
     fn bootstrap(&self, scope: &Scope, roster: &Roster) -> Vec<iroh::EndpointId> {
         let me = self.shared.identity.device();
+        // The roster held now: it may have grown since the topic was joined.
+        let current = self.roster_of(scope);
+        let roster = current.as_ref().unwrap_or(roster);
         let owner_devices: Vec<DeviceId> = {
             let known = self.shared.known.read();
             if scope.namespace() == self.shared.namespace() {
@@ -353,16 +367,33 @@ impl Live {
             .collect()
     }
 
-    /// Receives one topic's messages; re-joins and recovers after silence.
+    /// The roster held now for `scope`'s epoch.
+    fn roster_of(&self, scope: &Scope) -> Option<Roster> {
+        self.shared
+            .scopes
+            .read()
+            .of(&scope.namespace())
+            .into_iter()
+            .find(|(s, _)| s.prefix() == scope.prefix() && s.epoch() == scope.epoch())
+            .map(|(_, r)| r)
+    }
+
+    /// Receives one topic's messages. A node without gossip neighbors
+    /// re-joins through roster members (with backoff); a member that hears
+    /// nothing, not even a heartbeat, for the silence interval re-joins and
+    /// catches up.
     async fn listen(
         weak: std::sync::Weak<Self>,
         scope: Scope,
-        roster: Roster,
         sender: GossipSender,
         mut receiver: iroh_gossip::api::GossipReceiver,
+        neighbors: Arc<AtomicU64>,
     ) {
-        let silence = match weak.upgrade() {
-            Some(live) => live.config.silence,
+        let (silence, roster) = match weak.upgrade() {
+            Some(live) => match live.roster_of(&scope) {
+                Some(r) => (live.config.silence, r),
+                None => return,
+            },
             None => return,
         };
         let sequencer = Arc::new(Mutex::new(Sequencer::default()));
@@ -370,9 +401,23 @@ impl Live {
             let Some(live) = weak.upgrade() else { return };
             scope.namespace() != live.shared.namespace()
         };
+        let mut last_heard = tokio::time::Instant::now();
+        let mut lonely = Lonely::new(silence);
         loop {
-            let next = tokio::time::timeout(silence, receiver.next()).await;
+            let wake = lonely.next_check().min(last_heard + silence);
+            let next = tokio::time::timeout_at(wake, receiver.next()).await;
+            neighbors.store(receiver.neighbors().count() as u64, Ordering::Relaxed);
             let Some(live) = weak.upgrade() else { return };
+            if lonely.due(receiver.is_joined()) {
+                let peers = live.bootstrap(&scope, &roster);
+                tracing::debug!(prefix = %scope.prefix(), peers = peers.len(), "no gossip neighbors; re-joining");
+                if let Err(e) = sender.join_peers(peers).await {
+                    tracing::info!(%e, "re-joining a topic failed");
+                }
+            }
+            if matches!(next, Ok(Some(Ok(Event::Received(_))))) {
+                last_heard = tokio::time::Instant::now();
+            }
             match next {
                 Ok(Some(Ok(Event::Received(msg)))) => {
                     let shared = live.shared.clone();
@@ -401,9 +446,10 @@ impl Live {
                     tracing::debug!(prefix = %scope.prefix(), "topic closed");
                     return;
                 }
-                Err(_) if watched => {
+                Err(_) if watched && last_heard.elapsed() >= silence => {
                     // Heard nothing, not even a heartbeat: the mesh may have
                     // lost this node. Re-join through fresh peers, catch up.
+                    last_heard = tokio::time::Instant::now();
                     bump(&live.counters.rejoins);
                     let peers = live.bootstrap(&scope, &roster);
                     tracing::info!(prefix = %scope.prefix(), peers = peers.len(), "silence on a topic; re-joining and catching up");
@@ -595,6 +641,53 @@ impl Live {
                 }
             }
         }
+    }
+}
+
+/// When a node without gossip neighbors in a topic re-joins it: after
+/// [`LONELY_FIRST`], then at doubling intervals up to the silence interval,
+/// and again from the start once it has had neighbors.
+struct Lonely {
+    since: Option<tokio::time::Instant>,
+    wait: Duration,
+    max: Duration,
+}
+
+/// How long a node may be without gossip neighbors before it re-joins.
+const LONELY_FIRST: Duration = Duration::from_secs(1);
+
+impl Lonely {
+    fn new(max: Duration) -> Self {
+        Self {
+            since: Some(tokio::time::Instant::now()),
+            wait: LONELY_FIRST.min(max),
+            max,
+        }
+    }
+
+    /// When to look again (far off while the node has neighbors).
+    fn next_check(&self) -> tokio::time::Instant {
+        match self.since {
+            Some(t) => t + self.wait,
+            None => tokio::time::Instant::now() + self.max,
+        }
+    }
+
+    /// Whether to re-join now, given whether the node has neighbors.
+    fn due(&mut self, joined: bool) -> bool {
+        let now = tokio::time::Instant::now();
+        if joined {
+            self.since = None;
+            self.wait = LONELY_FIRST.min(self.max);
+            return false;
+        }
+        let since = *self.since.get_or_insert(now);
+        if now < since + self.wait {
+            return false;
+        }
+        self.since = Some(now);
+        self.wait = (self.wait * 2).min(self.max);
+        true
     }
 }
 

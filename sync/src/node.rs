@@ -37,6 +37,13 @@ const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 /// First wait before poking a device again.
 const POKE_RETRY_MIN: Duration = Duration::from_secs(1);
+/// Retries of a failed recovery catch-up (after 1 s, 2 s, … 32 s); the
+/// periodic re-sync covers the rest.
+const RECOVERY_RETRIES: u32 = 6;
+/// Quiet time awaited after a change of what is owed before poking (and
+/// the most it waits while changes keep coming).
+const POKE_SETTLE: Duration = Duration::from_millis(50);
+const POKE_SETTLE_MAX: Duration = Duration::from_secs(1);
 /// How often what is owed to other devices is checked when nothing wakes
 /// the check earlier.
 const POKE_TICK: Duration = Duration::from_secs(1);
@@ -742,6 +749,16 @@ impl Node {
         Ok(id)
     }
 
+    /// Whether a live connection to `device` is cached.
+    async fn is_connected(&self, device: &DeviceId) -> bool {
+        self.inner
+            .connections
+            .lock()
+            .await
+            .get(device)
+            .is_some_and(|c| c.close_reason().is_none())
+    }
+
     async fn connect(&self, device: DeviceId, addrs: &[SocketAddr]) -> Result<Connection> {
         let mut conns = self.inner.connections.lock().await;
         if let Some(conn) = conns.get(&device)
@@ -800,8 +817,21 @@ impl Node {
     pub async fn sync_now(&self, friend: &NamespaceId) -> Result<SyncReport> {
         let devices = self.devices_of(friend)?;
         let mut last_error = String::from("no known device");
+        // A device whose cached connection turns out dead is tried once more
+        // on a fresh one.
+        let mut attempts: Vec<(DeviceId, Vec<SocketAddr>, bool)> = Vec::new();
         for (device, addrs) in devices {
+            attempts.push((device, addrs.clone(), true));
+            attempts.push((device, addrs, false));
+        }
+        let mut fresh_needed: Option<DeviceId> = None;
+        for (device, addrs, first) in attempts {
+            if !first && fresh_needed != Some(device) {
+                continue;
+            }
+            fresh_needed = None;
             let started = Instant::now();
+            let reused = self.is_connected(&device).await;
             let conn = match self.connect(device, &addrs).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -822,6 +852,9 @@ impl Node {
                 Ok(Err(e)) => {
                     self.inner.connections.lock().await.remove(&device);
                     last_error = e.to_string();
+                    if reused && first {
+                        fresh_needed = Some(device);
+                    }
                     continue;
                 }
                 Err(_) => {
@@ -1064,6 +1097,13 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// Bytes this node's endpoint has sent since it started, over every
+    /// protocol (catch-up, gossip) and transport.
+    pub fn bytes_sent(&self) -> u64 {
+        let m = &self.inner.endpoint.metrics().socket;
+        m.send_ipv4.get() + m.send_ipv6.get() + m.send_relay.get()
+    }
+
     /// The live-push topics this node has joined: one per scope it belongs
     /// to (its own namespace's granted prefixes, and friends' prefixes it
     /// may read), at the scope's current epoch.
@@ -1102,6 +1142,9 @@ impl Node {
                     }
                     let running = running.clone();
                     tokio::spawn(async move {
+                        // A failed recovery is retried with backoff: nothing
+                        // else would notice what it was to bring.
+                        let mut failures = 0u32;
                         loop {
                             match node.sync_now(&namespace).await {
                                 Ok(report) if recovery => {
@@ -1114,7 +1157,15 @@ impl Node {
                                 }
                                 Ok(_) => {}
                                 Err(e) => {
-                                    tracing::info!(ns = %namespace.fmt_short(), %e, "requested catch-up failed");
+                                    tracing::info!(ns = %namespace.fmt_short(), %e, failures, "requested catch-up failed");
+                                    if recovery && failures < RECOVERY_RETRIES {
+                                        failures += 1;
+                                        tokio::time::sleep(
+                                            Duration::from_millis(500) * 2u32.pow(failures),
+                                        )
+                                        .await;
+                                        continue;
+                                    }
                                 }
                             }
                             let mut r = running.lock();
@@ -1184,7 +1235,17 @@ impl Node {
                 Err(e) => tracing::warn!(%e, "could not list what is owed to other devices"),
             }
             tokio::select! {
-                () = shared.owed_changed.notified() => next_try.clear(),
+                () = shared.owed_changed.notified() => {
+                    // Let a burst of changes (many grants at once) settle
+                    // into one round of pokes.
+                    let until = Instant::now() + POKE_SETTLE_MAX;
+                    while Instant::now() < until
+                        && tokio::time::timeout(POKE_SETTLE, shared.owed_changed.notified())
+                            .await
+                            .is_ok()
+                    {}
+                    next_try.clear();
+                }
                 () = tokio::time::sleep(POKE_TICK) => {}
             }
         }

@@ -22,8 +22,8 @@ use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 use crate::Result;
 use crate::state::{Shared, decode_cursors, encode_cursors};
 
-/// Sync-state id prefix of the record of scope epochs sent to a device
-/// (kept in the sync cursors' encoding: (prefix, epoch) pairs).
+/// Sync-state id prefix of the record of scope versions sent to a device
+/// (kept in the sync cursors' encoding: (prefix, [`roster_version`]) pairs).
 const SCOPES_SENT_ID: &[u8] = b"scopes";
 
 /// The scopes this node holds: its own namespace's and its friends'.
@@ -63,6 +63,16 @@ fn decode_held(bytes: &[u8]) -> Option<(Scope, Roster)> {
     let roster = Roster::decode(bytes.get(4 + len..)?).ok()?;
     roster.verify().ok()?;
     roster.is_for(&scope).then_some((scope, roster))
+}
+
+/// What a member device was last sent of a scope, as one number that grows
+/// with every change the member must hear of: the epoch, then (within an
+/// epoch, where rosters only grow) the roster's size. A member on an older
+/// roster would refuse gossip links from the members added since.
+pub(crate) fn roster_version(scope: &Scope, roster: &Roster) -> u64 {
+    const SIZE_BITS: u32 = 24;
+    let size = (roster.members().len() as u64).min((1 << SIZE_BITS) - 1);
+    scope.epoch().saturating_mul(1 << SIZE_BITS) | size
 }
 
 fn sent_id(device: &DeviceId) -> Vec<u8> {
@@ -258,11 +268,11 @@ impl Shared {
         self.put_scopes(&ns, next, true)
     }
 
-    /// Records the scope epochs sent to `device`.
+    /// Records the scope versions ([`roster_version`]) sent to `device`.
     pub(crate) fn record_scopes_sent(
         &self,
         device: &DeviceId,
-        epochs: &[(Path, u64)],
+        versions: &[(Path, u64)],
     ) -> Result<()> {
         let ns = self.namespace();
         let id = sent_id(device);
@@ -272,7 +282,7 @@ impl Shared {
             .and_then(|b| decode_cursors(&b))
             .unwrap_or_default();
         let before = sent.clone();
-        for (p, e) in epochs {
+        for (p, e) in versions {
             match sent.iter_mut().find(|(q, _)| q == p) {
                 Some(slot) => slot.1 = slot.1.max(*e),
                 None => sent.push((p.clone(), *e)),
@@ -286,7 +296,7 @@ impl Shared {
     }
 
     /// Devices on this namespace's rosters that have not been sent the
-    /// current epoch of every scope they belong to.
+    /// current epoch and roster of every scope they belong to.
     pub(crate) fn devices_owed_scopes(&self) -> Result<Vec<DeviceId>> {
         let ns = self.namespace();
         let me = self.identity.device();
@@ -309,9 +319,10 @@ impl Shared {
                         cache.entry(*m).or_insert(s)
                     }
                 };
+                let version = roster_version(scope, roster);
                 let has = sent
                     .iter()
-                    .any(|(p, e)| p == scope.prefix() && *e >= scope.epoch());
+                    .any(|(p, v)| p == scope.prefix() && *v >= version);
                 if !has {
                     owed.insert(*m);
                 }

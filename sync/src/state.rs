@@ -807,8 +807,8 @@ impl Source for OwnerSource<'_> {
         self.0.own_scopes()
     }
 
-    fn scopes_sent(&self, device: &DeviceId, epochs: &[(Path, u64)]) -> Result<()> {
-        self.0.record_scopes_sent(device, epochs)
+    fn scopes_sent(&self, device: &DeviceId, versions: &[(Path, u64)]) -> Result<()> {
+        self.0.record_scopes_sent(device, versions)
     }
 
     fn tombstone(&self, prefix: &Path, time: Timestamp) -> Result<Option<Vec<u8>>> {

@@ -281,9 +281,12 @@ impl Sequencer {
     /// Records a data message (`heartbeat == false`) or a heartbeat with
     /// `counter` from `device`'s `session`.
     ///
-    /// The first message of a session is taken as the starting point (a
-    /// member catches up when it joins). A data counter more than one ahead,
-    /// or a heartbeat counter ahead, is a gap.
+    /// Counters of a session start at 1 (heartbeats before any data carry
+    /// 0). A data counter more than one ahead of the last seen, or a
+    /// heartbeat counter ahead of it, is a gap. So is the first message of
+    /// a session when it is not the session's first: a member whose gossip
+    /// links formed after the publisher started cannot know that what came
+    /// before reached it through its last catch-up.
     pub fn observe(
         &mut self,
         device: DeviceId,
@@ -308,7 +311,12 @@ impl Sequencer {
             }
             _ => {
                 self.seen.insert(device, (session, counter));
-                Verdict::InOrder
+                let first = if heartbeat { 0 } else { 1 };
+                if counter > first {
+                    Verdict::Gap
+                } else {
+                    Verdict::InOrder
+                }
             }
         }
     }
@@ -380,7 +388,7 @@ mod tests {
     fn sequencer_finds_gaps_from_data_and_heartbeats() {
         let d = DeviceId::from_bytes([1; 32]);
         let mut s = Sequencer::default();
-        assert_eq!(s.observe(d, 7, 5, false), Verdict::InOrder); // starting point
+        assert_eq!(s.observe(d, 7, 5, false), Verdict::Gap); // joined late: 1..=4 unseen
         assert_eq!(s.observe(d, 7, 6, false), Verdict::InOrder);
         assert_eq!(s.observe(d, 7, 6, true), Verdict::InOrder); // heartbeat, nothing new
         assert_eq!(s.observe(d, 7, 6, false), Verdict::InOrder); // a repeat
@@ -389,5 +397,8 @@ mod tests {
         assert_eq!(s.observe(d, 7, 10, false), Verdict::InOrder);
         assert_eq!(s.observe(d, 8, 1, false), Verdict::InOrder); // restarted publisher
         assert_eq!(s.observe(d, 8, 1, true), Verdict::InOrder);
+        assert_eq!(s.observe(d, 9, 0, true), Verdict::InOrder); // a quiet new session
+        assert_eq!(s.observe(d, 9, 1, false), Verdict::InOrder);
+        assert_eq!(s.observe(d, 10, 2, true), Verdict::Gap); // restarted, 1 unseen
     }
 }

@@ -60,9 +60,9 @@ pub trait Source {
     fn store_receipt(&self, receipt: &Receipt) -> Result<bool>;
     /// The owner's live-push scopes with their current rosters.
     fn scopes(&self) -> Vec<(Scope, Roster)>;
-    /// Records that `device` was sent these scope epochs (prefix, epoch), so
-    /// that nothing more about them is owed to it.
-    fn scopes_sent(&self, device: &DeviceId, epochs: &[(Path, u64)]) -> Result<()>;
+    /// Records that `device` was sent these scopes as (prefix, version: the
+    /// epoch and roster size), so that nothing more about them is owed to it.
+    fn scopes_sent(&self, device: &DeviceId, versions: &[(Path, u64)]) -> Result<()>;
 }
 
 /// What the session asks its driver to do.
@@ -296,11 +296,11 @@ impl Serve {
             })
             .collect();
         if !scopes.is_empty() {
-            let epochs: Vec<(Path, u64)> = scopes
+            let versions: Vec<(Path, u64)> = scopes
                 .iter()
-                .map(|(s, _)| (s.prefix().clone(), s.epoch()))
+                .map(|(s, r)| (s.prefix().clone(), crate::scopes::roster_version(s, r)))
                 .collect();
-            if let Err(e) = src.scopes_sent(&self.remote, &epochs) {
+            if let Err(e) = src.scopes_sent(&self.remote, &versions) {
                 tracing::warn!(%e, "could not record the scopes sent");
             }
             out.push(Output::Send(Message::Scopes {

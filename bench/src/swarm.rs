@@ -1,0 +1,183 @@
+//! One owner and N friends on loopback, all in this process, with `/feed`
+//! granted to every friend and live push formed: the set-up of the
+//! `fanout`, `revoke` and `delete` scenarios.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use kith::caps::CapId;
+use kith::store::automerge::ROOT;
+use kith::store::automerge::transaction::Transactable;
+use kith::{NetworkMode, Node, Path};
+
+/// How long the swarm may take to form before the scenario gives up.
+const FORM_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The nodes of one run; their data folders live as long as it does.
+pub(crate) struct Swarm {
+    pub(crate) owner: Node,
+    pub(crate) friends: Vec<Node>,
+    /// The `/feed` cap granted to each friend, in the same order.
+    pub(crate) caps: Vec<CapId>,
+    /// Resident memory the friend nodes added, per friend (bytes).
+    pub(crate) memory_per_friend: f64,
+    _dir: tempfile::TempDir,
+}
+
+async fn node(dir: &std::path::Path) -> Result<Node> {
+    Ok(Node::builder(dir)
+        .network(NetworkMode::LocalOnly)
+        // Only live push and its recovery move data in these scenarios.
+        .resync_interval(Duration::from_secs(3600))
+        .heartbeat_interval(Duration::from_secs(1))
+        .spawn()
+        .await?)
+}
+
+/// Resident set size of this process in bytes (Linux), 0 elsewhere.
+pub(crate) fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Polls `done` every 10 ms until it holds; an error after `limit`.
+pub(crate) async fn until(
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+) -> Result<Duration> {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() > limit {
+            bail!("{what}: not within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(start.elapsed())
+}
+
+impl Swarm {
+    /// Spawns the owner and `n` friends, befriends them, grants `/feed` to
+    /// each, and waits until every friend is on the owner's full roster
+    /// with at least one gossip neighbor in the topic.
+    pub(crate) async fn form(n: usize) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let owner = node(&dir.path().join("owner")).await?;
+        let before = rss();
+        let mut friends = Vec::with_capacity(n);
+        for i in 0..n {
+            friends.push(node(&dir.path().join(format!("f{i}"))).await?);
+        }
+        let feed = Path::parse("/feed")?;
+        let mut caps = Vec::with_capacity(n);
+        for f in &friends {
+            owner.add_friend(&f.ticket()).await?;
+            f.add_friend(&owner.ticket()).await?;
+        }
+        for f in &friends {
+            caps.push(owner.grant(&f.namespace(), &feed, None).await?.id());
+        }
+        for f in &friends {
+            f.subscribe(&owner.namespace()).await?;
+        }
+        let start = Instant::now();
+        let members = n + 1;
+        let formed = until("forming the swarm", FORM_TIMEOUT, || {
+            let full = |node: &Node| {
+                node.live_topics()
+                    .iter()
+                    .any(|t| t.members == members && t.neighbors > 0)
+            };
+            full(&owner) && friends.iter().all(full)
+        })
+        .await;
+        if let Err(e) = formed {
+            let lonely = friends
+                .iter()
+                .filter(|f| f.live_topics().iter().all(|t| t.neighbors == 0))
+                .count();
+            return Err(e).with_context(|| format!("{lonely} of {n} friends without neighbors"));
+        }
+        eprintln!("  formed in {:.1} s", start.elapsed().as_secs_f64());
+        let memory_per_friend = rss().saturating_sub(before) as f64 / n.max(1) as f64;
+        Ok(Self {
+            owner,
+            friends,
+            caps,
+            memory_per_friend,
+            _dir: dir,
+        })
+    }
+
+    /// Waits until the set-up's catch-ups are over: the owner sends less
+    /// than 4 KiB in half a second (at most 30 s).
+    pub(crate) async fn settle(&self) {
+        let start = Instant::now();
+        let mut last = self.owner.bytes_sent();
+        while start.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = self.owner.bytes_sent();
+            if now - last < 4 * 1024 {
+                break;
+            }
+            last = now;
+        }
+    }
+
+    /// Writes a document with `text` at `path` in the owner's namespace.
+    pub(crate) async fn write(&self, path: &str, text: &str) -> Result<()> {
+        let store = self.owner.store().clone();
+        let (ns, path, text) = (self.owner.namespace(), Path::parse(path)?, text.to_string());
+        tokio::task::spawn_blocking(move || {
+            store
+                .edit_document(&ns, &path, |d| d.put(ROOT, "text", text))
+                .map(|_| ())
+        })
+        .await??;
+        Ok(())
+    }
+
+    /// Stops every node.
+    pub(crate) async fn shutdown(self) -> Result<()> {
+        let mut all = vec![tokio::spawn(self.owner.shutdown())];
+        all.extend(self.friends.into_iter().map(|f| tokio::spawn(f.shutdown())));
+        for t in all {
+            t.await??;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `scenario` on a fresh multi-threaded runtime.
+pub(crate) fn run_async<T>(scenario: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?
+        .block_on(scenario)
+}
+
+/// The friend counts a scenario runs with: `--friends`, or `default` with
+/// only its first entry below `--scale 0.1`.
+pub(crate) fn sizes(opts: &crate::Options, default: &[usize]) -> Vec<usize> {
+    if !opts.friends.is_empty() {
+        return opts.friends.clone();
+    }
+    default
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(i, _)| *i == 0 || opts.scale >= 0.1)
+        .map(|(_, n)| n)
+        .collect()
+}
+
+/// The `q` quantile of sorted `values`.
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
