@@ -117,6 +117,8 @@ impl Client {
                 token: token.clone(),
                 headless: true,
                 max_json_body: options.max_json_body,
+                // No browser reaches the in-process API.
+                cookie: http::token_cookie(0),
             },
             stop.clone(),
         );

@@ -1,7 +1,9 @@
 //! The local HTTP API (documented in `API.md`) and the page's static files.
 //!
 //! Every `/api` route needs the access token, as `Authorization: Bearer T`
-//! or the `kith_token` cookie that `GET /?token=T` sets. No CORS headers
+//! or the `kith_token_PORT` cookie that `GET /?token=T` sets (named after
+//! the daemon's port: browsers share cookies across ports of one host, so
+//! two daemons' pages must not overwrite each other's). No CORS headers
 //! are sent, and requests whose `Origin` is not this server are refused, so
 //! other local pages can neither read answers nor make changes. Errors are
 //! JSON `{ error, code }`; [`ApiError`]'s `From<Error>` is the one place
@@ -45,8 +47,12 @@ const BLOB_CHUNKS_AHEAD: usize = 4;
 const BLOB_CHUNK: usize = 64 << 10;
 /// Default largest JSON body (a post with its attachments, base64).
 pub const DEFAULT_MAX_JSON_BODY: usize = 64 << 20;
-/// The cookie carrying the access token.
-pub const TOKEN_COOKIE: &str = "kith_token";
+/// The cookie carrying the access token of the daemon answering on
+/// `http_port`: `kith_token_PORT`. Cookies ignore ports, so one name for
+/// every daemon would let opening one daemon's page sign another's out.
+pub fn token_cookie(http_port: u16) -> String {
+    format!("kith_token_{http_port}")
+}
 
 /// How the API is set up.
 #[derive(Debug, Clone)]
@@ -57,6 +63,8 @@ pub struct ApiConfig {
     pub headless: bool,
     /// Largest JSON request body, bytes (larger ones get 413).
     pub max_json_body: usize,
+    /// The name of the cookie carrying the token ([`token_cookie`]).
+    pub cookie: String,
 }
 
 /// Shared state of the API handlers.
@@ -234,7 +242,7 @@ fn same_token(given: &str, token: &str) -> bool {
             == 0
 }
 
-fn request_token(headers: &HeaderMap) -> Option<String> {
+fn request_token(headers: &HeaderMap, cookie: &str) -> Option<String> {
     if let Some(auth) = headers.get(header::AUTHORIZATION)
         && let Ok(auth) = auth.to_str()
         && let Some(t) = auth.strip_prefix("Bearer ")
@@ -247,7 +255,7 @@ fn request_token(headers: &HeaderMap) -> Option<String> {
         };
         for c in cookies.split(';') {
             if let Some((k, v)) = c.trim().split_once('=')
-                && k == TOKEN_COOKIE
+                && k == cookie
             {
                 return Some(v.to_string());
             }
@@ -275,8 +283,8 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
         }
     }
     if req.uri().path().starts_with("/api") {
-        let ok =
-            request_token(req.headers()).is_some_and(|t| same_token(&t, &state.inner.config.token));
+        let ok = request_token(req.headers(), &state.inner.config.cookie)
+            .is_some_and(|t| same_token(&t, &state.inner.config.token));
         if !ok {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -320,7 +328,10 @@ async fn page(State(state): State<AppState>, method: Method, uri: Uri) -> Respon
             )
             .into_response();
         }
-        let cookie = format!("{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+        let cookie = format!(
+            "{}={token}; HttpOnly; SameSite=Strict; Path=/",
+            state.inner.config.cookie
+        );
         let mut res = Response::new(Body::empty());
         *res.status_mut() = StatusCode::SEE_OTHER;
         if let (Ok(c), Ok(l)) = (

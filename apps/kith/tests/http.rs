@@ -168,9 +168,10 @@ async fn the_api_needs_the_token_and_refuses_other_origins() {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+    let cookie = format!("kith_token_{}", addr.port());
     assert!(
         answer.contains(&format!(
-            "kith_token={token}; HttpOnly; SameSite=Strict; Path=/"
+            "{cookie}={token}; HttpOnly; SameSite=Strict; Path=/"
         )),
         "{answer}"
     );
@@ -182,7 +183,7 @@ async fn the_api_needs_the_token_and_refuses_other_origins() {
     let answer = raw_http(
         addr,
         &format!(
-            "GET /api/id HTTP/1.1\r\nHost: {addr}\r\nCookie: kith_token={token}\r\nConnection: close\r\n\r\n"
+            "GET /api/id HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}={token}\r\nConnection: close\r\n\r\n"
         ),
     )
     .await;
@@ -238,6 +239,69 @@ async fn the_api_needs_the_token_and_refuses_other_origins() {
         (StatusCode::NOT_FOUND, Some("not_found"))
     );
     alice.daemon.shutdown().await.unwrap();
+}
+
+/// The `name=value` of the cookie an answer sets.
+fn set_cookie(answer: &str) -> String {
+    answer
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_else(|| panic!("no cookie set: {answer}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn two_daemons_pages_work_in_one_browser() {
+    // Cookies ignore ports: a browser sends every 127.0.0.1 cookie to both
+    // daemons. Each daemon's cookie has its own name, so opening bob's page
+    // does not replace alice's token.
+    let (alice, bob) = (person("alice").await, person("bob").await);
+    let mut jar = Vec::new();
+    for p in [&alice, &bob] {
+        let addr = p.daemon.addr();
+        let answer = raw_http(
+            addr,
+            &format!(
+                "GET /?token={} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+                p.daemon.token()
+            ),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+        jar.push(set_cookie(&answer));
+    }
+    let names: Vec<&str> = jar.iter().map(|c| c.split('=').next().unwrap()).collect();
+    assert_ne!(names[0], names[1], "both daemons set the same cookie");
+    let cookies = jar.join("; ");
+    for p in [&alice, &bob] {
+        let addr = p.daemon.addr();
+        let answer = raw_http(
+            addr,
+            &format!(
+                "GET /api/id HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookies}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains(&p.ns()), "{answer}");
+    }
+    // The other daemon's cookie alone does not open the API.
+    let addr = alice.daemon.addr();
+    let answer = raw_http(
+        addr,
+        &format!(
+            "GET /api/id HTTP/1.1\r\nHost: {addr}\r\nCookie: {}\r\nConnection: close\r\n\r\n",
+            jar[1]
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    alice.daemon.shutdown().await.unwrap();
+    bob.daemon.shutdown().await.unwrap();
 }
 
 #[tokio::test]

@@ -100,15 +100,17 @@ const pages = {};
 const problems = [];
 let failed = false;
 
+// One browser profile for both people, as one person with two tabs would
+// have: both daemons are on 127.0.0.1 and cookies ignore ports, so this
+// checks that each daemon's token cookie has a name of its own.
+const context = await browser.newContext({
+  viewport: { width: 390, height: 844 },
+  deviceScaleFactor: 1,
+  isMobile: true,
+  hasTouch: true,
+});
+
 async function openPage(who, url) {
-  // One context per person: both daemons are on 127.0.0.1, and cookies do
-  // not tell ports apart, so a shared context would mix their tokens.
-  const context = await browser.newContext({
-    viewport: { width: 390, height: 844 },
-    deviceScaleFactor: 1,
-    isMobile: true,
-    hasTouch: true,
-  });
   const page = await context.newPage();
   page.on('pageerror', (err) => problems.push(`${who}: page error: ${err.message}`));
   page.on('console', (msg) => {
