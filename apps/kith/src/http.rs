@@ -222,6 +222,10 @@ pub fn router(node: Node, config: ApiConfig, stop: CancellationToken) -> Router 
         .route("/api/feed/posts/{id}", delete(delete_post))
         .route("/api/feed/comments", post(comment))
         .route("/api/profile", get(profile).put(set_profile))
+        .route(
+            "/api/profile/avatar",
+            axum::routing::put(set_avatar).delete(remove_avatar),
+        )
         .route("/api/deletions", get(deletions))
         .route("/api/deletions/{id}", get(deletion))
         .route("/api/sync/{friend}", post(sync))
@@ -408,6 +412,7 @@ async fn id(State(s): State<AppState>) -> ApiResult<Json<Value>> {
         "namespace": s.me().to_string(),
         "device": s.node().device().to_string(),
         "name": names.name_of(&s.me()),
+        "avatar": names.avatar_of(&s.me()),
     })))
 }
 
@@ -443,6 +448,7 @@ async fn friend_view(s: &AppState, names: &Names, friend: &NamespaceId) -> ApiRe
         "namespace": friend.to_string(),
         "name": names.name_of(friend),
         "nickname": names.nickname(friend),
+        "avatar": names.avatar_of(friend),
         "prefixes": prefixes,
         "shared_with_me": shared,
     }))
@@ -835,6 +841,16 @@ async fn get_entry(
     let content_type = HeaderValue::from_str(&media_type)
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     h.insert(header::CONTENT_TYPE, content_type);
+    // Blobs come from friends: opened on their own (an SVG image, an HTML
+    // file), they must not run scripts with this origin's access to the API.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     if range.is_some() {
@@ -951,7 +967,12 @@ async fn delete_entry(
     // Deletion always reaches the friends who were served the data, so
     // `remote` changes nothing today; it is accepted for clarity.
     let Query(_q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
-    let path = parse_path(&rest)?;
+    delete_existing(&s, parse_path(&rest)?).await
+}
+
+/// Deletes everything at or under `path` of the own namespace, friends'
+/// copies included; 404 if there is nothing.
+async fn delete_existing(s: &AppState, path: Path) -> ApiResult<Json<Value>> {
     let store = s.node().store().clone();
     let (me, p) = (s.me(), path.clone());
     let any = blocking(move || Ok(!store.list(&me, &p, None, 1)?.entries.is_empty())).await?;
@@ -1074,6 +1095,30 @@ async fn set_profile(
         })
         .await?;
     Ok(Json(json!(p)))
+}
+
+/// `PUT /api/profile/avatar`: the body is the picture, its `Content-Type`
+/// an image type.
+async fn set_avatar(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let bytes = read_limited(body, feed::MAX_AVATAR_SIZE).await?;
+    let p = s
+        .with_store(move |store, me, _| feed::set_avatar(store, me, &bytes, &media_type))
+        .await?;
+    Ok(Json(json!(p)))
+}
+
+/// `DELETE /api/profile/avatar`: friends' copies are deleted too.
+async fn remove_avatar(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+    delete_existing(&s, Path::parse(feed::AVATAR_PATH)?).await
 }
 
 // ----- deletions -----------------------------------------------------------------
