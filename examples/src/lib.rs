@@ -11,6 +11,11 @@
 //! program shows its journey and little else. Every wait is bounded by
 //! [`WAIT`]: nothing sleeps to wait for an event.
 
+// The root README's Rust snippets, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeSnippets;
+
 use std::io::Read;
 use std::time::Duration;
 
