@@ -20,6 +20,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use kith::caps::ReadCap;
 use kith::store::WatchEvent;
 use kith::store::automerge::transaction::Transactable;
 use kith::store::automerge::{AutoCommit, ROOT, ReadDoc};
@@ -43,6 +44,53 @@ pub async fn befriend(a: &Node, b: &Node) -> Result<()> {
     a.add_friend(&b.ticket()).await?;
     b.add_friend(&a.ticket()).await?;
     Ok(())
+}
+
+/// Alice and two friends of hers, Bob and Carol, who may read her `/feed`
+/// and follow her; see [`alice_and_two_friends`].
+#[derive(Debug)]
+pub struct Circle {
+    /// The owner.
+    pub alice: Node,
+    /// A friend.
+    pub bob: Node,
+    /// Another friend.
+    pub carol: Node,
+    /// Alice's grant of `/feed` to Carol.
+    pub carols_grant: ReadCap,
+}
+
+/// Starts Alice, Bob and Carol on loopback in `dir`. Alice befriends both
+/// and lets them read `/feed`; both subscribe to her namespace. They
+/// re-sync only hourly, so what reaches them in a program comes live (or by
+/// the recovery the live layer starts itself).
+///
+/// # Errors
+/// Start-up errors.
+pub async fn alice_and_two_friends(dir: &std::path::Path) -> Result<Circle> {
+    let spawn = |name: &str| {
+        local(&dir.join(name))
+            .resync_interval(Duration::from_secs(3600))
+            .spawn()
+    };
+    let (alice, bob, carol) = (
+        spawn("alice").await?,
+        spawn("bob").await?,
+        spawn("carol").await?,
+    );
+    let feed = Path::parse("/feed")?;
+    befriend(&alice, &bob).await?;
+    befriend(&alice, &carol).await?;
+    alice.grant(&bob.namespace(), &feed, None).await?;
+    let carols_grant = alice.grant(&carol.namespace(), &feed, None).await?;
+    bob.subscribe(&alice.namespace()).await?;
+    carol.subscribe(&alice.namespace()).await?;
+    Ok(Circle {
+        alice,
+        bob,
+        carol,
+        carols_grant,
+    })
 }
 
 /// Writes the document `{ text }` at `path` of the node's own namespace.

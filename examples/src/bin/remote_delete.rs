@@ -12,12 +12,11 @@
 //! Exits non-zero if any outcome is not what it should be.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use kith::caps::TombstoneId;
 use kith::{DeletionStatus, NamespaceId, Node, NodeEvent, Path};
-use kith_examples::{WAIT, befriend, holds, local, until, write_text};
+use kith_examples::{Circle, WAIT, alice_and_two_friends, holds, until, write_text};
 use tokio::sync::broadcast::error::RecvError;
 
 /// Waits, on receipt events, until `n` friend devices confirmed `deletion`.
@@ -62,26 +61,15 @@ fn print_receipts(status: &[DeletionStatus], names: &HashMap<NamespaceId, &str>)
 #[tokio::main]
 async fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    // Hourly re-syncs: what happens here is pushed, not pulled.
-    let spawn = |name: &str| {
-        local(&dir.path().join(name))
-            .resync_interval(Duration::from_secs(3600))
-            .spawn()
-    };
-    let (alice, bob, carol) = (
-        spawn("alice").await?,
-        spawn("bob").await?,
-        spawn("carol").await?,
-    );
+    let Circle {
+        alice,
+        bob,
+        carol,
+        carols_grant: carols,
+    } = alice_and_two_friends(dir.path()).await?;
     let me = alice.namespace();
     let names = HashMap::from([(bob.namespace(), "bob"), (carol.namespace(), "carol")]);
     let feed = Path::parse("/feed")?;
-    befriend(&alice, &bob).await?;
-    befriend(&alice, &carol).await?;
-    alice.grant(&bob.namespace(), &feed, None).await?;
-    let carols = alice.grant(&carol.namespace(), &feed, None).await?;
-    bob.subscribe(&me).await?;
-    carol.subscribe(&me).await?;
 
     // A post with a photo beside it.
     write_text(&alice, "/feed/p1", "A picture of the lake").await?;

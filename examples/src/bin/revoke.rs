@@ -11,34 +11,21 @@
 //! Run: `cargo run -p kith-examples --bin revoke`.
 //! Exits non-zero if any outcome is not what it should be.
 
-use std::time::Duration;
-
 use anyhow::{Result, ensure};
 use kith::Path;
-use kith_examples::{befriend, holds, local, until, write_text};
+use kith_examples::{Circle, alice_and_two_friends, holds, until, write_text};
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    // Hourly re-syncs: what the friends receive here comes live.
-    let spawn = |name: &str| {
-        local(&dir.path().join(name))
-            .resync_interval(Duration::from_secs(3600))
-            .spawn()
-    };
-    let (alice, bob, carol) = (
-        spawn("alice").await?,
-        spawn("bob").await?,
-        spawn("carol").await?,
-    );
+    let Circle {
+        alice,
+        bob,
+        carol,
+        carols_grant: carols,
+    } = alice_and_two_friends(dir.path()).await?;
     let me = alice.namespace();
     let feed = Path::parse("/feed")?;
-    befriend(&alice, &bob).await?;
-    befriend(&alice, &carol).await?;
-    alice.grant(&bob.namespace(), &feed, None).await?;
-    let carols = alice.grant(&carol.namespace(), &feed, None).await?;
-    bob.subscribe(&me).await?;
-    carol.subscribe(&me).await?;
     println!("alice lets bob and carol read /feed; both follow her");
 
     write_text(&alice, "/feed/1", "Hello both of you").await?;
