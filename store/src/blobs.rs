@@ -7,10 +7,13 @@
 //! behind by a crash between the rename and the metadata commit are removed
 //! when the store opens.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
+
+use parking_lot::{Condvar, Mutex};
 
 use crate::error::Limit;
 use crate::{BlobHash, Error, Result};
@@ -23,6 +26,31 @@ pub(crate) struct BlobFiles {
     tmp: PathBuf,
     partial: PathBuf,
     sync: bool,
+    /// Blobs with an open [`PartialBlob`]: one download of a blob at a
+    /// time, since two appending to the one partial file would store the
+    /// content twice over.
+    downloading: Arc<Downloads>,
+}
+
+/// The hashes being downloaded, and a wake-up for those waiting their turn.
+#[derive(Debug, Default)]
+struct Downloads {
+    hashes: Mutex<HashSet<BlobHash>>,
+    done: Condvar,
+}
+
+/// The right to write a blob's partial file, given back on drop.
+#[derive(Debug)]
+struct DownloadClaim {
+    downloads: Arc<Downloads>,
+    hash: BlobHash,
+}
+
+impl Drop for DownloadClaim {
+    fn drop(&mut self) {
+        self.downloads.hashes.lock().remove(&self.hash);
+        self.downloads.done.notify_all();
+    }
 }
 
 /// Content written to a temporary file and hashed, not yet in place.
@@ -57,13 +85,25 @@ impl BlobFiles {
             tmp,
             partial,
             sync,
+            downloading: Arc::default(),
         })
     }
 
     /// Opens (or starts) the resumable download of `hash`, `size` bytes.
     /// Bytes kept from before are hashed once here; later ones as they are
-    /// appended.
+    /// appended. Waits while another download of the same blob is open.
     pub(crate) fn partial(&self, hash: BlobHash, size: u64) -> Result<PartialBlob> {
+        let claim = {
+            let mut hashes = self.downloading.hashes.lock();
+            while hashes.contains(&hash) {
+                self.downloading.done.wait(&mut hashes);
+            }
+            hashes.insert(hash);
+            DownloadClaim {
+                downloads: self.downloading.clone(),
+                hash,
+            }
+        };
         let path = self.partial.join(hash.to_hex());
         let mut file = fs::OpenOptions::new()
             .create(true)
@@ -97,12 +137,15 @@ impl BlobFiles {
             size,
             hash,
             hasher,
+            _claim: claim,
         })
     }
 
     /// Checks a complete partial download against its hash and moves it into
     /// place. Call with the store's blob lock held.
     pub(crate) fn finish_partial(&self, partial: PartialBlob) -> Result<()> {
+        // The claim is held until the blob is in place (or the download
+        // dropped), so a download waiting its turn finds it stored.
         let PartialBlob {
             path,
             file,
@@ -110,6 +153,7 @@ impl BlobFiles {
             size,
             hash,
             hasher,
+            _claim,
         } = partial;
         if len != size {
             return Err(Error::BadRange {
@@ -416,6 +460,8 @@ pub struct PartialBlob {
     hash: BlobHash,
     /// Hash of the bytes so far: each byte is hashed once, as it arrives.
     hasher: blake3::Hasher,
+    /// This is the blob's only open download.
+    _claim: DownloadClaim,
 }
 
 impl PartialBlob {

@@ -796,7 +796,8 @@ impl Store {
     /// Opens the resumable download of a blob that an entry references:
     /// bytes already received are kept across interruptions and restarts
     /// (see [`PartialBlob::offset`]); [`Store::finish_import`] verifies and
-    /// stores it. Blocks.
+    /// stores it. One download of a blob at a time: while another is open
+    /// (not yet finished or dropped), this waits for it. Blocks.
     ///
     /// # Errors
     /// [`Error::Unreferenced`], [`Error::TooLarge`], [`Error::Io`].

@@ -383,6 +383,56 @@ fn an_interrupted_download_resumes_after_a_restart_and_is_verified() {
 }
 
 #[test]
+fn two_downloads_of_one_blob_at_once_store_it_once_not_twice_over() {
+    // A live announcement and a catch-up may fetch the same blob at the
+    // same time. Both appended to the one partial file, which then held
+    // the content twice and was stored so, under the right hash.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 1);
+    let content = b"a photo of the lake ".repeat(1000);
+    let hash = BlobHash::of(&content);
+    let write = RemoteWrite {
+        device: device(9),
+        timestamp: Timestamp::from_micros(5),
+    };
+    store
+        .put_blob_entry(
+            &ns(9),
+            &p("/photo.jpg"),
+            write,
+            hash,
+            content.len() as u64,
+            "image/jpeg",
+        )
+        .unwrap();
+    let size = content.len() as u64;
+    let mut first = store.resume_import(hash, size).unwrap();
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    let second = std::thread::spawn({
+        let (store, content) = (store.clone(), content.clone());
+        move || {
+            // Waits until the first download is done with the file.
+            let mut partial = store.resume_import(hash, size).unwrap();
+            opened_tx.send(()).unwrap();
+            if partial.offset() == 0 {
+                partial.append(&content).unwrap();
+            }
+            store.finish_import(partial).unwrap();
+        }
+    });
+    // The second download cannot open while the first is open.
+    assert!(
+        opened_rx
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_err()
+    );
+    first.append(&content).unwrap();
+    store.finish_import(first).unwrap();
+    second.join().unwrap();
+    assert_eq!(read_all(&store, &hash, ..), content);
+}
+
+#[test]
 fn the_namespaces_referencing_a_blob_are_listed() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), 1);

@@ -65,6 +65,23 @@ pub enum Command {
     },
     /// Run the node, the HTTP API and the web page.
     Serve(ServeArgs),
+    /// Show your profile, or change its name, bio or picture (friends see
+    /// them beside your posts).
+    Profile {
+        /// The name friends see.
+        #[arg(long)]
+        name: Option<String>,
+        /// A few words about you.
+        #[arg(long)]
+        bio: Option<String>,
+        /// An image file (PNG, JPEG, GIF, WebP or SVG; at most 2 MiB) as
+        /// your profile picture.
+        #[arg(long, value_name = "FILE")]
+        avatar: Option<PathBuf>,
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
     /// Print an invite ticket for a friend (needs the daemon).
     Ticket {
         /// Output format.
@@ -658,6 +675,12 @@ async fn command_with(data: &FsPath, c: &Client, command: Command) -> CliResult 
             }
         }
         Command::Friend(f) => friend(c, f).await?,
+        Command::Profile {
+            name,
+            bio,
+            avatar,
+            out,
+        } => profile(c, name, bio, avatar, out).await?,
         Command::Grant {
             friend,
             prefix,
@@ -849,6 +872,58 @@ async fn command_with(data: &FsPath, c: &Client, command: Command) -> CliResult 
     Ok(())
 }
 
+async fn profile(
+    c: &Client,
+    name: Option<String>,
+    bio: Option<String>,
+    avatar: Option<PathBuf>,
+    out: Output,
+) -> CliResult {
+    // Read the picture first: a missing file changes nothing.
+    let picture = match &avatar {
+        Some(file) => Some((
+            std::fs::read(file)
+                .map_err(|e| Failure::new(format!("cannot read {}: {e}", file.display()), None))?,
+            guess_media_type(file),
+        )),
+        None => None,
+    };
+    if name.is_some() || bio.is_some() {
+        let _: Value = c
+            .call(
+                Method::PUT,
+                "/api/profile",
+                Some(&json!({ "name": name, "bio": bio })),
+            )
+            .await?;
+    }
+    if let Some((bytes, media_type)) = picture {
+        let req = Request::builder()
+            .method(Method::PUT)
+            .uri("/api/profile/avatar")
+            .header(header::CONTENT_TYPE, media_type)
+            .body(Body::from(bytes))
+            .map_err(|e| Failure::new(format!("bad request: {e}"), None))?;
+        let _: Value = c.send_for_json(req).await?;
+    }
+    let p: Value = c.call(Method::GET, "/api/profile", None).await?;
+    if out.json {
+        print_json(&p);
+    } else {
+        out!("name    {}", p["name"].as_str().unwrap_or(""));
+        out!("bio     {}", p["bio"].as_str().unwrap_or(""));
+        match p["avatar"].as_object() {
+            Some(a) => out!(
+                "picture {}, {} bytes",
+                a.get("media_type").and_then(Value::as_str).unwrap_or(""),
+                a.get("size").and_then(Value::as_u64).unwrap_or(0)
+            ),
+            None => out!("picture none"),
+        }
+    }
+    Ok(())
+}
+
 async fn friend(c: &Client, f: FriendCommand) -> CliResult {
     match f {
         FriendCommand::Add { ticket, name, out } => {
@@ -955,10 +1030,7 @@ async fn put(c: &Client, args: PutArgs) -> CliResult {
         .header(header::CONTENT_TYPE, content_type)
         .body(body)
         .map_err(|e| Failure::new(format!("bad request: {e}"), None))?;
-    let res = c.send(req).await?;
-    let status = res.status();
-    let bytes = client::read_body(res).await?;
-    let r: Value = client::decode(status, &bytes)?;
+    let r: Value = c.send_for_json(req).await?;
     out!(
         "wrote {} at {}",
         r["kind"].as_str().unwrap_or(""),

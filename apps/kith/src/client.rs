@@ -117,6 +117,8 @@ impl Client {
                 token: token.clone(),
                 headless: true,
                 max_json_body: options.max_json_body,
+                // No browser reaches the in-process API.
+                cookie: http::token_cookie(0),
             },
             stop.clone(),
         );
@@ -191,6 +193,15 @@ impl Client {
         let req = builder
             .body(body)
             .map_err(|e| Error::BadInput(format!("bad request: {e}")))?;
+        self.send_for_json(req).await
+    }
+
+    /// Sends a request and decodes the JSON answer; an error answer becomes
+    /// [`Error::Remote`].
+    ///
+    /// # Errors
+    /// [`Error::Remote`], transport errors.
+    pub async fn send_for_json<T: DeserializeOwned>(&self, req: Request<Body>) -> Result<T> {
         let res = self.send(req).await?;
         let status = res.status();
         let bytes = read_body(res).await?;

@@ -197,6 +197,7 @@ impl Daemon {
                 token: token.clone(),
                 headless: options.headless,
                 max_json_body: options.max_json_body,
+                cookie: http::token_cookie(addr.port()),
             },
             stop.clone(),
         );

@@ -8,7 +8,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::http::Method;
+use axum::body::Body;
+use axum::http::{Method, Request, header};
 use base64::Engine;
 use serde_json::{Value, json};
 
@@ -24,6 +25,14 @@ const DEMO_RESYNC: Duration = Duration::from_secs(2);
 
 /// A small picture for alice's first post.
 const PICTURE: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" width="160" height="100" viewBox="0 0 160 100"><rect width="160" height="100" fill="#bfe3f5"/><circle cx="125" cy="28" r="14" fill="#ffd54a"/><path d="M0 100 L55 45 L95 85 L120 62 L160 100 Z" fill="#5b8c5a"/></svg>"##;
+
+/// A profile picture: the person's initial on a disc of their colour.
+fn picture_of(name: &str, hue: u32) -> String {
+    let initial = name.chars().next().unwrap_or('?').to_uppercase();
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="96" height="96" viewBox="0 0 96 96"><circle cx="48" cy="48" r="48" fill="hsl({hue} 60% 70%)"/><text x="48" y="62" font-family="sans-serif" font-size="44" font-weight="bold" text-anchor="middle" fill="hsl({hue} 50% 25%)">{initial}</text></svg>"##
+    )
+}
 
 async fn call(c: &Client, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
     c.call(method, path, body.as_ref()).await
@@ -101,7 +110,7 @@ async fn set_up(daemons: &[Daemon]) -> Result<()> {
         "Bakes bread on Sundays.",
         "Grows tomatoes, mostly successfully.",
     ];
-    for ((c, name), bio) in clients.iter().zip(PEOPLE).zip(bios) {
+    for (((c, name), bio), hue) in clients.iter().zip(PEOPLE).zip(bios).zip([200, 30, 130]) {
         call(
             c,
             Method::PUT,
@@ -109,6 +118,11 @@ async fn set_up(daemons: &[Daemon]) -> Result<()> {
             Some(json!({ "name": name, "bio": bio })),
         )
         .await?;
+        let picture = Request::put("/api/profile/avatar")
+            .header(header::CONTENT_TYPE, "image/svg+xml")
+            .body(Body::from(picture_of(name, hue)))
+            .map_err(|e| Error::BadInput(format!("bad request: {e}")))?;
+        let _: Value = c.send_for_json(picture).await?;
     }
     let mut tickets = Vec::new();
     for c in &clients {

@@ -3,7 +3,8 @@
 //! Everything is an ordinary document or blob at a path, so the engine's
 //! grants decide who sees what:
 //!
-//! - `/profile`: a document `{ name, bio }`;
+//! - `/profile`: a document `{ name, bio }`, and the picture friends see
+//!   beside the name as the blob `/profile/avatar` (an image);
 //! - posts: documents `{ text, time, attachments: [name…] }` under the
 //!   prefix of their audience: `/feed/friends/<id>` (every friend),
 //!   `/feed/close/<id>` (close friends) or `/private/<id>` (only me); their
@@ -59,6 +60,10 @@ use crate::names::Names;
 
 /// The profile document.
 pub const PROFILE_PATH: &str = "/profile";
+/// The profile picture (a blob beside the profile, under its grant).
+pub const AVATAR_PATH: &str = "/profile/avatar";
+/// Largest profile picture, in bytes.
+pub const MAX_AVATAR_SIZE: usize = 2 << 20;
 /// Where comments live in the commenter's namespace.
 pub const COMMENTS_PREFIX: &str = "/feed/comments";
 /// What every friend may read (granted when a friend is added).
@@ -140,6 +145,22 @@ pub struct Profile {
     /// A few words about them.
     #[serde(default)]
     pub bio: String,
+    /// Their profile picture, if they set one (and it reached this node).
+    #[serde(default)]
+    pub avatar: Option<Avatar>,
+}
+
+/// A profile picture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Avatar {
+    /// Where the HTTP API serves it: `/api/entry/NS/profile/avatar?v=…`,
+    /// the query naming the picture's content, so that a new picture gets
+    /// a new URL.
+    pub url: String,
+    /// Its media type (`image/…`).
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 /// An attachment to add to a new post.
@@ -162,6 +183,8 @@ pub struct Post {
     pub author: String,
     /// What this node calls the author.
     pub author_name: String,
+    /// The author's profile picture URL, if any.
+    pub author_avatar: Option<String>,
     /// `friends`, `close` or `me`.
     pub audience: String,
     /// The post's path in the author's namespace.
@@ -203,6 +226,8 @@ pub struct Comment {
     pub author: String,
     /// What this node calls the commenter.
     pub author_name: String,
+    /// The commenter's profile picture URL, if any.
+    pub author_avatar: Option<String>,
     /// The commented post's author.
     pub post_author: String,
     /// The commented post's id.
@@ -281,13 +306,69 @@ fn time_field(v: &Value) -> u64 {
 /// # Errors
 /// Store errors.
 pub fn profile(store: &Store, ns: &NamespaceId) -> Result<Profile> {
-    Ok(match doc_json(store, ns, &parse_const(PROFILE_PATH))? {
+    let mut profile = match doc_json(store, ns, &parse_const(PROFILE_PATH))? {
         Some(v) => Profile {
             name: text_field(&v, "name"),
             bio: text_field(&v, "bio"),
+            avatar: None,
         },
         None => Profile::default(),
-    })
+    };
+    let at = parse_const(AVATAR_PATH);
+    if let Some(Entry {
+        kind:
+            EntryKind::Blob {
+                hash,
+                size,
+                media_type,
+            },
+        ..
+    }) = store.get(ns, &at)?
+    {
+        let version = hash.to_hex();
+        profile.avatar = Some(Avatar {
+            url: format!(
+                "{}?v={}",
+                entry_url(ns, &at),
+                version.get(..16).unwrap_or(&version)
+            ),
+            media_type,
+            size,
+        });
+    }
+    Ok(profile)
+}
+
+/// Sets the own profile picture: an image of at most [`MAX_AVATAR_SIZE`]
+/// bytes, stored at [`AVATAR_PATH`], so every friend who may read the
+/// profile receives it. Blocks.
+///
+/// # Errors
+/// [`Error::BadInput`] for a media type that is not `image/…`, an empty
+/// picture or one over [`MAX_AVATAR_SIZE`]; store errors.
+pub fn set_avatar(
+    store: &Store,
+    me: &NamespaceId,
+    data: &[u8],
+    media_type: &str,
+) -> Result<Profile> {
+    let essence = media_type.split(';').next().unwrap_or("").trim();
+    if !essence.starts_with("image/") || essence.len() <= "image/".len() {
+        return Err(Error::BadInput(format!(
+            "a profile picture is an image (image/png, image/jpeg …), not {media_type:?}"
+        )));
+    }
+    if data.is_empty() {
+        return Err(Error::BadInput("the profile picture is empty".into()));
+    }
+    if data.len() > MAX_AVATAR_SIZE {
+        return Err(Error::BadInput(format!(
+            "the profile picture is {} bytes; at most {MAX_AVATAR_SIZE}",
+            data.len()
+        )));
+    }
+    store.put_blob(me, &parse_const(AVATAR_PATH), data, media_type)?;
+    profile(store, me)
 }
 
 /// Sets the own profile's name and/or bio. Blocks.
@@ -438,6 +519,7 @@ fn build_post(
         id: id.to_string(),
         author: author.to_string(),
         author_name: names.name_of(author),
+        author_avatar: names.avatar_of(author),
         audience: audience.as_str().to_string(),
         path: path.to_string(),
         text: text_field(&v, "text"),
@@ -499,6 +581,7 @@ pub fn comments_of(store: &Store, ns: &NamespaceId, names: &Names) -> Result<Vec
             id: p.last().unwrap_or_default().to_string(),
             author: ns.to_string(),
             author_name: names.name_of(ns),
+            author_avatar: names.avatar_of(ns),
             post_author: text_field(&v, "post_author"),
             post_id: text_field(&v, "post_id"),
             path: p.to_string(),
@@ -614,6 +697,7 @@ pub fn comment(
         id,
         author: me.to_string(),
         author_name: names.name_of(me),
+        author_avatar: names.avatar_of(me),
         post_author: post_author.to_string(),
         post_id: post_id.to_string(),
         path: path.to_string(),

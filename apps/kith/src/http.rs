@@ -1,7 +1,9 @@
 //! The local HTTP API (documented in `API.md`) and the page's static files.
 //!
 //! Every `/api` route needs the access token, as `Authorization: Bearer T`
-//! or the `kith_token` cookie that `GET /?token=T` sets. No CORS headers
+//! or the `kith_token_PORT` cookie that `GET /?token=T` sets (named after
+//! the daemon's port: browsers share cookies across ports of one host, so
+//! two daemons' pages must not overwrite each other's). No CORS headers
 //! are sent, and requests whose `Origin` is not this server are refused, so
 //! other local pages can neither read answers nor make changes. Errors are
 //! JSON `{ error, code }`; [`ApiError`]'s `From<Error>` is the one place
@@ -45,8 +47,12 @@ const BLOB_CHUNKS_AHEAD: usize = 4;
 const BLOB_CHUNK: usize = 64 << 10;
 /// Default largest JSON body (a post with its attachments, base64).
 pub const DEFAULT_MAX_JSON_BODY: usize = 64 << 20;
-/// The cookie carrying the access token.
-pub const TOKEN_COOKIE: &str = "kith_token";
+/// The cookie carrying the access token of the daemon answering on
+/// `http_port`: `kith_token_PORT`. Cookies ignore ports, so one name for
+/// every daemon would let opening one daemon's page sign another's out.
+pub fn token_cookie(http_port: u16) -> String {
+    format!("kith_token_{http_port}")
+}
 
 /// How the API is set up.
 #[derive(Debug, Clone)]
@@ -57,6 +63,8 @@ pub struct ApiConfig {
     pub headless: bool,
     /// Largest JSON request body, bytes (larger ones get 413).
     pub max_json_body: usize,
+    /// The name of the cookie carrying the token ([`token_cookie`]).
+    pub cookie: String,
 }
 
 /// Shared state of the API handlers.
@@ -214,6 +222,10 @@ pub fn router(node: Node, config: ApiConfig, stop: CancellationToken) -> Router 
         .route("/api/feed/posts/{id}", delete(delete_post))
         .route("/api/feed/comments", post(comment))
         .route("/api/profile", get(profile).put(set_profile))
+        .route(
+            "/api/profile/avatar",
+            axum::routing::put(set_avatar).delete(remove_avatar),
+        )
         .route("/api/deletions", get(deletions))
         .route("/api/deletions/{id}", get(deletion))
         .route("/api/sync/{friend}", post(sync))
@@ -234,7 +246,7 @@ fn same_token(given: &str, token: &str) -> bool {
             == 0
 }
 
-fn request_token(headers: &HeaderMap) -> Option<String> {
+fn request_token(headers: &HeaderMap, cookie: &str) -> Option<String> {
     if let Some(auth) = headers.get(header::AUTHORIZATION)
         && let Ok(auth) = auth.to_str()
         && let Some(t) = auth.strip_prefix("Bearer ")
@@ -247,7 +259,7 @@ fn request_token(headers: &HeaderMap) -> Option<String> {
         };
         for c in cookies.split(';') {
             if let Some((k, v)) = c.trim().split_once('=')
-                && k == TOKEN_COOKIE
+                && k == cookie
             {
                 return Some(v.to_string());
             }
@@ -275,8 +287,8 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
         }
     }
     if req.uri().path().starts_with("/api") {
-        let ok =
-            request_token(req.headers()).is_some_and(|t| same_token(&t, &state.inner.config.token));
+        let ok = request_token(req.headers(), &state.inner.config.cookie)
+            .is_some_and(|t| same_token(&t, &state.inner.config.token));
         if !ok {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -320,7 +332,10 @@ async fn page(State(state): State<AppState>, method: Method, uri: Uri) -> Respon
             )
             .into_response();
         }
-        let cookie = format!("{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+        let cookie = format!(
+            "{}={token}; HttpOnly; SameSite=Strict; Path=/",
+            state.inner.config.cookie
+        );
         let mut res = Response::new(Body::empty());
         *res.status_mut() = StatusCode::SEE_OTHER;
         if let (Ok(c), Ok(l)) = (
@@ -397,6 +412,7 @@ async fn id(State(s): State<AppState>) -> ApiResult<Json<Value>> {
         "namespace": s.me().to_string(),
         "device": s.node().device().to_string(),
         "name": names.name_of(&s.me()),
+        "avatar": names.avatar_of(&s.me()),
     })))
 }
 
@@ -432,6 +448,7 @@ async fn friend_view(s: &AppState, names: &Names, friend: &NamespaceId) -> ApiRe
         "namespace": friend.to_string(),
         "name": names.name_of(friend),
         "nickname": names.nickname(friend),
+        "avatar": names.avatar_of(friend),
         "prefixes": prefixes,
         "shared_with_me": shared,
     }))
@@ -824,6 +841,16 @@ async fn get_entry(
     let content_type = HeaderValue::from_str(&media_type)
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     h.insert(header::CONTENT_TYPE, content_type);
+    // Blobs come from friends: opened on their own (an SVG image, an HTML
+    // file), they must not run scripts with this origin's access to the API.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     if range.is_some() {
@@ -940,7 +967,12 @@ async fn delete_entry(
     // Deletion always reaches the friends who were served the data, so
     // `remote` changes nothing today; it is accepted for clarity.
     let Query(_q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
-    let path = parse_path(&rest)?;
+    delete_existing(&s, parse_path(&rest)?).await
+}
+
+/// Deletes everything at or under `path` of the own namespace, friends'
+/// copies included; 404 if there is nothing.
+async fn delete_existing(s: &AppState, path: Path) -> ApiResult<Json<Value>> {
     let store = s.node().store().clone();
     let (me, p) = (s.me(), path.clone());
     let any = blocking(move || Ok(!store.list(&me, &p, None, 1)?.entries.is_empty())).await?;
@@ -1063,6 +1095,30 @@ async fn set_profile(
         })
         .await?;
     Ok(Json(json!(p)))
+}
+
+/// `PUT /api/profile/avatar`: the body is the picture, its `Content-Type`
+/// an image type.
+async fn set_avatar(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let bytes = read_limited(body, feed::MAX_AVATAR_SIZE).await?;
+    let p = s
+        .with_store(move |store, me, _| feed::set_avatar(store, me, &bytes, &media_type))
+        .await?;
+    Ok(Json(json!(p)))
+}
+
+/// `DELETE /api/profile/avatar`: friends' copies are deleted too.
+async fn remove_avatar(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+    delete_existing(&s, Path::parse(feed::AVATAR_PATH)?).await
 }
 
 // ----- deletions -----------------------------------------------------------------

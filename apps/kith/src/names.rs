@@ -5,7 +5,8 @@
 //! restarts and reaches their other devices with the rest of the
 //! namespace. It is never granted to friends by the app. Without such a
 //! name a friend is called by the name in their `/profile`, and failing
-//! that by a short form of their id.
+//! that by a short form of their id. Their profile pictures are loaded
+//! with the profile names.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +27,8 @@ pub struct Names {
     my_name: String,
     nicknames: BTreeMap<NamespaceId, String>,
     profiles: BTreeMap<NamespaceId, String>,
+    /// Profile picture URLs, the own one included.
+    avatars: BTreeMap<NamespaceId, String>,
     friends: Vec<NamespaceId>,
 }
 
@@ -102,19 +105,27 @@ impl Names {
     /// # Errors
     /// Store errors.
     pub fn load(store: &Store, me: NamespaceId, friends: &[NamespaceId]) -> Result<Self> {
-        let my_name = feed::profile(store, &me)?.name;
+        let mut avatars = BTreeMap::new();
+        let mine = feed::profile(store, &me)?;
+        if let Some(a) = mine.avatar {
+            avatars.insert(me, a.url);
+        }
         let mut profiles = BTreeMap::new();
         for f in friends {
-            let name = feed::profile(store, f)?.name;
-            if !name.is_empty() {
-                profiles.insert(*f, name);
+            let profile = feed::profile(store, f)?;
+            if !profile.name.is_empty() {
+                profiles.insert(*f, profile.name);
+            }
+            if let Some(a) = profile.avatar {
+                avatars.insert(*f, a.url);
             }
         }
         Ok(Self {
             me,
-            my_name,
+            my_name: mine.name,
             nicknames: nicknames(store, &me)?,
             profiles,
+            avatars,
             friends: friends.to_vec(),
         })
     }
@@ -134,6 +145,11 @@ impl Names {
             .or_else(|| self.profiles.get(ns))
             .cloned()
             .unwrap_or_else(|| ns.fmt_short())
+    }
+
+    /// The profile picture URL of `ns` (this person or a friend), if any.
+    pub fn avatar_of(&self, ns: &NamespaceId) -> Option<String> {
+        self.avatars.get(ns).cloned()
     }
 
     /// The nickname given to `ns`, if any.

@@ -2,8 +2,10 @@
 //! The feed page in a real browser: two `kith serve` daemons (alice and
 //! bob, friends over loopback) and Debian's chromium driven by
 //! `tests/browser/feed.mjs` (npm's playwright-core, which never downloads a
-//! browser of its own). On alice's page a post with an image is composed;
-//! bob's page shows it without a reload, image rendered; bob comments and
+//! browser of its own), both pages in one browser profile (each daemon's
+//! token cookie has its own name). On alice's page a profile picture is
+//! chosen and a post with an image is composed; bob's page shows it without
+//! a reload, image and alice's picture rendered; bob comments and
 //! alice's page shows the comment; alice deletes the post;
 //! bob's page removes it; alice's page shows it deleted on 1 of 1 friends'
 //! devices. Screenshots of every step land in `target/browser-artifacts/`.

@@ -61,6 +61,11 @@ async fn the_demo_serves_three_befriended_people_with_sample_posts() {
     assert_eq!(commenters.len(), 2, "{first}");
     assert!(commenters.contains(&"bob") && commenters.contains(&"carol"));
     assert!(posts.iter().any(|p| p["author_name"] == "bob"));
+    // Everyone has a profile picture, shown beside their posts.
+    assert!(
+        posts.iter().all(|p| p["author_avatar"].is_string()),
+        "{posts:?}"
+    );
     assert!(posts.iter().any(|p| p["author_name"] == "carol"));
     // Bob is a close friend of alice's; carol is not.
     let close = |posts: &[Value]| {

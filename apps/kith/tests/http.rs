@@ -135,9 +135,130 @@ async fn identity_ticket_and_profile() {
     let p = alice
         .ok(Method::PUT, "/api/profile", Some(json!({ "bio": "hi" })))
         .await;
-    assert_eq!(p, json!({ "name": "alice", "bio": "hi" }));
+    assert_eq!(p, json!({ "name": "alice", "bio": "hi", "avatar": null }));
     assert_eq!(alice.ok(Method::GET, "/api/profile", None).await, p);
     alice.daemon.shutdown().await.unwrap();
+}
+
+async fn put_avatar(
+    p: &Person,
+    content_type: &str,
+    body: impl Into<Body>,
+) -> (StatusCode, HeaderMap, Bytes) {
+    p.raw(
+        Method::PUT,
+        "/api/profile/avatar",
+        Some(content_type),
+        body.into(),
+        &[],
+    )
+    .await
+}
+
+/// A small SVG picture, as a profile picture.
+const PICTURE: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><circle cx="4" cy="4" r="4" fill="#fa0"/></svg>"##;
+
+#[tokio::test]
+async fn a_profile_picture_reaches_friends_beside_posts_and_comments() {
+    let alice = person("alice").await;
+    let bob = person("bob").await;
+
+    // Bad pictures are refused with a reason, and change nothing.
+    let (s, _, b) = put_avatar(&alice, "text/html", "<script>").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b:?}");
+    assert!(String::from_utf8_lossy(&b).contains("image"), "{b:?}");
+    let (s, _, _) = put_avatar(&alice, "image/png", Body::empty()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, b) = put_avatar(&alice, "image/png", vec![0; (2 << 20) + 1]).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{b:?}");
+    let p = alice.ok(Method::GET, "/api/profile", None).await;
+    assert_eq!(p["avatar"], Value::Null);
+
+    // A picture: the profile names it, the API serves it.
+    let (s, _, b) = put_avatar(&alice, "image/svg+xml", PICTURE).await;
+    assert_eq!(s, StatusCode::OK, "{b:?}");
+    let p: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(p["name"], "alice");
+    assert_eq!(p["avatar"]["media_type"], "image/svg+xml");
+    assert_eq!(p["avatar"]["size"], PICTURE.len());
+    let url = p["avatar"]["url"].as_str().unwrap().to_string();
+    assert!(
+        url.starts_with(&format!("/api/entry/{}/profile/avatar?v=", alice.ns())),
+        "{url}"
+    );
+    let (s, headers, bytes) = alice.raw(Method::GET, &url, None, Body::empty(), &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(bytes, PICTURE.as_bytes());
+    // Friends' files never run scripts with the page's origin.
+    assert_eq!(headers[header::CONTENT_SECURITY_POLICY], "sandbox");
+    assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert_eq!(
+        alice.ok(Method::GET, "/api/id", None).await["avatar"],
+        url.as_str()
+    );
+    // A new picture gets a new URL, so pages show the new one.
+    let (s, _, b) = put_avatar(&alice, "image/svg+xml", PICTURE.replace("fa0", "0af")).await;
+    assert_eq!(s, StatusCode::OK);
+    let newer: Value = serde_json::from_slice(&b).unwrap();
+    assert_ne!(newer["avatar"]["url"], url.as_str());
+    let url = newer["avatar"]["url"].as_str().unwrap().to_string();
+
+    // Bob, a friend, sees it beside alice's name, her posts and comments.
+    alice.befriend(&bob, "bob").await;
+    bob.befriend(&alice, "alice").await;
+    let post = alice
+        .ok(
+            Method::POST,
+            "/api/feed/posts",
+            Some(json!({ "text": "new picture!" })),
+        )
+        .await;
+    assert_eq!(post["author_avatar"], url.as_str());
+    alice
+        .ok(
+            Method::POST,
+            "/api/feed/comments",
+            Some(
+                json!({ "post": { "author": "me", "id": post["id"] }, "text": "do you like it?" }),
+            ),
+        )
+        .await;
+    bob.ok(Method::POST, "/api/sync/alice", None).await;
+    let friends = bob.ok(Method::GET, "/api/friends", None).await;
+    assert_eq!(friends[0]["avatar"], url.as_str(), "{friends}");
+    let seen = bob.timeline().await;
+    let shown = seen.iter().find(|p| p["id"] == post["id"]).unwrap();
+    assert_eq!(shown["author_avatar"], url.as_str(), "{shown}");
+    assert_eq!(shown["comments"][0]["author_avatar"], url.as_str());
+    let (s, _, bytes) = bob.raw(Method::GET, &url, None, Body::empty(), &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(bytes, PICTURE.replace("fa0", "0af").as_bytes());
+    // Bob has none: his posts carry no picture.
+    let own = bob
+        .ok(
+            Method::POST,
+            "/api/feed/posts",
+            Some(json!({ "text": "hi" })),
+        )
+        .await;
+    assert_eq!(own["author_avatar"], Value::Null);
+
+    // Removing it removes it from bob's node too.
+    let removed = alice.ok(Method::DELETE, "/api/profile/avatar", None).await;
+    assert!(removed["deletion"].is_string(), "{removed}");
+    let (s, _) = alice
+        .call(Method::DELETE, "/api/profile/avatar", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(
+        alice.ok(Method::GET, "/api/profile", None).await["avatar"],
+        Value::Null
+    );
+    bob.ok(Method::POST, "/api/sync/alice", None).await;
+    let friends = bob.ok(Method::GET, "/api/friends", None).await;
+    assert_eq!(friends[0]["avatar"], Value::Null, "{friends}");
+    alice.daemon.shutdown().await.unwrap();
+    bob.daemon.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -168,9 +289,10 @@ async fn the_api_needs_the_token_and_refuses_other_origins() {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+    let cookie = format!("kith_token_{}", addr.port());
     assert!(
         answer.contains(&format!(
-            "kith_token={token}; HttpOnly; SameSite=Strict; Path=/"
+            "{cookie}={token}; HttpOnly; SameSite=Strict; Path=/"
         )),
         "{answer}"
     );
@@ -182,7 +304,7 @@ async fn the_api_needs_the_token_and_refuses_other_origins() {
     let answer = raw_http(
         addr,
         &format!(
-            "GET /api/id HTTP/1.1\r\nHost: {addr}\r\nCookie: kith_token={token}\r\nConnection: close\r\n\r\n"
+            "GET /api/id HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}={token}\r\nConnection: close\r\n\r\n"
         ),
     )
     .await;
@@ -238,6 +360,69 @@ async fn the_api_needs_the_token_and_refuses_other_origins() {
         (StatusCode::NOT_FOUND, Some("not_found"))
     );
     alice.daemon.shutdown().await.unwrap();
+}
+
+/// The `name=value` of the cookie an answer sets.
+fn set_cookie(answer: &str) -> String {
+    answer
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_else(|| panic!("no cookie set: {answer}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn two_daemons_pages_work_in_one_browser() {
+    // Cookies ignore ports: a browser sends every 127.0.0.1 cookie to both
+    // daemons. Each daemon's cookie has its own name, so opening bob's page
+    // does not replace alice's token.
+    let (alice, bob) = (person("alice").await, person("bob").await);
+    let mut jar = Vec::new();
+    for p in [&alice, &bob] {
+        let addr = p.daemon.addr();
+        let answer = raw_http(
+            addr,
+            &format!(
+                "GET /?token={} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+                p.daemon.token()
+            ),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+        jar.push(set_cookie(&answer));
+    }
+    let names: Vec<&str> = jar.iter().map(|c| c.split('=').next().unwrap()).collect();
+    assert_ne!(names[0], names[1], "both daemons set the same cookie");
+    let cookies = jar.join("; ");
+    for p in [&alice, &bob] {
+        let addr = p.daemon.addr();
+        let answer = raw_http(
+            addr,
+            &format!(
+                "GET /api/id HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookies}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains(&p.ns()), "{answer}");
+    }
+    // The other daemon's cookie alone does not open the API.
+    let addr = alice.daemon.addr();
+    let answer = raw_http(
+        addr,
+        &format!(
+            "GET /api/id HTTP/1.1\r\nHost: {addr}\r\nCookie: {}\r\nConnection: close\r\n\r\n",
+            jar[1]
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    alice.daemon.shutdown().await.unwrap();
+    bob.daemon.shutdown().await.unwrap();
 }
 
 #[tokio::test]

@@ -231,6 +231,60 @@ fn documents_and_blobs_round_trip_through_put_get_and_ls() {
 }
 
 #[test]
+fn the_profile_is_shown_and_changed_with_a_picture() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("me");
+    ok(&data, &["init", "--name", "dana"]);
+    let shown = ok(&data, &["profile"]);
+    assert!(
+        shown.contains("dana") && shown.contains("picture none"),
+        "{shown}"
+    );
+    let picture = root.path().join("me.svg");
+    std::fs::write(
+        &picture,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>"#,
+    )
+    .unwrap();
+    let p = json(
+        &data,
+        &[
+            "profile",
+            "--bio",
+            "Climbs things",
+            "--avatar",
+            picture.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(p["name"], "dana");
+    assert_eq!(p["bio"], "Climbs things");
+    assert_eq!(p["avatar"]["media_type"], "image/svg+xml");
+    let url = p["avatar"]["url"].as_str().unwrap();
+    assert!(url.contains("/profile/avatar?v="), "{url}");
+    let stored = root.path().join("copy.svg");
+    ok(
+        &data,
+        &["get", "/profile/avatar", "--out", stored.to_str().unwrap()],
+    );
+    assert_eq!(
+        std::fs::read(&stored).unwrap(),
+        std::fs::read(&picture).unwrap()
+    );
+
+    // Not an image, or no such file: exit 1 with the reason; nothing changes.
+    let text = root.path().join("notes.txt");
+    std::fs::write(&text, "hello").unwrap();
+    let refused = kith(&data, &["profile", "--avatar", text.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("image"));
+    let missing = kith(&data, &["profile", "--name", "x", "--avatar", "nope.png"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+    assert_eq!(json(&data, &["profile"])["name"], "dana");
+    assert_eq!(json(&data, &["profile"])["avatar"], p["avatar"]);
+}
+
+#[test]
 fn a_second_device_joins_with_an_invite() {
     let root = tempfile::tempdir().unwrap();
     let (phone, laptop) = (root.path().join("phone"), root.path().join("laptop"));

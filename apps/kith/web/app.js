@@ -24,6 +24,8 @@ const audienceLabel = (value) => (AUDIENCES.find((a) => a.value === value) || { 
 
 /** Biggest attachment the page will send in one post (the API answers 413 above its own limit). */
 const MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024;
+/** Biggest profile picture the API takes (feed::MAX_AVATAR_SIZE). */
+const MAX_AVATAR_BYTES = 2 * 1024 * 1024;
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -194,8 +196,10 @@ function renderTimeline(posts, deletionsById) {
   else if (fresh.length > 1) announce(`${fresh.length} new posts`);
 }
 
-function avatar(id, name) {
-  return h('span', { class: 'avatar', 'aria-hidden': 'true', style: `--hue:${hueOf(id)}` }, initial(name));
+/** A round picture: the person's profile picture if they set one, else their initial. */
+function avatar(id, name, url) {
+  const inner = isLocalApiUrl(url) ? h('img', { src: url, alt: '', loading: 'lazy', decoding: 'async' }) : initial(name);
+  return h('span', { class: 'avatar', 'aria-hidden': 'true', style: `--hue:${hueOf(id)}` }, inner);
 }
 
 /** Builds the parts of a post that do not change; `updatePost` fills the rest. */
@@ -228,7 +232,7 @@ function createPost(post) {
 
 function updatePost(entry, post, deletion) {
   entry.post = post;
-  const sig = JSON.stringify([post.author_name, post.audience, post.text, post.time, post.mine,
+  const sig = JSON.stringify([post.author_name, post.author_avatar, post.audience, post.text, post.time, post.mine,
     post.attachments, deletion === undefined ? null : deletion]);
   if (sig !== entry.sig) {
     entry.sig = sig;
@@ -247,7 +251,7 @@ function updatePost(entry, post, deletion) {
 function postHead(entry, post, deletion) {
   const name = post.author_name || shortId(post.author);
   const parts = [
-    avatar(post.author, name),
+    avatar(post.author, name, post.author_avatar),
     h('div', { class: 'who' },
       h('span', { class: 'author', id: entry.titleId }, name, post.mine ? h('span', { class: 'you' }, ' (you)') : null),
       h('span', { class: 'meta' }, timeEl(post.time), ' · ',
@@ -282,7 +286,7 @@ function postBody(post, deletion) {
 function commentItem(c) {
   const name = c.author_name || shortId(c.author);
   return h('li', { class: 'comment' },
-    avatar(c.author, name),
+    avatar(c.author, name, c.author_avatar),
     h('div', {},
       h('span', { class: 'author' }, name), ' ',
       h('span', { class: 'meta' }, timeEl(c.time)),
@@ -421,6 +425,17 @@ async function loadProfile() {
   // Keep what the user is typing.
   if (document.activeElement !== name) name.value = (profile && profile.name) || '';
   if (document.activeElement !== bio) bio.value = (profile && profile.bio) || '';
+  renderOwnAvatar(profile);
+}
+
+function renderOwnAvatar(profile) {
+  const box = $('#profile-avatar');
+  const name = (profile && profile.name) || (state.me && state.me.name) || '';
+  const url = profile && profile.avatar ? profile.avatar.url : null;
+  const el = avatar(state.me ? state.me.namespace : '', name, url);
+  el.id = 'profile-avatar';
+  el.classList.add('avatar-large');
+  box.replaceWith(el);
 }
 
 async function loadFriends() {
@@ -491,7 +506,7 @@ function friendItem(friend) {
   idle();
   return h('li', { class: 'friend' },
     h('div', { class: 'friend-head' },
-      avatar(friend.namespace, name),
+      avatar(friend.namespace, name, friend.avatar),
       h('div', { class: 'who' },
         h('span', { class: 'author' }, name),
         h('span', { class: 'meta mono', title: friend.namespace }, shortId(friend.namespace)))),
@@ -525,6 +540,25 @@ function setupFriends() {
       $('#friend-name').value = '';
       announce(`Added ${(friend && friend.name) || name || 'friend'}; turn on a switch to share posts`);
       await loadFriends();
+    });
+  });
+  const avatarInput = $('#profile-avatar-file');
+  avatarInput.addEventListener('change', () => {
+    const file = avatarInput.files[0];
+    avatarInput.value = '';
+    if (!file) return;
+    if (!file.type.startsWith('image/')) {
+      showError(new Error(`${file.name} is not an image`));
+      return;
+    }
+    if (file.size > MAX_AVATAR_BYTES) {
+      showError(new Error(`${file.name} is too large (${sizeText(file.size)}; at most ${sizeText(MAX_AVATAR_BYTES)})`));
+      return;
+    }
+    busy(avatarInput, async () => {
+      renderOwnAvatar(await api.setAvatar(file));
+      announce('Profile picture saved');
+      await refresh();
     });
   });
   $('#profile-form').addEventListener('submit', (ev) => {

@@ -11,9 +11,13 @@ export class ApiError extends Error {
   }
 }
 
-async function call(method, path, body) {
+/** A JSON call; with `contentType`, `body` (a Blob) is sent as it is. */
+async function call(method, path, body, contentType) {
   const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
-  if (body !== undefined) {
+  if (contentType !== undefined) {
+    init.headers['Content-Type'] = contentType;
+    init.body = body;
+  } else if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
@@ -60,6 +64,8 @@ export const api = {
   comment: (author, id, text) => call('POST', '/api/feed/comments', { post: { author, id }, text }),
   profile: () => call('GET', '/api/profile'),
   saveProfile: (profile) => call('PUT', '/api/profile', profile),
+  /** Sets the profile picture: the file itself is the body, its type the Content-Type. */
+  setAvatar: (file) => call('PUT', '/api/profile/avatar', file, file.type || 'application/octet-stream'),
   deletions: () => call('GET', '/api/deletions'),
   sync: (friend) => call('POST', '/api/sync/' + seg(friend)),
 };

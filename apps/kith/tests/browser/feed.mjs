@@ -3,8 +3,9 @@
 //   node feed.mjs <alicePageUrl> <bobPageUrl> <screenshotDir>
 //
 // The two daemons are already friends and alice has granted bob her
-// "friends" audience. On alice's page a post with an image is composed; bob's
-// page shows it without a reload, image rendered; bob comments and alice's
+// "friends" audience. Alice chooses a profile picture on her page, then a post
+// with an image is composed; bob's
+// page shows it without a reload, image and alice's picture rendered; bob comments and alice's
 // page shows the comment; alice deletes the post; bob's
 // page removes it; alice's page shows the deletion confirmed on 1 of 1
 // friends' devices. Screenshots of each step go to <screenshotDir>.
@@ -100,15 +101,17 @@ const pages = {};
 const problems = [];
 let failed = false;
 
+// One browser profile for both people, as one person with two tabs would
+// have: both daemons are on 127.0.0.1 and cookies ignore ports, so this
+// checks that each daemon's token cookie has a name of its own.
+const context = await browser.newContext({
+  viewport: { width: 390, height: 844 },
+  deviceScaleFactor: 1,
+  isMobile: true,
+  hasTouch: true,
+});
+
 async function openPage(who, url) {
-  // One context per person: both daemons are on 127.0.0.1, and cookies do
-  // not tell ports apart, so a shared context would mix their tokens.
-  const context = await browser.newContext({
-    viewport: { width: 390, height: 844 },
-    deviceScaleFactor: 1,
-    isMobile: true,
-    hasTouch: true,
-  });
   const page = await context.newPage();
   page.on('pageerror', (err) => problems.push(`${who}: page error: ${err.message}`));
   page.on('console', (msg) => {
@@ -161,6 +164,12 @@ try {
   await friendsSwitch.waitFor({ timeout: LOCAL_MS });
   if (!(await friendsSwitch.isChecked())) throw new Error('the "Friends" switch for bob is off');
   await alice.getByRole('textbox', { name: 'My ticket' }).waitFor({ timeout: LOCAL_MS });
+
+  begin('alice chooses a profile picture');
+  await alice.getByLabel('Choose a profile picture').setInputFiles({
+    name: 'me.png', mimeType: 'image/png', buffer: png(32, 32),
+  });
+  await imageRendered(alice.locator('#profile-avatar img'));
   await shot('alice', '1-alice-friends');
   await alice.getByRole('button', { name: 'Feed', exact: true }).click();
 
@@ -179,11 +188,13 @@ try {
   await imageRendered(alicePost.getByRole('img', { name: 'sunrise.png' }));
   await shot('alice', '3-alice-posted');
 
-  begin("bob's page shows the post without a reload, image rendered");
+  begin("bob's page shows the post without a reload, image and alice's picture rendered");
   const bobPost = bob.getByRole('article').filter({ hasText: text });
   await bobPost.waitFor({ timeout: LIVE_MS });
   await imageRendered(bobPost.getByRole('img', { name: 'sunrise.png' }));
   await bobPost.getByText('alice', { exact: true }).waitFor({ timeout: LOCAL_MS });
+  // Beside her name: alice's profile picture, not her initial.
+  await imageRendered(bobPost.locator('.post-head .avatar img'));
   if (await bobPost.getByRole('button', { name: 'Delete post' }).count()) {
     throw new Error("bob's page offers to delete alice's post");
   }

@@ -61,10 +61,11 @@ pub fn first_line(stdout: ChildStdout, what: &'static str, wait: Duration) -> St
         .unwrap_or_else(|_| panic!("{what} printed nothing in {wait:?}"))
 }
 
-/// A `kith serve --local-only` process, killed when dropped.
+/// A `kith serve` process, killed when dropped.
 pub struct Daemon {
     child: Child,
-    /// What it printed on start (`namespace`, `http`, `url`).
+    /// What it printed on start: with `--json`, `{ namespace, http, url }`;
+    /// else its first line, as a JSON string.
     pub started: Value,
 }
 
@@ -73,6 +74,8 @@ impl Daemon {
     /// `resync_secs`, serving the page unless `headless`.
     pub fn start(data: &Path, resync_secs: u64, headless: bool) -> Self {
         let mut args = vec![
+            "--data",
+            data.to_str().unwrap(),
             "serve",
             "--local-only",
             "--http",
@@ -84,23 +87,38 @@ impl Daemon {
         if headless {
             args.push("--headless");
         }
-        let mut child = Command::new(KITH)
-            .arg("--data")
-            .arg(data)
-            .args(&args)
-            .env("KITH_RESYNC_SECS", resync_secs.to_string())
-            .env_remove("KITH_DATA")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        // Ready once it printed its addresses.
-        let line = first_line(child.stdout.take().unwrap(), "kith serve", WAIT);
-        let started: Value = serde_json::from_str(&line).unwrap();
+        let daemon = Self::run(None, &args, Some(resync_secs));
         assert!(
-            started["http"].as_str().unwrap().starts_with("127.0.0.1:"),
-            "{started}"
+            daemon.started["http"]
+                .as_str()
+                .unwrap()
+                .starts_with("127.0.0.1:"),
+            "{}",
+            daemon.started
         );
+        daemon
+    }
+
+    /// Runs `kith ARGS…` (a `serve` command line) in folder `dir` (default:
+    /// the test's), re-syncing every `resync_secs` if given, and waits until
+    /// it is ready: it prints its first line once it serves.
+    pub fn run(dir: Option<&Path>, args: &[&str], resync_secs: Option<u64>) -> Self {
+        let mut command = Command::new(KITH);
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        command
+            .args(args)
+            .env_remove("KITH_DATA")
+            .env_remove("KITH_RESYNC_SECS")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(secs) = resync_secs {
+            command.env("KITH_RESYNC_SECS", secs.to_string());
+        }
+        let mut child = command.spawn().unwrap();
+        let line = first_line(child.stdout.take().unwrap(), "kith serve", WAIT);
+        let started = serde_json::from_str(&line).unwrap_or(Value::String(line));
         Self { child, started }
     }
 
