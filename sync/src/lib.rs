@@ -53,6 +53,8 @@ pub mod proto;
 mod scopes;
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod sim_live;
 mod state;
 mod ticket;
 

@@ -520,12 +520,7 @@ impl Live {
                         ChangeKind::Put { path, .. } => published.get(path).cloned(),
                         ChangeKind::Tombstone { .. } => None,
                     };
-                    let budget = live.config.max_message_size.saturating_sub(
-                        GOSSIP_FRAME_OVERHEAD
-                            + SealedEnvelope::OVERHEAD
-                            + SignedPush::OVERHEAD
-                            + 64,
-                    );
+                    let budget = body_budget(live.config.max_message_size);
                     let built = tokio::task::spawn_blocking(move || {
                         build(&shared, &change.kind, since, budget)
                     })
@@ -591,15 +586,7 @@ impl Live {
 
     /// Signs and seals a body; `None` if it does not fit one gossip message.
     fn seal(&self, scope: &Scope, body: &PushBody) -> Option<Vec<u8>> {
-        let signed = SignedPush::sign(
-            &self.shared.identity.device_key,
-            scope.namespace(),
-            body.encode(),
-        )
-        .ok()?;
-        let sealed = scope.seal(&signed.encode(), &mut rand::rng()).ok()?;
-        let bytes = sealed.encode();
-        (bytes.len() + GOSSIP_FRAME_OVERHEAD <= self.config.max_message_size).then_some(bytes)
+        seal(&self.shared, scope, body, self.config.max_message_size)
     }
 
     /// Publishes heartbeats into the scopes of this namespace.
@@ -691,10 +678,40 @@ impl Lonely {
     }
 }
 
-type Built = (Path, PushKind, Option<Vec<ChangeHash>>, bool);
+/// Signs `body` with this device's key and seals it with `scope`'s key;
+/// `None` if the result does not fit one gossip message of
+/// `max_message_size` bytes.
+pub(crate) fn seal(
+    shared: &Shared,
+    scope: &Scope,
+    body: &PushBody,
+    max_message_size: usize,
+) -> Option<Vec<u8>> {
+    let signed = SignedPush::sign(
+        &shared.identity.device_key,
+        scope.namespace(),
+        body.encode(),
+    )
+    .ok()?;
+    let sealed = scope.seal(&signed.encode(), &mut rand::rng()).ok()?;
+    let bytes = sealed.encode();
+    (bytes.len() + GOSSIP_FRAME_OVERHEAD <= max_message_size).then_some(bytes)
+}
+
+/// The room for a push body in one gossip message of `max_message_size`.
+pub(crate) fn body_budget(max_message_size: usize) -> usize {
+    max_message_size.saturating_sub(
+        GOSSIP_FRAME_OVERHEAD + SealedEnvelope::OVERHEAD + SignedPush::OVERHEAD + 64,
+    )
+}
+
+/// A push message built for one local change: the path it is about, the
+/// message, the document heads it publishes (if a document) and whether it
+/// carries heads only.
+pub(crate) type Built = (Path, PushKind, Option<Vec<ChangeHash>>, bool);
 
 /// The push message for one local change, if this device wrote it.
-fn build(
+pub(crate) fn build(
     shared: &Shared,
     change: &ChangeKind,
     since: Option<Vec<ChangeHash>>,
@@ -783,14 +800,17 @@ fn build(
 
 /// What handling one received message asks for.
 #[derive(Debug, Default)]
-struct Outcome {
-    applied: u64,
-    rejected: bool,
+pub(crate) struct Outcome {
+    /// Changes applied.
+    pub(crate) applied: u64,
+    /// The message was dropped.
+    pub(crate) rejected: bool,
     /// Catch up: something was missed.
-    recover: bool,
+    pub(crate) recover: bool,
     /// Sync (to deliver a receipt).
-    sync: bool,
-    fetch: Option<Path>,
+    pub(crate) sync: bool,
+    /// Fetch this announced small blob.
+    pub(crate) fetch: Option<Path>,
 }
 
 impl Outcome {
@@ -804,7 +824,7 @@ impl Outcome {
 }
 
 /// Opens, verifies and applies one message received on `scope`'s topic.
-fn receive(
+pub(crate) fn receive(
     shared: &Shared,
     scope: &Scope,
     sequencer: &Mutex<Sequencer>,

@@ -34,10 +34,10 @@ use crate::state::{FriendReplica, OwnerSource, Shared};
 use crate::ticket::Ticket;
 
 /// A small deterministic generator.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -45,7 +45,7 @@ impl Rng {
     }
 }
 
-fn node(dir: &std::path::Path) -> Arc<Shared> {
+pub(crate) fn node(dir: &std::path::Path) -> Arc<Shared> {
     let identity = Identity::load_or_create(dir).unwrap();
     let store = kith_store::Store::open(
         dir.join("store"),
@@ -69,7 +69,7 @@ fn node(dir: &std::path::Path) -> Arc<Shared> {
     })
 }
 
-fn ticket(s: &Shared) -> Ticket {
+pub(crate) fn ticket(s: &Shared) -> Ticket {
     Ticket {
         namespace: s.namespace(),
         cert: s.identity.cert.clone(),
@@ -83,7 +83,13 @@ fn ticket(s: &Shared) -> Ticket {
 /// start and for documents outside its grants. Every entry and document the
 /// owner sends is checked against `granted`, the friend's valid caps now.
 /// Returns whether the sync completed.
-fn sync(owner: &Shared, friend: &Shared, budget: usize, dishonest: bool, granted: &[Path]) -> bool {
+pub(crate) fn sync(
+    owner: &Shared,
+    friend: &Shared,
+    budget: usize,
+    dishonest: bool,
+    granted: &[Path],
+) -> bool {
     let now = Timestamp::wall_clock();
     let mut serve = Serve::new(friend.identity.device());
     let mut fetch = Fetch::new(
@@ -159,7 +165,7 @@ fn sync(owner: &Shared, friend: &Shared, budget: usize, dishonest: bool, granted
     fetch.is_done()
 }
 
-fn paths(
+pub(crate) fn paths(
     s: &Shared,
     ns: &NamespaceId,
 ) -> Vec<(Path, Option<Vec<kith_store::automerge::ChangeHash>>)> {
