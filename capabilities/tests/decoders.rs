@@ -191,6 +191,7 @@ fn valid_encodings() -> Vec<Vec<u8>> {
         roster().encode(),
         scope().encode(),
         sealed_envelope().encode(),
+        signed_push().encode(),
     ]
 }
 
@@ -259,7 +260,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(160))]
 
     #[test]
-    fn mutated_encodings_never_panic(which in 0usize..10, mutations in prop::collection::vec(mutation(), 1..4)) {
+    fn mutated_encodings_never_panic(which in 0usize..11, mutations in prop::collection::vec(mutation(), 1..4)) {
         let mut bytes = valid_encodings()[which].clone();
         for m in &mutations {
             apply(&mut bytes, m);

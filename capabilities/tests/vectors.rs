@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use common::*;
 use kith_caps::{
     DeviceCert, DeviceRevocation, NamespaceKey, ReadCap, Receipt, Revocation, Roster,
-    SealedEnvelope, Tombstone, TombstoneSigner,
+    SealedEnvelope, SignedPush, Tombstone, TombstoneSigner,
 };
 
 fn hex(bytes: &[u8]) -> String {
@@ -284,6 +284,28 @@ fn roster_vector() {
         ),
     );
     Roster::decode(&committed_encoding("roster"))
+        .unwrap()
+        .verify()
+        .unwrap();
+}
+
+#[test]
+fn signed_push_vector() {
+    let m = signed_push();
+    check(
+        "signed_push",
+        render(
+            "SignedPush v1",
+            &[
+                ("device_key_seed", hex(&alice_phone().to_bytes())),
+                ("namespace", hex(m.namespace().as_bytes())),
+                ("body", hex(m.body())),
+            ],
+            Some(SignedPush::DOMAIN),
+            &m.encode(),
+        ),
+    );
+    SignedPush::decode(&committed_encoding("signed_push"))
         .unwrap()
         .verify()
         .unwrap();

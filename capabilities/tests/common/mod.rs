@@ -4,7 +4,7 @@
 
 use kith_caps::{
     CapId, DeviceCert, DeviceKey, DeviceRevocation, NamespaceKey, ReadCap, Receipt, Revocation,
-    Rights, Roster, Scope, ScopeSecret, SealedEnvelope, Tombstone, TombstoneId,
+    Rights, Roster, Scope, ScopeSecret, SealedEnvelope, SignedPush, Tombstone, TombstoneId,
 };
 use kith_types::{Path, Timestamp};
 
@@ -145,6 +145,11 @@ pub fn sealed_envelope() -> SealedEnvelope {
         .unwrap()
 }
 
+/// A push message about alice's namespace, signed by her phone.
+pub fn signed_push() -> SignedPush {
+    SignedPush::sign(&alice_phone(), alice().id(), b"a push body".to_vec()).unwrap()
+}
+
 /// The outcome of feeding bytes to one decoder (and, if it accepts them,
 /// to the object's checks).
 #[derive(Debug)]
@@ -203,6 +208,11 @@ pub fn decode_everything(bytes: &[u8]) -> Vec<Outcome> {
         assert_eq!(v.encode(), bytes, "sealed envelope is not canonical");
         let _ = scope().open(&v);
         record("sealed_envelope", true);
+    }
+    if let Ok(v) = SignedPush::decode(bytes) {
+        assert_eq!(v.encode(), bytes, "signed push is not canonical");
+        let _ = v.verify();
+        record("signed_push", true);
     }
     if let Ok(text) = std::str::from_utf8(bytes) {
         let _ = NamespaceKey::import_text(text);
