@@ -59,21 +59,17 @@ async fn fanout(changes: usize, n: usize) -> Result<Vec<Figure>> {
         .map(|f| f.live_metrics().applied_live)
         .sum();
     swarm.settle().await;
-    // What the owner sends with nothing to publish (heartbeats, QUIC
-    // keep-alives and path checks on every connection), to tell it apart
-    // from what the changes cost.
-    let idle_start = (Instant::now(), swarm.owner.bytes_sent());
-    tokio::time::sleep(IDLE_WINDOW).await;
-    let idle_rate =
-        (swarm.owner.bytes_sent() - idle_start.1) as f64 / idle_start.0.elapsed().as_secs_f64();
     let sent_before = (Instant::now(), swarm.owner.bytes_sent());
-    let text = "x".repeat(CHANGE_BYTES);
     let mut written = Vec::with_capacity(changes);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     eprintln!("  fanout: writing {changes} changes to {n} friends …");
     for i in 0..changes {
         tick.tick().await;
         written.push(Instant::now());
+        // Random letters: a change that does not compress below its size.
+        let text: String = (0..CHANGE_BYTES)
+            .map(|_| char::from(b'a' + rand::random_range(0..26u8)))
+            .collect();
         swarm.write(&format!("/feed/c/{i}"), &text).await?;
     }
     let all = n * changes;
@@ -100,8 +96,16 @@ async fn fanout(changes: usize, n: usize) -> Result<Vec<Figure>> {
     }
     // Upload until every friend has everything (gossip and any recovery
     // catch-ups the owner served), less the idle rate over the same time.
-    let sent = (swarm.owner.bytes_sent() - sent_before.1) as f64
-        - idle_rate * sent_before.0.elapsed().as_secs_f64();
+    let total = (swarm.owner.bytes_sent() - sent_before.1) as f64;
+    let duration = sent_before.0.elapsed().as_secs_f64();
+    // What the owner sends with nothing to publish (heartbeats, QUIC
+    // keep-alives and path checks on every connection), measured once all
+    // is delivered, to tell it apart from what the changes cost.
+    let idle_start = (Instant::now(), swarm.owner.bytes_sent());
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let idle_rate =
+        (swarm.owner.bytes_sent() - idle_start.1) as f64 / idle_start.0.elapsed().as_secs_f64();
+    let sent = total - idle_rate * duration;
     let live: u64 = swarm
         .friends
         .iter()

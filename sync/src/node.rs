@@ -1104,6 +1104,13 @@ impl Node {
         m.send_ipv4.get() + m.send_ipv6.get() + m.send_relay.get()
     }
 
+    /// Bytes this node's endpoint has received since it started, over every
+    /// protocol and transport.
+    pub fn bytes_received(&self) -> u64 {
+        let m = &self.inner.endpoint.metrics().socket;
+        m.recv_data_ipv4.get() + m.recv_data_ipv6.get() + m.recv_data_relay.get()
+    }
+
     /// The live-push topics this node has joined: one per scope it belongs
     /// to (its own namespace's granted prefixes, and friends' prefixes it
     /// may read), at the scope's current epoch.
