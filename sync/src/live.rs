@@ -225,11 +225,13 @@ impl Live {
 
     /// Stops every task and leaves every topic.
     pub(crate) async fn shutdown(&self) {
-        for t in self.tasks.lock().drain(..) {
+        let mut tasks: Vec<JoinHandle<()>> = self.tasks.lock().drain(..).collect();
+        tasks.extend(self.topics.lock().drain().map(|(_, t)| t.task));
+        for t in &tasks {
             t.abort();
         }
-        for (_, topic) in self.topics.lock().drain() {
-            topic.task.abort();
+        for t in tasks {
+            let _ = t.await;
         }
         if let Err(e) = self.gossip.shutdown().await {
             tracing::debug!(%e, "gossip shutdown");

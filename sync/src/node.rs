@@ -413,6 +413,16 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
+impl Inner {
+    /// Spawns a task that [`Node::shutdown`] stops and awaits.
+    fn spawn_tracked(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(task);
+        let mut tasks = self.tasks.lock();
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle);
+    }
+}
+
 /// A kith node: this device's store, endpoint and sync tasks.
 ///
 /// `Node` is a cheap handle (`Clone`); the node stops when [`Node::shutdown`]
@@ -1148,7 +1158,8 @@ impl Node {
                         r.insert(namespace, false);
                     }
                     let running = running.clone();
-                    tokio::spawn(async move {
+                    let inner = node.inner.clone();
+                    inner.spawn_tracked(async move {
                         // A failed recovery is retried with backoff: nothing
                         // else would notice what it was to bring.
                         let mut failures = 0u32;
@@ -1186,7 +1197,8 @@ impl Node {
                     });
                 }
                 LiveRequest::FetchBlob { namespace, path } => {
-                    tokio::spawn(async move {
+                    let inner = node.inner.clone();
+                    inner.spawn_tracked(async move {
                         if let Err(e) = node.fetch(&namespace, &path).await {
                             tracing::info!(%path, %e, "fetching an announced blob failed");
                         }
@@ -1231,8 +1243,10 @@ impl Node {
                         }
                         next_try.insert(device, (now + wait, (wait * 2).min(RETRY_MAX)));
                         let Some(inner) = weak.upgrade() else { return };
-                        let node = Node { inner };
-                        tokio::spawn(async move {
+                        let node = Node {
+                            inner: inner.clone(),
+                        };
+                        inner.spawn_tracked(async move {
                             if let Err(e) = node.poke(device).await {
                                 tracing::debug!(device = %device.fmt_short(), %e, "poke failed; will retry");
                             }
@@ -1278,11 +1292,21 @@ impl Node {
     /// # Errors
     /// Store errors while flushing.
     pub async fn shutdown(self) -> Result<()> {
-        for (_, task) in self.inner.subscriptions.lock().drain() {
+        // Every task is stopped and awaited, so that none still holds the
+        // store when this returns (the data folder can be opened again).
+        let mut tasks: Vec<JoinHandle<()>> = self
+            .inner
+            .subscriptions
+            .lock()
+            .drain()
+            .map(|(_, t)| t)
+            .collect();
+        tasks.extend(self.inner.tasks.lock().drain(..));
+        for task in &tasks {
             task.abort();
         }
-        for task in self.inner.tasks.lock().drain(..) {
-            task.abort();
+        for task in tasks {
+            let _ = task.await;
         }
         if let Some(live) = &self.inner.live {
             live.shutdown().await;

@@ -279,3 +279,69 @@ async fn revoke_and_delete_removes_the_data_from_that_friend_only() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// Topic memberships and what is owed survive restarts: a friend that
+/// restarts re-joins its topic by itself and keeps receiving; a new epoch
+/// owed to a friend that was offline during a revoke is delivered after the
+/// owner itself restarted, with nobody calling sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_and_owed_epochs_survive_restarts() {
+    // Restarted nodes come back on the same port: on loopback there is no
+    // address lookup to find them elsewhere.
+    async fn restart(dir: &std::path::Path, addr: std::net::SocketAddr) -> Node {
+        Node::builder(dir)
+            .network(NetworkMode::LocalOnly)
+            .bind_addr(addr)
+            .resync_interval(Duration::from_secs(3600))
+            .heartbeat_interval(Duration::from_millis(500))
+            .spawn()
+            .await
+            .unwrap()
+    }
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut a = spawn_live(dirs[0].path()).await;
+    let mut b = spawn_live(dirs[1].path()).await;
+    let c = spawn_live(dirs[2].path()).await;
+    let (a_addr, b_addr) = (a.addrs()[0], b.addrs()[0]);
+    let me = a.namespace();
+    befriend(&a, &b).await;
+    befriend(&a, &c).await;
+    a.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
+    let cap_c = a.grant(&c.namespace(), &p("/feed"), None).await.unwrap();
+    b.subscribe(&me).await.unwrap();
+    c.subscribe(&me).await.unwrap();
+    until(&b, &me, "/", || b.live_topics().len() == 1).await;
+    common::write_docs(&a, "/feed/one", 5).await;
+    until(&b, &me, "/feed/one", || count(&b, &me, "/feed/one") == 5).await;
+
+    // B restarts: it is back on the topic and receives without asking.
+    b.shutdown().await.unwrap();
+    b = restart(dirs[1].path(), b_addr).await;
+    until(&b, &me, "/", || b.live_topics().len() == 1).await;
+    common::write_docs(&a, "/feed/two", 5).await;
+    until(&b, &me, "/feed/two", || count(&b, &me, "/feed/two") == 5).await;
+
+    // B goes offline; A revokes C, so B is owed epoch 1; A restarts.
+    b.shutdown().await.unwrap();
+    a.revoke(cap_c.id()).await.unwrap();
+    a.shutdown().await.unwrap();
+    a = restart(dirs[0].path(), a_addr).await;
+    assert_eq!(a.live_topics().first().map(|t| t.epoch), Some(1));
+    // B comes back: its subscription resumes and A's node pokes it (what
+    // is owed was kept in A's store); B syncs and joins epoch 1.
+    b = restart(dirs[1].path(), b_addr).await;
+    until(&b, &me, "/", || {
+        b.live_topics().first().map(|t| t.epoch) == Some(1)
+    })
+    .await;
+    // And A's writes after both restarts reach B, never C.
+    common::write_docs(&a, "/feed/three", 5).await;
+    until(&b, &me, "/feed/three", || {
+        count(&b, &me, "/feed/three") == 5
+    })
+    .await;
+    assert_eq!(count(&c, &me, "/feed/three"), 0);
+    for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
+}
