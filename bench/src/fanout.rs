@@ -13,6 +13,7 @@ use kith::Path;
 use kith::store::{ChangeKind, WatchEvent};
 
 use crate::Options;
+use crate::rawgossip;
 use crate::report::Figure;
 use crate::swarm::{Swarm, quantile, run_async, sizes, until};
 
@@ -126,21 +127,32 @@ async fn fanout(changes: usize, n: usize) -> Result<Vec<Figure>> {
     }
     let memory = swarm.memory_per_friend;
     swarm.shutdown().await?;
+    eprintln!("  fanout: the same with raw iroh-gossip …");
+    let raw = rawgossip::run(n, changes).await?;
+    let peer = "raw iroh-gossip";
     Ok(vec![
-        Figure::new("fanout", format!("n{n}_p50"), quantile(&lat, 0.5), "ms"),
-        Figure::new("fanout", format!("n{n}_p99"), quantile(&lat, 0.99), "ms"),
-        Figure::new("fanout", format!("n{n}_max"), quantile(&lat, 1.0), "ms"),
+        Figure::new("fanout", format!("n{n}_p50"), quantile(&lat, 0.5), "ms")
+            .with_peer(peer, quantile(&raw.latencies, 0.5)),
+        Figure::new("fanout", format!("n{n}_p99"), quantile(&lat, 0.99), "ms")
+            .with_peer(peer, quantile(&raw.latencies, 0.99)),
+        Figure::new("fanout", format!("n{n}_max"), quantile(&lat, 1.0), "ms")
+            .with_peer(peer, quantile(&raw.latencies, 1.0)),
         Figure::new(
             "fanout",
             format!("n{n}_live_share"),
             100.0 * (live as f64 / all as f64).min(1.0),
             "%",
-        ),
+        )
+        .with_peer(format!("{peer}, delivered"), 100.0 * raw.delivered),
         Figure::new(
             "fanout",
             format!("n{n}_upload_per_change"),
             sent.max(0.0) / (changes * CHANGE_BYTES) as f64,
             "× change",
+        )
+        .with_peer(
+            format!("{peer}, {} B messages", rawgossip::MESSAGE_BYTES),
+            raw.upload_per_message / CHANGE_BYTES as f64,
         ),
         Figure::new(
             "fanout",

@@ -9,6 +9,7 @@ mod catchup;
 mod delete;
 mod fanout;
 mod peers;
+mod rawgossip;
 mod report;
 mod revoke;
 mod store;

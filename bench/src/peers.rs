@@ -107,7 +107,10 @@ async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) ->
 
 /// A loopback endpoint: 127.0.0.1 only, no relays, no port mapping, and
 /// addresses looked up in `lookup` only. Its address is added to `lookup`.
-async fn loopback_endpoint(lookup: &MemoryLookup, alpns: Vec<Vec<u8>>) -> Result<Endpoint> {
+pub(crate) async fn loopback_endpoint(
+    lookup: &MemoryLookup,
+    alpns: Vec<Vec<u8>>,
+) -> Result<Endpoint> {
     let endpoint = within(
         SETUP,
         "binding a loopback endpoint",
