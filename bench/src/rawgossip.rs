@@ -16,7 +16,7 @@ use iroh_gossip::net::Gossip;
 use n0_future::StreamExt;
 
 use crate::peers::loopback_endpoint;
-use crate::swarm::until;
+use crate::swarm::{settle, until};
 
 /// Bytes per message: about what kith broadcasts for a 1 KiB change (the
 /// Automerge change, heads and path, signature, sealing).
@@ -100,18 +100,8 @@ pub(crate) async fn run(n: usize, messages: usize) -> Result<Raw> {
         let m = &nodes[0].0.metrics().socket;
         m.send_ipv4.get() + m.send_ipv6.get()
     };
-    // Let the membership settle as kith's swarm does: until the publisher
-    // sends less than 4 KiB in half a second (at most 30 s).
-    let settle = Instant::now();
-    let mut last = sent(&nodes);
-    while settle.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = sent(&nodes);
-        if now - last < 4 * 1024 {
-            break;
-        }
-        last = now;
-    }
+    // Let the membership settle as kith's swarm does.
+    settle(|| sent(&nodes)).await;
     let start = (Instant::now(), sent(&nodes));
     let mut written = Vec::with_capacity(messages);
     let mut tick = tokio::time::interval(Duration::from_millis(200));

@@ -111,19 +111,9 @@ impl Swarm {
         })
     }
 
-    /// Waits until the set-up's catch-ups are over: the owner sends less
-    /// than 4 KiB in half a second (at most 30 s).
+    /// Waits until the set-up's catch-ups are over (see [`settle`]).
     pub(crate) async fn settle(&self) {
-        let start = Instant::now();
-        let mut last = self.owner.bytes_sent();
-        while start.elapsed() < Duration::from_secs(30) {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let now = self.owner.bytes_sent();
-            if now - last < 4 * 1024 {
-                break;
-            }
-            last = now;
-        }
+        settle(|| self.owner.bytes_sent()).await;
     }
 
     /// Writes a document with `text` at `path` in the owner's namespace.
@@ -147,6 +137,21 @@ impl Swarm {
             t.await??;
         }
         Ok(())
+    }
+}
+
+/// Waits until a node sends less than 4 KiB in half a second, by its
+/// `sent` byte counter (at most 30 s): its set-up traffic is over.
+pub(crate) async fn settle(sent: impl Fn() -> u64) {
+    let start = Instant::now();
+    let mut last = sent();
+    while start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = sent();
+        if now - last < 4 * 1024 {
+            break;
+        }
+        last = now;
     }
 }
 

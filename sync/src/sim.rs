@@ -178,6 +178,24 @@ pub(crate) fn paths(
         .collect()
 }
 
+/// The owner deletes everything under `prefix` now, keeping the signed
+/// tombstone for friends.
+pub(crate) fn delete(owner: &Shared, prefix: Path) {
+    let key = owner.identity.namespace_key.as_ref().unwrap();
+    let me = owner.namespace();
+    let t = Tombstone::issue(
+        key,
+        TombstoneId::random(&mut rand::rng()),
+        prefix,
+        owner.store.clock().now(),
+    );
+    let record = RecordOp::put(RecordKind::Tombstone, me, t.id().as_bytes(), &t.encode());
+    owner
+        .store
+        .apply_tombstone(&me, t.prefix(), t.up_to(), &[record])
+        .unwrap();
+}
+
 const PREFIXES: [&str; 3] = ["/feed", "/photos", "/private"];
 
 fn run(seed: u64, friends: usize, steps: usize) {
@@ -228,18 +246,7 @@ fn run(seed: u64, friends: usize, steps: usize) {
                     .unwrap()
                     .join(&format!("{}", rng.below(4)))
                     .unwrap();
-                let t = Tombstone::issue(
-                    key,
-                    TombstoneId::random(&mut rand::rng()),
-                    prefix,
-                    owner.store.clock().now(),
-                );
-                let record =
-                    RecordOp::put(RecordKind::Tombstone, me, t.id().as_bytes(), &t.encode());
-                owner
-                    .store
-                    .apply_tombstone(&me, t.prefix(), t.up_to(), &[record])
-                    .unwrap();
+                delete(&owner, prefix);
             }
             3..=6 => {
                 let path = Path::parse(PREFIXES[rng.below(3) as usize])

@@ -17,17 +17,16 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use kith_caps::{CapId, ReadCap, Tombstone, TombstoneId};
+use kith_caps::{CapId, ReadCap};
 use kith_store::automerge::ChangeHash;
 use kith_store::automerge::ROOT;
 use kith_store::automerge::transaction::Transactable;
-use kith_store::{RecordKind, RecordOp};
 use kith_types::Path;
 use parking_lot::Mutex;
 
 use crate::live::{body_budget, build, receive, seal};
 use crate::proto::push::{PushBody, PushKind, Sequencer};
-use crate::sim::{Rng, node, paths, sync, ticket};
+use crate::sim::{Rng, delete, node, paths, sync, ticket};
 use crate::state::Shared;
 
 /// Gossip message size used by the simulation (the default).
@@ -51,13 +50,18 @@ struct Member {
 impl Member {
     /// Handles one received envelope, and catches up when asked to.
     fn handle(&mut self, owner: &Shared, scope: &kith_caps::Scope, bytes: &[u8]) {
-        let feed = [Path::parse("/feed").unwrap()];
         let outcome = receive(&self.shared, scope, &self.sequencer, bytes, u64::MAX);
         self.quiet = 0;
         if outcome.recover || outcome.sync {
-            self.catch_ups += 1;
-            assert!(sync(owner, &self.shared, usize::MAX, false, &feed));
+            self.catch_up(owner);
         }
+    }
+
+    /// One complete catch-up with the owner under `/feed`.
+    fn catch_up(&mut self, owner: &Shared) {
+        self.catch_ups += 1;
+        let feed = [Path::parse("/feed").unwrap()];
+        assert!(sync(owner, &self.shared, usize::MAX, false, &feed));
     }
 }
 
@@ -94,14 +98,8 @@ fn run(seed: u64, friends: usize, steps: usize) {
         });
     }
     // Joining: one catch-up each, which also hands over the scope.
-    for m in &members {
-        assert!(sync(
-            &owner,
-            &m.shared,
-            usize::MAX,
-            false,
-            std::slice::from_ref(&feed)
-        ));
+    for m in &mut members {
+        m.catch_up(&owner);
     }
     let (scope, _) = owner.own_scopes().into_iter().next().unwrap();
     for m in &members {
@@ -159,18 +157,7 @@ fn run(seed: u64, friends: usize, steps: usize) {
                 let k = rng.below(PATHS);
                 if !dead.contains(&k) {
                     dead.push(k);
-                    let t = Tombstone::issue(
-                        key,
-                        TombstoneId::random(&mut rand::rng()),
-                        Path::parse(&format!("/feed/{k}")).unwrap(),
-                        owner.store.clock().now(),
-                    );
-                    let record =
-                        RecordOp::put(RecordKind::Tombstone, me, t.id().as_bytes(), &t.encode());
-                    owner
-                        .store
-                        .apply_tombstone(&me, t.prefix(), t.up_to(), &[record])
-                        .unwrap();
+                    delete(&owner, Path::parse(&format!("/feed/{k}")).unwrap());
                 }
             }
             7 => {
@@ -234,14 +221,7 @@ fn run(seed: u64, friends: usize, steps: usize) {
                 m.quiet += 1;
                 if m.quiet >= SILENCE {
                     m.quiet = 0;
-                    m.catch_ups += 1;
-                    assert!(sync(
-                        &owner,
-                        &m.shared,
-                        usize::MAX,
-                        false,
-                        std::slice::from_ref(&feed)
-                    ));
+                    m.catch_up(&owner);
                 }
             }
             for _ in 0..take {
