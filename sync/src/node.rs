@@ -759,22 +759,22 @@ impl Node {
         Ok(id)
     }
 
-    /// Whether a live connection to `device` is cached.
-    async fn is_connected(&self, device: &DeviceId) -> bool {
-        self.inner
-            .connections
-            .lock()
-            .await
-            .get(device)
-            .is_some_and(|c| c.close_reason().is_none())
+    async fn connect(&self, device: DeviceId, addrs: &[SocketAddr]) -> Result<Connection> {
+        Ok(self.connection(device, addrs).await?.0)
     }
 
-    async fn connect(&self, device: DeviceId, addrs: &[SocketAddr]) -> Result<Connection> {
+    /// A connection to `device`: the cached one if it is open (`true`), or
+    /// a new one (`false`), which is cached.
+    async fn connection(
+        &self,
+        device: DeviceId,
+        addrs: &[SocketAddr],
+    ) -> Result<(Connection, bool)> {
         let mut conns = self.inner.connections.lock().await;
         if let Some(conn) = conns.get(&device)
             && conn.close_reason().is_none()
         {
-            return Ok(conn.clone());
+            return Ok((conn.clone(), true));
         }
         let id = iroh::PublicKey::from_bytes(device.as_bytes()).map_err(Error::network)?;
         let addr = EndpointAddr::from_parts(id, addrs.iter().map(|a| iroh::TransportAddr::Ip(*a)));
@@ -786,7 +786,7 @@ impl Node {
         .map_err(|_| Error::Timeout("connecting"))?
         .map_err(Error::network)?;
         conns.insert(device, conn.clone());
-        Ok(conn)
+        Ok((conn, false))
     }
 
     /// The devices of `owner` to sync from, in order of preference.
@@ -827,22 +827,12 @@ impl Node {
     pub async fn sync_now(&self, friend: &NamespaceId) -> Result<SyncReport> {
         let devices = self.devices_of(friend)?;
         let mut last_error = String::from("no known device");
-        // A device whose cached connection turns out dead is tried once more
-        // on a fresh one.
-        let mut attempts: Vec<(DeviceId, Vec<SocketAddr>, bool)> = Vec::new();
-        for (device, addrs) in devices {
-            attempts.push((device, addrs.clone(), true));
-            attempts.push((device, addrs, false));
-        }
-        let mut fresh_needed: Option<DeviceId> = None;
-        for (device, addrs, first) in attempts {
-            if !first && fresh_needed != Some(device) {
-                continue;
-            }
-            fresh_needed = None;
+        let mut attempts: std::collections::VecDeque<(DeviceId, Vec<SocketAddr>)> =
+            devices.into_iter().collect();
+        let mut retried: Vec<DeviceId> = Vec::new();
+        while let Some((device, addrs)) = attempts.pop_front() {
             let started = Instant::now();
-            let reused = self.is_connected(&device).await;
-            let conn = match self.connect(device, &addrs).await {
+            let (conn, reused) = match self.connection(device, &addrs).await {
                 Ok(c) => c,
                 Err(e) => {
                     last_error = e.to_string();
@@ -862,8 +852,11 @@ impl Node {
                 Ok(Err(e)) => {
                     self.inner.connections.lock().await.remove(&device);
                     last_error = e.to_string();
-                    if reused && first {
-                        fresh_needed = Some(device);
+                    // A cached connection that turned out dead: once more
+                    // on a fresh one.
+                    if reused && !retried.contains(&device) {
+                        retried.push(device);
+                        attempts.push_front((device, addrs));
                     }
                     continue;
                 }
@@ -1112,13 +1105,6 @@ impl Node {
     pub fn bytes_sent(&self) -> u64 {
         let m = &self.inner.endpoint.metrics().socket;
         m.send_ipv4.get() + m.send_ipv6.get() + m.send_relay.get()
-    }
-
-    /// Bytes this node's endpoint has received since it started, over every
-    /// protocol and transport.
-    pub fn bytes_received(&self) -> u64 {
-        let m = &self.inner.endpoint.metrics().socket;
-        m.recv_data_ipv4.get() + m.recv_data_ipv6.get() + m.recv_data_relay.get()
     }
 
     /// The live-push topics this node has joined: one per scope it belongs

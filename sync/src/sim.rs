@@ -178,6 +178,16 @@ pub(crate) fn paths(
         .collect()
 }
 
+/// The owner writes `v` into the document at `path`.
+pub(crate) fn write(owner: &Shared, path: &Path, v: i64) {
+    owner
+        .store
+        .edit_document(&owner.namespace(), path, |d| d.put(ROOT, "v", v))
+        .unwrap()
+        .0
+        .unwrap();
+}
+
 /// The owner deletes everything under `prefix` now, keeping the signed
 /// tombstone for friends.
 pub(crate) fn delete(owner: &Shared, prefix: Path) {
@@ -255,13 +265,7 @@ fn run(seed: u64, friends: usize, steps: usize) {
                     .unwrap()
                     .join(&format!("{}", rng.below(3)))
                     .unwrap();
-                let v = step as i64;
-                owner
-                    .store
-                    .edit_document(&me, &path, |d| d.put(ROOT, "v", v))
-                    .unwrap()
-                    .0
-                    .unwrap();
+                write(&owner, &path, step as i64);
             }
             _ => {
                 let f = rng.below(friends.len() as u64) as usize;

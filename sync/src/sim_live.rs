@@ -19,14 +19,12 @@ use std::sync::Arc;
 
 use kith_caps::{CapId, ReadCap};
 use kith_store::automerge::ChangeHash;
-use kith_store::automerge::ROOT;
-use kith_store::automerge::transaction::Transactable;
 use kith_types::Path;
 use parking_lot::Mutex;
 
 use crate::live::{body_budget, build, receive, seal};
 use crate::proto::push::{PushBody, PushKind, Sequencer};
-use crate::sim::{Rng, delete, node, paths, sync, ticket};
+use crate::sim::{Rng, delete, node, paths, sync, ticket, write};
 use crate::state::Shared;
 
 /// Gossip message size used by the simulation (the default).
@@ -145,13 +143,7 @@ fn run(seed: u64, friends: usize, steps: usize) {
                 } else {
                     Path::parse(&format!("/feed/{k}")).unwrap()
                 };
-                let v = step as i64;
-                owner
-                    .store
-                    .edit_document(&me, &path, |d| d.put(ROOT, "v", v))
-                    .unwrap()
-                    .0
-                    .unwrap();
+                write(&owner, &path, step as i64);
             }
             6 if dead.len() < 3 => {
                 let k = rng.below(PATHS);
