@@ -140,19 +140,30 @@ impl Swarm {
     }
 }
 
-/// Waits until a node sends less than 4 KiB in half a second, by its
-/// `sent` byte counter (at most 30 s): its set-up traffic is over.
+/// Waits until a node's upload has settled, by its `sent` byte counter:
+/// two 5 s windows in a row whose rates differ by less than a quarter (at
+/// most 90 s). Set-up traffic (rosters sent to members, gossip membership)
+/// comes in bursts with quiet seconds between them, so a shorter look ends
+/// too early and the bursts land in what is measured next; 5 s also spans
+/// the QUIC keep-alive period.
 pub(crate) async fn settle(sent: impl Fn() -> u64) {
+    const WINDOW: Duration = Duration::from_secs(5);
     let start = Instant::now();
     let mut last = sent();
-    while start.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut previous: Option<f64> = None;
+    while start.elapsed() < Duration::from_secs(90) {
+        tokio::time::sleep(WINDOW).await;
         let now = sent();
-        if now - last < 4 * 1024 {
-            break;
-        }
+        let rate = (now - last) as f64 / WINDOW.as_secs_f64();
         last = now;
+        if let Some(p) = previous
+            && (rate - p).abs() <= 0.25 * rate.max(p) + 1024.0
+        {
+            return;
+        }
+        previous = Some(rate);
     }
+    eprintln!("  upload did not settle within 90 s; measuring anyway");
 }
 
 /// Runs `scenario` on a fresh multi-threaded runtime.

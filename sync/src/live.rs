@@ -92,6 +92,14 @@ pub struct LiveMetrics {
     pub rejoins: u64,
     /// Topics joined now.
     pub topics: u64,
+    /// Periodic catch-ups a subscription skipped because live push kept
+    /// it up to date.
+    pub resyncs_skipped: u64,
+    /// Gossip messages this node sent to its neighbors: its own and
+    /// relayed data, and gossip's control messages.
+    pub gossip_messages_sent: u64,
+    /// Bytes of those gossip messages (before QUIC framing).
+    pub gossip_bytes_sent: u64,
 }
 
 /// A scope's gossip topic this node has joined.
@@ -119,11 +127,12 @@ pub(crate) struct Counters {
     recoveries: AtomicU64,
     rejected: AtomicU64,
     heads_only: AtomicU64,
+    pub(crate) resyncs_skipped: AtomicU64,
     rejoins: AtomicU64,
     topics: AtomicU64,
 }
 
-fn bump(c: &AtomicU64) {
+pub(crate) fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -138,8 +147,10 @@ impl Counters {
             recoveries: g(&self.recoveries),
             rejected: g(&self.rejected),
             heads_only: g(&self.heads_only),
+            resyncs_skipped: g(&self.resyncs_skipped),
             rejoins: g(&self.rejoins),
             topics: g(&self.topics),
+            ..LiveMetrics::default()
         }
     }
 }
@@ -149,9 +160,19 @@ struct Topic {
     sender: GossipSender,
     /// This device's counter in this scope.
     counter: Arc<AtomicU64>,
-    /// Direct gossip neighbors in this topic now.
-    neighbors: Arc<AtomicU64>,
+    /// How the topic is doing, as its listener sees it.
+    health: Arc<Health>,
     task: JoinHandle<()>,
+}
+
+/// What a topic's listener last saw.
+#[derive(Debug, Default)]
+struct Health {
+    /// Direct gossip neighbors in this topic now.
+    neighbors: AtomicU64,
+    /// When a message of the scope last passed every check (data or
+    /// heartbeat), with nothing found missing.
+    in_step: Mutex<Option<std::time::Instant>>,
 }
 
 /// The live-push layer of a node.
@@ -177,6 +198,16 @@ impl std::fmt::Debug for Live {
 }
 
 impl Live {
+    /// The counters, with what the gossip layer sent.
+    pub(crate) fn metrics(&self) -> LiveMetrics {
+        let g = self.gossip.metrics();
+        LiveMetrics {
+            gossip_messages_sent: g.msgs_data_sent.get() + g.msgs_ctrl_sent.get(),
+            gossip_bytes_sent: g.msgs_data_sent_size.get() + g.msgs_ctrl_sent_size.get(),
+            ..self.counters.snapshot()
+        }
+    }
+
     /// Starts live push: topic membership follows the held scopes, this
     /// device's writes are published, heartbeats go out.
     pub(crate) fn start(
@@ -216,11 +247,31 @@ impl Live {
                 prefix: t.scope.prefix().clone(),
                 epoch: t.scope.epoch(),
                 members: self.roster_of(&t.scope).map_or(0, |r| r.members().len()),
-                neighbors: t.neighbors.load(Ordering::Relaxed) as usize,
+                neighbors: t.health.neighbors.load(Ordering::Relaxed) as usize,
             })
             .collect();
         out.sort_by(|a, b| (a.namespace, &a.prefix).cmp(&(b.namespace, &b.prefix)));
         out
+    }
+
+    /// Whether live push alone keeps this node up to date with `prefixes`
+    /// of `namespace`: each lies in a scope whose topic has neighbors and
+    /// delivered a message with nothing missing within the silence
+    /// interval. A subscription skips its periodic catch-up meanwhile.
+    pub(crate) fn in_step(&self, namespace: &NamespaceId, prefixes: &[Path]) -> bool {
+        let topics = self.topics.lock();
+        !prefixes.is_empty()
+            && prefixes.iter().all(|p| {
+                topics.values().any(|t| {
+                    t.scope.namespace() == *namespace
+                        && t.scope.prefix().is_prefix_of(p)
+                        && t.health.neighbors.load(Ordering::Relaxed) > 0
+                        && t.health
+                            .in_step
+                            .lock()
+                            .is_some_and(|at| at.elapsed() < self.config.silence)
+                })
+            })
     }
 
     /// Stops every task and leaves every topic.
@@ -307,13 +358,13 @@ impl Live {
                 }
             };
             let (sender, receiver) = topic.split();
-            let neighbors = Arc::new(AtomicU64::new(0));
+            let health = Arc::new(Health::default());
             let task = tokio::spawn(Self::listen(
                 Arc::downgrade(self),
                 scope.clone(),
                 sender.clone(),
                 receiver,
-                neighbors.clone(),
+                health.clone(),
             ));
             tracing::debug!(prefix = %scope.prefix(), epoch = scope.epoch(), "joined a scope's topic");
             self.topics.lock().insert(
@@ -322,7 +373,7 @@ impl Live {
                     scope,
                     sender,
                     counter: Arc::new(AtomicU64::new(0)),
-                    neighbors,
+                    health,
                     task,
                 },
             );
@@ -389,7 +440,7 @@ impl Live {
         scope: Scope,
         sender: GossipSender,
         mut receiver: iroh_gossip::api::GossipReceiver,
-        neighbors: Arc<AtomicU64>,
+        health: Arc<Health>,
     ) {
         let (silence, roster) = match weak.upgrade() {
             Some(live) => match live.roster_of(&scope) {
@@ -408,7 +459,9 @@ impl Live {
         loop {
             let wake = lonely.next_check().min(last_heard + silence);
             let next = tokio::time::timeout_at(wake, receiver.next()).await;
-            neighbors.store(receiver.neighbors().count() as u64, Ordering::Relaxed);
+            health
+                .neighbors
+                .store(receiver.neighbors().count() as u64, Ordering::Relaxed);
             let Some(live) = weak.upgrade() else { return };
             if lonely.due(receiver.is_joined()) {
                 let peers = live.bootstrap(&scope, &roster);
@@ -434,6 +487,8 @@ impl Live {
                         tracing::error!(%e, "live receive task failed");
                         Outcome::default()
                     });
+                    *health.in_step.lock() =
+                        (!outcome.rejected && !outcome.recover).then(std::time::Instant::now);
                     live.settle(&scope, outcome);
                 }
                 Ok(Some(Ok(Event::Lagged))) => {

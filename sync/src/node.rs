@@ -32,6 +32,9 @@ use crate::{Error, Result};
 
 /// How long one whole sync with a device may take.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
+/// Periodic catch-ups a subscription skips in a row while live push keeps
+/// it up to date; the next one runs anyway, as a safety net.
+const RESYNC_SKIPS_MAX: u32 = 9;
 /// First and largest wait between retries of a subscription.
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(60);
@@ -73,6 +76,7 @@ pub struct Builder {
     durability: Durability,
     eager_blob_size: u64,
     resync_interval: Duration,
+    connection_idle: Duration,
     connect_timeout: Duration,
     peer_limits: PeerLimits,
     blob_cache_limit: u64,
@@ -131,6 +135,7 @@ impl Builder {
             durability: Durability::default(),
             eager_blob_size: 256 << 10,
             resync_interval: Duration::from_secs(30),
+            connection_idle: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             peer_limits: PeerLimits::default(),
             blob_cache_limit: 4 << 30,
@@ -231,9 +236,21 @@ impl Builder {
 
     /// How often a subscription re-syncs while the friend is reachable
     /// (default 30 s). Changes arrive live over gossip in between; the
-    /// re-sync is the safety net.
+    /// re-sync is the safety net. While every prefix the friend granted
+    /// lies in a topic that is delivering with nothing missing, up to nine
+    /// re-syncs in a row are skipped (gaps and silence start a catch-up at
+    /// once anyway).
     pub fn resync_interval(mut self, interval: Duration) -> Self {
         self.resync_interval = interval;
+        self
+    }
+
+    /// How long a connection this node opened stays open without moving
+    /// stream data (default 30 s). iroh keeps open connections alive with
+    /// pings, so an owner whose friends all synced once would otherwise
+    /// keep paying for every one of them.
+    pub fn connection_idle(mut self, idle: Duration) -> Self {
+        self.connection_idle = idle.max(Duration::from_millis(100));
         self
     }
 
@@ -374,6 +391,9 @@ impl Builder {
             Arc::downgrade(&node.inner),
             requests_rx,
         ))];
+        tasks.push(tokio::spawn(Node::close_idle_connections(Arc::downgrade(
+            &node.inner,
+        ))));
         if node.inner.live.is_some() {
             tasks.push(tokio::spawn(Node::deliver_owed(Arc::downgrade(
                 &node.inner,
@@ -399,6 +419,29 @@ impl Builder {
     }
 }
 
+/// A connection this node opened, and when it last moved stream data.
+struct Cached {
+    conn: Connection,
+    /// Stream frames sent and received when last looked at.
+    stream_frames: u64,
+    active_at: Instant,
+}
+
+impl Cached {
+    fn new(conn: Connection) -> Self {
+        Self {
+            stream_frames: Self::stream_frames(&conn),
+            conn,
+            active_at: Instant::now(),
+        }
+    }
+
+    fn stream_frames(conn: &Connection) -> u64 {
+        let stats = conn.stats();
+        stats.frame_tx.stream + stats.frame_rx.stream
+    }
+}
+
 struct Inner {
     shared: Arc<Shared>,
     endpoint: Endpoint,
@@ -406,8 +449,9 @@ struct Inner {
     lookup: MemoryLookup,
     config: Builder,
     subscriptions: Mutex<HashMap<NamespaceId, JoinHandle<()>>>,
-    /// Open connections to other devices, reused across requests.
-    connections: tokio::sync::Mutex<HashMap<DeviceId, Connection>>,
+    /// Connections this node opened to other devices, reused across
+    /// requests and closed once idle.
+    connections: tokio::sync::Mutex<HashMap<DeviceId, Cached>>,
     live: Option<Arc<Live>>,
     /// Background tasks other than subscriptions.
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -771,10 +815,11 @@ impl Node {
         addrs: &[SocketAddr],
     ) -> Result<(Connection, bool)> {
         let mut conns = self.inner.connections.lock().await;
-        if let Some(conn) = conns.get(&device)
-            && conn.close_reason().is_none()
+        if let Some(cached) = conns.get_mut(&device)
+            && cached.conn.close_reason().is_none()
         {
-            return Ok((conn.clone(), true));
+            cached.active_at = Instant::now();
+            return Ok((cached.conn.clone(), true));
         }
         let id = iroh::PublicKey::from_bytes(device.as_bytes()).map_err(Error::network)?;
         let addr = EndpointAddr::from_parts(id, addrs.iter().map(|a| iroh::TransportAddr::Ip(*a)));
@@ -785,8 +830,39 @@ impl Node {
         .await
         .map_err(|_| Error::Timeout("connecting"))?
         .map_err(Error::network)?;
-        conns.insert(device, conn.clone());
+        conns.insert(device, Cached::new(conn.clone()));
         Ok((conn, false))
+    }
+
+    /// Closes cached connections that moved no stream data for the
+    /// configured idle time ([`Builder::connection_idle`]).
+    async fn close_idle_connections(weak: std::sync::Weak<Inner>) {
+        loop {
+            let idle = match weak.upgrade() {
+                Some(inner) => inner.config.connection_idle,
+                None => return,
+            };
+            tokio::time::sleep(idle / 3).await;
+            let Some(inner) = weak.upgrade() else { return };
+            let mut conns = inner.connections.lock().await;
+            conns.retain(|device, cached| {
+                if cached.conn.close_reason().is_some() {
+                    return false;
+                }
+                let frames = Cached::stream_frames(&cached.conn);
+                if frames != cached.stream_frames {
+                    cached.stream_frames = frames;
+                    cached.active_at = Instant::now();
+                    return true;
+                }
+                if cached.active_at.elapsed() < idle {
+                    return true;
+                }
+                tracing::debug!(device = %device.fmt_short(), "closing an idle connection");
+                cached.conn.close(0u32.into(), b"idle");
+                false
+            });
+        }
     }
 
     /// The devices of `owner` to sync from, in order of preference.
@@ -1063,9 +1139,26 @@ impl Node {
         let interval = self.inner.config.resync_interval;
         let task = tokio::spawn(async move {
             let mut wait = RETRY_MIN;
+            let mut skipped = 0;
             loop {
                 let Some(inner) = weak.upgrade() else { return };
                 let node = Node { inner };
+                if wait == interval
+                    && skipped < RESYNC_SKIPS_MAX
+                    && node.live_in_step(&friend).await
+                {
+                    // Live push delivers everything; the catch-up would
+                    // only list what already arrived.
+                    skipped += 1;
+                    if let Some(live) = &node.inner.live {
+                        crate::live::bump(&live.counters.resyncs_skipped);
+                    }
+                    tracing::trace!(friend = %friend.fmt_short(), "in step live; periodic catch-up skipped");
+                    drop(node);
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                skipped = 0;
                 match node.sync_now(&friend).await {
                     Ok(report) => {
                         tracing::debug!(friend = %friend.fmt_short(), entries = report.entries, "subscription synced");
@@ -1096,7 +1189,7 @@ impl Node {
         self.inner
             .live
             .as_ref()
-            .map(|l| l.counters.snapshot())
+            .map(|l| l.metrics())
             .unwrap_or_default()
     }
 
@@ -1105,6 +1198,40 @@ impl Node {
     pub fn bytes_sent(&self) -> u64 {
         let m = &self.inner.endpoint.metrics().socket;
         m.send_ipv4.get() + m.send_ipv6.get() + m.send_relay.get()
+    }
+
+    /// Whether live push keeps this node up to date with everything
+    /// `friend` granted it (see [`Live::in_step`]).
+    async fn live_in_step(&self, friend: &NamespaceId) -> bool {
+        let Some(live) = self.inner.live.as_ref() else {
+            return false;
+        };
+        if *friend == self.namespace() {
+            // Own devices replicate paths no scope covers.
+            return false;
+        }
+        let Ok((caps, revocations)) = self.caps_from(friend).await else {
+            return false;
+        };
+        let now = Timestamp::wall_clock();
+        let prefixes: Vec<Path> = caps
+            .iter()
+            .filter(|c| c.check_time(now).is_ok() && !revocations.iter().any(|r| r.revokes(c)))
+            .map(|c| c.prefix().clone())
+            .collect();
+        live.in_step(friend, &prefixes)
+    }
+
+    /// Connections this node opened to other devices that are open now
+    /// (each closes after [`Builder::connection_idle`] without use).
+    pub async fn connections_open(&self) -> usize {
+        self.inner
+            .connections
+            .lock()
+            .await
+            .values()
+            .filter(|c| c.conn.close_reason().is_none())
+            .count()
     }
 
     /// The live-push topics this node has joined: one per scope it belongs
@@ -1297,8 +1424,8 @@ impl Node {
         if let Some(live) = &self.inner.live {
             live.shutdown().await;
         }
-        for (_, conn) in self.inner.connections.lock().await.drain() {
-            conn.close(0u32.into(), b"shutting down");
+        for (_, cached) in self.inner.connections.lock().await.drain() {
+            cached.conn.close(0u32.into(), b"shutting down");
         }
         if let Err(e) = self.inner.router.shutdown().await {
             tracing::warn!(%e, "router shutdown failed");

@@ -324,3 +324,36 @@ async fn the_blob_cache_is_bounded_and_purged_blobs_come_back_from_the_owner() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// A connection this node opened closes once idle (iroh would keep it
+/// alive with pings forever), and the next catch-up opens a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_close_and_the_next_sync_reconnects() {
+    common::init_tracing();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = spawn(da.path()).await;
+    let b = kith::Node::builder(db.path())
+        .network(kith::NetworkMode::LocalOnly)
+        .live_push(false)
+        .connection_idle(std::time::Duration::from_millis(300))
+        .spawn()
+        .await
+        .unwrap();
+    befriend(&a, &b).await;
+    a.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
+    write_docs(&a, "/feed/one", 5).await;
+    assert_eq!(b.sync_now(&a.namespace()).await.unwrap().docs, 5);
+    assert_eq!(b.connections_open().await, 1);
+    tokio::time::timeout(common::WAIT, async {
+        while b.connections_open().await > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the idle connection stayed open");
+    write_docs(&a, "/feed/two", 5).await;
+    assert_eq!(b.sync_now(&a.namespace()).await.unwrap().docs, 5);
+    assert_eq!(b.connections_open().await, 1);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -345,3 +345,50 @@ async fn topics_and_owed_epochs_survive_restarts() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// A friend that live push keeps up to date skips its periodic catch-ups
+/// (the owner would only list what it already pushed); a friend of an owner
+/// that does not publish keeps running them and gets everything by them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_catch_ups_are_skipped_while_live_push_is_in_step() {
+    init_tracing();
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let spawn = |dir: &std::path::Path, live: bool| {
+        Node::builder(dir)
+            .network(NetworkMode::LocalOnly)
+            .resync_interval(Duration::from_millis(300))
+            .heartbeat_interval(Duration::from_millis(100))
+            .live_push(live)
+            .spawn()
+    };
+    let a = spawn(dirs[0].path(), true).await.unwrap();
+    let b = spawn(dirs[1].path(), true).await.unwrap();
+    let quiet = spawn(dirs[2].path(), false).await.unwrap();
+    let c = spawn(dirs[3].path(), true).await.unwrap();
+    for (owner, friend) in [(&a, &b), (&quiet, &c)] {
+        befriend(owner, friend).await;
+        owner
+            .grant(&friend.namespace(), &p("/feed"), None)
+            .await
+            .unwrap();
+        friend.subscribe(&owner.namespace()).await.unwrap();
+    }
+    let me = a.namespace();
+    until(&b, &me, "/", || b.live_topics().len() == 1).await;
+    common::write_docs(&a, "/feed/live", 3).await;
+    until(&b, &me, "/feed/live", || count(&b, &me, "/feed/live") == 3).await;
+    until(&b, &me, "/", || b.live_metrics().resyncs_skipped >= 3).await;
+    assert!(b.live_metrics().applied_live >= 3, "{:?}", b.live_metrics());
+
+    // A silent topic, no skipping: the periodic catch-up delivers.
+    let q = quiet.namespace();
+    common::write_docs(&quiet, "/feed/synced", 3).await;
+    until(&c, &q, "/feed/synced", || {
+        count(&c, &q, "/feed/synced") == 3
+    })
+    .await;
+    assert_eq!(c.live_metrics().resyncs_skipped, 0);
+    for n in [a, b, quiet, c] {
+        n.shutdown().await.unwrap();
+    }
+}
