@@ -326,7 +326,10 @@ async fn topics_and_owed_epochs_survive_restarts() {
     a.revoke(cap_c.id()).await.unwrap();
     a.shutdown().await.unwrap();
     a = restart(dirs[0].path(), a_addr).await;
-    assert_eq!(a.live_topics().first().map(|t| t.epoch), Some(1));
+    until(&a, &me, "/", || {
+        a.live_topics().first().map(|t| t.epoch) == Some(1)
+    })
+    .await;
     // B comes back: its subscription resumes and A's node pokes it (what
     // is owed was kept in A's store); B syncs and joins epoch 1.
     b = restart(dirs[1].path(), b_addr).await;

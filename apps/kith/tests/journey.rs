@@ -309,3 +309,72 @@ fn a_second_device_joins_with_an_invite() {
     );
     daemon.stop();
 }
+
+/// A free UDP port on 127.0.0.1, so a restarted daemon listens where its
+/// friends' tickets say it does.
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn serve_on(data: &Path, port: u16) -> Daemon {
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "--data",
+        data.to_str().unwrap(),
+        "serve",
+        "--local-only",
+        "--http",
+        "127.0.0.1:0",
+        "--listen",
+        &listen,
+        "--json",
+        "--headless",
+    ];
+    // Hourly re-syncs: only the outbox and pokes can deliver in time.
+    Daemon::run(None, &args, Some(3600))
+}
+
+/// A deletion owed to an offline friend is kept in the store: the owner's
+/// daemon is killed with SIGKILL right after `rm --remote`, restarted, and
+/// still delivers it when the friend comes back, who deletes and confirms.
+#[test]
+fn a_deletion_owed_to_an_offline_friend_survives_kill_9() {
+    let root = tempfile::tempdir().unwrap();
+    let [alice, bob]: [PathBuf; 2] = ["alice", "bob"].map(|n| root.path().join(n));
+    for (data, name) in [(&alice, "alice"), (&bob, "bob")] {
+        ok(data, &["init", "--name", name]);
+    }
+    let (pa, pb) = (free_port(), free_port());
+    let a = serve_on(&alice, pa);
+    let b = serve_on(&bob, pb);
+    let ticket = |d: &Path| ok(d, &["ticket"]).trim().to_string();
+    let (ta, tb) = (ticket(&alice), ticket(&bob));
+    ok(&alice, &["friend", "add", &tb, "--name", "bob"]);
+    ok(&bob, &["friend", "add", &ta, "--name", "alice"]);
+    let post = json(&alice, &["feed", "post", "delete me later"]);
+    let path = post["path"].as_str().unwrap().to_string();
+    eventually("the post reaches bob", || {
+        sees_after_sync(&bob, "alice", "delete me later")
+    });
+
+    // Bob goes offline; alice deletes remotely and is killed at once.
+    drop(b);
+    let rm = json(&alice, &["rm", &path, "--remote"]);
+    let deletion = rm["deletion"].as_str().unwrap().to_string();
+    drop(a);
+    let _a = serve_on(&alice, pa);
+    let _b = serve_on(&bob, pb);
+    eventually("bob deleted the post and alice holds his receipt", || {
+        json(&alice, &["receipts", &path])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == deletion.as_str() && d["confirmed"] == 1 && d["total"] == 1)
+    });
+    assert_eq!(kith(&bob, &["get", "alice", &path]).status.code(), Some(1));
+    assert!(!timeline_texts(&bob).contains(&"delete me later".to_string()));
+}
