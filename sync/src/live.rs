@@ -127,12 +127,12 @@ pub(crate) struct Counters {
     recoveries: AtomicU64,
     rejected: AtomicU64,
     heads_only: AtomicU64,
-    pub(crate) resyncs_skipped: AtomicU64,
+    resyncs_skipped: AtomicU64,
     rejoins: AtomicU64,
     topics: AtomicU64,
 }
 
-pub(crate) fn bump(c: &AtomicU64) {
+fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -272,6 +272,11 @@ impl Live {
                             .is_some_and(|at| at.elapsed() < self.config.silence)
                 })
             })
+    }
+
+    /// Counts a periodic catch-up skipped because of [`Live::in_step`].
+    pub(crate) fn resync_skipped(&self) {
+        bump(&self.counters.resyncs_skipped);
     }
 
     /// Stops every task and leaves every topic.

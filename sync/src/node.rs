@@ -1151,7 +1151,7 @@ impl Node {
                     // only list what already arrived.
                     skipped += 1;
                     if let Some(live) = &node.inner.live {
-                        crate::live::bump(&live.counters.resyncs_skipped);
+                        live.resync_skipped();
                     }
                     tracing::trace!(friend = %friend.fmt_short(), "in step live; periodic catch-up skipped");
                     drop(node);

@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::{Daemon, POLL, WAIT, json, kith, ok};
+use common::{Daemon, POLL, WAIT, free_port, json, kith, ok};
 use serde_json::Value;
 
 /// Checks `f` every [`POLL`] until it holds, for at most [`WAIT`].
@@ -310,32 +310,11 @@ fn a_second_device_joins_with_an_invite() {
     daemon.stop();
 }
 
-/// A free UDP port on 127.0.0.1, so a restarted daemon listens where its
-/// friends' tickets say it does.
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// A daemon whose node listens on `port`, so that after a restart it is
+/// where its friend's ticket says; hourly re-syncs, so only the outbox and
+/// pokes can deliver in time.
 fn serve_on(data: &Path, port: u16) -> Daemon {
-    let listen = format!("127.0.0.1:{port}");
-    let args = [
-        "--data",
-        data.to_str().unwrap(),
-        "serve",
-        "--local-only",
-        "--http",
-        "127.0.0.1:0",
-        "--listen",
-        &listen,
-        "--json",
-        "--headless",
-    ];
-    // Hourly re-syncs: only the outbox and pokes can deliver in time.
-    Daemon::run(None, &args, Some(3600))
+    Daemon::start_on(data, &format!("127.0.0.1:{port}"), 3600, true)
 }
 
 /// A deletion owed to an offline friend is kept in the store: the owner's

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use common::{Daemon, KITH, POLL, WAIT, json, ok};
+use common::{Daemon, KITH, POLL, WAIT, free_port, json, ok};
 use serde_json::Value;
 
 /// The README, as the tests see it.
@@ -69,14 +69,6 @@ fn installed(program: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The tour's folder, its daemons and the README's blocks.

@@ -61,6 +61,21 @@ pub fn first_line(stdout: ChildStdout, what: &'static str, wait: Duration) -> St
         .unwrap_or_else(|_| panic!("{what} printed nothing in {wait:?}"))
 }
 
+/// A port on 127.0.0.1 that is free for both TCP (HTTP) and UDP (the
+/// node's QUIC endpoint) right now.
+pub fn free_port() -> u16 {
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A `kith serve` process, killed when dropped.
 pub struct Daemon {
     child: Child,
@@ -73,6 +88,12 @@ impl Daemon {
     /// Starts a daemon for `data` that re-syncs subscriptions every
     /// `resync_secs`, serving the page unless `headless`.
     pub fn start(data: &Path, resync_secs: u64, headless: bool) -> Self {
+        Self::start_on(data, "127.0.0.1:0", resync_secs, headless)
+    }
+
+    /// [`Daemon::start`], with the node listening on `listen` (a restarted
+    /// daemon given the same address is where its friends' tickets say).
+    pub fn start_on(data: &Path, listen: &str, resync_secs: u64, headless: bool) -> Self {
         let mut args = vec![
             "--data",
             data.to_str().unwrap(),
@@ -81,7 +102,7 @@ impl Daemon {
             "--http",
             "127.0.0.1:0",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--json",
         ];
         if headless {
