@@ -9,7 +9,10 @@
 //! Each prints what happens and exits non-zero if an outcome is not what it
 //! should be. This library holds the few steps they all take, so that each
 //! program shows its journey and little else. Every wait is bounded by
-//! [`WAIT`]: nothing sleeps to wait for an event.
+//! [`WAIT`] and announced before it starts ([`step`], [`until`]), so a
+//! program that stops shows where it stood; nothing sleeps to wait for an
+//! event. With `RUST_LOG` set (`RUST_LOG=kith=debug`), the nodes' log goes
+//! to stderr ([`init_log`]).
 
 // The root README's Rust snippets, compiled and run as doctests.
 #[cfg(doctest)]
@@ -28,6 +31,32 @@ use kith::{Builder, NamespaceId, NetworkMode, Node, Path};
 
 /// How long any awaited outcome may take before the program fails.
 pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Sends the nodes' log to stderr when `RUST_LOG` is set (for example
+/// `RUST_LOG=kith=debug`); otherwise logs nothing.
+pub fn init_log() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
+/// Says what the program waits for, then awaits `fut`, at most [`WAIT`].
+///
+/// # Errors
+/// `fut`'s error, or `what` did not finish within [`WAIT`].
+pub async fn step<T, E>(what: &str, fut: impl Future<Output = Result<T, E>>) -> Result<T>
+where
+    E: Into<anyhow::Error>,
+{
+    println!("  … {what}");
+    match tokio::time::timeout(WAIT, fut).await {
+        Ok(out) => out.map_err(Into::into).with_context(|| what.to_string()),
+        Err(_) => bail!("{what}: not within {WAIT:?}"),
+    }
+}
 
 /// A node builder for a data folder, on loopback only (no relays, no
 /// outside lookups), as every example runs.
@@ -161,6 +190,7 @@ pub async fn until(
     what: &str,
     mut done: impl FnMut() -> Result<bool>,
 ) -> Result<()> {
+    println!("  … waiting until {what}");
     let mut watch = node.watch(owner, &Path::parse(prefix)?);
     let waited = tokio::time::timeout(WAIT, async {
         while !done()? {
@@ -181,6 +211,7 @@ pub async fn until(
 /// # Errors
 /// `what` did not happen within [`WAIT`].
 pub async fn until_state(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
+    println!("  … waiting until {what}");
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     tokio::time::timeout(WAIT, async {
         while !done() {

@@ -32,6 +32,9 @@ pub(crate) struct BlobFiles {
     downloading: Arc<Downloads>,
 }
 
+/// How long a download waits for another one of the same blob to end.
+const DOWNLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The hashes being downloaded, and a wake-up for those waiting their turn.
 #[derive(Debug, Default)]
 struct Downloads {
@@ -91,12 +94,22 @@ impl BlobFiles {
 
     /// Opens (or starts) the resumable download of `hash`, `size` bytes.
     /// Bytes kept from before are hashed once here; later ones as they are
-    /// appended. Waits while another download of the same blob is open.
+    /// appended. Waits while another download of the same blob is open, at
+    /// most [`DOWNLOAD_WAIT`] ([`Error::Busy`] after that).
     pub(crate) fn partial(&self, hash: BlobHash, size: u64) -> Result<PartialBlob> {
         let claim = {
             let mut hashes = self.downloading.hashes.lock();
+            let deadline = std::time::Instant::now() + DOWNLOAD_WAIT;
             while hashes.contains(&hash) {
-                self.downloading.done.wait(&mut hashes);
+                if self
+                    .downloading
+                    .done
+                    .wait_until(&mut hashes, deadline)
+                    .timed_out()
+                    && hashes.contains(&hash)
+                {
+                    return Err(Error::Busy(hash));
+                }
             }
             hashes.insert(hash);
             DownloadClaim {

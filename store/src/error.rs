@@ -120,6 +120,14 @@ pub enum Error {
         /// Why it was refused.
         why: &'static str,
     },
+    /// Another download of this blob stayed open for a minute while this
+    /// one waited its turn ([`Store::resume_import`](crate::Store::resume_import)).
+    #[error("blob {0} is being downloaded by another caller; try again once it is done")]
+    Busy(BlobHash),
+    /// Another process (or another store in this one) has the folder open;
+    /// it is free again once that one closes it.
+    #[error("the store in {0} is open in another process")]
+    Locked(std::path::PathBuf),
     /// fjall failed.
     #[error("storage: {0}")]
     Storage(#[from] fjall::Error),

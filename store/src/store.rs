@@ -190,14 +190,20 @@ impl Store {
     /// writing a blob and committing its entry). Blocks.
     ///
     /// # Errors
-    /// [`Error::Storage`] or [`Error::Io`] if the folder cannot be opened,
-    /// for example because another process has it open.
+    /// [`Error::Locked`] if another process (or another `Store` in this
+    /// one) has the folder open, [`Error::Storage`] or [`Error::Io`] if it
+    /// cannot be opened.
     pub fn open(dir: impl AsRef<FsPath>, options: Options) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)?;
-        let db = Database::builder(dir.join("db"))
+        let db = match Database::builder(dir.join("db"))
             .cache_size(options.cache_size)
-            .open()?;
+            .open()
+        {
+            Ok(db) => db,
+            Err(fjall::Error::Locked) => return Err(Error::Locked(dir)),
+            Err(e) => return Err(e.into()),
+        };
         let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
         let entries = ks("entries")?;
         let docs = ks("docs")?;
@@ -797,10 +803,12 @@ impl Store {
     /// bytes already received are kept across interruptions and restarts
     /// (see [`PartialBlob::offset`]); [`Store::finish_import`] verifies and
     /// stores it. One download of a blob at a time: while another is open
-    /// (not yet finished or dropped), this waits for it. Blocks.
+    /// (not yet finished or dropped), this waits for it, for at most a
+    /// minute. Blocks.
     ///
     /// # Errors
-    /// [`Error::Unreferenced`], [`Error::TooLarge`], [`Error::Io`].
+    /// [`Error::Unreferenced`], [`Error::TooLarge`], [`Error::Io`],
+    /// [`Error::Busy`] if the other download stayed open.
     pub fn resume_import(&self, hash: BlobHash, size: u64) -> Result<PartialBlob> {
         let inner = &self.inner;
         inner.check_size(Limit::BlobSize, size, inner.limits.max_blob_size)?;

@@ -351,10 +351,12 @@ impl Live {
                 continue;
             }
             let bootstrap = self.bootstrap(&scope, &roster);
-            let topic = match self
-                .gossip
-                .subscribe(iroh_gossip::TopicId::from_bytes(id), bootstrap)
-                .await
+            let topic = match gossip_call(
+                "joining a topic",
+                self.gossip
+                    .subscribe(iroh_gossip::TopicId::from_bytes(id), bootstrap),
+            )
+            .await
             {
                 Ok(t) => t,
                 Err(e) => {
@@ -471,7 +473,7 @@ impl Live {
             if lonely.due(receiver.is_joined()) {
                 let peers = live.bootstrap(&scope, &roster);
                 tracing::debug!(prefix = %scope.prefix(), peers = peers.len(), "no gossip neighbors; re-joining");
-                if let Err(e) = sender.join_peers(peers).await {
+                if let Err(e) = gossip_call("re-joining a topic", sender.join_peers(peers)).await {
                     tracing::info!(%e, "re-joining a topic failed");
                 }
             }
@@ -515,7 +517,9 @@ impl Live {
                     bump(&live.counters.rejoins);
                     let peers = live.bootstrap(&scope, &roster);
                     tracing::info!(prefix = %scope.prefix(), peers = peers.len(), "silence on a topic; re-joining and catching up");
-                    if let Err(e) = sender.join_peers(peers).await {
+                    if let Err(e) =
+                        gossip_call("re-joining a topic", sender.join_peers(peers)).await
+                    {
                         tracing::info!(%e, "re-joining a topic failed");
                     }
                     live.recover(scope.namespace());
@@ -632,7 +636,9 @@ impl Live {
             };
             match self.seal(&scope, &body) {
                 Some(bytes) => {
-                    if let Err(e) = sender.broadcast(Bytes::from(bytes)).await {
+                    if let Err(e) =
+                        gossip_call("broadcasting", sender.broadcast(Bytes::from(bytes))).await
+                    {
                         tracing::info!(%e, "gossip broadcast failed");
                     }
                     bump(&self.counters.published);
@@ -683,7 +689,9 @@ impl Live {
                     kind: PushKind::Heartbeat,
                 };
                 if let Some(bytes) = live.seal(&scope, &body) {
-                    if let Err(e) = sender.broadcast(Bytes::from(bytes)).await {
+                    if let Err(e) =
+                        gossip_call("a heartbeat", sender.broadcast(Bytes::from(bytes))).await
+                    {
                         tracing::debug!(%e, "heartbeat broadcast failed");
                     }
                     bump(&live.counters.heartbeats_sent);
@@ -1051,4 +1059,22 @@ pub(crate) fn receive(
         }
     }
     out
+}
+
+/// How long a call into the local gossip actor may take.
+const GOSSIP_CALL: Duration = Duration::from_secs(10);
+
+/// A call into the local gossip actor (join, re-join, broadcast), bounded
+/// by [`GOSSIP_CALL`] so that a stuck actor stalls no task for good.
+async fn gossip_call<T, E: std::fmt::Display>(
+    what: &'static str,
+    call: impl Future<Output = std::result::Result<T, E>>,
+) -> std::result::Result<T, String> {
+    match tokio::time::timeout(GOSSIP_CALL, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "{what}: the gossip actor did not answer within {GOSSIP_CALL:?}"
+        )),
+    }
 }

@@ -51,6 +51,15 @@ const POKE_SETTLE_MAX: Duration = Duration::from_secs(1);
 /// the check earlier.
 const POKE_TICK: Duration = Duration::from_secs(1);
 
+/// How long [`Node::shutdown`] gives aborted tasks (and then live push)
+/// to end.
+pub const SHUTDOWN_TASKS: Duration = Duration::from_secs(2);
+/// How long [`Node::shutdown`] gives gossip and the endpoint to close
+/// gracefully (iroh waits up to about 3 s for peers to acknowledge).
+pub const SHUTDOWN_NETWORK: Duration = Duration::from_secs(6);
+/// The most [`Node::shutdown`] takes before its final flush to disk.
+pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(10);
+
 /// Where a node's endpoint looks for peers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum NetworkMode {
@@ -332,18 +341,14 @@ impl Builder {
             scope_version: tokio::sync::watch::channel(0).0,
             requests: requests_tx.clone(),
             owed_changed: tokio::sync::Notify::new(),
+            downloads: Default::default(),
         });
         shared.refresh_gate();
         let gossip = iroh_gossip::Gossip::builder()
             .max_message_size(self.gossip_max_message_size)
             .spawn(endpoint.clone());
         let router = Router::builder(endpoint.clone())
-            .accept(
-                ALPN,
-                SyncProtocol {
-                    shared: shared.clone(),
-                },
-            )
+            .accept(ALPN, SyncProtocol::new(shared.clone()))
             .accept(iroh_gossip::ALPN, gossip.clone())
             .spawn();
         // Gossip finds peers by id: give it every address known.
@@ -380,7 +385,7 @@ impl Builder {
                 subscriptions: Mutex::new(HashMap::new()),
                 connections: tokio::sync::Mutex::new(HashMap::new()),
                 live,
-                tasks: Mutex::new(Vec::new()),
+                tasks: Mutex::new(Some(Vec::new())),
             }),
         };
         {
@@ -399,7 +404,7 @@ impl Builder {
                 &node.inner,
             ))));
         }
-        *node.inner.tasks.lock() = tasks;
+        *node.inner.tasks.lock() = Some(tasks);
         if let Some(invite) = &node.inner.config.join {
             // Replicate the namespace from the device that invited this one.
             node.add_friend(&invite.from).await?;
@@ -453,17 +458,24 @@ struct Inner {
     /// requests and closed once idle.
     connections: tokio::sync::Mutex<HashMap<DeviceId, Cached>>,
     live: Option<Arc<Live>>,
-    /// Background tasks other than subscriptions.
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Background tasks other than subscriptions; `None` once the node is
+    /// stopping.
+    tasks: Mutex<Option<Vec<JoinHandle<()>>>>,
 }
 
 impl Inner {
     /// Spawns a task that [`Node::shutdown`] stops and awaits.
+    /// Once the node is stopping, nothing new is started: a task spawned
+    /// after [`Node::shutdown`] took the list would be neither aborted nor
+    /// awaited, and could hold the store or a connection attempt after it.
     fn spawn_tracked(&self, task: impl Future<Output = ()> + Send + 'static) {
-        let handle = tokio::spawn(task);
         let mut tasks = self.tasks.lock();
+        let Some(tasks) = tasks.as_mut() else {
+            tracing::debug!("the node is stopping; not starting a task");
+            return;
+        };
         tasks.retain(|t| !t.is_finished());
-        tasks.push(handle);
+        tasks.push(tokio::spawn(task));
     }
 }
 
@@ -814,13 +826,17 @@ impl Node {
         device: DeviceId,
         addrs: &[SocketAddr],
     ) -> Result<(Connection, bool)> {
-        let mut conns = self.inner.connections.lock().await;
-        if let Some(cached) = conns.get_mut(&device)
-            && cached.conn.close_reason().is_none()
         {
-            cached.active_at = Instant::now();
-            return Ok((cached.conn.clone(), true));
+            let mut conns = self.inner.connections.lock().await;
+            if let Some(cached) = conns.get_mut(&device)
+                && cached.conn.close_reason().is_none()
+            {
+                cached.active_at = Instant::now();
+                return Ok((cached.conn.clone(), true));
+            }
         }
+        // Connecting may take up to the connect timeout: not under the
+        // lock, so that other devices are reached meanwhile.
         let id = iroh::PublicKey::from_bytes(device.as_bytes()).map_err(Error::network)?;
         let addr = EndpointAddr::from_parts(id, addrs.iter().map(|a| iroh::TransportAddr::Ip(*a)));
         let conn = tokio::time::timeout(
@@ -830,7 +846,11 @@ impl Node {
         .await
         .map_err(|_| Error::Timeout("connecting"))?
         .map_err(Error::network)?;
-        conns.insert(device, Cached::new(conn.clone()));
+        self.inner
+            .connections
+            .lock()
+            .await
+            .insert(device, Cached::new(conn.clone()));
         Ok((conn, false))
     }
 
@@ -1178,6 +1198,13 @@ impl Node {
                 tokio::time::sleep(wait).await;
             }
         });
+        // Under the task list's lock, so that a subscription started while
+        // the node stops is either drained by `shutdown` or never kept.
+        let tasks = self.inner.tasks.lock();
+        if tasks.is_none() {
+            task.abort();
+            return;
+        }
         if let Some(old) = self.inner.subscriptions.lock().insert(friend, task) {
             old.abort();
         }
@@ -1392,7 +1419,10 @@ impl Node {
             .device_addrs(&device)
             .ok_or(Error::Protocol("no address known for the device".into()))?;
         let conn = self.connect(device, &addrs).await?;
-        let (mut send, _recv) = conn.open_bi().await.map_err(Error::network)?;
+        let (mut send, _recv) = net::frames::within("opening a stream", async {
+            conn.open_bi().await.map_err(Error::network)
+        })
+        .await?;
         net::frames::write_msg(&mut send, &crate::proto::wire::Message::Poke).await?;
         send.finish().map_err(Error::network)?;
         let _ = tokio::time::timeout(self.inner.config.connect_timeout, send.stopped()).await;
@@ -1402,33 +1432,48 @@ impl Node {
     /// Stops the node: subscriptions end, connections close, the endpoint
     /// shuts down, and everything written is flushed to disk.
     ///
+    /// It returns within [`SHUTDOWN_BOUND`] plus the time the final flush
+    /// to disk takes, whatever peers, transfers or gossip do: every task is
+    /// aborted and given [`SHUTDOWN_TASKS`] to end, live push as long to
+    /// leave its topics, and the endpoint [`SHUTDOWN_NETWORK`] to close
+    /// gracefully (what does not is logged and dropped).
+    ///
     /// # Errors
     /// Store errors while flushing.
     pub async fn shutdown(self) -> Result<()> {
         // Every task is stopped and awaited, so that none still holds the
         // store when this returns (the data folder can be opened again).
-        let mut tasks: Vec<JoinHandle<()>> = self
-            .inner
-            .subscriptions
-            .lock()
-            .drain()
-            .map(|(_, t)| t)
-            .collect();
-        tasks.extend(self.inner.tasks.lock().drain(..));
+        // From here on nothing new starts (see `Inner::spawn_tracked`).
+        let mut tasks: Vec<JoinHandle<()>> = self.inner.tasks.lock().take().unwrap_or_default();
+        tasks.extend(self.inner.subscriptions.lock().drain().map(|(_, t)| t));
         for task in &tasks {
             task.abort();
         }
-        for task in tasks {
-            let _ = task.await;
+        let ended = tokio::time::timeout(SHUTDOWN_TASKS, async {
+            for task in tasks {
+                let _ = task.await;
+            }
+        })
+        .await;
+        if ended.is_err() {
+            tracing::warn!("a node task did not end within {SHUTDOWN_TASKS:?} of its abort");
         }
-        if let Some(live) = &self.inner.live {
-            live.shutdown().await;
+        if let Some(live) = &self.inner.live
+            && tokio::time::timeout(SHUTDOWN_TASKS, live.shutdown())
+                .await
+                .is_err()
+        {
+            tracing::warn!("live push did not stop within {SHUTDOWN_TASKS:?}; dropping it");
         }
         for (_, cached) in self.inner.connections.lock().await.drain() {
             cached.conn.close(0u32.into(), b"shutting down");
         }
-        if let Err(e) = self.inner.router.shutdown().await {
-            tracing::warn!(%e, "router shutdown failed");
+        match tokio::time::timeout(SHUTDOWN_NETWORK, self.inner.router.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(%e, "router shutdown failed"),
+            Err(_) => tracing::warn!(
+                "the endpoint did not close within {SHUTDOWN_NETWORK:?}; dropping it"
+            ),
         }
         let store = self.inner.shared.store.clone();
         blocking(move || Ok(store.sync()?)).await

@@ -66,6 +66,7 @@ pub(crate) fn node(dir: &std::path::Path) -> Arc<Shared> {
         scope_version: tokio::sync::watch::channel(0).0,
         requests: tokio::sync::mpsc::channel(1).0,
         owed_changed: tokio::sync::Notify::new(),
+        downloads: Default::default(),
     })
 }
 

@@ -106,6 +106,8 @@ pub(crate) struct Shared {
     /// Woken when something new may be owed to other devices (a re-key, a
     /// deletion).
     pub(crate) owed_changed: tokio::sync::Notify,
+    /// Blob fetches in progress, one per blob.
+    pub(crate) downloads: crate::net::fetch::Downloads,
 }
 
 /// Something that happened on a node, for apps that show it live

@@ -519,10 +519,7 @@ pub async fn run(cli: Cli) -> CliResult {
             out,
         }) => device_join(&data, invite, local_only, out).await,
         Command::Init { name, out } => {
-            let client = match Client::daemon(&data).await? {
-                Some(c) => c,
-                None => Client::in_process(&data).await?,
-            };
+            let client = Client::open(&data, false).await?;
             let result = init(&client, name, out).await;
             client.close().await?;
             result

@@ -2,10 +2,15 @@
 //! API when there is one, otherwise through the same API served in this
 //! process over a node opened on the folder (without a listening socket).
 //! Either way every command goes through one code path, the API.
+//!
+//! A command never loses a race with a daemon: while a daemon is starting
+//! (it holds the folder's daemon lock but does not answer yet) or another
+//! command holds the store, [`Client::connect`] waits for it, bounded by
+//! [`daemon::STORE_WAIT`], saying so once on stderr.
 
 use std::net::SocketAddr;
 use std::path::Path as FsPath;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -26,11 +31,19 @@ use crate::http::{self, ApiConfig};
 
 /// How long to wait for a daemon's port to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest request body kept to be sent again another way.
+const REPLAYABLE_BODY: u64 = 1 << 20;
+/// How often a command looks again for a starting daemon or a free store.
+const RETRY: Duration = Duration::from_millis(100);
 
 /// A way to the API of one data folder.
 pub struct Client {
     token: String,
     kind: Kind,
+    /// The data folder, for a client that can fall back to another way.
+    data: Option<std::path::PathBuf>,
+    /// The way taken after the daemon stopped before a request reached it.
+    fallback: tokio::sync::OnceCell<Box<Client>>,
 }
 
 enum Kind {
@@ -78,26 +91,76 @@ impl Client {
                 addr: info.http,
                 http: Box::new(HyperClient::builder(TokioExecutor::new()).build_http()),
             },
+            data: Some(data.to_path_buf()),
+            fallback: tokio::sync::OnceCell::new(),
         }))
     }
 
     /// The daemon of `data` if it runs, else the API in this process over a
-    /// node opened on `data` (loopback only).
+    /// node opened on `data` (loopback only). Waits for a daemon that is
+    /// starting, and for another command to release the store.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] if the folder holds no identity yet, node
-    /// start-up errors.
+    /// [`Error::Unavailable`] if the folder holds no identity yet, or the
+    /// store stayed in use for [`daemon::STORE_WAIT`]; node start-up errors.
     pub async fn connect(data: &FsPath) -> Result<Self> {
-        if let Some(c) = Self::daemon(data).await? {
-            return Ok(c);
+        Self::open(data, true).await
+    }
+
+    /// Like [`Client::connect`]; with `need_identity` false, a folder
+    /// without an identity gets one (`kith init`).
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub async fn open(data: &FsPath, need_identity: bool) -> Result<Self> {
+        let deadline = Instant::now() + daemon::STORE_WAIT;
+        let mut said = false;
+        loop {
+            if let Some(c) = Self::daemon(data).await? {
+                return Ok(c);
+            }
+            let starting = daemon::daemon_holds(data);
+            if !starting {
+                if need_identity && !daemon::has_identity(data) {
+                    return Err(Error::Unavailable(format!(
+                        "{} holds no kith identity yet; run `kith init` first",
+                        data.display()
+                    )));
+                }
+                match Self::in_process(data).await {
+                    Err(e) if daemon::is_store_locked(&e) => {}
+                    other => return other,
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "{} stayed in use for {} s ({}); try again once it is free",
+                    data.display(),
+                    daemon::STORE_WAIT.as_secs(),
+                    if starting {
+                        "a kith daemon holds it but does not answer"
+                    } else {
+                        "another kith command holds the store"
+                    }
+                )));
+            }
+            if !said {
+                eprintln!(
+                    "{}; waiting for it (up to {} s)",
+                    if starting {
+                        format!("a kith daemon is starting for {}", data.display())
+                    } else {
+                        format!(
+                            "another kith command is using the store in {}",
+                            data.display()
+                        )
+                    },
+                    daemon::STORE_WAIT.as_secs()
+                );
+                said = true;
+            }
+            tokio::time::sleep(RETRY).await;
         }
-        if !daemon::has_identity(data) {
-            return Err(Error::Unavailable(format!(
-                "{} holds no kith identity yet; run `kith init` first",
-                data.display()
-            )));
-        }
-        Self::in_process(data).await
     }
 
     /// The API in this process over a node opened on `data`.
@@ -125,6 +188,8 @@ impl Client {
         Ok(Self {
             token,
             kind: Kind::InProcess { router, node, stop },
+            data: Some(data.to_path_buf()),
+            fallback: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -136,6 +201,8 @@ impl Client {
                 addr,
                 http: Box::new(HyperClient::builder(TokioExecutor::new()).build_http()),
             },
+            data: None,
+            fallback: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -145,10 +212,16 @@ impl Client {
     }
 
     /// Sends a request (its URI a path such as `/api/id`), with the token.
+    /// If the daemon stopped before the request reached it (its port
+    /// refuses connections), the request goes the way [`Client::connect`]
+    /// finds now, and so do later ones.
     ///
     /// # Errors
     /// [`Error::Unavailable`] if the daemon stopped answering.
     pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Body>> {
+        if let Some(other) = self.fallback.get() {
+            return Box::pin(other.send(req)).await;
+        }
         let auth = format!("Bearer {}", self.token);
         if let Ok(v) = auth.parse() {
             req.headers_mut().insert(header::AUTHORIZATION, v);
@@ -159,10 +232,50 @@ impl Client {
                 *req.uri_mut() = uri
                     .parse()
                     .map_err(|e| Error::BadInput(format!("bad request path: {e}")))?;
-                let res = http.request(req).await.map_err(|e| {
-                    Error::Unavailable(format!("the daemon at {addr} did not answer: {e}"))
-                })?;
-                Ok(res.map(Body::new))
+                // A small body is kept, so that the request can go another
+                // way if the daemon turns out to have stopped; a streamed
+                // upload cannot be sent twice.
+                let small = axum::body::HttpBody::size_hint(req.body())
+                    .exact()
+                    .is_some_and(|n| n <= REPLAYABLE_BODY);
+                let (parts, body) = req.into_parts();
+                let idempotent = matches!(
+                    parts.method,
+                    Method::GET | Method::HEAD | Method::PUT | Method::DELETE
+                );
+                let (first, replay) = if small {
+                    let bytes = read_request_body(body).await?;
+                    let replay = Request::from_parts(parts.clone(), Body::from(bytes.clone()));
+                    (Request::from_parts(parts, Body::from(bytes)), Some(replay))
+                } else {
+                    (Request::from_parts(parts, body), None)
+                };
+                match http.request(first).await {
+                    Ok(res) => Ok(res.map(Body::new)),
+                    Err(e)
+                        if (e.is_connect() || idempotent)
+                            && replay.is_some()
+                            && self.data.is_some() =>
+                    {
+                        // The daemon stopped: before the request reached it,
+                        // or (for a request that may be repeated) before it
+                        // answered.
+                        let data = self.data.as_deref().unwrap_or(FsPath::new("."));
+                        let other = self
+                            .fallback
+                            .get_or_try_init(|| async { Self::connect(data).await.map(Box::new) })
+                            .await?;
+                        match replay {
+                            Some(again) => Box::pin(other.send(again)).await,
+                            None => Err(Error::Unavailable(format!(
+                                "the daemon at {addr} stopped: {e}"
+                            ))),
+                        }
+                    }
+                    Err(e) => Err(Error::Unavailable(format!(
+                        "the daemon at {addr} did not answer: {e}"
+                    ))),
+                }
             }
             Kind::InProcess { router, .. } => match router.clone().oneshot(req).await {
                 Ok(res) => Ok(res),
@@ -213,12 +326,25 @@ impl Client {
     /// # Errors
     /// Store errors while flushing.
     pub async fn close(self) -> Result<()> {
+        if let Some(other) = self.fallback.into_inner() {
+            Box::pin(other.close()).await?;
+        }
         if let Kind::InProcess { node, stop, .. } = self.kind {
             stop.cancel();
             node.shutdown().await?;
         }
         Ok(())
     }
+}
+
+/// Reads a whole request body (requests to the API are small: JSON or
+/// one file to upload).
+async fn read_request_body(body: Body) -> Result<Bytes> {
+    Ok(body
+        .collect()
+        .await
+        .map_err(|e| Error::BadInput(format!("the request body broke off: {e}")))?
+        .to_bytes())
 }
 
 /// Reads a whole response body.

@@ -4,10 +4,18 @@
 //! address and process id) so that the CLI talks to it instead of opening
 //! the store, which only one process may hold. The access token lives in
 //! `<data>/http-token` (mode 0600), created on first use.
+//!
+//! From before it opens the store until it exits, a daemon holds an
+//! exclusive lock on `<data>/daemon.lock` (released by the system even
+//! when the process is killed). A command that finds the lock held but no
+//! daemon answering knows one is starting and waits for it; a daemon that
+//! finds the store held by a short-lived command waits for it to finish.
+//! Both waits are bounded by [`STORE_WAIT`] and say what they wait for.
 
+use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kith::{NetworkMode, Node};
 use serde::{Deserialize, Serialize};
@@ -19,8 +27,15 @@ use crate::http::{self, ApiConfig};
 
 /// The discovery file of a running daemon.
 pub const DAEMON_FILE: &str = "daemon.json";
+/// The lock a daemon holds on its data folder while it runs.
+pub const LOCK_FILE: &str = "daemon.lock";
 /// The access token file.
 pub const TOKEN_FILE: &str = "http-token";
+/// How long a daemon waits for a command to release the store, and a
+/// command for a starting daemon (or another command) to.
+pub const STORE_WAIT: Duration = Duration::from_secs(30);
+/// How often the store (or a starting daemon) is looked at again meanwhile.
+const STORE_RETRY: Duration = Duration::from_millis(100);
 /// The HTTP address `kith serve` uses by default.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:7780";
 /// How long open connections (live event streams) may take to close at
@@ -40,6 +55,54 @@ pub struct DaemonInfo {
 pub fn daemon_info(data: &FsPath) -> Option<DaemonInfo> {
     let text = std::fs::read_to_string(data.join(DAEMON_FILE)).ok()?;
     serde_json::from_str(&text).ok()
+}
+
+/// The lock of a running (or starting) daemon on its data folder; released
+/// on drop, and by the system when the process ends in any way.
+#[derive(Debug)]
+pub struct DaemonLock {
+    _file: File,
+}
+
+impl DaemonLock {
+    /// Takes the lock of `data`, or `None` if another daemon holds it.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the lock file cannot be opened.
+    pub fn acquire(data: &FsPath) -> Result<Option<Self>> {
+        std::fs::create_dir_all(data)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data.join(LOCK_FILE))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Self { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+        }
+    }
+}
+
+/// Whether a daemon holds `data`'s lock: it is starting, running or
+/// stopping.
+pub fn daemon_holds(data: &FsPath) -> bool {
+    let Ok(file) = File::open(data.join(LOCK_FILE)) else {
+        return false;
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(std::fs::TryLockError::Error(_)) => false,
+    }
+}
+
+/// Whether `e` says the store is open in another process.
+pub fn is_store_locked(e: &Error) -> bool {
+    matches!(e, Error::Node(kith::Error::Store(s)) if matches!(**s, kith::store::Error::Locked(_)))
 }
 
 /// Whether `data` holds an identity (`kith init` ran, or a node started).
@@ -122,7 +185,42 @@ impl ServeOptions {
     }
 }
 
-/// Starts a node on `options.data` (not its HTTP API).
+/// Starts a node on `options.data` (not its HTTP API). While another
+/// process holds the store, it waits (up to [`STORE_WAIT`]) and tries
+/// again, saying so once on stderr.
+///
+/// # Errors
+/// Node start-up errors ([`Error::Unavailable`] if the store was still held
+/// after [`STORE_WAIT`], the endpoint cannot bind …).
+pub async fn start_node_waiting(options: &ServeOptions) -> Result<Node> {
+    let deadline = Instant::now() + STORE_WAIT;
+    let mut said = false;
+    loop {
+        match start_node(options).await {
+            Err(e) if is_store_locked(&e) && Instant::now() < deadline => {
+                if !said {
+                    eprintln!(
+                        "the store in {} is in use by another kith command; waiting for it to finish (up to {} s)",
+                        options.data.display(),
+                        STORE_WAIT.as_secs()
+                    );
+                    said = true;
+                }
+                tokio::time::sleep(STORE_RETRY).await;
+            }
+            Err(e) if is_store_locked(&e) => {
+                return Err(Error::Unavailable(format!(
+                    "the store in {} was still in use by another kith process after {} s; stop it (or let it finish) and try again",
+                    options.data.display(),
+                    STORE_WAIT.as_secs()
+                )));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Starts a node on `options.data` (not its HTTP API), once.
 ///
 /// # Errors
 /// Node start-up errors (the store is open in another process, the
@@ -142,7 +240,7 @@ pub async fn start_node(options: &ServeOptions) -> Result<Node> {
     builder.spawn().await.map_err(|e| match e {
         kith::Error::Store(s) if matches!(*s, kith::store::Error::Storage(_)) => {
             Error::Unavailable(format!(
-                "the store in {} cannot be opened ({s}); is another kith using it?",
+                "the store in {} cannot be opened ({s})",
                 options.data.display()
             ))
         }
@@ -159,6 +257,7 @@ pub struct Daemon {
     announce: bool,
     stop: CancellationToken,
     server: JoinHandle<()>,
+    _lock: Option<DaemonLock>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -171,14 +270,30 @@ impl std::fmt::Debug for Daemon {
 }
 
 impl Daemon {
-    /// Starts the node and the HTTP API, and announces the daemon.
+    /// Starts the node and the HTTP API, and announces the daemon. An
+    /// announced daemon takes the folder's daemon lock first, and waits
+    /// (bounded, saying so) while a short-lived command holds the store.
     ///
     /// # Errors
-    /// Node start-up errors, [`Error::Io`] if the HTTP address cannot be
-    /// bound.
+    /// [`Error::Conflict`] if another daemon runs (or starts) on the
+    /// folder, node start-up errors, [`Error::Unavailable`] if the HTTP
+    /// address cannot be bound.
     pub async fn start(options: ServeOptions) -> Result<Self> {
+        let lock = if options.announce {
+            match DaemonLock::acquire(&options.data)? {
+                Some(lock) => Some(lock),
+                None => {
+                    return Err(Error::Conflict(format!(
+                        "a kith daemon already runs (or is starting) for {}",
+                        options.data.display()
+                    )));
+                }
+            }
+        } else {
+            None
+        };
         let token = token(&options.data)?;
-        let node = start_node(&options).await?;
+        let node = start_node_waiting(&options).await?;
         let listener = match tokio::net::TcpListener::bind(options.http).await {
             Ok(l) => l,
             Err(e) => {
@@ -226,6 +341,7 @@ impl Daemon {
             announce: options.announce,
             stop,
             server,
+            _lock: lock,
         })
     }
 

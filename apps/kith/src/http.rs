@@ -129,6 +129,7 @@ impl From<Error> for ApiError {
                     S::Superseded { .. } => (StatusCode::CONFLICT, "conflict"),
                     S::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
                     S::BadRange { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "bad_range"),
+                    S::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
                     _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
                 },
                 kith::Error::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),

@@ -26,7 +26,7 @@ use kith::store::automerge::transaction::Transactable;
 use kith::store::automerge::{ROOT, ReadDoc};
 use kith::store::{ChangeKind, EntryKind, WatchEvent};
 use kith::{NamespaceId, Node, Path};
-use kith_examples::{befriend, local, read_blob, text_field};
+use kith_examples::{befriend, init_log, local, read_blob, step, text_field};
 
 /// What a friend may read: the profile, friends' posts and comments.
 const FRIEND_PREFIXES: [&str; 3] = ["/profile", "/feed/friends", "/feed/comments"];
@@ -141,14 +141,27 @@ fn show(whose: &str, posts: &[Post]) {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    init_log();
     let dir = tempfile::tempdir()?;
-    let alice = local(&dir.path().join("alice")).spawn().await?;
-    let bob = local(&dir.path().join("bob")).spawn().await?;
+    let alice = step(
+        "alice's node starts",
+        local(&dir.path().join("alice")).spawn(),
+    )
+    .await?;
+    let bob = step("bob's node starts", local(&dir.path().join("bob")).spawn()).await?;
     let (a, b) = (alice.namespace(), bob.namespace());
-    befriend(&alice, &bob).await?;
+    step("alice and bob exchange tickets", befriend(&alice, &bob)).await?;
     for prefix in FRIEND_PREFIXES {
-        alice.grant(&b, &Path::parse(prefix)?, None).await?;
-        bob.grant(&a, &Path::parse(prefix)?, None).await?;
+        step(
+            "alice grants bob",
+            alice.grant(&b, &Path::parse(prefix)?, None),
+        )
+        .await?;
+        step(
+            "bob grants alice",
+            bob.grant(&a, &Path::parse(prefix)?, None),
+        )
+        .await?;
     }
     println!("alice and bob are friends: each may read the other's {FRIEND_PREFIXES:?}");
 
@@ -207,7 +220,7 @@ async fn main() -> Result<()> {
     );
 
     // Bob catches up with alice and posts; then he comments on her post.
-    let report = bob.sync_now(&a).await?;
+    let report = step("bob catches up with alice", bob.sync_now(&a)).await?;
     println!("\nbob caught up with alice: {} entries", report.entries);
     write_doc(&bob, "/feed/friends", &[("text", "Fresh bread, anyone?")])?;
     let on = format!("{a}{lake}");
@@ -216,10 +229,14 @@ async fn main() -> Result<()> {
         "/feed/comments",
         &[("on", on.as_str()), ("text", "Brr, brave!")],
     )?;
-    alice.sync_now(&b).await?;
+    step("alice catches up with bob", alice.sync_now(&b)).await?;
 
     // Bob reads alice's photo through his node (fetched from her if needed).
-    let fetched = read_blob(&bob, &a, &format!("{lake}/photo.jpg")).await?;
+    let fetched = step(
+        "bob reads alice's photo",
+        read_blob(&bob, &a, &format!("{lake}/photo.jpg")),
+    )
+    .await?;
     ensure!(
         fetched == photo,
         "the photo bob read differs: {} bytes, not {}",
@@ -258,7 +275,10 @@ async fn main() -> Result<()> {
         "a close friends' post reached bob, who is not a close friend"
     );
 
-    tokio::try_join!(alice.shutdown(), bob.shutdown())?;
+    step("both nodes stop", async {
+        tokio::try_join!(alice.shutdown(), bob.shutdown())
+    })
+    .await?;
     println!(
         "\nok: profile, posts by audience, a photo, comments, watched and merged newest first"
     );

@@ -16,7 +16,9 @@ use std::collections::HashMap;
 use anyhow::{Context, Result, bail, ensure};
 use kith::caps::TombstoneId;
 use kith::{DeletionStatus, NamespaceId, Node, NodeEvent, Path};
-use kith_examples::{Circle, WAIT, alice_and_two_friends, holds, until, write_text};
+use kith_examples::{
+    Circle, WAIT, alice_and_two_friends, holds, init_log, step, until, write_text,
+};
 use tokio::sync::broadcast::error::RecvError;
 
 /// Waits, on receipt events, until `n` friend devices confirmed `deletion`.
@@ -26,6 +28,7 @@ async fn until_confirmed(
     n: usize,
 ) -> Result<Vec<DeletionStatus>> {
     let mut events = owner.events();
+    println!("  … waiting until {n} friend devices confirm");
     let waited = tokio::time::timeout(WAIT, async {
         loop {
             // Read after subscribing: no receipt slips between the two.
@@ -60,13 +63,18 @@ fn print_receipts(status: &[DeletionStatus], names: &HashMap<NamespaceId, &str>)
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    init_log();
     let dir = tempfile::tempdir()?;
     let Circle {
         alice,
         bob,
         carol,
         carols_grant: carols,
-    } = alice_and_two_friends(dir.path()).await?;
+    } = step(
+        "alice, bob and carol start and befriend",
+        alice_and_two_friends(dir.path()),
+    )
+    .await?;
     let me = alice.namespace();
     let names = HashMap::from([(bob.namespace(), "bob"), (carol.namespace(), "carol")]);
     let feed = Path::parse("/feed")?;
@@ -93,7 +101,7 @@ async fn main() -> Result<()> {
         .await?;
         // Small photos are fetched as soon as they are announced, larger
         // ones when read; `fetch` makes sure the bytes are here.
-        friend.fetch(&me, &photo_path).await?;
+        step("a friend fetches the photo", friend.fetch(&me, &photo_path)).await?;
         ensure!(
             friend.store().has_blob(&hash),
             "the photo's bytes are missing"
@@ -104,7 +112,11 @@ async fn main() -> Result<()> {
         photo.len()
     );
 
-    let deletion = alice.delete(&Path::parse("/feed/p1")?).await?;
+    let deletion = step(
+        "alice deletes /feed/p1",
+        alice.delete(&Path::parse("/feed/p1")?),
+    )
+    .await?;
     println!("\nalice deletes /feed/p1 (deletion {deletion})");
     let status = until_confirmed(&alice, deletion, 2).await?;
     print_receipts(&status, &names);
@@ -130,7 +142,11 @@ async fn main() -> Result<()> {
         })
         .await?;
     }
-    let (_, deletion) = alice.revoke_and_delete(carols.id()).await?;
+    let (_, deletion) = step(
+        "alice revokes carol and asks her node to delete",
+        alice.revoke_and_delete(carols.id()),
+    )
+    .await?;
     println!("\nalice revokes carol's /feed and asks her node to delete it (deletion {deletion})");
     let status = until_confirmed(&alice, deletion, 1).await?;
     print_receipts(&status, &names);
@@ -147,7 +163,10 @@ async fn main() -> Result<()> {
     ensure!(holds(&alice, &me, "/feed/p2")?, "alice lost her own post");
     println!("carol holds nothing of alice's /feed; bob and alice keep /feed/p2");
 
-    tokio::try_join!(alice.shutdown(), bob.shutdown(), carol.shutdown())?;
+    step("the three nodes stop", async {
+        tokio::try_join!(alice.shutdown(), bob.shutdown(), carol.shutdown())
+    })
+    .await?;
     println!(
         "\nok: deleted on every friend's device, confirmed 2/2; revoke and delete confirmed 1/1"
     );

@@ -13,17 +13,24 @@
 
 use anyhow::{Result, ensure};
 use kith::Path;
-use kith_examples::{Circle, alice_and_two_friends, holds, until, write_text};
+use kith_examples::{
+    Circle, WAIT, alice_and_two_friends, holds, init_log, step, until, write_text,
+};
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    init_log();
     let dir = tempfile::tempdir()?;
     let Circle {
         alice,
         bob,
         carol,
         carols_grant: carols,
-    } = alice_and_two_friends(dir.path()).await?;
+    } = step(
+        "alice, bob and carol start and befriend",
+        alice_and_two_friends(dir.path()),
+    )
+    .await?;
     let me = alice.namespace();
     let feed = Path::parse("/feed")?;
     println!("alice lets bob and carol read /feed; both follow her");
@@ -41,7 +48,7 @@ async fn main() -> Result<()> {
     }
     println!("/feed/1 reached bob and carol");
 
-    alice.revoke(carols.id()).await?;
+    step("alice revokes carol", alice.revoke(carols.id())).await?;
     let epoch = alice.live_topics().first().map_or(0, |t| t.epoch);
     println!("\nalice revokes carol's grant: /feed moves to a new key (epoch {epoch})");
     ensure!(epoch >= 1, "the /feed scope was not re-keyed");
@@ -60,7 +67,8 @@ async fn main() -> Result<()> {
     println!("they did not reach carol live");
 
     // Carol asks for everything she may read: nothing under /feed comes.
-    match carol.sync_now(&me).await {
+    println!("  … carol asks alice for what she may read");
+    match tokio::time::timeout(WAIT, carol.sync_now(&me)).await? {
         Ok(report) => {
             println!(
                 "carol syncs with alice: {} entries, prefixes served: {:?}",
@@ -84,7 +92,10 @@ async fn main() -> Result<()> {
     );
     println!("nor by asking; /feed/1, which she had before, stays with her");
 
-    tokio::try_join!(alice.shutdown(), bob.shutdown(), carol.shutdown())?;
+    step("the three nodes stop", async {
+        tokio::try_join!(alice.shutdown(), bob.shutdown(), carol.shutdown())
+    })
+    .await?;
     println!("\nok: after the revocation, alice's posts reach bob and never carol");
     Ok(())
 }

@@ -7,11 +7,32 @@ use kith_caps::DeviceCert;
 use kith_store::BlobHash;
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
-use super::frames::{BlobFrame, read_blob_frame, read_msg, write_msg};
+use super::frames::{BlobFrame, read_blob_frame, read_msg, within, write_msg};
 use crate::proto::fetch::{Fetch, FetchReport};
 use crate::proto::wire::Message;
 use crate::state::{FriendReplica, Shared};
 use crate::{Error, Result};
+
+/// One fetch of a blob at a time on a node: a second fetch of the same
+/// blob waits for the first, asynchronously (so it can be cancelled, and
+/// no blocking thread waits on the store's own one-download rule).
+#[derive(Debug, Default)]
+pub(crate) struct Downloads(
+    parking_lot::Mutex<std::collections::HashMap<BlobHash, Arc<tokio::sync::Mutex<()>>>>,
+);
+
+impl Downloads {
+    /// Waits for the turn to fetch `hash`; the turn ends when the guard drops.
+    async fn turn(&self, hash: BlobHash) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.0.lock();
+            // Turns nobody holds or waits for.
+            map.retain(|_, l| Arc::strong_count(l) > 1);
+            map.entry(hash).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
 
 /// Bytes moved on one stream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -39,7 +60,10 @@ pub(crate) async fn sync(
     owner: NamespaceId,
 ) -> Result<(FetchReport, Traffic)> {
     let server = DeviceId::from_bytes(*conn.remote_id().as_bytes());
-    let (mut send, mut recv) = conn.open_bi().await.map_err(Error::network)?;
+    let (mut send, mut recv) = within("opening a stream", async {
+        conn.open_bi().await.map_err(Error::network)
+    })
+    .await?;
     let mut traffic = Traffic::default();
     traffic.sent += write_msg(&mut send, &hello(shared)).await?;
     let mut fetch = Fetch::new(owner, shared.namespace(), server);
@@ -76,6 +100,10 @@ pub(crate) async fn blob(
     hash: BlobHash,
     size: u64,
 ) -> Result<u64> {
+    let _turn = shared.downloads.turn(hash).await;
+    if shared.store.has_blob(&hash) {
+        return Ok(0); // fetched by the one before
+    }
     let store = shared.store.clone();
     let partial = tokio::task::spawn_blocking(move || store.resume_import(hash, size))
         .await
@@ -88,7 +116,10 @@ pub(crate) async fn blob(
             .map_err(|e| Error::Protocol(format!("import task failed: {e}")))??;
         return Ok(0);
     }
-    let (mut send, mut recv) = conn.open_bi().await.map_err(Error::network)?;
+    let (mut send, mut recv) = within("opening a stream", async {
+        conn.open_bi().await.map_err(Error::network)
+    })
+    .await?;
     write_msg(&mut send, &hello(shared)).await?;
     let mut received = 0u64;
     match read_msg(&mut recv).await? {
@@ -213,7 +244,10 @@ pub(crate) async fn receipts(
     if owed.is_empty() {
         return Ok(0);
     }
-    let (mut send, mut recv) = conn.open_bi().await.map_err(Error::network)?;
+    let (mut send, mut recv) = within("opening a stream", async {
+        conn.open_bi().await.map_err(Error::network)
+    })
+    .await?;
     write_msg(&mut send, &hello(shared)).await?;
     let items = owed.iter().map(|r| r.bytes.clone()).collect();
     write_msg(&mut send, &Message::Receipts { items }).await?;

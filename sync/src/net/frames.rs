@@ -1,12 +1,40 @@
 //! Length-prefixed frames on QUIC streams.
+//!
+//! Every read and write here is bounded by [`STALL`]: a peer that neither
+//! sends the next frame nor takes the one written for that long ends the
+//! stream with [`Error::Timeout`], so no task waits on a peer forever.
+
+use std::time::Duration;
 
 use iroh::endpoint::{RecvStream, SendStream};
 
 use crate::proto::wire::{BLOB_CHUNK, MAX_FRAME_LEN, Message, TAG_BLOB_CHUNK, VERSION, WireError};
 use crate::{Error, Result};
 
+/// How long a stream may make no progress (no frame arrives, or the peer
+/// takes none of what is written) before it is given up.
+pub(crate) const STALL: Duration = Duration::from_secs(60);
+
+/// `fut`, or [`Error::Timeout`] if it takes longer than [`STALL`].
+pub(crate) async fn within<T>(
+    what: &'static str,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(STALL, fut)
+        .await
+        .map_err(|_| Error::Timeout(what))?
+}
+
 /// Writes one message; returns the bytes put on the stream.
 pub(crate) async fn write_msg(send: &mut SendStream, msg: &Message) -> Result<u64> {
+    within(
+        "the peer took nothing of a message",
+        write_msg_now(send, msg),
+    )
+    .await
+}
+
+async fn write_msg_now(send: &mut SendStream, msg: &Message) -> Result<u64> {
     let frame = msg.encode_frame();
     if frame.len() - 4 > MAX_FRAME_LEN {
         return Err(Error::Protocol(format!(
@@ -41,6 +69,10 @@ async fn read_frame_len(recv: &mut RecvStream) -> Result<Option<usize>> {
 /// between messages. Frames over [`MAX_FRAME_LEN`] are refused before their
 /// body is read.
 pub(crate) async fn read_msg(recv: &mut RecvStream) -> Result<Option<(Message, u64)>> {
+    within("waiting for the peer's next message", read_msg_now(recv)).await
+}
+
+async fn read_msg_now(recv: &mut RecvStream) -> Result<Option<(Message, u64)>> {
     let Some(len) = read_frame_len(recv).await? else {
         return Ok(None);
     };
@@ -53,6 +85,14 @@ pub(crate) async fn read_msg(recv: &mut RecvStream) -> Result<Option<(Message, u
 /// Writes a `BlobChunk` without copying its bytes: the frame header and the
 /// payload are handed to QUIC as two owned buffers.
 pub(crate) async fn write_blob_chunk(send: &mut SendStream, bytes: Vec<u8>) -> Result<u64> {
+    within(
+        "the peer took nothing of a blob",
+        write_blob_chunk_now(send, bytes),
+    )
+    .await
+}
+
+async fn write_blob_chunk_now(send: &mut SendStream, bytes: Vec<u8>) -> Result<u64> {
     let len = u32::try_from(bytes.len()).map_err(|_| Error::Protocol("chunk too large".into()))?;
     let mut header = Vec::with_capacity(10);
     header.extend_from_slice(&(len + 6).to_be_bytes());
@@ -77,6 +117,14 @@ pub(crate) enum BlobFrame {
 /// Reads the next frame of a blob stream; a `BlobChunk`'s payload is read
 /// directly into its own buffer, without an intermediate copy.
 pub(crate) async fn read_blob_frame(recv: &mut RecvStream) -> Result<Option<(BlobFrame, u64)>> {
+    within(
+        "waiting for the next part of a blob",
+        read_blob_frame_now(recv),
+    )
+    .await
+}
+
+async fn read_blob_frame_now(recv: &mut RecvStream) -> Result<Option<(BlobFrame, u64)>> {
     let Some(len) = read_frame_len(recv).await? else {
         return Ok(None);
     };

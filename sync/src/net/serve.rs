@@ -18,10 +18,25 @@ use crate::{Error, Result};
 /// QUIC close code for a peer disconnected for exceeding its limits.
 const RATE_LIMITED_CODE: u32 = 429;
 
+/// How long streams being served get to end once the node shuts down.
+const SHUTDOWN_STREAMS: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The catch-up protocol handler registered with the router.
 #[derive(Debug, Clone)]
 pub(crate) struct SyncProtocol {
     pub(crate) shared: Arc<Shared>,
+    /// The streams being served, aborted when the router shuts down (so
+    /// none holds the store after the node stopped).
+    pub(crate) streams: Arc<parking_lot::Mutex<tokio::task::JoinSet<()>>>,
+}
+
+impl SyncProtocol {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            streams: Arc::default(),
+        }
+    }
 }
 
 /// How long a disconnected peer's last frames may take to be delivered.
@@ -75,7 +90,10 @@ impl ProtocolHandler for SyncProtocol {
             let shared = self.shared.clone();
             let budget = budget.clone();
             let conn = conn.clone();
-            tokio::spawn(async move {
+            let mut streams = self.streams.lock();
+            // Results of streams that ended are not needed.
+            while streams.try_join_next().is_some() {}
+            streams.spawn(async move {
                 if let Err(e) = serve_stream(shared, &budget, &conn, remote, send, recv).await {
                     tracing::debug!(remote = %remote.fmt_short(), %e, "catch-up stream ended with an error");
                 }
@@ -83,6 +101,15 @@ impl ProtocolHandler for SyncProtocol {
             });
         }
         Ok(())
+    }
+
+    async fn shutdown(&self) {
+        let mut streams = std::mem::take(&mut *self.streams.lock());
+        streams.abort_all();
+        let _ = tokio::time::timeout(SHUTDOWN_STREAMS, async {
+            while streams.join_next().await.is_some() {}
+        })
+        .await;
     }
 }
 

@@ -1,0 +1,160 @@
+//! `kith serve` and short-lived commands on one data folder: whichever
+//! holds the store first, the other waits for it, so a daemon started while
+//! a script uses the CLI always starts, and the script's commands all
+//! succeed (through the daemon, or in-process while none runs).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::{Daemon, kith, ok};
+
+/// Starts of the daemon while commands run.
+const STARTS: usize = 50;
+
+#[test]
+fn the_daemon_starts_every_time_while_commands_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("alice");
+    ok(&data, &["init", "--name", "alice"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Two commands in a loop, as a script or a second terminal would run
+    // them: a read and a write.
+    let loops: Vec<_> = [vec!["ls", "/"], vec!["put", "/notes/loop", "again"]]
+        .into_iter()
+        .map(|args| {
+            let (data, stop) = (data.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut runs, mut failures) = (0usize, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let out = kith(&data, &args);
+                    runs += 1;
+                    if !out.status.success() {
+                        failures.push(format!(
+                            "kith {args:?}: {}",
+                            String::from_utf8_lossy(&out.stderr)
+                        ));
+                    }
+                }
+                (runs, failures)
+            })
+        })
+        .collect();
+    for start in 1..=STARTS {
+        // `Daemon::start` fails the test if the daemon exits before it
+        // prints that it serves.
+        let daemon = Daemon::start(&data, 3600, true);
+        assert!(
+            daemon.started["namespace"].is_string(),
+            "start {start}: {}",
+            daemon.started
+        );
+        daemon.stop();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        let (runs, failures) = l.join().unwrap();
+        assert!(runs > 0, "the command loop never ran");
+        assert!(
+            failures.is_empty(),
+            "{} of {runs} commands failed while the daemon started and stopped {STARTS} times; the first: {}",
+            failures.len(),
+            failures[0]
+        );
+    }
+}
+
+/// The other order, made certain: the store is held (as by a command
+/// running in-process) when the daemon starts. The daemon says it waits,
+/// and starts as soon as the store is released.
+#[test]
+fn a_starting_daemon_waits_for_the_store_and_says_so() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("alice");
+    ok(&data, &["init", "--name", "alice"]);
+    let held = kith::store::Store::open(
+        data.join("store"),
+        kith::store::Options::new(kith::DeviceId::from_bytes([7; 32])),
+    )
+    .unwrap();
+    let mut child = Command::new(common::KITH)
+        .arg("--data")
+        .arg(&data)
+        .args(["serve", "--local-only", "--headless", "--json"])
+        .args(["--http", "127.0.0.1:0"])
+        .env_remove("KITH_DATA")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let said = rx
+        .recv_timeout(common::WAIT)
+        .expect("the daemon exited or said nothing while the store was held");
+    assert!(
+        said.contains("in use by another kith command") && said.contains("waiting"),
+        "{said}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the daemon gave up while the store was held"
+    );
+    drop(held);
+    let line = common::first_line(child.stdout.take().unwrap(), "kith serve", common::WAIT);
+    let started: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(started["namespace"].is_string(), "{started}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A command that finds a daemon starting (its lock held, no answer yet)
+/// waits and says so, rather than opening the store under it; once the
+/// lock is free (the daemon is gone), it runs in-process.
+#[test]
+fn a_command_waits_for_a_starting_daemon_and_says_so() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("alice");
+    ok(&data, &["init", "--name", "alice"]);
+    let lock = std::fs::File::create(data.join("daemon.lock")).unwrap();
+    lock.lock().unwrap();
+    let mut child = Command::new(common::KITH)
+        .arg("--data")
+        .arg(&data)
+        .args(["ls", "/"])
+        .env_remove("KITH_DATA")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    stderr.read_line(&mut said).unwrap();
+    assert!(
+        said.contains("a kith daemon is starting") && said.contains("waiting"),
+        "{said}"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the command gave up");
+    lock.unlock().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/profile"));
+}
