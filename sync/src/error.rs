@@ -31,6 +31,13 @@ pub enum Error {
         /// The peer's explanation.
         reason: String,
     },
+    /// [`Node::delete`](crate::Node::delete) was given the root: that
+    /// would delete the whole namespace, here and on every friend's device.
+    #[error(
+        "deleting / would delete your whole namespace, here and on every friend's device; \
+         give a path below it, or call delete_everything to mean it"
+    )]
+    WholeNamespace,
     /// A ticket could not be read.
     #[error("invalid ticket: {0}")]
     InvalidTicket(String),

@@ -782,10 +782,30 @@ impl Node {
 
     /// Deletes everything under `prefix` of this namespace written until
     /// now, and keeps the signed tombstone so that friends receive it.
+    /// The root is refused: deleting the whole namespace is
+    /// [`Node::delete_everything`].
+    ///
+    /// # Errors
+    /// [`Error::WholeNamespace`] for `/`, [`Error::NotAllowed`] without the
+    /// namespace key, store errors.
+    pub async fn delete(&self, prefix: &Path) -> Result<TombstoneId> {
+        if prefix.is_root() {
+            return Err(Error::WholeNamespace);
+        }
+        self.issue_deletion(prefix).await
+    }
+
+    /// Deletes the whole namespace: every document and blob, here and on
+    /// every friend's device that was served any of it, which confirm with
+    /// receipts. What [`Node::delete`] refuses for `/`, said explicitly.
     ///
     /// # Errors
     /// [`Error::NotAllowed`] without the namespace key, store errors.
-    pub async fn delete(&self, prefix: &Path) -> Result<TombstoneId> {
+    pub async fn delete_everything(&self) -> Result<TombstoneId> {
+        self.issue_deletion(&Path::root()).await
+    }
+
+    async fn issue_deletion(&self, prefix: &Path) -> Result<TombstoneId> {
         let key = self.namespace_key()?;
         let now = self.inner.shared.store.clock().now();
         let tombstone = Tombstone::issue(

@@ -139,3 +139,24 @@ async fn friends_delete_confirm_and_the_owner_sees_who_has() {
         n.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_is_deleted_only_by_delete_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = spawn(&dir.path().join("a")).await;
+    let me = a.namespace();
+    common::write_docs(&a, "/notes", 2).await;
+    for root in [kith::Path::root(), p("/")] {
+        let refused = a.delete(&root).await;
+        assert!(
+            matches!(refused, Err(kith::Error::WholeNamespace)),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(list(&a, &me, "/").len(), 2, "a refused deletion deleted");
+    assert!(a.deletions().await.unwrap().is_empty());
+
+    a.delete_everything().await.unwrap();
+    assert!(list(&a, &me, "/").is_empty());
+    a.shutdown().await.unwrap();
+}

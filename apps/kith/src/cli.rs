@@ -149,12 +149,17 @@ pub enum Command {
     /// Delete everything under PATH (friends who were served it delete it
     /// too and confirm with receipts).
     Rm {
-        /// The path (a prefix: everything under it goes).
+        /// The path (a prefix: everything under it goes). `/` is refused
+        /// unless `--all` is given too.
         path: String,
         /// Say explicitly that friends' copies are to be deleted too (they
         /// always are).
         #[arg(long)]
         remote: bool,
+        /// With the path `/`: delete the whole namespace, here and on every
+        /// friend's device.
+        #[arg(long)]
+        all: bool,
         /// Output format.
         #[command(flatten)]
         out: Output,
@@ -349,6 +354,9 @@ impl From<Error> for Failure {
                     "is the friend's node running? If their address changed, add a fresh ticket",
                 ),
                 "not_allowed" => Some("only the device holding the namespace key can do this"),
+                "whole_namespace" => {
+                    Some("`kith rm / --all` deletes everything, here and on friends' devices")
+                }
                 _ => None,
             },
             Error::Node(kith::Error::NotFriend(_)) => {
@@ -752,14 +760,27 @@ async fn command_with(data: &FsPath, c: &Client, command: Command) -> CliResult 
         Command::Put(args) => put(c, args).await?,
         Command::Get { args, out, json } => get(c, args, out, json).await?,
         Command::Ls { args, out } => ls(c, args, out).await?,
-        Command::Rm { path, remote, out } => {
-            let r: Value = c
-                .call(
-                    Method::DELETE,
-                    &format!("/api/entry/{}?remote={remote}", url_path(&path)),
-                    None,
-                )
-                .await?;
+        Command::Rm {
+            path,
+            remote,
+            all,
+            out,
+        } => {
+            let root = url_path(&path).is_empty();
+            if all && !root {
+                return Err(Failure::new(
+                    format!("--all deletes the whole namespace; it takes the path /, not {path}"),
+                    Some("leave out --all to delete only what is under the path"),
+                ));
+            }
+            let target = if all {
+                let id: Value = c.call(Method::GET, "/api/id", None).await?;
+                let me = id["namespace"].as_str().unwrap_or("");
+                format!("/api/everything?confirm={me}")
+            } else {
+                format!("/api/entry/{}?remote={remote}", url_path(&path))
+            };
+            let r: Value = c.call(Method::DELETE, &target, None).await?;
             if out.json {
                 print_json(&r);
             } else {

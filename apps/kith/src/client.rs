@@ -182,6 +182,7 @@ impl Client {
                 max_json_body: options.max_json_body,
                 // No browser reaches the in-process API.
                 cookie: http::token_cookie(0),
+                hosts: None,
             },
             stop.clone(),
         );

@@ -41,6 +41,8 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:7780";
 /// How long open connections (live event streams) may take to close at
 /// shutdown.
 const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// How long a client may take to send a request's header.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What `<data>/daemon.json` says.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -313,17 +315,12 @@ impl Daemon {
                 headless: options.headless,
                 max_json_body: options.max_json_body,
                 cookie: http::token_cookie(addr.port()),
+                hosts: Some(http::hosts_for(addr)),
             },
             stop.clone(),
         );
         let stopped = stop.clone();
-        let server = tokio::spawn(async move {
-            let serve = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stopped.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(%e, "the HTTP server failed");
-            }
-        });
+        let server = tokio::spawn(serve_http(listener, router, stopped));
         if options.announce {
             let info = DaemonInfo {
                 http: addr,
@@ -387,6 +384,62 @@ impl Daemon {
         self.node.shutdown().await?;
         Ok(())
     }
+}
+
+/// Serves `router` on `listener` until `stop`, then lets open requests
+/// finish. A client gets [`HEADER_READ_TIMEOUT`] to send each request's
+/// header (an idle keep-alive connection as long), so one that opens
+/// connections and sends nothing holds no resources for long.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    stop: CancellationToken,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: try again soon.
+                    tracing::warn!(%e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let service = TowerToHyperService::new(router.clone().map_request(
+            |r: axum::http::Request<hyper::body::Incoming>| r.map(axum::body::Body::new),
+        ));
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%e, "an HTTP connection ended with an error");
+                    }
+                }
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
 }
 
 /// Waits for Ctrl-C or (on Unix) SIGTERM.

@@ -65,6 +65,23 @@ pub struct ApiConfig {
     pub max_json_body: usize,
     /// The name of the cookie carrying the token ([`token_cookie`]).
     pub cookie: String,
+    /// The `Host` values the daemon answers to (its own address); requests
+    /// naming another host are refused, so a page that rebinds its own
+    /// DNS name to 127.0.0.1 cannot reach the API or the page. `None`
+    /// (in-process) checks nothing.
+    pub hosts: Option<Vec<String>>,
+}
+
+/// The `Host` values a daemon listening on `addr` answers to.
+pub fn hosts_for(addr: std::net::SocketAddr) -> Vec<String> {
+    let port = addr.port();
+    let mut hosts = vec![
+        addr.to_string(),
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+    ];
+    hosts.dedup();
+    hosts
 }
 
 /// Shared state of the API handlers.
@@ -133,6 +150,7 @@ impl From<Error> for ApiError {
                     _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
                 },
                 kith::Error::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+                kith::Error::WholeNamespace => (StatusCode::BAD_REQUEST, "whole_namespace"),
                 kith::Error::InvalidTicket(_) => (StatusCode::BAD_REQUEST, "invalid_ticket"),
                 kith::Error::NotFriend(_) => (StatusCode::NOT_FOUND, "unknown_friend"),
                 kith::Error::NotAllowed(_) => (StatusCode::FORBIDDEN, "not_allowed"),
@@ -218,6 +236,9 @@ pub fn router(node: Node, config: ApiConfig, stop: CancellationToken) -> Router 
             "/api/entry/{*rest}",
             get(get_entry).put(put_entry).delete(delete_entry),
         )
+        // `/` in every spelling reaches the node's refusal of the root.
+        .route("/api/entry", delete(delete_root))
+        .route("/api/entry/", delete(delete_root))
         .route("/api/feed", get(timeline))
         .route("/api/feed/posts", post(create_post))
         .route("/api/feed/posts/{id}", delete(delete_post))
@@ -227,6 +248,7 @@ pub fn router(node: Node, config: ApiConfig, stop: CancellationToken) -> Router 
             "/api/profile/avatar",
             axum::routing::put(set_avatar).delete(remove_avatar),
         )
+        .route("/api/everything", delete(delete_everything))
         .route("/api/deletions", get(deletions))
         .route("/api/deletions/{id}", get(deletion))
         .route("/api/sync/{friend}", post(sync))
@@ -272,6 +294,22 @@ fn request_token(headers: &HeaderMap, cookie: &str) -> Option<String> {
 /// Refuses other origins everywhere and requests without the token under
 /// `/api`.
 async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(hosts) = &state.inner.config.hosts {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        if let Some(host) = host
+            && !hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+        {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden_host",
+                format!("this daemon answers only to {}", hosts.join(", ")),
+            )
+            .into_response();
+        }
+    }
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let host = req
             .headers()
@@ -339,10 +377,10 @@ async fn page(State(state): State<AppState>, method: Method, uri: Uri) -> Respon
         );
         let mut res = Response::new(Body::empty());
         *res.status_mut() = StatusCode::SEE_OTHER;
-        if let (Ok(c), Ok(l)) = (
-            HeaderValue::from_str(&cookie),
-            HeaderValue::from_str(uri.path()),
-        ) {
+        // Back to the same page of this host: a path such as `//other/`
+        // would be read as another host by the browser.
+        let back = format!("/{}", uri.path().trim_start_matches(['/', '\\']));
+        if let (Ok(c), Ok(l)) = (HeaderValue::from_str(&cookie), HeaderValue::from_str(&back)) {
             res.headers_mut().insert(header::SET_COOKIE, c);
             res.headers_mut().insert(header::LOCATION, l);
         }
@@ -969,6 +1007,35 @@ async fn delete_entry(
     // `remote` changes nothing today; it is accepted for clarity.
     let Query(_q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
     delete_existing(&s, parse_path(&rest)?).await
+}
+
+#[derive(Deserialize)]
+struct EverythingQuery {
+    /// This namespace's id, typed out: the one proof the caller means it.
+    confirm: Option<String>,
+}
+
+/// `DELETE /api/everything?confirm=NAMESPACE`: the whole namespace, here
+/// and on friends' devices. Only with the namespace's own id as `confirm`.
+async fn delete_everything(
+    State(s): State<AppState>,
+    query: std::result::Result<Query<EverythingQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
+    let me = s.me().to_string();
+    if q.confirm.as_deref() != Some(me.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "confirm",
+            "deleting everything needs ?confirm= with this namespace's id (GET /api/id)",
+        ));
+    }
+    let deletion = s.node().delete_everything().await?;
+    Ok(Json(json!({ "deletion": deletion.to_string() })))
+}
+
+async fn delete_root(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+    delete_existing(&s, Path::root()).await
 }
 
 /// Deletes everything at or under `path` of the own namespace, friends'

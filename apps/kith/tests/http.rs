@@ -270,7 +270,7 @@ async fn the_api_needs_the_token_and_refuses_other_origins() {
     // No token, a wrong token: 401 with a JSON error.
     let answer = raw_http(
         addr,
-        "GET /api/id HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        &format!("GET /api/id HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
@@ -285,7 +285,7 @@ async fn the_api_needs_the_token_and_refuses_other_origins() {
     // The page URL sets the token as a strict, HTTP-only cookie ...
     let answer = raw_http(
         addr,
-        &format!("GET /?token={token} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        &format!("GET /?token={token} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
@@ -312,7 +312,7 @@ async fn the_api_needs_the_token_and_refuses_other_origins() {
     assert!(answer.contains(&alice.ns()), "{answer}");
     let answer = raw_http(
         addr,
-        "GET /?token=wrong HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        &format!("GET /?token=wrong HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
@@ -320,7 +320,7 @@ async fn the_api_needs_the_token_and_refuses_other_origins() {
     // The page's files need no token; no CORS header is ever sent.
     let answer = raw_http(
         addr,
-        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        &format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -1042,4 +1042,145 @@ async fn a_prepared_device_is_invited_and_joins() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     laptop.shutdown().await.unwrap();
     alice.daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_root_is_deleted_only_when_asked_for_by_name() {
+    let alice = person("alice").await;
+    alice
+        .ok(
+            Method::PUT,
+            "/api/entry/notes/a",
+            Some(json!({ "text": "keep me" })),
+        )
+        .await;
+    // Every spelling of `/` is refused, and deletes nothing.
+    for target in [
+        "/api/entry",
+        "/api/entry/",
+        "/api/entry//",
+        "/api/entry///",
+        "/api/entry/%2F",
+        "/api/entry/?remote=true",
+    ] {
+        let (s, v) = alice.call(Method::DELETE, target, None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "DELETE {target}: {v}");
+    }
+    let (s, v) = alice.call(Method::DELETE, "/api/entry//", None).await;
+    assert_eq!(v["code"], "whole_namespace", "{s} {v}");
+    assert_eq!(
+        alice.ok(Method::GET, "/api/deletions", None).await,
+        json!([])
+    );
+    alice.ok(Method::GET, "/api/entry/me/notes/a", None).await;
+    alice.ok(Method::GET, "/api/profile", None).await;
+
+    // The explicit call needs the namespace's own id.
+    for target in [
+        "/api/everything".to_string(),
+        "/api/everything?confirm=".to_string(),
+        "/api/everything?confirm=someone-else".to_string(),
+    ] {
+        let (s, v) = alice.call(Method::DELETE, &target, None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "DELETE {target}: {v}");
+        assert_eq!(v["code"], "confirm", "{v}");
+    }
+    alice.ok(Method::GET, "/api/entry/me/notes/a", None).await;
+    let done = alice
+        .ok(
+            Method::DELETE,
+            &format!("/api/everything?confirm={}", alice.ns()),
+            None,
+        )
+        .await;
+    assert!(done["deletion"].is_string(), "{done}");
+    let (s, _) = alice.call(Method::GET, "/api/entry/me/notes/a", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_daemon_answers_only_to_its_own_host_and_stays_on_it() {
+    let alice = person("alice").await;
+    let addr = alice.daemon.addr();
+    let token = alice.daemon.token().to_string();
+    let port = addr.port();
+
+    // A page on another name that rebinds its DNS to 127.0.0.1 sends its
+    // own name as Host: refused, even with the token.
+    for host in [
+        "evil.example",
+        "evil.example:80",
+        &format!("evil.example:{port}"),
+    ] {
+        for target in ["/", "/api/id"] {
+            let answer = raw_http(
+                addr,
+                &format!(
+                    "GET {target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+                ),
+            )
+            .await;
+            assert!(
+                answer.starts_with("HTTP/1.1 403"),
+                "{host} {target}: {answer}"
+            );
+            assert!(answer.contains("forbidden_host"), "{answer}");
+        }
+    }
+    for host in [addr.to_string(), format!("localhost:{port}")] {
+        let answer = raw_http(
+            addr,
+            &format!(
+                "GET /api/id HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
+    }
+
+    // The login redirect stays on this host whatever the path looks like.
+    for path in ["//evil.example/", "/\\evil.example/", "///evil.example"] {
+        let answer = raw_http(
+            addr,
+            &format!(
+                "GET {path}?token={token} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 303"), "{path}: {answer}");
+        let location = answer
+            .lines()
+            .find_map(|l| {
+                l.to_lowercase()
+                    .strip_prefix("location: ")
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        assert!(
+            location.starts_with('/')
+                && !location.starts_with("//")
+                && !location.starts_with("/\\"),
+            "{path} redirects to {location:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_header_is_closed() {
+    let alice = person("alice").await;
+    let addr = alice.daemon.addr();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET /api/id HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .await
+        .unwrap();
+    // The header never ends; the daemon closes the connection.
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(
+        kith_app::daemon::HEADER_READ_TIMEOUT + Duration::from_secs(10),
+        s.read_to_end(&mut out),
+    )
+    .await;
+    assert!(closed.is_ok(), "the half-sent request was kept open");
+    // The daemon still serves others.
+    alice.ok(Method::GET, "/api/id", None).await;
 }
