@@ -722,11 +722,52 @@ impl Node {
         let cert = kith_caps::DeviceCert::issue(key, device, rights, now, None)?;
         let shared = self.inner.shared.clone();
         let cert2 = cert.clone();
-        blocking(move || shared.store_own_cert(&cert2)).await?;
+        blocking(move || {
+            shared.store_own_cert(&cert2)?;
+            // The new device is a member of every scope of this namespace.
+            shared.scopes_follow_grants()
+        })
+        .await?;
         Ok(DeviceInvite {
             cert,
             from: self.ticket(),
         })
+    }
+
+    /// Revokes one of this namespace's devices (a lost phone): from now on
+    /// no device of this namespace syncs from it or serves it, its live
+    /// pushes are refused, every scope it was in moves to a new key it is
+    /// not given, and friends learn of the revocation at their next
+    /// catch-up (they are poked for the new keys), after which they too
+    /// neither sync from it nor accept what it sends.
+    ///
+    /// # Errors
+    /// [`Error::NotAllowed`] without the namespace key or for this device
+    /// itself; store errors. A device not known yet is revoked all the same
+    /// (its certificate, seen later, is refused).
+    pub async fn revoke_device(&self, device: DeviceId) -> Result<kith_caps::DeviceRevocation> {
+        let key = self.namespace_key()?;
+        if device == self.device() {
+            return Err(Error::NotAllowed(
+                "revoking the device that holds the namespace key",
+            ));
+        }
+        let now = self.inner.shared.store.clock().now();
+        let revocation = kith_caps::DeviceRevocation::issue(key, device, now);
+        let shared = self.inner.shared.clone();
+        let r = revocation.clone();
+        blocking(move || {
+            shared.store_own_device_revocation(&r)?;
+            // Its rosters lose it: new epochs, keys it is not given, owed
+            // (and poked) to every remaining member.
+            shared.scopes_follow_grants()
+        })
+        .await?;
+        // Cached connections to it are closed.
+        if let Some(cached) = self.inner.connections.lock().await.remove(&device) {
+            cached.conn.close(0u32.into(), b"revoked");
+        }
+        Ok(revocation)
     }
 
     /// The verified caps `friend` granted this node, and the revocations of

@@ -541,6 +541,42 @@ impl Shared {
         Ok(())
     }
 
+    /// The device revocations known for `namespace`: this namespace's own,
+    /// or a friend's as last received from them. Every route that decides
+    /// whether a device acts for a namespace (serving it, syncing from it,
+    /// accepting its live push) counts these.
+    pub(crate) fn device_revocations_of(&self, namespace: &NamespaceId) -> Vec<DeviceRevocation> {
+        let known = self.known.read();
+        if *namespace == self.namespace() {
+            known.own_device_revocations.clone()
+        } else {
+            known
+                .friends
+                .get(namespace)
+                .map(|f| f.device_revocations.clone())
+                .unwrap_or_default()
+        }
+    }
+
+    /// Keeps the revocation of one of this namespace's devices: from now on
+    /// no route believes it (see `Node::revoke_device`).
+    pub(crate) fn store_own_device_revocation(&self, revocation: &DeviceRevocation) -> Result<()> {
+        self.store.put_record(
+            RecordKind::Device,
+            &self.namespace(),
+            &device_record_id(DEVICE_REVOCATION_ID, &revocation.device()),
+            &revocation.encode(),
+        )?;
+        {
+            let mut known = self.known.write();
+            if !known.own_device_revocations.contains(revocation) {
+                known.own_device_revocations.push(revocation.clone());
+            }
+        }
+        self.refresh_gate();
+        Ok(())
+    }
+
     /// Every friend's tickets, for this namespace's other devices.
     pub(crate) fn friend_tickets(&self) -> Vec<Ticket> {
         let known = self.known.read();
@@ -688,6 +724,10 @@ impl Source for OwnerSource<'_> {
             .filter(|r| ids.contains(&r.cap_id()))
             .cloned()
             .collect()
+    }
+
+    fn device_revocations_of(&self, namespace: &NamespaceId) -> Vec<DeviceRevocation> {
+        self.0.device_revocations_of(namespace)
     }
 
     fn owner_devices(&self) -> (Vec<DeviceCert>, Vec<DeviceRevocation>) {
@@ -889,6 +929,10 @@ impl Replica for FriendReplica<'_> {
             }
         }
         Ok(())
+    }
+
+    fn owner_device_revocations(&self, owner: &NamespaceId) -> Vec<DeviceRevocation> {
+        self.0.device_revocations_of(owner)
     }
 
     fn store_owner_devices(

@@ -158,3 +158,119 @@ async fn an_invite_only_works_for_the_device_it_names() {
     let _ = write_docs;
     let _ = befriend;
 }
+
+/// Waits (on the node's own watch) until `done` holds.
+async fn until(node: &Node, owner: &kith::NamespaceId, mut done: impl FnMut() -> bool) {
+    let mut watch = node.watch(owner, &p("/"));
+    tokio::time::timeout(common::WAIT, async {
+        while !done() {
+            watch.recv().await;
+        }
+    })
+    .await
+    .expect("not within the wait");
+}
+
+fn holds(node: &Node, owner: &kith::NamespaceId, path: &str) -> bool {
+    node.store().get(owner, &p(path)).unwrap().is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_device_is_believed_by_no_one() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let live = |dir: &std::path::Path| {
+        common::init_tracing();
+        Node::builder(dir)
+            .network(NetworkMode::LocalOnly)
+            .connect_timeout(Duration::from_secs(2))
+            .resync_interval(Duration::from_secs(3600))
+    };
+    let alice = live(dirs[0].path()).spawn().await.unwrap();
+    let friend = live(dirs[1].path()).spawn().await.unwrap();
+    let me = alice.namespace();
+    befriend(&alice, &friend).await;
+    alice
+        .grant(&friend.namespace(), &p("/feed"), None)
+        .await
+        .unwrap();
+    write_docs(&alice, "/feed", 2).await;
+
+    // Alice's phone joins and holds everything; her friend follows her.
+    let phone_dir = tempfile::tempdir().unwrap();
+    let device = kith::prepare_device(phone_dir.path()).unwrap();
+    let invite = alice.invite_device(device, Rights::ALL).await.unwrap();
+    let phone = live(phone_dir.path())
+        .join_namespace(invite)
+        .spawn()
+        .await
+        .unwrap();
+    phone.sync_now(&me).await.unwrap();
+    friend.sync_now(&me).await.unwrap();
+    assert!(holds(&phone, &me, "/feed/00001"));
+    // Alice and her friend know where the phone is: it could serve both.
+    alice.add_friend(&phone.ticket()).await.unwrap();
+    friend.add_friend(&phone.ticket()).await.unwrap();
+    assert_eq!(
+        alice.sync_now(&me).await.unwrap().device,
+        Some(phone.device()),
+        "alice's own catch-up does not reach her phone"
+    );
+
+    // The phone is lost: alice revokes it, and the scope it was in moves
+    // to a new key.
+    alice.revoke_device(phone.device()).await.unwrap();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tokio::time::timeout(common::WAIT, async {
+        while !alice.live_topics().iter().any(|t| t.epoch >= 1) {
+            tick.tick().await;
+        }
+    })
+    .await
+    .expect("the phone's scope was not re-keyed");
+    // The friend learns it at its next catch-up (it is poked for the new
+    // key; here it asks at once).
+    friend.sync_now(&me).await.unwrap();
+
+    // Whoever holds the phone writes into alice's namespace with it.
+    phone
+        .store()
+        .edit_document(&me, &p("/feed/from-the-lost-phone"), |d| {
+            use kith::store::automerge::transaction::Transactable;
+            d.put(kith::store::automerge::ROOT, "text", "not alice")
+        })
+        .unwrap()
+        .0
+        .unwrap();
+
+    // 1. Live push: alice's next post reaches the friend; the phone's does not.
+    write_docs(&alice, "/feed/after", 1).await;
+    until(&friend, &me, || holds(&friend, &me, "/feed/after/00000")).await;
+    assert!(
+        !holds(&friend, &me, "/feed/from-the-lost-phone"),
+        "the friend accepted the revoked phone's write"
+    );
+
+    // 2. The phone asks alice for what she holds: refused.
+    assert!(
+        phone.sync_now(&me).await.is_err(),
+        "alice served her revoked phone"
+    );
+
+    // 3. Alice's own catch-up never takes the phone as a source.
+    let own = alice.sync_now(&me).await;
+    assert!(own.is_err(), "alice synced from her revoked phone: {own:?}");
+    assert!(!holds(&alice, &me, "/feed/from-the-lost-phone"));
+
+    // 4. With alice away, the friend does not turn to the phone.
+    alice.shutdown().await.unwrap();
+    let report = friend.sync_now(&me).await;
+    assert!(
+        report.is_err(),
+        "the friend synced from alice's revoked phone: {report:?}"
+    );
+    assert!(!holds(&friend, &me, "/feed/from-the-lost-phone"));
+
+    for n in [friend, phone] {
+        n.shutdown().await.unwrap();
+    }
+}

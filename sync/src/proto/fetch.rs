@@ -29,6 +29,10 @@ pub trait Replica {
         caps: &[ReadCap],
         revocations: &[Revocation],
     ) -> Result<()>;
+    /// The owner's device revocations this node already holds (verified
+    /// on arrival). A device's own `Welcome` cannot be trusted to list its
+    /// revocation, so these count as well.
+    fn owner_device_revocations(&self, owner: &NamespaceId) -> Vec<DeviceRevocation>;
     /// Stores the owner's verified device certificates and revocations.
     fn store_owner_devices(
         &self,
@@ -309,7 +313,14 @@ impl Fetch {
             })
             .filter(|r| r.namespace() == owner)
             .collect();
-        // The server must be a device of the owner allowed to serve.
+        let mut dev_revs = dev_revs;
+        for known in replica.owner_device_revocations(&owner) {
+            if !dev_revs.contains(&known) {
+                dev_revs.push(known);
+            }
+        }
+        // The server must be a device of the owner allowed to serve, and
+        // not one revoked (as this node knows, whatever the server says).
         let serving =
             kith_caps::may_act(&owner, &self.server, Rights::SERVE, &certs, &dev_revs, now);
         if !serving.is_allowed() {

@@ -32,6 +32,9 @@ pub trait Source {
     fn revocations_for(&self, grantee: Option<&NamespaceId>) -> Vec<Revocation>;
     /// The owner's device certificates and device revocations.
     fn owner_devices(&self) -> (Vec<DeviceCert>, Vec<DeviceRevocation>);
+    /// The device revocations known for `namespace` (the owner's own, or a
+    /// friend's as last received from them).
+    fn device_revocations_of(&self, namespace: &NamespaceId) -> Vec<DeviceRevocation>;
     /// Whether `namespace` is a friend of the owner.
     fn is_friend(&self, namespace: &NamespaceId) -> bool;
     /// The owner's friends' tickets (sent to the owner's own devices only).
@@ -223,9 +226,10 @@ impl Serve {
         }
         let namespace = cert.namespace();
         let own_device = namespace == owner;
-        let (_, device_revocations) = src.owner_devices();
-        let revocations: &[DeviceRevocation] = if own_device { &device_revocations } else { &[] };
-        if let Err(e) = cert.check_authority(Rights::NONE, revocations, now) {
+        // A device its own namespace revoked (a lost phone, an own one or a
+        // friend's) is served nothing.
+        let revocations = src.device_revocations_of(&namespace);
+        if let Err(e) = cert.check_authority(Rights::NONE, &revocations, now) {
             return self.refuse(
                 RefusalCode::BadCertificate,
                 None,
