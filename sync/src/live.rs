@@ -279,7 +279,7 @@ impl Live {
         bump(&self.counters.resyncs_skipped);
     }
 
-    /// Stops every task and leaves every topic.
+    /// Stops every task; the topics' handles go with them.
     pub(crate) async fn shutdown(&self) {
         let mut tasks: Vec<JoinHandle<()>> = self.tasks.lock().drain(..).collect();
         tasks.extend(self.topics.lock().drain().map(|(_, t)| t.task));
@@ -289,15 +289,21 @@ impl Live {
         for t in tasks {
             let _ = t.await;
         }
-        if let Err(e) = self.gossip.shutdown().await {
-            tracing::debug!(%e, "gossip shutdown");
-        }
+        // Gossip itself is shut down by the router, with the endpoint
+        // (`Node::shutdown`): shutting it down here too only made the
+        // router's call fail.
     }
 
     fn request(&self, r: LiveRequest) {
-        if let Err(e) = self.requests.try_send(r) {
+        match self.requests.try_send(r) {
+            Ok(()) => {}
             // The periodic re-sync covers what this would have done.
-            tracing::warn!(%e, "live request queue full; dropping a request");
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("live request queue full; dropping a request");
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!("the node is stopping; dropping a live request");
+            }
         }
     }
 
