@@ -57,8 +57,11 @@ pub const SHUTDOWN_TASKS: Duration = Duration::from_secs(2);
 /// How long [`Node::shutdown`] gives gossip and the endpoint to close
 /// gracefully (iroh waits up to about 3 s for peers to acknowledge).
 pub const SHUTDOWN_NETWORK: Duration = Duration::from_secs(6);
-/// The most [`Node::shutdown`] takes before its final flush to disk.
-pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(10);
+/// The most [`Node::shutdown`] takes before its final flush to disk: the
+/// tasks, then live push, then the endpoint.
+pub const SHUTDOWN_BOUND: Duration = SHUTDOWN_TASKS
+    .saturating_mul(2)
+    .saturating_add(SHUTDOWN_NETWORK);
 
 /// Where a node's endpoint looks for peers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -757,7 +760,13 @@ impl Node {
         let shared = self.inner.shared.clone();
         let r = revocation.clone();
         blocking(move || {
-            shared.store_own_device_revocation(&r)?;
+            let ns = shared.namespace();
+            crate::proto::fetch::Replica::store_owner_devices(
+                &crate::state::FriendReplica(&shared),
+                &ns,
+                &[],
+                &[r],
+            )?;
             // Its rosters lose it: new epochs, keys it is not given, owed
             // (and poked) to every remaining member.
             shared.scopes_follow_grants()

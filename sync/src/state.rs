@@ -558,25 +558,6 @@ impl Shared {
         }
     }
 
-    /// Keeps the revocation of one of this namespace's devices: from now on
-    /// no route believes it (see `Node::revoke_device`).
-    pub(crate) fn store_own_device_revocation(&self, revocation: &DeviceRevocation) -> Result<()> {
-        self.store.put_record(
-            RecordKind::Device,
-            &self.namespace(),
-            &device_record_id(DEVICE_REVOCATION_ID, &revocation.device()),
-            &revocation.encode(),
-        )?;
-        {
-            let mut known = self.known.write();
-            if !known.own_device_revocations.contains(revocation) {
-                known.own_device_revocations.push(revocation.clone());
-            }
-        }
-        self.refresh_gate();
-        Ok(())
-    }
-
     /// Every friend's tickets, for this namespace's other devices.
     pub(crate) fn friend_tickets(&self) -> Vec<Ticket> {
         let known = self.known.read();

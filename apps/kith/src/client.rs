@@ -33,8 +33,6 @@ use crate::http::{self, ApiConfig};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest request body kept to be sent again another way.
 const REPLAYABLE_BODY: u64 = 1 << 20;
-/// How often a command looks again for a starting daemon or a free store.
-const RETRY: Duration = Duration::from_millis(100);
 
 /// A way to the API of one data folder.
 pub struct Client {
@@ -132,34 +130,25 @@ impl Client {
                     other => return other,
                 }
             }
+            let holder = if starting {
+                format!("a kith daemon is starting for {}", data.display())
+            } else {
+                format!(
+                    "another kith command is using the store in {}",
+                    data.display()
+                )
+            };
+            let wait = daemon::STORE_WAIT.as_secs();
             if Instant::now() >= deadline {
                 return Err(Error::Unavailable(format!(
-                    "{} stayed in use for {} s ({}); try again once it is free",
-                    data.display(),
-                    daemon::STORE_WAIT.as_secs(),
-                    if starting {
-                        "a kith daemon holds it but does not answer"
-                    } else {
-                        "another kith command holds the store"
-                    }
+                    "{holder}, still after {wait} s; try again once it is free"
                 )));
             }
             if !said {
-                eprintln!(
-                    "{}; waiting for it (up to {} s)",
-                    if starting {
-                        format!("a kith daemon is starting for {}", data.display())
-                    } else {
-                        format!(
-                            "another kith command is using the store in {}",
-                            data.display()
-                        )
-                    },
-                    daemon::STORE_WAIT.as_secs()
-                );
+                eprintln!("{holder}; waiting for it (up to {wait} s)");
                 said = true;
             }
-            tokio::time::sleep(RETRY).await;
+            tokio::time::sleep(daemon::STORE_RETRY).await;
         }
     }
 
@@ -251,29 +240,18 @@ impl Client {
                 } else {
                     (Request::from_parts(parts, body), None)
                 };
-                match http.request(first).await {
-                    Ok(res) => Ok(res.map(Body::new)),
-                    Err(e)
-                        if (e.is_connect() || idempotent)
-                            && replay.is_some()
-                            && self.data.is_some() =>
-                    {
-                        // The daemon stopped: before the request reached it,
-                        // or (for a request that may be repeated) before it
-                        // answered.
-                        let data = self.data.as_deref().unwrap_or(FsPath::new("."));
+                match (http.request(first).await, replay, self.data.as_deref()) {
+                    (Ok(res), _, _) => Ok(res.map(Body::new)),
+                    // The daemon stopped: before the request reached it, or
+                    // (for a request that may be repeated) before it answered.
+                    (Err(e), Some(again), Some(data)) if e.is_connect() || idempotent => {
                         let other = self
                             .fallback
                             .get_or_try_init(|| async { Self::connect(data).await.map(Box::new) })
                             .await?;
-                        match replay {
-                            Some(again) => Box::pin(other.send(again)).await,
-                            None => Err(Error::Unavailable(format!(
-                                "the daemon at {addr} stopped: {e}"
-                            ))),
-                        }
+                        Box::pin(other.send(again)).await
                     }
-                    Err(e) => Err(Error::Unavailable(format!(
+                    (Err(e), _, _) => Err(Error::Unavailable(format!(
                         "the daemon at {addr} did not answer: {e}"
                     ))),
                 }

@@ -35,7 +35,7 @@ pub const TOKEN_FILE: &str = "http-token";
 /// command for a starting daemon (or another command) to.
 pub const STORE_WAIT: Duration = Duration::from_secs(30);
 /// How often the store (or a starting daemon) is looked at again meanwhile.
-const STORE_RETRY: Duration = Duration::from_millis(100);
+pub const STORE_RETRY: Duration = Duration::from_millis(100);
 /// The HTTP address `kith serve` uses by default.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:7780";
 /// How long open connections (live event streams) may take to close at
