@@ -1,6 +1,7 @@
 //! Blob content as content-addressed files: `blobs/<2 hex>/<62 hex>`.
 //!
-//! Content is streamed into `blobs/tmp/` while it is hashed, then renamed into
+//! Content is streamed into `blobs/tmp/` while it is hashed and encrypted
+//! under a key of its own (see [`vault`](crate::vault)), then renamed into
 //! place (after an fsync in [`Durability::Sync`](crate::Durability::Sync)
 //! mode), so a file at a hash's place always holds exactly that content.
 //! The store removes a file once no entry references its hash; files left
@@ -16,6 +17,7 @@ use std::sync::{Arc, mpsc};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::Limit;
+use crate::vault::{BlobStream, ItemKey};
 use crate::{BlobHash, Error, Result};
 
 /// Read/write buffer size when streaming blob content.
@@ -56,12 +58,15 @@ impl Drop for DownloadClaim {
     }
 }
 
-/// Content written to a temporary file and hashed, not yet in place.
-/// Removed on drop unless committed.
+/// Content written to a temporary file (encrypted) and hashed, not yet in
+/// place. Removed on drop unless committed.
 pub(crate) struct TempBlob {
     path: PathBuf,
     pub(crate) hash: BlobHash,
     pub(crate) size: u64,
+    /// The key the file is encrypted with, if it is not in the vault yet
+    /// (`None`: a finished download, whose key is there already).
+    pub(crate) key: Option<ItemKey>,
     committed: bool,
 }
 
@@ -92,11 +97,19 @@ impl BlobFiles {
         })
     }
 
-    /// Opens (or starts) the resumable download of `hash`, `size` bytes.
-    /// Bytes kept from before are hashed once here; later ones as they are
-    /// appended. Waits while another download of the same blob is open, at
-    /// most [`DOWNLOAD_WAIT`] ([`Error::Busy`] after that).
-    pub(crate) fn partial(&self, hash: BlobHash, size: u64) -> Result<PartialBlob> {
+    /// Opens (or starts) the resumable download of `hash`, `size` bytes,
+    /// encrypted with `key` (`None`: in the clear). Bytes kept from before
+    /// are hashed once here (unless `restart`: then they are dropped);
+    /// later ones as they are appended. Waits while another download of the
+    /// same blob is open, at most [`DOWNLOAD_WAIT`] ([`Error::Busy`] after
+    /// that).
+    pub(crate) fn partial(
+        &self,
+        hash: BlobHash,
+        size: u64,
+        key: Option<&ItemKey>,
+        restart: bool,
+    ) -> Result<PartialBlob> {
         let claim = {
             let mut hashes = self.downloading.hashes.lock();
             let deadline = std::time::Instant::now() + DOWNLOAD_WAIT;
@@ -124,13 +137,14 @@ impl BlobFiles {
             .read(true)
             .open(&path)?;
         let mut len = file.metadata()?.len();
-        if len > size {
+        if len > size || restart {
             // Longer than the blob can be: not a prefix of it. Start over.
             file.set_len(0)?;
             len = 0;
         }
         let mut hasher = blake3::Hasher::new();
         if len > 0 {
+            let mut plain = key.map(|k| k.blob_stream(0));
             file.seek(SeekFrom::Start(0))?;
             let mut buf = vec![0u8; STREAM_BUFFER];
             let mut left = len;
@@ -138,6 +152,9 @@ impl BlobFiles {
                 let n = file.read(&mut buf[..(left.min(STREAM_BUFFER as u64)) as usize])?;
                 if n == 0 {
                     break;
+                }
+                if let Some(stream) = &mut plain {
+                    stream.apply(&mut buf[..n]);
                 }
                 hasher.update(&buf[..n]);
                 left -= n as u64;
@@ -150,6 +167,7 @@ impl BlobFiles {
             size,
             hash,
             hasher,
+            stream: key.map(|k| k.blob_stream(len)),
             _claim: claim,
         })
     }
@@ -166,6 +184,7 @@ impl BlobFiles {
             size,
             hash,
             hasher,
+            stream: _,
             _claim,
         } = partial;
         if len != size {
@@ -191,6 +210,7 @@ impl BlobFiles {
             path,
             hash,
             size,
+            key: None,
             committed: false,
         };
         self.commit(temp)
@@ -221,8 +241,9 @@ impl BlobFiles {
         self.dir.join(&hex[..2]).join(&hex[2..])
     }
 
-    /// Streams `reader` into a temporary file, hashing as it goes; refuses
-    /// content longer than `max` bytes without reading much past it.
+    /// Streams `reader` into a temporary file, hashing as it goes and
+    /// encrypting under a new key; refuses content longer than `max` bytes
+    /// without reading much past it.
     ///
     /// Content larger than one buffer is hashed on the calling thread while
     /// a second thread writes the previous buffers, so the speed is that of
@@ -232,10 +253,13 @@ impl BlobFiles {
         let name = format!("{}-{:016x}", std::process::id(), rand_suffix());
         let path = self.tmp.join(name);
         let mut file = File::create(&path)?;
+        let key = ItemKey::random();
+        let mut stream = key.blob_stream(0);
         let mut temp = TempBlob {
             path,
             hash: BlobHash::from_bytes([0; 32]),
             size: 0,
+            key: Some(key),
             committed: false,
         };
         let mut hasher = blake3::Hasher::new();
@@ -246,9 +270,11 @@ impl BlobFiles {
         check_blob_size(temp.size, max)?;
         hasher.update(&first);
         if n < STREAM_BUFFER {
+            stream.apply(&mut first);
             file.write_all(&first)?;
         } else {
-            file = pipeline(file, first, &mut reader, &mut hasher, &mut temp.size, max)?;
+            let sizes = (&mut temp.size, max);
+            file = pipeline(file, stream, first, &mut reader, &mut hasher, sizes)?;
         }
         if self.sync {
             file.sync_all()?;
@@ -287,12 +313,14 @@ impl BlobFiles {
         }
     }
 
-    /// Opens `start..end` of a blob (`end` `None`: to the end).
+    /// Opens `start..end` of a blob (`end` `None`: to the end), decrypted
+    /// with `key` (`None`: a file in the clear).
     pub(crate) fn reader(
         &self,
         hash: &BlobHash,
         start: u64,
         end: Option<u64>,
+        key: Option<&ItemKey>,
     ) -> Result<BlobReader> {
         let mut file = match File::open(self.path_of(hash)) {
             Ok(f) => f,
@@ -308,6 +336,7 @@ impl BlobFiles {
         Ok(BlobReader {
             inner: file.take(end - start),
             len: end - start,
+            stream: key.map(|k| k.blob_stream(start)),
         })
     }
 
@@ -364,21 +393,23 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Hashes on this thread while a scoped thread writes; returns the file.
+/// Hashes on this thread while a scoped thread encrypts and writes;
+/// returns the file.
 fn pipeline(
     file: File,
+    mut stream: BlobStream,
     first: Vec<u8>,
     reader: &mut impl Read,
     hasher: &mut blake3::Hasher,
-    size: &mut u64,
-    max: u64,
+    (size, max): (&mut u64, u64),
 ) -> Result<File> {
     let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(PIPELINE_DEPTH);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|scope| {
         let writer = scope.spawn(move || -> io::Result<File> {
             let mut out = file;
-            for buf in full_rx {
+            for mut buf in full_rx {
+                stream.apply(&mut buf);
                 out.write_all(&buf)?;
                 // The reader may be gone already; then the buffer is dropped.
                 let _ = empty_tx.send(buf);
@@ -441,6 +472,8 @@ fn rand_suffix() -> u64 {
 pub struct BlobReader {
     inner: io::Take<File>,
     len: u64,
+    /// Decrypts what is read (`None`: a file stored in the clear).
+    stream: Option<BlobStream>,
 }
 
 impl BlobReader {
@@ -457,7 +490,11 @@ impl BlobReader {
 
 impl Read for BlobReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
+        let n = self.inner.read(buf)?;
+        if let Some(stream) = &mut self.stream {
+            stream.apply(&mut buf[..n]);
+        }
+        Ok(n)
     }
 }
 
@@ -473,6 +510,8 @@ pub struct PartialBlob {
     hash: BlobHash,
     /// Hash of the bytes so far: each byte is hashed once, as it arrives.
     hasher: blake3::Hasher,
+    /// Encrypts what is appended (`None`: stored in the clear).
+    stream: Option<BlobStream>,
     /// This is the blob's only open download.
     _claim: DownloadClaim,
 }
@@ -511,7 +550,14 @@ impl PartialBlob {
                 max: self.size,
             });
         }
-        self.file.write_all(bytes)?;
+        match &mut self.stream {
+            Some(stream) => {
+                let mut sealed = bytes.to_vec();
+                stream.apply(&mut sealed);
+                self.file.write_all(&sealed)?;
+            }
+            None => self.file.write_all(bytes)?,
+        }
         self.hasher.update(bytes);
         self.len = end;
         Ok(())

@@ -9,6 +9,9 @@
 //! | `tombs`    | ns ‖ prefix ‖ 0xFF ‖ time (8, BE)               | empty                  |
 //! | `records`  | kind ‖ ns ‖ id                                  | opaque signed bytes    |
 //! | `meta`     | `seq` ‖ ns                                      | next sequence number   |
+//! | `vault`    | `d` ‖ ns ‖ path                                 | key slot (4, BE)       |
+//! | `vault`    | `b` ‖ hash                                      | key slot (4, BE)       |
+//! | `vault`    | `x` ‖ slot (4, BE)                              | empty: erasure pending |
 //!
 //! `path` is [`Path::encoded`]: every component followed by NUL. Components
 //! are UTF-8, which never contains the byte 0xFF, so `path ‖ 0xFF` can never
@@ -127,6 +130,43 @@ pub(crate) fn record(kind: u8, ns: &NamespaceId, id: &[u8]) -> Vec<u8> {
 
 pub(crate) fn record_prefix(kind: u8, ns: &NamespaceId) -> Vec<u8> {
     record(kind, ns, &[])
+}
+
+/// The vault slot of a document's key.
+pub(crate) fn vault_doc(ns: &NamespaceId, path: &Path) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33 + path.encoded().len());
+    k.push(b'd');
+    k.extend_from_slice(ns.as_bytes());
+    k.extend_from_slice(path.encoded());
+    k
+}
+
+/// The vault slot of a blob file's key.
+pub(crate) fn vault_blob(hash: &BlobHash) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33);
+    k.push(b'b');
+    k.extend_from_slice(hash.as_bytes());
+    k
+}
+
+/// Prefix of the pending-erasure markers.
+pub(crate) const VAULT_ERASING: &[u8] = b"x";
+
+/// A slot whose key is being destroyed.
+pub(crate) fn vault_erasing(slot: u32) -> Vec<u8> {
+    let mut k = VAULT_ERASING.to_vec();
+    k.extend_from_slice(&slot.to_be_bytes());
+    k
+}
+
+/// Decodes a slot number (the value of a slot map entry, or the tail of a
+/// pending-erasure key).
+pub(crate) fn slot_of(bytes: &[u8]) -> crate::Result<u32> {
+    let b: [u8; 4] = bytes.try_into().map_err(|_| crate::Error::Corrupt {
+        what: "vault slot",
+        why: "bad length",
+    })?;
+    Ok(u32::from_be_bytes(b))
 }
 
 #[cfg(test)]

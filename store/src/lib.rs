@@ -13,11 +13,22 @@
 //!   to them, deleted when the last reference goes;
 //! - a **change log** per namespace (every write gets the next sequence
 //!   number; [`Store::changes_since`]) and **watchers** ([`Store::watch`]);
-//! - **tombstones**: [`Store::apply_tombstone`] deletes a subtree and refuses
-//!   anything older than the deletion from then on, and [`Store::compact`]
-//!   makes the deleted bytes disappear from the data folder;
+//! - **tombstones**: [`Store::apply_tombstone`] deletes a subtree, erases
+//!   it before returning (see below) and refuses anything older than the
+//!   deletion from then on; [`Store::compact`] reclaims the space;
 //! - opaque **records** (signed capabilities, receipts, an outbox) written
 //!   atomically with the data they relate to.
+//!
+//! **Erasure.** Every document and blob is encrypted at rest
+//! (XChaCha20-Poly1305 for document chunks, XChaCha20 for blob files) under
+//! a random key of its own, kept in the `vault` file, whose slots are
+//! overwritten in place. Deleting an item (a tombstone, a replaced
+//! document or blob, a purged blob) destroys its key, durably, before the
+//! call returns: every copy of its bytes left in fjall's journal and tables
+//! is then ciphertext that nothing in the data folder opens. Paths, sizes,
+//! heads and blob hashes are not encrypted and leave with compaction. See
+//! the vault module's docs for the order of writes and what this does not
+//! protect against.
 //!
 //! Writes that belong together are one fjall batch. With the default
 //! [`Durability::Buffered`] a write that returned `Ok` survives a crash of
@@ -57,6 +68,7 @@ mod keys;
 mod options;
 mod records;
 mod store;
+mod vault;
 mod watch;
 
 pub use automerge;

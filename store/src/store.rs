@@ -17,6 +17,7 @@ use crate::error::Limit;
 use crate::keys;
 use crate::options::{Durability, Limits, Options};
 use crate::records::{RecordKind, RecordOp};
+use crate::vault::{ItemKey, Slot, Vault};
 use crate::watch::{Watcher, Watchers};
 use crate::{BlobHash, Entry, EntryKind, Error, Result};
 
@@ -164,10 +165,15 @@ struct Inner {
     tombs: Keyspace,
     records: Keyspace,
     meta: Keyspace,
+    /// Which vault slot holds which document's or blob's key, and the slots
+    /// whose erasure is pending.
+    vault_map: Keyspace,
     /// Filler written only by [`Store::compact`] to make fjall start a new
     /// journal file; empty otherwise.
     scratch: Keyspace,
     blobs: BlobFiles,
+    /// The keys of every document and blob, overwritten when they go.
+    vault: Vault,
     clock: HybridClock,
     actor: ActorId,
     namespaces: Mutex<HashMap<NamespaceId, Arc<Mutex<NsState>>>>,
@@ -212,8 +218,11 @@ impl Store {
         let tombs = ks("tombs")?;
         let records = ks("records")?;
         let meta = ks("meta")?;
+        let vault_map = ks("vault")?;
         let scratch = ks("scratch")?;
-        let blobs = BlobFiles::open(dir.join("blobs"), options.durability == Durability::Sync)?;
+        let sync = options.durability == Durability::Sync;
+        let blobs = BlobFiles::open(dir.join("blobs"), sync)?;
+        let vault = Vault::open(&dir.join("vault"), sync)?;
         let actor = ActorId::from(options.device.as_bytes().as_slice());
         let limits = options.limits.clamped();
         let inner = Inner {
@@ -228,8 +237,10 @@ impl Store {
             tombs,
             records,
             meta,
+            vault_map,
             scratch,
             blobs,
+            vault,
             clock: HybridClock::new(),
             actor,
             namespaces: Mutex::default(),
@@ -378,9 +389,11 @@ impl Store {
             Some(e) if e.blob_hash().is_some() => return Err(wrong_kind(path, "document", &e)),
             Some(_) => {}
         }
+        let key = inner.doc_key_in(&snap, ns, path)?;
         let mut out = Vec::new();
         for guard in snap.prefix(&inner.docs, keys::doc_prefix(ns, path)) {
-            out.extend_from_slice(&guard.value()?);
+            let (fjall_key, value) = guard.into_inner()?;
+            out.extend_from_slice(&open_chunk(key.as_ref(), &fjall_key, &value)?);
         }
         Ok(out)
     }
@@ -488,11 +501,7 @@ impl Store {
             txn.drop_doc(path, old);
         }
         let seq = txn.next_seq();
-        txn.batch.insert(
-            &inner.docs,
-            keys::doc_chunk(ns, path, keys::CHUNK_APPLIED, seq),
-            bytes.as_slice(),
-        );
+        txn.put_chunk(path, keys::CHUNK_APPLIED, seq, &bytes)?;
         let entry = Entry {
             kind: EntryKind::Document {
                 created: now,
@@ -796,7 +805,7 @@ impl Store {
         if !inner.is_referenced(&expected)? {
             return Err(Error::Unreferenced(expected));
         }
-        inner.blobs.commit(temp)
+        inner.place_blob(temp)
     }
 
     /// Opens the resumable download of a blob that an entry references:
@@ -815,7 +824,20 @@ impl Store {
         if !inner.is_referenced(&hash)? {
             return Err(Error::Unreferenced(hash));
         }
-        inner.blobs.partial(hash, size)
+        // The download is encrypted under the blob's key from its first
+        // byte; a partial file from before encryption at rest starts over.
+        let (key, restart) = {
+            let _guard = inner.blob_lock.lock();
+            match inner.blob_key(&hash)? {
+                Some(key) => (key, false),
+                None => {
+                    let key = ItemKey::random();
+                    inner.map_blob_key(&hash, &key)?;
+                    (key, true)
+                }
+            }
+        };
+        inner.blobs.partial(hash, size, Some(&key), restart)
     }
 
     /// Verifies a complete download against its hash and stores it. A
@@ -828,11 +850,24 @@ impl Store {
     pub fn finish_import(&self, partial: PartialBlob) -> Result<()> {
         let inner = &self.inner;
         let _guard = inner.blob_lock.lock();
-        if !inner.is_referenced(&partial.hash())? {
-            inner.blobs.remove_partial(&partial.hash());
-            return Err(Error::Unreferenced(partial.hash()));
+        let hash = partial.hash();
+        if !inner.is_referenced(&hash)? {
+            drop(partial);
+            inner.drop_blob_files(&[hash])?;
+            return Err(Error::Unreferenced(hash));
         }
-        inner.blobs.finish_partial(partial)
+        match inner.blobs.finish_partial(partial) {
+            Err(e @ Error::HashMismatch { .. }) => {
+                // The bytes received were not the blob's: their key goes
+                // with them, so the next try encrypts under a new one.
+                if !inner.blobs.exists(&hash) {
+                    let slots = inner.unmap_blobs(&[hash])?;
+                    inner.erase(&slots)?;
+                }
+                Err(e)
+            }
+            other => other,
+        }
     }
 
     /// The namespaces with an entry that references `hash`. Blocks.
@@ -867,7 +902,7 @@ impl Store {
     /// [`Error::Io`].
     pub fn purge_blob(&self, hash: &BlobHash) -> Result<bool> {
         let _guard = self.inner.blob_lock.lock();
-        self.inner.blobs.remove(hash)
+        self.inner.drop_blob_files(&[*hash])
     }
 
     /// Streams `range` of a blob's content (all of it with `..`). Blocks on
@@ -886,7 +921,8 @@ impl Store {
             Bound::Excluded(e) => Some(*e),
             Bound::Unbounded => None,
         };
-        self.inner.blobs.reader(hash, start, end)
+        let key = self.inner.blob_key(hash)?;
+        self.inner.blobs.reader(hash, start, end, key.as_ref())
     }
 
     // ----- deletion ------------------------------------------------------
@@ -1182,6 +1218,33 @@ fn check_media_type(media_type: &str) -> Result<()> {
     Ok(())
 }
 
+/// A stored document chunk in Automerge's format: decrypted with `key`, or
+/// as stored if it was written before encryption at rest.
+fn open_chunk(key: Option<&ItemKey>, fjall_key: &[u8], stored: &[u8]) -> Result<Vec<u8>> {
+    if !crate::vault::is_sealed(stored) {
+        return Ok(stored.to_vec());
+    }
+    match key {
+        Some(key) => key.open(fjall_key, stored),
+        None => Err(Error::Corrupt {
+            what: "document chunk",
+            why: "encrypted, but the document has no key",
+        }),
+    }
+}
+
+/// A document's key as a write sees it.
+enum DocKey {
+    /// Stored before this write.
+    Existing(ItemKey),
+    /// Allocated by this write, for a new document (or one replacing the
+    /// old one at its path).
+    Fresh(Slot, ItemKey),
+    /// The document was removed by this write; its key is erased after the
+    /// commit.
+    Dropped,
+}
+
 fn not_found(ns: &NamespaceId, path: &Path) -> Error {
     Error::NotFound {
         namespace: *ns,
@@ -1208,7 +1271,7 @@ struct LoadedDoc {
 }
 
 impl Inner {
-    fn keyspaces(&self) -> [&Keyspace; 8] {
+    fn keyspaces(&self) -> [&Keyspace; 9] {
         [
             &self.entries,
             &self.docs,
@@ -1217,8 +1280,156 @@ impl Inner {
             &self.tombs,
             &self.records,
             &self.meta,
+            &self.vault_map,
             &self.scratch,
         ]
+    }
+
+    /// The key of the document at `path`, as `reader` sees it; `None` for a
+    /// document stored before encryption at rest (or none at all).
+    fn doc_key_in(
+        &self,
+        reader: &impl Readable,
+        ns: &NamespaceId,
+        path: &Path,
+    ) -> Result<Option<ItemKey>> {
+        match reader.get(&self.vault_map, keys::vault_doc(ns, path))? {
+            None => Ok(None),
+            Some(slot) => self.key_in_slot(keys::slot_of(&slot)?).map(Some),
+        }
+    }
+
+    fn key_in_slot(&self, slot: Slot) -> Result<ItemKey> {
+        self.vault.key(slot)?.ok_or(Error::Corrupt {
+            what: "vault",
+            why: "the key of a stored item was destroyed",
+        })
+    }
+
+    /// The key a blob's files are encrypted with; `None` for a file stored
+    /// in the clear (before encryption at rest).
+    fn blob_key(&self, hash: &BlobHash) -> Result<Option<ItemKey>> {
+        match self.vault_map.get(keys::vault_blob(hash))? {
+            None => Ok(None),
+            Some(slot) => self.key_in_slot(keys::slot_of(&slot)?).map(Some),
+        }
+    }
+
+    /// Stores `key` in the vault as the key of `hash`'s files (replacing,
+    /// and erasing, any earlier one). Call with the blob lock held.
+    fn map_blob_key(&self, hash: &BlobHash, key: &ItemKey) -> Result<()> {
+        let old = self.vault_map.get(keys::vault_blob(hash))?;
+        let slot = self.vault.allocate(key)?;
+        let mut batch = self.batch();
+        batch.insert(&self.vault_map, keys::vault_blob(hash), slot.to_be_bytes());
+        let old = match old {
+            Some(old) => {
+                let old = keys::slot_of(&old)?;
+                batch.insert(&self.vault_map, keys::vault_erasing(old), b"");
+                Some(old)
+            }
+            None => None,
+        };
+        if let Err(e) = batch.commit() {
+            self.vault.discard(&[slot]);
+            return Err(e.into());
+        }
+        if let Some(old) = old {
+            // Whatever was encrypted under the old key (a partial download)
+            // cannot be read any more: it goes.
+            self.blobs.remove_partial(hash);
+            self.erase(&[old])?;
+        }
+        Ok(())
+    }
+
+    /// Moves new blob content into place, its key into the vault first (a
+    /// crash in between leaves a key for a missing file, which a download
+    /// fills again). Content already there is kept and the copy dropped.
+    /// Call with the blob lock held.
+    fn place_blob(&self, temp: TempBlob) -> Result<()> {
+        if self.blobs.exists(&temp.hash) {
+            return Ok(());
+        }
+        if let Some(key) = &temp.key {
+            self.map_blob_key(&temp.hash, key)?;
+        }
+        self.blobs.commit(temp)
+    }
+
+    /// Removes blobs' files (content and partial downloads) and erases
+    /// their keys. Returns whether a content file was removed. Call with
+    /// the blob lock held.
+    fn drop_blob_files(&self, hashes: &[BlobHash]) -> Result<bool> {
+        let mut removed = false;
+        for hash in hashes {
+            removed |= self.blobs.remove(hash)?;
+            self.blobs.remove_partial(hash);
+        }
+        let slots = self.unmap_blobs(hashes)?;
+        self.erase(&slots)?;
+        Ok(removed)
+    }
+
+    /// Removes the slot map entries of `hashes`' keys, marking their slots
+    /// for erasure, in one batch; returns the slots. Call with the blob
+    /// lock held.
+    fn unmap_blobs(&self, hashes: &[BlobHash]) -> Result<Vec<Slot>> {
+        let mut batch = self.batch();
+        let mut slots = Vec::new();
+        for hash in hashes {
+            if let Some(slot) = self.vault_map.get(keys::vault_blob(hash))? {
+                let slot = keys::slot_of(&slot)?;
+                if !slots.contains(&slot) {
+                    batch.remove(&self.vault_map, keys::vault_blob(hash));
+                    batch.insert(&self.vault_map, keys::vault_erasing(slot), b"");
+                    slots.push(slot);
+                }
+            }
+        }
+        if !slots.is_empty() {
+            batch.commit()?;
+        }
+        Ok(slots)
+    }
+
+    /// Destroys the keys in `slots`, whose slot map entries are gone and
+    /// whose pending-erasure markers are written: the journal is fsynced
+    /// (so the deletion is on disk before its keys go), the slots are
+    /// overwritten with zeros and the vault fsynced, then the markers are
+    /// removed. The slots are reused only after the store is opened again,
+    /// once nothing can mark them again.
+    fn erase(&self, slots: &[Slot]) -> Result<()> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        self.db.persist(PersistMode::SyncAll)?;
+        self.vault.destroy(slots)?;
+        let mut batch = self.batch();
+        for slot in slots {
+            batch.remove(&self.vault_map, keys::vault_erasing(*slot));
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// Finishes erasures a crash interrupted (their markers are still
+    /// there).
+    fn resume_erasures(&self) -> Result<()> {
+        let mut slots = Vec::new();
+        for guard in self.vault_map.prefix(keys::VAULT_ERASING) {
+            let key = guard.key()?;
+            slots.push(keys::slot_of(&key[keys::VAULT_ERASING.len()..])?);
+        }
+        if slots.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(count = slots.len(), "finishing interrupted erasures");
+        self.erase(&slots)?;
+        // The slots may be reused from now on: their markers must not come
+        // back after a power loss.
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
     }
 
     /// Appends incompressible filler through `scratch` until fjall seals the
@@ -1294,20 +1505,25 @@ impl Inner {
             })?;
             *self.outbox_next.lock() = u64::from_be_bytes(bytes);
         }
+        self.resume_erasures()?;
         // Blob files nothing references were left by a crash between writing
         // the file and committing its entry (or its removal).
         let _guard = self.blob_lock.lock();
+        let mut unreferenced = Vec::new();
         for hash in self.blobs.all()? {
             if !self.is_referenced(&hash)? {
                 tracing::info!(%hash, "removing unreferenced blob file");
-                self.blobs.remove(&hash)?;
+                unreferenced.push(hash);
             }
         }
         for hash in self.blobs.partials()? {
-            if !self.is_referenced(&hash)? || self.blobs.exists(&hash) {
+            if !self.is_referenced(&hash)? {
+                unreferenced.push(hash);
+            } else if self.blobs.exists(&hash) {
                 self.blobs.remove_partial(&hash);
             }
         }
+        self.drop_blob_files(&unreferenced)?;
         Ok(())
     }
 
@@ -1348,6 +1564,9 @@ impl Inner {
             changes: Vec::new(),
             freed: Vec::new(),
             place: Vec::new(),
+            doc_keys: HashMap::new(),
+            allocated: Vec::new(),
+            erase: Vec::new(),
             touches_blobs: false,
             committed: false,
         })
@@ -1385,9 +1604,11 @@ impl Inner {
 
     fn load_doc(&self, reader: &impl Readable, ns: &NamespaceId, path: &Path) -> Result<LoadedDoc> {
         let prefix = keys::doc_prefix(ns, path);
+        let doc_key = self.doc_key_in(reader, ns, path)?;
         let mut loaded = LoadedDoc::default();
         for guard in reader.prefix(&self.docs, &prefix) {
-            let (key, value) = guard.into_inner()?;
+            let (key, sealed) = guard.into_inner()?;
+            let value = open_chunk(doc_key.as_ref(), &key, &sealed)?;
             match keys::chunk_kind(&key, prefix.len()) {
                 Some(keys::CHUNK_APPLIED) => {
                     loaded.applied_bytes += value.len() as u64;
@@ -1559,6 +1780,12 @@ struct Txn<'a> {
     freed: Vec<BlobHash>,
     /// New blob content to move into place in the same critical section.
     place: Vec<TempBlob>,
+    /// Keys of the documents this write touches.
+    doc_keys: HashMap<Path, DocKey>,
+    /// Vault slots allocated by this write (cleared again if it fails).
+    allocated: Vec<Slot>,
+    /// Vault slots to erase once the batch is committed.
+    erase: Vec<Slot>,
     touches_blobs: bool,
     committed: bool,
 }
@@ -1566,13 +1793,52 @@ struct Txn<'a> {
 impl Drop for Txn<'_> {
     fn drop(&mut self) {
         if !self.committed {
-            // Nothing was written: hand the sequence numbers back.
+            // Nothing was written: hand the sequence numbers and the vault
+            // slots back.
             self.state.next_seq = self.start_seq;
+            self.inner.vault.discard(&self.allocated);
         }
     }
 }
 
 impl Txn<'_> {
+    /// Stores a chunk of the document at `path`, encrypted under its key
+    /// (a new key for a document without one).
+    fn put_chunk(&mut self, path: &Path, kind: u8, seq: u64, plaintext: &[u8]) -> Result<()> {
+        let key = keys::doc_chunk(&self.ns, path, kind, seq);
+        let sealed = self.doc_key(path)?.seal(&key, plaintext);
+        self.batch.insert(&self.inner.docs, key, sealed);
+        Ok(())
+    }
+
+    fn doc_key(&mut self, path: &Path) -> Result<&ItemKey> {
+        let inner = self.inner;
+        let stored = match self.doc_keys.get(path) {
+            Some(DocKey::Existing(_) | DocKey::Fresh(..)) => None,
+            Some(DocKey::Dropped) => Some(None),
+            None => Some(inner.doc_key_in(&inner.db.snapshot(), &self.ns, path)?),
+        };
+        if let Some(stored) = stored {
+            let state = match stored {
+                Some(key) => DocKey::Existing(key),
+                None => {
+                    let key = ItemKey::random();
+                    let slot = inner.vault.allocate(&key)?;
+                    self.allocated.push(slot);
+                    DocKey::Fresh(slot, key)
+                }
+            };
+            self.doc_keys.insert(path.clone(), state);
+        }
+        match self.doc_keys.get(path) {
+            Some(DocKey::Existing(key) | DocKey::Fresh(_, key)) => Ok(key),
+            _ => Err(Error::Corrupt {
+                what: "document key",
+                why: "missing after allocation",
+            }),
+        }
+    }
+
     fn next_seq(&mut self) -> u64 {
         let seq = self.state.next_seq;
         self.state.next_seq += 1;
@@ -1635,6 +1901,27 @@ impl Txn<'_> {
                 Err(e) => tracing::error!(%e, "could not read a document chunk key while deleting"),
             }
         }
+        // Its key is erased after the commit: every copy of the chunks left
+        // in the journal and the tables is unreadable from then on.
+        let slot = match self.doc_keys.get(path) {
+            Some(DocKey::Fresh(slot, _)) => Some(*slot),
+            Some(DocKey::Dropped) => None,
+            Some(DocKey::Existing(_)) | None => {
+                match inner.vault_map.get(keys::vault_doc(&self.ns, path)) {
+                    Ok(slot) => slot.and_then(|s| keys::slot_of(&s).ok()),
+                    Err(e) => {
+                        tracing::error!(%e, "could not read a document's key slot while deleting");
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(slot) = slot {
+            self.batch
+                .insert(&inner.vault_map, keys::vault_erasing(slot), b"");
+            self.erase.push(slot);
+        }
+        self.doc_keys.insert(path.clone(), DocKey::Dropped);
     }
 
     /// Removes the entry at `path` entirely (a tombstone reached it).
@@ -1687,7 +1974,6 @@ impl Txn<'_> {
         received: Option<&[u8]>,
     ) -> Result<Entry> {
         let inner = self.inner;
-        let ns = self.ns;
         let limits = inner.limits;
         let missing = loaded.doc.get_missing_deps(&[]);
         // A new document is saved whole (Automerge's compact format loads
@@ -1716,11 +2002,7 @@ impl Txn<'_> {
         if let Some(raw) = pending {
             pending_bytes += raw.len() as u64;
             inner.check_size(Limit::PendingSize, pending_bytes, limits.max_pending_size)?;
-            self.batch.insert(
-                &inner.docs,
-                keys::doc_chunk(&ns, path, keys::CHUNK_PENDING, seq),
-                raw,
-            );
+            self.put_chunk(path, keys::CHUNK_PENDING, seq, raw)?;
         } else if missing.is_empty() {
             for key in loaded.pending_keys.drain(..) {
                 self.batch.remove(&inner.docs, key);
@@ -1734,19 +2016,11 @@ impl Txn<'_> {
                 self.batch.remove(&inner.docs, key);
             }
             let len = snapshot.len() as u64;
-            self.batch.insert(
-                &inner.docs,
-                keys::doc_chunk(&ns, path, keys::CHUNK_APPLIED, seq),
-                snapshot,
-            );
+            self.put_chunk(path, keys::CHUNK_APPLIED, seq, &snapshot)?;
             len
         } else if !chunk.is_empty() {
             let len = chunk.len() as u64;
-            self.batch.insert(
-                &inner.docs,
-                keys::doc_chunk(&ns, path, keys::CHUNK_APPLIED, seq),
-                chunk,
-            );
+            self.put_chunk(path, keys::CHUNK_APPLIED, seq, &chunk)?;
             loaded.applied_bytes + len
         } else {
             loaded.applied_bytes
@@ -1793,23 +2067,40 @@ impl Txn<'_> {
             keys::meta_seq(&self.ns),
             encode_meta(self.state.next_seq, last),
         );
+        for (path, state) in self.doc_keys.drain() {
+            let key = keys::vault_doc(&self.ns, &path);
+            match state {
+                DocKey::Fresh(slot, _) => batch.insert(&inner.vault_map, key, slot.to_be_bytes()),
+                DocKey::Dropped => batch.remove(&inner.vault_map, key),
+                DocKey::Existing(_) => {}
+            }
+        }
         let mut deleted = 0;
         if self.touches_blobs || !self.place.is_empty() {
             let _guard = inner.blob_lock.lock();
             for temp in self.place.drain(..) {
-                inner.blobs.commit(temp)?;
+                inner.place_blob(temp)?;
             }
             batch.commit()?;
             self.committed = true;
+            let mut gone = Vec::new();
             for hash in self.freed.drain(..) {
-                if !inner.is_referenced(&hash)? && inner.blobs.remove(&hash)? {
-                    deleted += 1;
+                if !gone.contains(&hash) && !inner.is_referenced(&hash)? {
+                    if inner.blobs.remove(&hash)? {
+                        deleted += 1;
+                    }
+                    inner.blobs.remove_partial(&hash);
+                    gone.push(hash);
                 }
             }
+            self.erase.extend(inner.unmap_blobs(&gone)?);
         } else {
             batch.commit()?;
             self.committed = true;
         }
+        // Deleted documents and blobs are unreadable before the write
+        // returns (see the vault module).
+        inner.erase(&self.erase)?;
         inner.watchers.notify(&self.changes);
         Ok(deleted)
     }

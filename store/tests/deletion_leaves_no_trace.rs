@@ -1,9 +1,13 @@
-//! After a deletion and the store's compaction step, no file in the data
-//! folder contains the deleted bytes.
+//! Erasure by crypto-shredding: documents and blobs are never in the data
+//! folder in the clear, and a deletion destroys the keys of what it deleted
+//! before it returns, so that no file in the data folder holds a key that
+//! opens any copy of the deleted bytes left in fjall's journal or tables.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+
+use std::collections::HashSet;
 
 use automerge::ROOT;
 use automerge::ReadDoc;
@@ -22,12 +26,27 @@ fn folder_contains(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathB
         .collect()
 }
 
-#[test]
-fn deleted_documents_and_blobs_leave_no_bytes_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), 1);
+/// The keys in the vault file (its non-zero 32-byte slots after the
+/// 64-byte header).
+fn vault_keys(dir: &std::path::Path) -> HashSet<[u8; 32]> {
+    let bytes = std::fs::read(dir.join("vault")).unwrap();
+    assert_eq!(&bytes[..10], b"kith-vault");
+    bytes[64..]
+        .chunks_exact(32)
+        .filter(|k| k.iter().any(|b| *b != 0))
+        .map(|k| k.try_into().unwrap())
+        .collect()
+}
+
+/// Every key in `gone` that some file under `dir` still holds.
+fn keys_left(dir: &std::path::Path, gone: &HashSet<[u8; 32]>) -> Vec<std::path::PathBuf> {
+    gone.iter()
+        .flat_map(|k| folder_contains(dir, k))
+        .collect()
+}
+
+fn write_secrets(store: &kith_store::Store, blob: &[u8]) {
     let me = ns(1);
-    // Data that stays, before and after.
     store
         .edit_document(&me, &p("/keep/doc"), |d| d.put(ROOT, "text", "kept"))
         .unwrap()
@@ -43,32 +62,141 @@ fn deleted_documents_and_blobs_leave_no_bytes_behind() {
             .0
             .unwrap();
     }
-    let blob: Vec<u8> = format!("blob {MARKER} blob").into_bytes();
     store
-        .put_blob(&me, &p("/secret/photo"), &blob[..], "text/plain")
+        .put_blob(&me, &p("/secret/photo"), blob, "text/plain")
         .unwrap();
+}
+
+#[test]
+fn documents_and_blobs_are_never_in_the_data_folder_in_the_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 1);
+    let blob = format!("blob {MARKER} blob").repeat(20_000).into_bytes();
+    write_secrets(&store, &blob);
     store.sync().unwrap();
-    // The test can fail: the marker is on disk before the deletion.
-    assert!(
-        !folder_contains(dir.path(), MARKER.as_bytes()).is_empty(),
-        "marker not written at all"
-    );
+    let left = folder_contains(dir.path(), MARKER.as_bytes());
+    assert!(left.is_empty(), "plaintext in {left:?}");
+    // Read back whole and in ranges, after a restart.
+    drop(store);
+    let store = open(dir.path(), 1);
+    let doc = store.document(&ns(1), &p("/secret/doc")).unwrap().unwrap();
+    let text = doc.get(ROOT, "text").unwrap().unwrap().0.into_string().unwrap();
+    assert_eq!(text, format!("{MARKER} v4"));
+    let hash = store
+        .get(&ns(1), &p("/secret/photo"))
+        .unwrap()
+        .unwrap()
+        .blob_hash()
+        .unwrap();
+    let mut all = Vec::new();
+    std::io::Read::read_to_end(&mut store.read_blob(&hash, ..).unwrap(), &mut all).unwrap();
+    assert_eq!(all, blob);
+    let mut part = Vec::new();
+    std::io::Read::read_to_end(&mut store.read_blob(&hash, 300_001..300_100).unwrap(), &mut part)
+        .unwrap();
+    assert_eq!(part, blob[300_001..300_100]);
+}
+
+#[test]
+fn a_deletion_destroys_the_keys_of_what_it_deleted_before_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 1);
+    let me = ns(1);
+    let blob = format!("blob {MARKER} blob").into_bytes();
+    write_secrets(&store, &blob);
+    let before = vault_keys(dir.path());
+    assert_eq!(before.len(), 3, "two documents and a blob, a key each");
 
     let out = store
         .apply_tombstone(&me, &p("/secret"), store.clock().now(), &[])
         .unwrap();
     assert_eq!(out.removed, 2);
     assert_eq!(out.blobs_deleted, 1);
-    store.compact().unwrap();
 
-    let left = folder_contains(dir.path(), MARKER.as_bytes());
-    assert!(left.is_empty(), "deleted bytes still in {left:?}");
-    // What was not deleted is intact, now and after a restart.
+    // No compaction: the ciphertext may still be in the journal, but the
+    // keys that opened it are nowhere in the folder.
+    let gone: HashSet<_> = before.difference(&vault_keys(dir.path())).copied().collect();
+    assert_eq!(gone.len(), 2, "the secret document's and the blob's keys");
+    let left = keys_left(dir.path(), &gone);
+    assert!(left.is_empty(), "a destroyed key is still in {left:?}");
+    assert!(folder_contains(dir.path(), MARKER.as_bytes()).is_empty());
+
+    // What was not deleted is intact after a restart, and a new document
+    // reuses no destroyed key.
     drop(store);
     let store = open(dir.path(), 1);
     let doc = store.document(&me, &p("/keep/doc")).unwrap().unwrap();
     assert!(doc.get(ROOT, "text").unwrap().is_some());
     assert!(store.get(&me, &p("/secret/doc")).unwrap().is_none());
-    let left = folder_contains(dir.path(), MARKER.as_bytes());
-    assert!(left.is_empty(), "deleted bytes came back in {left:?}");
+    store
+        .edit_document(&me, &p("/new"), |d| d.put(ROOT, "text", "new"))
+        .unwrap()
+        .0
+        .unwrap();
+    assert!(vault_keys(dir.path()).is_disjoint(&gone));
+    // Compaction still runs and keeps what stays.
+    store.compact().unwrap();
+    assert!(store.document(&me, &p("/keep/doc")).unwrap().is_some());
+}
+
+#[test]
+fn replacing_a_document_or_a_blob_destroys_the_old_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 1);
+    let me = ns(1);
+    store
+        .edit_document(&me, &p("/doc"), |d| d.put(ROOT, "text", "first"))
+        .unwrap()
+        .0
+        .unwrap();
+    store
+        .put_blob(&me, &p("/photo"), &b"first photo"[..], "image/jpeg")
+        .unwrap();
+    let before = vault_keys(dir.path());
+    store
+        .create_document(&me, &p("/doc"), automerge::AutoCommit::new())
+        .unwrap();
+    store
+        .put_blob(&me, &p("/photo"), &b"second photo"[..], "image/jpeg")
+        .unwrap();
+    let now = vault_keys(dir.path());
+    assert_eq!(before.intersection(&now).count(), 0, "both old keys went");
+    assert_eq!(now.len(), 2, "one new key each");
+    assert!(keys_left(dir.path(), &before).is_empty());
+}
+
+#[test]
+fn a_purged_blob_loses_its_key_and_a_fetched_one_is_encrypted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 1);
+    let me = ns(1);
+    let content = format!("fetched {MARKER} fetched").repeat(1000).into_bytes();
+    let hash = kith_store::BlobHash::from(blake3::hash(&content));
+    let write = kith_store::RemoteWrite {
+        device: common::device(2),
+        timestamp: store.clock().now(),
+    };
+    store
+        .put_blob_entry(&me, &p("/theirs"), write, hash, content.len() as u64, "text/plain")
+        .unwrap();
+    // A download in two parts, the first interrupted.
+    let mut partial = store.resume_import(hash, content.len() as u64).unwrap();
+    partial.append(&content[..5000]).unwrap();
+    drop(partial);
+    store.sync().unwrap();
+    assert!(folder_contains(dir.path(), MARKER.as_bytes()).is_empty());
+    let mut partial = store.resume_import(hash, content.len() as u64).unwrap();
+    assert_eq!(partial.offset(), 5000);
+    partial.append(&content[5000..]).unwrap();
+    store.finish_import(partial).unwrap();
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut store.read_blob(&hash, ..).unwrap(), &mut back).unwrap();
+    assert_eq!(back, content);
+    assert!(folder_contains(dir.path(), MARKER.as_bytes()).is_empty());
+
+    let before = vault_keys(dir.path());
+    assert!(store.purge_blob(&hash).unwrap());
+    let gone: HashSet<_> = before.difference(&vault_keys(dir.path())).copied().collect();
+    assert_eq!(gone.len(), 1);
+    assert!(keys_left(dir.path(), &gone).is_empty());
 }
