@@ -1,6 +1,7 @@
 //! `delete`: one owner, N friends holding a post; the owner deletes it.
 //! Measured: the time from `delete` until each friend device's signed
-//! receipt is listed by the owner (p50 and all N).
+//! receipt is listed by the owner (p50 and all N). Also what erasing one
+//! post costs on a large store (`erasure.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use crate::swarm::{Swarm, quantile, run_async, sizes, until};
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 pub(crate) fn run(opts: &Options) -> Result<Vec<Figure>> {
-    let mut figures = Vec::new();
+    let mut figures = crate::erasure::run(opts)?;
     for n in sizes(opts, &[1, 10, 50, 250]) {
         figures.extend(run_async(delete(n))?);
     }

@@ -7,6 +7,7 @@
 mod caps;
 mod catchup;
 mod delete;
+mod erasure;
 mod fanout;
 mod peers;
 mod rawgossip;

@@ -311,8 +311,17 @@ impl fmt::Debug for Tombstone {
     }
 }
 
-/// A friend's device confirms that it applied a tombstone: "tombstone `X`
-/// applied at time `T`", in the friend's namespace, by this device.
+/// A friend's device confirms that it applied a tombstone and erased what
+/// it deleted: "tombstone `X` applied and erased at time `T`", in the
+/// friend's namespace, by this device.
+///
+/// What it asserts: by `applied_at` the device held nothing under the
+/// tombstone's prefix written at or before `up_to`, and the keys that
+/// encrypted the deleted documents and blobs at rest were destroyed on its
+/// disk, so no file in its data folder opens them. kith's node signs it
+/// only after that erasure is durable. It cannot assert anything about
+/// copies the friend made elsewhere (backups, screenshots, another
+/// program).
 ///
 /// Signed by the device's key; checked with the device's [`DeviceCert`]
 /// ([`verify`](Self::verify)).

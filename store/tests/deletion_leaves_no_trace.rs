@@ -40,9 +40,7 @@ fn vault_keys(dir: &std::path::Path) -> HashSet<[u8; 32]> {
 
 /// Every key in `gone` that some file under `dir` still holds.
 fn keys_left(dir: &std::path::Path, gone: &HashSet<[u8; 32]>) -> Vec<std::path::PathBuf> {
-    gone.iter()
-        .flat_map(|k| folder_contains(dir, k))
-        .collect()
+    gone.iter().flat_map(|k| folder_contains(dir, k)).collect()
 }
 
 fn write_secrets(store: &kith_store::Store, blob: &[u8]) {
@@ -80,7 +78,13 @@ fn documents_and_blobs_are_never_in_the_data_folder_in_the_clear() {
     drop(store);
     let store = open(dir.path(), 1);
     let doc = store.document(&ns(1), &p("/secret/doc")).unwrap().unwrap();
-    let text = doc.get(ROOT, "text").unwrap().unwrap().0.into_string().unwrap();
+    let text = doc
+        .get(ROOT, "text")
+        .unwrap()
+        .unwrap()
+        .0
+        .into_string()
+        .unwrap();
     assert_eq!(text, format!("{MARKER} v4"));
     let hash = store
         .get(&ns(1), &p("/secret/photo"))
@@ -92,8 +96,11 @@ fn documents_and_blobs_are_never_in_the_data_folder_in_the_clear() {
     std::io::Read::read_to_end(&mut store.read_blob(&hash, ..).unwrap(), &mut all).unwrap();
     assert_eq!(all, blob);
     let mut part = Vec::new();
-    std::io::Read::read_to_end(&mut store.read_blob(&hash, 300_001..300_100).unwrap(), &mut part)
-        .unwrap();
+    std::io::Read::read_to_end(
+        &mut store.read_blob(&hash, 300_001..300_100).unwrap(),
+        &mut part,
+    )
+    .unwrap();
     assert_eq!(part, blob[300_001..300_100]);
 }
 
@@ -115,7 +122,10 @@ fn a_deletion_destroys_the_keys_of_what_it_deleted_before_it_returns() {
 
     // No compaction: the ciphertext may still be in the journal, but the
     // keys that opened it are nowhere in the folder.
-    let gone: HashSet<_> = before.difference(&vault_keys(dir.path())).copied().collect();
+    let gone: HashSet<_> = before
+        .difference(&vault_keys(dir.path()))
+        .copied()
+        .collect();
     assert_eq!(gone.len(), 2, "the secret document's and the blob's keys");
     let left = keys_left(dir.path(), &gone);
     assert!(left.is_empty(), "a destroyed key is still in {left:?}");
@@ -170,14 +180,23 @@ fn a_purged_blob_loses_its_key_and_a_fetched_one_is_encrypted() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), 1);
     let me = ns(1);
-    let content = format!("fetched {MARKER} fetched").repeat(1000).into_bytes();
+    let content = format!("fetched {MARKER} fetched")
+        .repeat(1000)
+        .into_bytes();
     let hash = kith_store::BlobHash::from(blake3::hash(&content));
     let write = kith_store::RemoteWrite {
         device: common::device(2),
         timestamp: store.clock().now(),
     };
     store
-        .put_blob_entry(&me, &p("/theirs"), write, hash, content.len() as u64, "text/plain")
+        .put_blob_entry(
+            &me,
+            &p("/theirs"),
+            write,
+            hash,
+            content.len() as u64,
+            "text/plain",
+        )
         .unwrap();
     // A download in two parts, the first interrupted.
     let mut partial = store.resume_import(hash, content.len() as u64).unwrap();
@@ -196,7 +215,10 @@ fn a_purged_blob_loses_its_key_and_a_fetched_one_is_encrypted() {
 
     let before = vault_keys(dir.path());
     assert!(store.purge_blob(&hash).unwrap());
-    let gone: HashSet<_> = before.difference(&vault_keys(dir.path())).copied().collect();
+    let gone: HashSet<_> = before
+        .difference(&vault_keys(dir.path()))
+        .copied()
+        .collect();
     assert_eq!(gone.len(), 1);
     assert!(keys_left(dir.path(), &gone).is_empty());
 }

@@ -1181,7 +1181,9 @@ pub struct DeletionStatus {
 
 impl Shared {
     /// Queues a signed receipt of `tombstone` for its owner, unless one is
-    /// already waiting.
+    /// already waiting. Call only once the store has applied the tombstone:
+    /// `Store::apply_tombstone` returns after the deleted items' keys are
+    /// destroyed on disk, which is what the receipt asserts.
     pub(crate) fn queue_receipt(&self, owner: &NamespaceId, tombstone: &Tombstone) -> Result<()> {
         let pending = self.store.outbox(owner)?;
         let id = tombstone.id();
