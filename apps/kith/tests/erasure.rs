@@ -20,8 +20,8 @@
 //! proves the same of bob's folder once he is restarted, with his receipt.
 //!
 //! Before the deletion each test checks that what it later looks for was
-//! really there: the photo's bytes in plaintext in the friend's folder, or,
-//! when the store encrypts at rest, new keys in the friend's vault.
+//! really there, encrypted at rest: new keys in the friend's vault for the
+//! post and its photo, and neither in any file in the clear.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -303,13 +303,14 @@ fn hold(friend: &Path, scratch: &Path, post: &Post) {
     std::fs::remove_file(&copy).unwrap();
 }
 
-/// That the photo `friend` read is stored in its data folder: its bytes in
-/// plaintext, or (a store that encrypts at rest) keys added to its vault
-/// since `vault_before` (taken before the post arrived). Without this, the
-/// checks after the deletion could pass for having looked at nothing.
+/// That the post and the photo `friend` read are stored in its data
+/// folder, encrypted at rest: keys were added to its vault since
+/// `vault_before` (taken before the post arrived: one for the post, one for
+/// the photo), and neither the marker nor the photo's bytes are in any file
+/// in the clear. Without this, the checks after the deletion could pass for
+/// having looked at nothing.
 fn assert_stored(friend: &Path, post: &Post, vault_before: &HashSet<Key>) {
     let window = Needles::new(vec![("the photo".into(), post.window().to_vec())]);
-    let plain = window.find_in(friend);
     let scratch = post.file.parent().unwrap();
     assert!(
         window
@@ -318,14 +319,16 @@ fn assert_stored(friend: &Path, post: &Post, vault_before: &HashSet<Key>) {
             .any(|hit| hit.ends_with(post.file.file_name().unwrap().to_str().unwrap())),
         "the scan does not find the photo's window in the photo's own file"
     );
-    let added = vault_keys(friend).difference(vault_before).count();
-    eprintln!(
-        "{}: before the deletion, the photo's bytes in plaintext: {plain:?}; vault keys added by the post: {added}",
+    let plain = Needles::new(post.plaintext()).find_in(friend);
+    assert!(
+        plain.is_empty(),
+        "{} holds the post in the clear: {plain:?}",
         friend.display()
     );
+    let added = vault_keys(friend).difference(vault_before).count();
     assert!(
-        !plain.is_empty() || added > 0,
-        "{} read the photo but holds neither its bytes in plaintext nor new vault keys",
+        added >= 2,
+        "{} read the post and its photo but its vault gained {added} keys",
         friend.display()
     );
 }
