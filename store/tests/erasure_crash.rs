@@ -65,9 +65,17 @@ fn erasure_child() {
             .unwrap();
         let blob = format!("photo {i} ").repeat(100 + i as usize % 500);
         store
-            .put_blob(&me, &p(&format!("/e/{i}/photo")), blob.as_bytes(), "image/jpeg")
+            .put_blob(
+                &me,
+                &p(&format!("/e/{i}/photo")),
+                blob.as_bytes(),
+                "image/jpeg",
+            )
             .unwrap();
-        let new: Vec<String> = vault_keys(&dir).difference(&before).map(|k| hex(k)).collect();
+        let new: Vec<String> = vault_keys(&dir)
+            .difference(&before)
+            .map(|k| hex(k))
+            .collect();
         assert_eq!(new.len(), 2, "a key for the document and one for the blob");
         writeln!(out, "KEYS {i} {} {}", new[0], new[1]).unwrap();
         out.flush().unwrap();
@@ -94,7 +102,12 @@ fn deletions_are_erased_whatever_moment_the_process_is_killed() {
         rng ^= rng << 17;
         let kill_after = 1 + rng % 40;
         let mut child = Command::new(&exe)
-            .args(["--exact", "erasure_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "erasure_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_DIR, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -145,7 +158,10 @@ fn deletions_are_erased_whatever_moment_the_process_is_killed() {
                     erased_unacked += 1;
                 }
             } else {
-                assert!(!deleted.contains(i), "run {run}: acknowledged deletion of {i} undone");
+                assert!(
+                    !deleted.contains(i),
+                    "run {run}: acknowledged deletion of {i} undone"
+                );
                 assert!(store.document(&me, &doc).unwrap().is_some());
             }
         }

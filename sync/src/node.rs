@@ -916,6 +916,7 @@ impl Node {
         .await
         .map_err(|_| Error::Timeout("connecting"))?
         .map_err(Error::network)?;
+        self.inner.shared.gate.track(device, &conn);
         self.inner
             .connections
             .lock()
@@ -955,31 +956,18 @@ impl Node {
         }
     }
 
-    /// The devices of `owner` to sync from, in order of preference.
+    /// The devices of `owner` to sync from, in order of preference (for
+    /// this node's own namespace: its other devices).
     fn devices_of(&self, owner: &NamespaceId) -> Result<Vec<(DeviceId, Vec<SocketAddr>)>> {
+        let me = self.namespace();
         let known = self.inner.shared.known.read();
-        if *owner == self.namespace() {
-            let me = self.device();
-            return Ok(known
-                .own_certs
-                .iter()
-                .filter(|c| {
-                    c.device() != me && !known.own_device_revocations.iter().any(|r| r.revokes(c))
-                })
-                .map(|c| {
-                    (
-                        c.device(),
-                        known
-                            .own_addrs
-                            .get(&c.device())
-                            .cloned()
-                            .unwrap_or_default(),
-                    )
-                })
-                .collect());
+        if *owner != me && !known.friends.contains_key(owner) {
+            return Err(Error::NotFriend(*owner));
         }
-        let friend = known.friends.get(owner).ok_or(Error::NotFriend(*owner))?;
-        Ok(friend.devices())
+        let this = self.device();
+        let mut devices = known.devices_of(owner, &me);
+        devices.retain(|(d, _)| *d != this);
+        Ok(devices)
     }
 
     /// Catches up with `friend` now: connects to one of their devices and

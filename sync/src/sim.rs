@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use kith_caps::{CapId, ReadCap, Revocation, Tombstone, TombstoneId};
+use kith_caps::{CapId, DeviceRevocation, ReadCap, Revocation, Tombstone, TombstoneId};
 use kith_store::automerge::ROOT;
 use kith_store::automerge::transaction::Transactable;
 use kith_store::{RecordKind, RecordOp};
@@ -29,7 +29,7 @@ use crate::net::gate::Gate;
 use crate::net::limits::{PeerBudgets, PeerLimits};
 use crate::proto::fetch::Fetch;
 use crate::proto::serve::{Output, Serve};
-use crate::proto::wire::Message;
+use crate::proto::wire::{Message, RefusalCode};
 use crate::state::{FriendReplica, OwnerSource, Shared};
 use crate::ticket::Ticket;
 
@@ -324,6 +324,136 @@ fn run(seed: u64, friends: usize, steps: usize) {
             }
         }
     }
+}
+
+/// An owner and a friend (nodes in `dirs`) who befriended each other; the
+/// friend may read `/feed`, where the owner wrote one document.
+pub(crate) fn friends_with_a_post(dirs: &[tempfile::TempDir; 2]) -> (Arc<Shared>, Arc<Shared>) {
+    let owner = node(dirs[0].path());
+    let friend = node(dirs[1].path());
+    owner.add_friend(&ticket(&friend)).unwrap();
+    friend.add_friend(&ticket(&owner)).unwrap();
+    let cap = ReadCap::issue(
+        owner.identity.namespace_key.as_ref().unwrap(),
+        CapId::random(&mut rand::rng()),
+        friend.namespace(),
+        Path::parse("/feed").unwrap(),
+        owner.store.clock().now(),
+        None,
+    )
+    .unwrap();
+    owner.store_own_cap(&cap).unwrap();
+    write(&owner, &Path::parse("/feed/post").unwrap(), 1);
+    (owner, friend)
+}
+
+/// The first message of a serving session: the owner's answer to `friend`'s
+/// Hello.
+fn answer_to_hello(owner: &Shared, friend: &Shared) -> Vec<Message> {
+    let mut serve = Serve::new(friend.identity.device());
+    serve
+        .handle(
+            Fetch::hello(&friend.identity.cert, &[]),
+            Timestamp::wall_clock(),
+            &OwnerSource(owner),
+        )
+        .unwrap()
+        .into_iter()
+        .filter_map(|out| match out {
+            Output::Send(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The serving side's own check, with no gate in front of it: a device its
+/// namespace revoked is refused at Hello.
+#[test]
+fn a_requester_whose_namespace_revoked_it_is_refused_at_hello() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (owner, friend) = friends_with_a_post(&dirs);
+    let welcomed = |msgs: &[Message]| msgs.iter().any(|m| matches!(m, Message::Welcome { .. }));
+    assert!(
+        welcomed(&answer_to_hello(&owner, &friend)),
+        "the friend is served"
+    );
+
+    // The friend's namespace revokes the device (a lost phone); the owner
+    // learns it.
+    let revocation = DeviceRevocation::issue(
+        friend.identity.namespace_key.as_ref().unwrap(),
+        friend.identity.device(),
+        friend.store.clock().now(),
+    );
+    owner
+        .known
+        .write()
+        .friends
+        .get_mut(&friend.namespace())
+        .unwrap()
+        .device_revocations
+        .push(revocation);
+    let answer = answer_to_hello(&owner, &friend);
+    assert!(
+        !welcomed(&answer),
+        "a revoked device was welcomed: {answer:?}"
+    );
+    assert!(
+        answer.iter().any(|m| matches!(
+            m,
+            Message::Refused {
+                code: RefusalCode::BadCertificate,
+                ..
+            }
+        )),
+        "no refusal: {answer:?}"
+    );
+}
+
+/// The fetching side's own check, whatever the device choice: a server its
+/// namespace revoked is not believed, even when it does not list its own
+/// revocation.
+#[test]
+fn a_server_whose_namespace_revoked_it_is_not_believed() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (owner, friend) = friends_with_a_post(&dirs);
+    let now = Timestamp::wall_clock();
+    let fetch = || {
+        Fetch::new(
+            owner.namespace(),
+            friend.namespace(),
+            owner.identity.device(),
+        )
+    };
+    // The owner's device does not know it was revoked: its Welcome says
+    // nothing of it.
+    let welcome = answer_to_hello(&owner, &friend);
+    let believed = |fetch: &mut Fetch| {
+        welcome
+            .iter()
+            .map(|m| fetch.handle(m.clone(), now, &FriendReplica(&friend)))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    if let Err(e) = believed(&mut fetch()) {
+        panic!("the friend does not accept its owner's Welcome: {e}");
+    }
+    let revocation = DeviceRevocation::issue(
+        owner.identity.namespace_key.as_ref().unwrap(),
+        owner.identity.device(),
+        owner.store.clock().now(),
+    );
+    friend
+        .known
+        .write()
+        .friends
+        .get_mut(&owner.namespace())
+        .unwrap()
+        .device_revocations
+        .push(revocation);
+    assert!(
+        believed(&mut fetch()).is_err(),
+        "the friend believed a revoked server"
+    );
 }
 
 #[test]

@@ -273,6 +273,63 @@ fn run(seed: u64, friends: usize, steps: usize) {
     }
 }
 
+/// Live receive's own check, with no gate in front of it: a push signed by
+/// a device its namespace revoked is not applied, though it is sealed with
+/// the scope's current key.
+#[test]
+fn a_push_from_a_revoked_device_is_not_applied() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (owner, friend) = crate::sim::friends_with_a_post(&dirs);
+    let me = owner.namespace();
+    let feed = [Path::parse("/feed").unwrap()];
+    assert!(sync(&owner, &friend, usize::MAX, false, &feed));
+    let (scope, _) = owner.own_scopes().into_iter().next().unwrap();
+    let sequencer = Mutex::new(Sequencer::default());
+    let mut counter = 0;
+    let mut push = |path: &str| {
+        let path = Path::parse(path).unwrap();
+        write(&owner, &path, 2);
+        let seq = owner.store.current_seq(&me).unwrap();
+        let change = owner
+            .store
+            .changes_since(&me, seq - 1, 1)
+            .unwrap()
+            .remove(0);
+        let (_, kind, _, _) = build(&owner, &change.kind, None, body_budget(MAX_MESSAGE))
+            .unwrap()
+            .unwrap();
+        counter += 1;
+        let body = PushBody {
+            session: 7,
+            counter,
+            kind,
+        };
+        let bytes = seal(&owner, &scope, &body, MAX_MESSAGE).unwrap();
+        (path, receive(&friend, &scope, &sequencer, &bytes, u64::MAX))
+    };
+    let (first, outcome) = push("/feed/live-1");
+    assert!(!outcome.rejected && friend.store.get(&me, &first).unwrap().is_some());
+
+    // The owner's namespace revokes the device (the friend learns it in a
+    // catch-up); the device still holds the scope key and pushes.
+    let revocation = kith_caps::DeviceRevocation::issue(
+        owner.identity.namespace_key.as_ref().unwrap(),
+        owner.identity.device(),
+        owner.store.clock().now(),
+    );
+    friend
+        .known
+        .write()
+        .friends
+        .get_mut(&me)
+        .unwrap()
+        .device_revocations
+        .push(revocation);
+    let (second, outcome) = push("/feed/live-2");
+    assert!(outcome.rejected, "a revoked device's push was accepted");
+    assert!(friend.store.get(&me, &second).unwrap().is_none());
+}
+
 #[test]
 fn live_push_converges_and_refuses_replays_under_loss() {
     for seed in 1..=10u64 {

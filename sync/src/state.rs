@@ -86,6 +86,34 @@ pub(crate) struct Known {
     pub(crate) friends: HashMap<NamespaceId, Friend>,
 }
 
+impl Known {
+    /// The devices that act for `namespace` (this node's own, `me`, or a
+    /// friend's), each with the addresses known for it: every device with a
+    /// certificate its namespace signed, less those it revoked. The one
+    /// answer for the gate and for the choice of devices to sync from.
+    pub(crate) fn devices_of(
+        &self,
+        namespace: &NamespaceId,
+        me: &NamespaceId,
+    ) -> Vec<(DeviceId, Vec<SocketAddr>)> {
+        if namespace == me {
+            self.own_certs
+                .iter()
+                .filter(|c| !self.own_device_revocations.iter().any(|r| r.revokes(c)))
+                .map(|c| {
+                    let addrs = self.own_addrs.get(&c.device()).cloned().unwrap_or_default();
+                    (c.device(), addrs)
+                })
+                .collect()
+        } else {
+            self.friends
+                .get(namespace)
+                .map(Friend::devices)
+                .unwrap_or_default()
+        }
+    }
+}
+
 /// Everything the node's tasks share.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -437,14 +465,10 @@ impl Shared {
     /// Recomputes the connection gate from what is known.
     pub(crate) fn refresh_gate(&self) {
         let known = self.known.read();
-        let mut devices: Vec<DeviceId> = known
-            .own_certs
-            .iter()
-            .filter(|c| !known.own_device_revocations.iter().any(|r| r.revokes(c)))
-            .map(DeviceCert::device)
-            .collect();
-        for friend in known.friends.values() {
-            devices.extend(friend.devices().into_iter().map(|(d, _)| d));
+        let me = self.namespace();
+        let mut devices: Vec<DeviceId> = Vec::new();
+        for ns in std::iter::once(&me).chain(known.friends.keys()) {
+            devices.extend(known.devices_of(ns, &me).into_iter().map(|(d, _)| d));
         }
         // Members of a shared scope form one gossip mesh, friends or not.
         devices.extend(crate::scopes::roster_members(&self.scopes.read()));

@@ -242,7 +242,9 @@ async fn a_revoked_device_is_believed_by_no_one() {
         .0
         .unwrap();
 
-    // 1. Live push: alice's next post reaches the friend; the phone's does not.
+    // 1. Live push: alice's next post reaches the friend; the phone's does
+    // not (live receive's own check alone is
+    // `sim_live::a_push_from_a_revoked_device_is_not_applied`).
     write_docs(&alice, "/feed/after", 1).await;
     until(&friend, &me, || holds(&friend, &me, "/feed/after/00000")).await;
     assert!(
@@ -250,23 +252,32 @@ async fn a_revoked_device_is_believed_by_no_one() {
         "the friend accepted the revoked phone's write"
     );
 
-    // 2. The phone asks alice for what she holds: refused.
+    // 2. The phone asks alice for what she holds: her gate refuses the
+    // connection itself (the serving side's own refusal at Hello is tested
+    // in the simulation, `sim::a_requester_whose_namespace_revoked_it_…`).
+    let asked = phone.sync_now(&me).await;
     assert!(
-        phone.sync_now(&me).await.is_err(),
-        "alice served her revoked phone"
+        matches!(asked, Err(kith::Error::Unreachable { .. })),
+        "alice's gate let her revoked phone connect: {asked:?}"
     );
 
-    // 3. Alice's own catch-up never takes the phone as a source.
+    // 3. Alice's own catch-up never takes the phone as a source: it has no
+    // device to try at all (had it tried the phone, the fetching side's
+    // check would fail it with a protocol error instead; that check alone is
+    // `sim::a_server_whose_namespace_revoked_it_is_not_believed`).
     let own = alice.sync_now(&me).await;
-    assert!(own.is_err(), "alice synced from her revoked phone: {own:?}");
+    assert!(
+        matches!(own, Err(kith::Error::Unreachable { .. })),
+        "alice tried to sync from her revoked phone: {own:?}"
+    );
     assert!(!holds(&alice, &me, "/feed/from-the-lost-phone"));
 
     // 4. With alice away, the friend does not turn to the phone.
     alice.shutdown().await.unwrap();
     let report = friend.sync_now(&me).await;
     assert!(
-        report.is_err(),
-        "the friend synced from alice's revoked phone: {report:?}"
+        matches!(report, Err(kith::Error::Unreachable { .. })),
+        "the friend tried to sync from alice's revoked phone: {report:?}"
     );
     assert!(!holds(&friend, &me, "/feed/from-the-lost-phone"));
 

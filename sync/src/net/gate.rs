@@ -1,12 +1,16 @@
 //! The connection gate: refuses, right after the TLS handshake, every
-//! endpoint that is not one of this namespace's devices or a friend's.
+//! endpoint that is not one of this namespace's devices or a friend's, and
+//! closes the open connections of a device that stops being one (a revoked
+//! device, a removed friend).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use iroh::endpoint::{AfterHandshakeOutcome, Connection, EndpointHooks, VarInt};
+use iroh::endpoint::{
+    AfterHandshakeOutcome, Connection, EndpointHooks, VarInt, WeakConnectionHandle,
+};
 use kith_types::DeviceId;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 /// QUIC close code sent to refused endpoints.
 pub(crate) const REFUSED_CODE: u32 = 403;
@@ -16,12 +20,38 @@ pub(crate) const REFUSED_CODE: u32 = 403;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Gate {
     allowed: Arc<RwLock<HashSet<DeviceId>>>,
+    /// Open connections, accepted or opened, by remote device: closed when
+    /// their device leaves the allowed set. Weak handles: the gate is held
+    /// by the endpoint, so a strong one would keep both alive.
+    open: Arc<Mutex<Vec<(DeviceId, WeakConnectionHandle)>>>,
 }
 
 impl Gate {
-    /// Replaces the allowed set.
+    /// Replaces the allowed set, and closes every open connection of a
+    /// device no longer in it.
     pub(crate) fn set(&self, devices: impl IntoIterator<Item = DeviceId>) {
-        *self.allowed.write() = devices.into_iter().collect();
+        let allowed: HashSet<DeviceId> = devices.into_iter().collect();
+        let mut open = self.open.lock();
+        open.retain(|(device, weak)| {
+            let Some(conn) = weak.upgrade().filter(|c| c.close_reason().is_none()) else {
+                return false;
+            };
+            if allowed.contains(device) {
+                return true;
+            }
+            tracing::info!(remote = %device.fmt_short(), "closing the connection of a device no longer admitted");
+            conn.close(VarInt::from_u32(REFUSED_CODE), b"no longer admitted");
+            false
+        });
+        *self.allowed.write() = allowed;
+    }
+
+    /// Keeps `conn` (to or from `device`) to close it if `device` stops
+    /// being admitted.
+    pub(crate) fn track(&self, device: DeviceId, conn: &Connection) {
+        let mut open = self.open.lock();
+        open.retain(|(_, weak)| weak.upgrade().is_some_and(|c| c.close_reason().is_none()));
+        open.push((device, conn.weak_handle()));
     }
 
     pub(crate) fn allows(&self, device: &DeviceId) -> bool {
@@ -33,6 +63,7 @@ impl EndpointHooks for Gate {
     async fn after_handshake<'a>(&'a self, conn: &'a Connection) -> AfterHandshakeOutcome {
         let remote = DeviceId::from_bytes(*conn.remote_id().as_bytes());
         if self.allows(&remote) {
+            self.track(remote, conn);
             AfterHandshakeOutcome::Accept
         } else {
             tracing::info!(remote = %remote.fmt_short(), "refused a connection from an unknown device");
