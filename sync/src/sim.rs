@@ -347,6 +347,23 @@ pub(crate) fn friends_with_a_post(dirs: &[tempfile::TempDir; 2]) -> (Arc<Shared>
     (owner, friend)
 }
 
+/// `of`'s namespace revokes `of`'s device (a lost phone), and `told`, a
+/// friend of it, learns the revocation.
+pub(crate) fn learn_revocation(told: &Shared, of: &Shared) {
+    let revocation = DeviceRevocation::issue(
+        of.identity.namespace_key.as_ref().unwrap(),
+        of.identity.device(),
+        of.store.clock().now(),
+    );
+    told.known
+        .write()
+        .friends
+        .get_mut(&of.namespace())
+        .unwrap()
+        .device_revocations
+        .push(revocation);
+}
+
 /// The first message of a serving session: the owner's answer to `friend`'s
 /// Hello.
 fn answer_to_hello(owner: &Shared, friend: &Shared) -> Vec<Message> {
@@ -378,21 +395,8 @@ fn a_requester_whose_namespace_revoked_it_is_refused_at_hello() {
         "the friend is served"
     );
 
-    // The friend's namespace revokes the device (a lost phone); the owner
-    // learns it.
-    let revocation = DeviceRevocation::issue(
-        friend.identity.namespace_key.as_ref().unwrap(),
-        friend.identity.device(),
-        friend.store.clock().now(),
-    );
-    owner
-        .known
-        .write()
-        .friends
-        .get_mut(&friend.namespace())
-        .unwrap()
-        .device_revocations
-        .push(revocation);
+    // The friend's namespace revokes the device; the owner learns it.
+    learn_revocation(&owner, &friend);
     let answer = answer_to_hello(&owner, &friend);
     assert!(
         !welcomed(&answer),
@@ -437,19 +441,7 @@ fn a_server_whose_namespace_revoked_it_is_not_believed() {
     if let Err(e) = believed(&mut fetch()) {
         panic!("the friend does not accept its owner's Welcome: {e}");
     }
-    let revocation = DeviceRevocation::issue(
-        owner.identity.namespace_key.as_ref().unwrap(),
-        owner.identity.device(),
-        owner.store.clock().now(),
-    );
-    friend
-        .known
-        .write()
-        .friends
-        .get_mut(&owner.namespace())
-        .unwrap()
-        .device_revocations
-        .push(revocation);
+    learn_revocation(&friend, &owner);
     assert!(
         believed(&mut fetch()).is_err(),
         "the friend believed a revoked server"

@@ -312,19 +312,7 @@ fn a_push_from_a_revoked_device_is_not_applied() {
 
     // The owner's namespace revokes the device (the friend learns it in a
     // catch-up); the device still holds the scope key and pushes.
-    let revocation = kith_caps::DeviceRevocation::issue(
-        owner.identity.namespace_key.as_ref().unwrap(),
-        owner.identity.device(),
-        owner.store.clock().now(),
-    );
-    friend
-        .known
-        .write()
-        .friends
-        .get_mut(&me)
-        .unwrap()
-        .device_revocations
-        .push(revocation);
+    crate::sim::learn_revocation(&friend, &owner);
     let (second, outcome) = push("/feed/live-2");
     assert!(outcome.rejected, "a revoked device's push was accepted");
     assert!(friend.store.get(&me, &second).unwrap().is_none());
