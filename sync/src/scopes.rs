@@ -19,7 +19,8 @@ use kith_caps::{DeviceCert, Roster, Scope};
 use kith_store::{RecordKind, RecordOp, Store};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
-use crate::Result;
+use crate::error::Result;
+use crate::proto::serve::roster_version;
 use crate::state::{Shared, decode_cursors, encode_cursors};
 
 /// Sync-state id prefix of the record of scope versions sent to a device
@@ -63,16 +64,6 @@ fn decode_held(bytes: &[u8]) -> Option<(Scope, Roster)> {
     let roster = Roster::decode(bytes.get(4 + len..)?).ok()?;
     roster.verify().ok()?;
     roster.is_for(&scope).then_some((scope, roster))
-}
-
-/// What a member device was last sent of a scope, as one number that grows
-/// with every change the member must hear of: the epoch, then (within an
-/// epoch, where rosters only grow) the roster's size. A member on an older
-/// roster would refuse gossip links from the members added since.
-pub(crate) fn roster_version(scope: &Scope, roster: &Roster) -> u64 {
-    const SIZE_BITS: u32 = 24;
-    let size = (roster.members().len() as u64).min((1 << SIZE_BITS) - 1);
-    scope.epoch().saturating_mul(1 << SIZE_BITS) | size
 }
 
 fn sent_id(device: &DeviceId) -> Vec<u8> {

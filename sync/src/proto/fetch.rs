@@ -17,7 +17,7 @@ use kith_store::{DocIdentity, RemoteWrite};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
 use super::wire::{MAX_BATCH, Message, RefusalCode, WireEntry, WireKind};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// What the requesting side reads and writes. Every method may block.
 pub trait Replica {

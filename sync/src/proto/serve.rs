@@ -17,7 +17,17 @@ use kith_store::{BlobHash, Change, ChangeKind, Entry, EntryKind};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
 use super::wire::{MAX_BATCH, Message, RefusalCode, WireEntry, WireKind};
-use crate::Result;
+use crate::error::Result;
+
+/// What a member device was last sent of a scope, as one number that grows
+/// with every change the member must hear of: the epoch, then (within an
+/// epoch, where rosters only grow) the roster's size. A member on an older
+/// roster would refuse gossip links from the members added since.
+pub(crate) fn roster_version(scope: &Scope, roster: &Roster) -> u64 {
+    const SIZE_BITS: u32 = 24;
+    let size = (roster.members().len() as u64).min((1 << SIZE_BITS) - 1);
+    scope.epoch().saturating_mul(1 << SIZE_BITS) | size
+}
 
 /// Changes read from the log per page while answering a `Sync`.
 const LOG_PAGE: usize = 1024;
@@ -302,7 +312,7 @@ impl Serve {
         if !scopes.is_empty() {
             let versions: Vec<(Path, u64)> = scopes
                 .iter()
-                .map(|(s, r)| (s.prefix().clone(), crate::scopes::roster_version(s, r)))
+                .map(|(s, r)| (s.prefix().clone(), roster_version(s, r)))
                 .collect();
             if let Err(e) = src.scopes_sent(&self.remote, &versions) {
                 tracing::warn!(%e, "could not record the scopes sent");
