@@ -389,7 +389,7 @@ impl Store {
             Some(e) if e.blob_hash().is_some() => return Err(wrong_kind(path, "document", &e)),
             Some(_) => {}
         }
-        let key = inner.doc_key_in(&snap, ns, path)?;
+        let key = inner.doc_key_in(&snap, ns, path)?.map(|(_, key)| key);
         let mut out = Vec::new();
         for guard in snap.prefix(&inner.docs, keys::doc_prefix(ns, path)) {
             let (fjall_key, value) = guard.into_inner()?;
@@ -861,8 +861,7 @@ impl Store {
                 // The bytes received were not the blob's: their key goes
                 // with them, so the next try encrypts under a new one.
                 if !inner.blobs.exists(&hash) {
-                    let slots = inner.unmap_blobs(&[hash])?;
-                    inner.erase(&slots)?;
+                    inner.drop_blob_files(&[hash])?;
                 }
                 Err(e)
             }
@@ -1235,8 +1234,8 @@ fn open_chunk(key: Option<&ItemKey>, fjall_key: &[u8], stored: &[u8]) -> Result<
 
 /// A document's key as a write sees it.
 enum DocKey {
-    /// Stored before this write.
-    Existing(ItemKey),
+    /// Stored before this write, in this slot.
+    Existing(Slot, ItemKey),
     /// Allocated by this write, for a new document (or one replacing the
     /// old one at its path).
     Fresh(Slot, ItemKey),
@@ -1264,6 +1263,9 @@ fn wrong_kind(path: &Path, expected: &'static str, found: &Entry) -> Error {
 #[derive(Default)]
 struct LoadedDoc {
     doc: AutoCommit,
+    /// Its key and slot, read for loading, so a write need not read them
+    /// again (`None` for a document stored in the clear, or a new one).
+    key: Option<(Slot, ItemKey)>,
     applied_keys: Vec<fjall::Slice>,
     pending_keys: Vec<fjall::Slice>,
     applied_bytes: u64,
@@ -1285,17 +1287,21 @@ impl Inner {
         ]
     }
 
-    /// The key of the document at `path`, as `reader` sees it; `None` for a
-    /// document stored before encryption at rest (or none at all).
+    /// The key of the document at `path` and its slot, as `reader` sees
+    /// them; `None` for a document stored before encryption at rest (or
+    /// none at all).
     fn doc_key_in(
         &self,
         reader: &impl Readable,
         ns: &NamespaceId,
         path: &Path,
-    ) -> Result<Option<ItemKey>> {
+    ) -> Result<Option<(Slot, ItemKey)>> {
         match reader.get(&self.vault_map, keys::vault_doc(ns, path))? {
             None => Ok(None),
-            Some(slot) => self.key_in_slot(keys::slot_of(&slot)?).map(Some),
+            Some(slot) => {
+                let slot = keys::slot_of(&slot)?;
+                Ok(Some((slot, self.key_in_slot(slot)?)))
+            }
         }
     }
 
@@ -1361,23 +1367,24 @@ impl Inner {
     /// their keys. Returns whether a content file was removed. Call with
     /// the blob lock held.
     fn drop_blob_files(&self, hashes: &[BlobHash]) -> Result<bool> {
-        let mut removed = false;
-        for hash in hashes {
-            removed |= self.blobs.remove(hash)?;
-            self.blobs.remove_partial(hash);
-        }
-        let slots = self.unmap_blobs(hashes)?;
+        let (removed, slots) = self.unlink_blobs(hashes)?;
         self.erase(&slots)?;
-        Ok(removed)
+        Ok(removed > 0)
     }
 
-    /// Removes the slot map entries of `hashes`' keys, marking their slots
-    /// for erasure, in one batch; returns the slots. Call with the blob
-    /// lock held.
-    fn unmap_blobs(&self, hashes: &[BlobHash]) -> Result<Vec<Slot>> {
+    /// Removes blobs' files (content and partial downloads) and the slot
+    /// map entries of their keys, marking the slots for erasure in one
+    /// batch; returns how many content files were removed and the slots to
+    /// [`Inner::erase`]. Call with the blob lock held.
+    fn unlink_blobs(&self, hashes: &[BlobHash]) -> Result<(usize, Vec<Slot>)> {
+        let mut removed = 0;
         let mut batch = self.batch();
         let mut slots = Vec::new();
         for hash in hashes {
+            if self.blobs.remove(hash)? {
+                removed += 1;
+            }
+            self.blobs.remove_partial(hash);
             if let Some(slot) = self.vault_map.get(keys::vault_blob(hash))? {
                 let slot = keys::slot_of(&slot)?;
                 if !slots.contains(&slot) {
@@ -1390,7 +1397,7 @@ impl Inner {
         if !slots.is_empty() {
             batch.commit()?;
         }
-        Ok(slots)
+        Ok((removed, slots))
     }
 
     /// Destroys the keys in `slots`, whose slot map entries are gone and
@@ -1604,11 +1611,13 @@ impl Inner {
 
     fn load_doc(&self, reader: &impl Readable, ns: &NamespaceId, path: &Path) -> Result<LoadedDoc> {
         let prefix = keys::doc_prefix(ns, path);
-        let doc_key = self.doc_key_in(reader, ns, path)?;
-        let mut loaded = LoadedDoc::default();
+        let mut loaded = LoadedDoc {
+            key: self.doc_key_in(reader, ns, path)?,
+            ..LoadedDoc::default()
+        };
         for guard in reader.prefix(&self.docs, &prefix) {
             let (key, sealed) = guard.into_inner()?;
-            let value = open_chunk(doc_key.as_ref(), &key, &sealed)?;
+            let value = open_chunk(loaded.key.as_ref().map(|(_, k)| k), &key, &sealed)?;
             match keys::chunk_kind(&key, prefix.len()) {
                 Some(keys::CHUNK_APPLIED) => {
                     loaded.applied_bytes += value.len() as u64;
@@ -1806,37 +1815,33 @@ impl Txn<'_> {
     /// (a new key for a document without one).
     fn put_chunk(&mut self, path: &Path, kind: u8, seq: u64, plaintext: &[u8]) -> Result<()> {
         let key = keys::doc_chunk(&self.ns, path, kind, seq);
-        let sealed = self.doc_key(path)?.seal(&key, plaintext);
+        let sealed = self.doc_key(path)?.seal(&key, plaintext)?;
         self.batch.insert(&self.inner.docs, key, sealed);
         Ok(())
     }
 
-    fn doc_key(&mut self, path: &Path) -> Result<&ItemKey> {
+    /// The key to encrypt the chunks of the document at `path` with: the
+    /// one this write already uses, the stored one, or (for a new document,
+    /// one replaced in this write, or one stored in the clear) a new one.
+    fn doc_key(&mut self, path: &Path) -> Result<ItemKey> {
         let inner = self.inner;
-        let stored = match self.doc_keys.get(path) {
-            Some(DocKey::Existing(_) | DocKey::Fresh(..)) => None,
-            Some(DocKey::Dropped) => Some(None),
-            None => Some(inner.doc_key_in(&inner.db.snapshot(), &self.ns, path)?),
-        };
-        if let Some(stored) = stored {
-            let state = match stored {
-                Some(key) => DocKey::Existing(key),
-                None => {
-                    let key = ItemKey::random();
-                    let slot = inner.vault.allocate(&key)?;
-                    self.allocated.push(slot);
-                    DocKey::Fresh(slot, key)
-                }
-            };
-            self.doc_keys.insert(path.clone(), state);
-        }
         match self.doc_keys.get(path) {
-            Some(DocKey::Existing(key) | DocKey::Fresh(_, key)) => Ok(key),
-            _ => Err(Error::Corrupt {
-                what: "document key",
-                why: "missing after allocation",
-            }),
+            Some(DocKey::Existing(_, key) | DocKey::Fresh(_, key)) => return Ok(key.clone()),
+            Some(DocKey::Dropped) => {}
+            None => {
+                if let Some((slot, key)) = inner.doc_key_in(&inner.db.snapshot(), &self.ns, path)? {
+                    self.doc_keys
+                        .insert(path.clone(), DocKey::Existing(slot, key.clone()));
+                    return Ok(key);
+                }
+            }
         }
+        let key = ItemKey::random();
+        let slot = inner.vault.allocate(&key)?;
+        self.allocated.push(slot);
+        self.doc_keys
+            .insert(path.clone(), DocKey::Fresh(slot, key.clone()));
+        Ok(key)
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -1904,17 +1909,15 @@ impl Txn<'_> {
         // Its key is erased after the commit: every copy of the chunks left
         // in the journal and the tables is unreadable from then on.
         let slot = match self.doc_keys.get(path) {
-            Some(DocKey::Fresh(slot, _)) => Some(*slot),
+            Some(DocKey::Existing(slot, _) | DocKey::Fresh(slot, _)) => Some(*slot),
             Some(DocKey::Dropped) => None,
-            Some(DocKey::Existing(_)) | None => {
-                match inner.vault_map.get(keys::vault_doc(&self.ns, path)) {
-                    Ok(slot) => slot.and_then(|s| keys::slot_of(&s).ok()),
-                    Err(e) => {
-                        tracing::error!(%e, "could not read a document's key slot while deleting");
-                        None
-                    }
+            None => match inner.vault_map.get(keys::vault_doc(&self.ns, path)) {
+                Ok(slot) => slot.and_then(|s| keys::slot_of(&s).ok()),
+                Err(e) => {
+                    tracing::error!(%e, "could not read a document's key slot while deleting");
+                    None
                 }
-            }
+            },
         };
         if let Some(slot) = slot {
             self.batch
@@ -1975,6 +1978,11 @@ impl Txn<'_> {
     ) -> Result<Entry> {
         let inner = self.inner;
         let limits = inner.limits;
+        if let Some((slot, key)) = loaded.key.take() {
+            self.doc_keys
+                .entry(path.clone())
+                .or_insert(DocKey::Existing(slot, key));
+        }
         let missing = loaded.doc.get_missing_deps(&[]);
         // A new document is saved whole (Automerge's compact format loads
         // fastest); later changes are appended as increments. A new document
@@ -2072,7 +2080,7 @@ impl Txn<'_> {
             match state {
                 DocKey::Fresh(slot, _) => batch.insert(&inner.vault_map, key, slot.to_be_bytes()),
                 DocKey::Dropped => batch.remove(&inner.vault_map, key),
-                DocKey::Existing(_) => {}
+                DocKey::Existing(..) => {}
             }
         }
         let mut deleted = 0;
@@ -2086,14 +2094,12 @@ impl Txn<'_> {
             let mut gone = Vec::new();
             for hash in self.freed.drain(..) {
                 if !gone.contains(&hash) && !inner.is_referenced(&hash)? {
-                    if inner.blobs.remove(&hash)? {
-                        deleted += 1;
-                    }
-                    inner.blobs.remove_partial(&hash);
                     gone.push(hash);
                 }
             }
-            self.erase.extend(inner.unmap_blobs(&gone)?);
+            let (removed, slots) = inner.unlink_blobs(&gone)?;
+            deleted = removed;
+            self.erase.extend(slots);
         } else {
             batch.commit()?;
             self.committed = true;

@@ -89,26 +89,28 @@ impl ItemKey {
     }
 
     /// Encrypts a document chunk stored under the fjall key `aad`.
-    pub(crate) fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    /// Encryption fails only past ChaCha's 256 GiB message limit, far above
+    /// the store's size limits.
+    pub(crate) fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::fill(&mut nonce);
-        let cipher = XChaCha20Poly1305::new((&self.0).into());
-        let mut out = Vec::with_capacity(plaintext.len() + SEALED_OVERHEAD);
+        let ct = XChaCha20Poly1305::new((&self.0).into())
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
+            .map_err(|_| Error::Corrupt {
+                what: "document chunk",
+                why: "too large to encrypt",
+            })?;
+        let mut out = Vec::with_capacity(ct.len() + 1 + NONCE_LEN);
         out.push(SEALED_CHUNK);
         out.extend_from_slice(&nonce);
-        // Encryption fails only past ChaCha's 256 GiB message limit, which
-        // the store's size limits keep far away.
-        match cipher.encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        ) {
-            Ok(ct) => out.extend_from_slice(&ct),
-            Err(_) => tracing::error!("chunk encryption failed"),
-        }
-        out
+        out.extend_from_slice(&ct);
+        Ok(out)
     }
 
     /// Decrypts what [`ItemKey::seal`] made.
@@ -359,7 +361,7 @@ mod tests {
     #[test]
     fn sealed_chunks_open_only_with_their_key_and_place() {
         let key = ItemKey::random();
-        let sealed = key.seal(b"here", b"automerge bytes");
+        let sealed = key.seal(b"here", b"automerge bytes").unwrap();
         assert!(is_sealed(&sealed));
         assert_eq!(key.open(b"here", &sealed).unwrap(), b"automerge bytes");
         assert!(key.open(b"elsewhere", &sealed).is_err());
