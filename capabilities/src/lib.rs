@@ -90,6 +90,8 @@ pub use error::{DecodeError, Error, Result};
 pub use keys::{DeviceKey, NamespaceKey};
 pub use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 pub use push::SignedPush;
+/// The random source that sealing and key generation take.
+pub use rand::CryptoRng;
 pub use readcap::{CapId, ReadCap, Revocation};
 pub use scope::{Roster, Scope, ScopeSecret, SealedEnvelope, TopicId};
 pub use tombstone::{MAX_CLOCK_SKEW_MICROS, Receipt, Tombstone, TombstoneId, TombstoneSigner};

@@ -20,23 +20,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use iroh_gossip::Gossip;
 use iroh_gossip::api::{Event, GossipSender};
-use kith_caps::{Rights, Roster, Scope, SealedEnvelope, SignedPush, Tombstone};
+use kith_caps::{Roster, Scope};
 use kith_store::automerge::ChangeHash;
-use kith_store::{ChangeKind, DocIdentity, EntryKind, RemoteWrite, WatchEvent};
+use kith_store::{ChangeKind, WatchEvent};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 use n0_future::StreamExt;
 use parking_lot::Mutex;
 use rand::seq::IndexedRandom;
 use tokio::task::JoinHandle;
 
-use crate::proto::fetch::{Replica, is_expected_refusal};
-use crate::proto::push::{PushBody, PushKind, Sequencer, Verdict};
-use crate::proto::serve::Source;
-use crate::state::{FriendReplica, Shared};
+use crate::proto::publish::{self, body_budget};
+use crate::proto::push::{PushBody, PushKind};
+use crate::proto::receive::{Inbox, Outcome};
+use crate::state::{FriendReplica, OwnerSource, Shared};
 
-/// Bytes of the gossip frame around a sealed envelope (topic, message id,
-/// framing), kept free of the configured message size.
-const GOSSIP_FRAME_OVERHEAD: usize = 256;
 /// Random roster members added to the owner's devices when joining.
 const RANDOM_BOOTSTRAP: usize = 2;
 /// Capacity of the queue of work the live layer asks of the node.
@@ -462,10 +459,17 @@ impl Live {
             },
             None => return,
         };
-        let sequencer = Arc::new(Mutex::new(Sequencer::default()));
-        let watched = {
+        let (inbox, watched) = {
             let Some(live) = weak.upgrade() else { return };
-            scope.namespace() != live.shared.namespace()
+            let inbox = Inbox::new(
+                scope.clone(),
+                live.shared.identity.device(),
+                live.config.eager_blob_size,
+            );
+            (
+                Arc::new(Mutex::new(inbox)),
+                scope.namespace() != live.shared.namespace(),
+            )
         };
         let mut last_heard = tokio::time::Instant::now();
         let mut lonely = Lonely::new(silence);
@@ -489,11 +493,13 @@ impl Live {
             match next {
                 Ok(Some(Ok(Event::Received(msg)))) => {
                     let shared = live.shared.clone();
-                    let scope2 = scope.clone();
-                    let seq = sequencer.clone();
-                    let eager = live.config.eager_blob_size;
+                    let inbox = inbox.clone();
                     let outcome = tokio::task::spawn_blocking(move || {
-                        receive(&shared, &scope2, &seq, &msg.content, eager)
+                        inbox.lock().receive(
+                            &FriendReplica(&shared),
+                            &msg.content,
+                            Timestamp::wall_clock(),
+                        )
                     })
                     .await
                     .unwrap_or_else(|e| {
@@ -594,18 +600,19 @@ impl Live {
                     };
                     let budget = body_budget(live.config.max_message_size);
                     let built = tokio::task::spawn_blocking(move || {
-                        build(&shared, &change.kind, since, budget)
+                        let me = shared.identity.device();
+                        publish::build(&OwnerSource(&shared), me, &change.kind, since, budget)
                     })
                     .await;
                     match built {
-                        Ok(Ok(Some((path, kind, heads, heads_only)))) => {
-                            if heads_only {
+                        Ok(Ok(Some(built))) => {
+                            if built.heads_only {
                                 bump(&live.counters.heads_only);
                             }
-                            if let Some(h) = heads {
-                                published.insert(path.clone(), h);
+                            if let Some(h) = built.heads {
+                                published.insert(built.path.clone(), h);
                             }
-                            live.publish(&path, kind).await;
+                            live.publish(&built.path, built.kind).await;
                         }
                         Ok(Ok(None)) => {}
                         Ok(Err(e)) => tracing::warn!(%e, "could not prepare a live message"),
@@ -660,7 +667,13 @@ impl Live {
 
     /// Signs and seals a body; `None` if it does not fit one gossip message.
     fn seal(&self, scope: &Scope, body: &PushBody) -> Option<Vec<u8>> {
-        seal(&self.shared, scope, body, self.config.max_message_size)
+        publish::seal(
+            &self.shared.identity.device_key,
+            scope,
+            body,
+            self.config.max_message_size,
+            &mut rand::rng(),
+        )
     }
 
     /// Publishes heartbeats into the scopes of this namespace.
@@ -752,319 +765,6 @@ impl Lonely {
         self.wait = (self.wait * 2).min(self.max);
         true
     }
-}
-
-/// Signs `body` with this device's key and seals it with `scope`'s key;
-/// `None` if the result does not fit one gossip message of
-/// `max_message_size` bytes.
-pub(crate) fn seal(
-    shared: &Shared,
-    scope: &Scope,
-    body: &PushBody,
-    max_message_size: usize,
-) -> Option<Vec<u8>> {
-    let signed = SignedPush::sign(
-        &shared.identity.device_key,
-        scope.namespace(),
-        body.encode(),
-    )
-    .ok()?;
-    let sealed = scope.seal(&signed.encode(), &mut rand::rng()).ok()?;
-    let bytes = sealed.encode();
-    (bytes.len() + GOSSIP_FRAME_OVERHEAD <= max_message_size).then_some(bytes)
-}
-
-/// The room for a push body in one gossip message of `max_message_size`.
-pub(crate) fn body_budget(max_message_size: usize) -> usize {
-    max_message_size.saturating_sub(
-        GOSSIP_FRAME_OVERHEAD + SealedEnvelope::OVERHEAD + SignedPush::OVERHEAD + 64,
-    )
-}
-
-/// A push message built for one local change: the path it is about, the
-/// message, the document heads it publishes (if a document) and whether it
-/// carries heads only.
-pub(crate) type Built = (Path, PushKind, Option<Vec<ChangeHash>>, bool);
-
-/// The push message for one local change, if this device wrote it.
-pub(crate) fn build(
-    shared: &Shared,
-    change: &ChangeKind,
-    since: Option<Vec<ChangeHash>>,
-    budget: usize,
-) -> crate::Result<Option<Built>> {
-    let store = &shared.store;
-    let ns = shared.namespace();
-    let me = shared.identity.device();
-    match change {
-        ChangeKind::Put { path, entry } => {
-            if entry.device != me {
-                return Ok(None); // the writing device publishes
-            }
-            match &entry.kind {
-                EntryKind::Document {
-                    created,
-                    creator,
-                    heads,
-                    ..
-                } => {
-                    let since = match since {
-                        Some(s) => s,
-                        None => {
-                            // Not published since this node started: send the
-                            // latest change(s), whose dependencies members
-                            // already hold (or will pull).
-                            let doc = store.document(&ns, path)?;
-                            let mut deps = Vec::new();
-                            if let Some(mut doc) = doc {
-                                for h in doc.get_heads() {
-                                    if let Some(c) = doc.get_change_by_hash(&h) {
-                                        deps.extend(c.deps().iter().copied());
-                                    }
-                                }
-                            }
-                            deps
-                        }
-                    };
-                    let changes = match store.changes_for(&ns, path, &since) {
-                        Ok(c) => c,
-                        Err(kith_store::Error::NotFound { .. }) => return Ok(None),
-                        Err(e) => return Err(e.into()),
-                    };
-                    let heads_now = store.heads(&ns, path).unwrap_or_else(|_| heads.clone());
-                    let fits =
-                        changes.len() + 128 + 32 * heads_now.len() + path.encoded().len() <= budget;
-                    let heads_only = !fits;
-                    Ok(Some((
-                        path.clone(),
-                        PushKind::Doc {
-                            path: path.clone(),
-                            created: *created,
-                            creator: *creator,
-                            timestamp: entry.timestamp,
-                            heads: heads_now.clone(),
-                            changes: if fits { changes } else { Vec::new() },
-                        },
-                        Some(heads_now),
-                        heads_only,
-                    )))
-                }
-                EntryKind::Blob {
-                    hash,
-                    size,
-                    media_type,
-                } => Ok(Some((
-                    path.clone(),
-                    PushKind::Blob {
-                        path: path.clone(),
-                        timestamp: entry.timestamp,
-                        hash: *hash,
-                        size: *size,
-                        media_type: media_type.clone(),
-                    },
-                    None,
-                    false,
-                ))),
-            }
-        }
-        ChangeKind::Tombstone { prefix, timestamp } => {
-            let bytes = crate::state::OwnerSource(shared).tombstone(prefix, *timestamp)?;
-            Ok(bytes.map(|bytes| (prefix.clone(), PushKind::Tombstone { bytes }, None, false)))
-        }
-    }
-}
-
-/// What handling one received message asks for.
-#[derive(Debug, Default)]
-pub(crate) struct Outcome {
-    /// Changes applied.
-    pub(crate) applied: u64,
-    /// The message was dropped.
-    pub(crate) rejected: bool,
-    /// Catch up: something was missed.
-    pub(crate) recover: bool,
-    /// Sync (to deliver a receipt).
-    pub(crate) sync: bool,
-    /// Fetch this announced small blob.
-    pub(crate) fetch: Option<Path>,
-}
-
-impl Outcome {
-    fn rejected(why: &str) -> Self {
-        tracing::info!(why, "dropped a live message");
-        Self {
-            rejected: true,
-            ..Self::default()
-        }
-    }
-}
-
-/// Opens, verifies and applies one message received on `scope`'s topic.
-pub(crate) fn receive(
-    shared: &Shared,
-    scope: &Scope,
-    sequencer: &Mutex<Sequencer>,
-    bytes: &[u8],
-    eager_blob_size: u64,
-) -> Outcome {
-    let opened = SealedEnvelope::decode(bytes)
-        .and_then(|env| scope.open(&env))
-        .and_then(|plain| SignedPush::decode(&plain))
-        .and_then(|push| push.verify().map(|()| push));
-    let push = match opened {
-        Ok(p) => p,
-        Err(e) => return Outcome::rejected(&format!("cannot open or verify: {e}")),
-    };
-    let ns = scope.namespace();
-    if push.namespace() != ns {
-        return Outcome::rejected("about another namespace than the scope's");
-    }
-    if push.device() == shared.identity.device() {
-        return Outcome::default();
-    }
-    let body = match PushBody::decode(push.body()) {
-        Ok(b) => b,
-        Err(e) => return Outcome::rejected(&format!("malformed body: {e}")),
-    };
-    let heartbeat = body.kind == PushKind::Heartbeat;
-    let rights = if heartbeat {
-        Rights::NONE
-    } else {
-        Rights::WRITE
-    };
-    let now = Timestamp::wall_clock();
-    let (certs, revocations) = {
-        let known = shared.known.read();
-        if ns == shared.namespace() {
-            (
-                known.own_certs.clone(),
-                known.own_device_revocations.clone(),
-            )
-        } else {
-            match known.friends.get(&ns) {
-                Some(f) => (f.certs.clone(), f.device_revocations.clone()),
-                None => return Outcome::rejected("from a namespace that is not a friend"),
-            }
-        }
-    };
-    if !kith_caps::may_act(&ns, &push.device(), rights, &certs, &revocations, now).is_allowed() {
-        return Outcome::rejected("signed by a device without the right");
-    }
-    let mut out = Outcome::default();
-    if sequencer
-        .lock()
-        .observe(push.device(), body.session, body.counter, heartbeat)
-        == Verdict::Gap
-    {
-        out.recover = true;
-    }
-    let write = RemoteWrite {
-        device: push.device(),
-        timestamp: Timestamp::default(),
-    };
-    match body.kind {
-        PushKind::Heartbeat => {}
-        PushKind::Doc {
-            path,
-            created,
-            creator,
-            timestamp,
-            heads,
-            changes,
-        } => {
-            if !scope.covers(&ns, &path) {
-                return Outcome::rejected("a path outside the scope");
-            }
-            if changes.is_empty() {
-                // Announced by heads only: pull unless we have them all.
-                let have = shared.store.heads(&ns, &path).unwrap_or_default();
-                if !heads.iter().all(|h| have.contains(h)) {
-                    out.recover = true;
-                }
-                return out;
-            }
-            let write = RemoteWrite { timestamp, ..write };
-            match shared.store.apply_changes(
-                &ns,
-                &path,
-                DocIdentity { created, creator },
-                write,
-                &changes,
-            ) {
-                Ok(o) => {
-                    if o.changed {
-                        out.applied += 1;
-                    }
-                    if !o.missing_deps.is_empty() {
-                        out.recover = true;
-                    }
-                }
-                Err(e) if is_expected_refusal(&e) => {
-                    tracing::info!(%path, %e, "live change not applied");
-                    out.rejected = true;
-                }
-                Err(e) => {
-                    tracing::warn!(%path, %e, "applying a live change failed");
-                    out.recover = true;
-                }
-            }
-        }
-        PushKind::Blob {
-            path,
-            timestamp,
-            hash,
-            size,
-            media_type,
-        } => {
-            if !scope.covers(&ns, &path) {
-                return Outcome::rejected("a path outside the scope");
-            }
-            let write = RemoteWrite { timestamp, ..write };
-            match shared
-                .store
-                .put_blob_entry(&ns, &path, write, hash, size, &media_type)
-            {
-                Ok(_) => {
-                    out.applied += 1;
-                    if size <= eager_blob_size && !shared.store.has_blob(&hash) {
-                        out.fetch = Some(path);
-                    }
-                }
-                Err(e) if is_expected_refusal(&e) => {
-                    tracing::info!(%path, %e, "live blob entry not applied");
-                    out.rejected = true;
-                }
-                Err(e) => {
-                    tracing::warn!(%path, %e, "storing a live blob entry failed");
-                    out.recover = true;
-                }
-            }
-        }
-        PushKind::Tombstone { bytes } => {
-            let tombstone = match Tombstone::decode(&bytes) {
-                Ok(t) => t,
-                Err(e) => return Outcome::rejected(&format!("malformed tombstone: {e}")),
-            };
-            if tombstone.namespace() != ns || !scope.prefix().overlaps(tombstone.prefix()) {
-                return Outcome::rejected("a tombstone outside the scope");
-            }
-            if let Err(e) = kith_caps::tombstone_validity(&tombstone, &revocations, now) {
-                return Outcome::rejected(&format!("invalid tombstone: {e}"));
-            }
-            match FriendReplica(shared).apply_tombstone(&ns, &tombstone) {
-                Ok(()) => {
-                    out.applied += 1;
-                    // Deliver the receipt now.
-                    out.sync = true;
-                }
-                Err(e) => {
-                    tracing::warn!(%e, "applying a live tombstone failed");
-                    out.recover = true;
-                }
-            }
-        }
-    }
-    out
 }
 
 /// How long a call into the local gossip actor may take.

@@ -454,3 +454,39 @@ fn catch_up_is_safe_and_converges_under_interruptions() {
         run(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15), 4, 120);
     }
 }
+
+/// A deletion is confirmed when a device's first receipt arrives; a second
+/// receipt of the same device (crossing a re-delivery) does not move it.
+#[test]
+fn the_first_receipt_of_a_device_stands() {
+    use crate::proto::serve::Source;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (owner, friend) = friends_with_a_post(&dirs);
+    let me = owner.namespace();
+    delete(&owner, Path::parse("/feed/post").unwrap());
+    let (_, bytes) = owner
+        .store
+        .records(RecordKind::Tombstone, &me)
+        .unwrap()
+        .remove(0);
+    let id = Tombstone::decode(&bytes).unwrap().id();
+    let receipt = |at: u64| {
+        kith_caps::Receipt::issue(
+            &friend.identity.device_key,
+            friend.namespace(),
+            id,
+            Timestamp::from_micros(at),
+        )
+    };
+    let first = receipt(1_000);
+    assert!(OwnerSource(&owner).store_receipt(&first).unwrap());
+    assert!(OwnerSource(&owner).store_receipt(&receipt(2_000)).unwrap());
+    let stored: Vec<_> = owner
+        .store
+        .records(RecordKind::Receipt, &me)
+        .unwrap()
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(stored, vec![first.encode()]);
+}

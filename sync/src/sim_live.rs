@@ -1,7 +1,8 @@
 //! A seeded simulation of live push: one owner and several friends with
-//! real stores, the real message building, sealing, verifying and applying
-//! of [`crate::live`], the real [`Sequencer`], and catch-up through the real
-//! state machines (as in [`crate::sim`]). The gossip layer is a lossy
+//! real stores, the protocol's own halves of live push
+//! ([`crate::proto::publish`] and [`crate::proto::receive`], with its
+//! sequencer), and catch-up through the real state machines (as in
+//! [`crate::sim`]); no gossip driver, gate or channel. The gossip layer is a lossy
 //! in-memory network that drops, reorders and replays messages, and takes
 //! friends offline for a while.
 //!
@@ -17,15 +18,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use kith_caps::{CapId, ReadCap};
+use kith_caps::{CapId, DeviceKey, ReadCap, Scope};
 use kith_store::automerge::ChangeHash;
-use kith_types::Path;
-use parking_lot::Mutex;
+use kith_types::{Path, Timestamp};
 
-use crate::live::{body_budget, build, receive, seal};
-use crate::proto::push::{PushBody, PushKind, Sequencer};
+use crate::proto::publish::{self, Built, body_budget};
+use crate::proto::push::{PushBody, PushKind};
+use crate::proto::receive::{Inbox, Outcome};
 use crate::sim::{Rng, delete, node, paths, sync, ticket, write};
-use crate::state::Shared;
+use crate::state::{FriendReplica, OwnerSource, Shared};
 
 /// Gossip message size used by the simulation (the default).
 const MAX_MESSAGE: usize = 4096;
@@ -36,10 +37,44 @@ const SILENCE: u32 = 40;
 /// message is not always followed by one that depends on it).
 const PATHS: u64 = 30;
 
+/// Signs and seals `body` for `scope` as `by`'s device.
+fn seal(by: &Shared, scope: &Scope, body: &PushBody) -> Vec<u8> {
+    publish::seal(
+        &by.identity.device_key,
+        scope,
+        body,
+        MAX_MESSAGE,
+        &mut rand::rng(),
+    )
+    .unwrap()
+}
+
+/// The push message for `change` in `by`'s own namespace.
+fn build(
+    by: &Shared,
+    change: &kith_store::ChangeKind,
+    since: Option<Vec<ChangeHash>>,
+) -> Option<Built> {
+    let me = by.identity.device();
+    publish::build(
+        &OwnerSource(by),
+        me,
+        change,
+        since,
+        body_budget(MAX_MESSAGE),
+    )
+    .unwrap()
+}
+
+/// `member` receives `bytes` on `inbox`'s scope.
+fn receive(member: &Shared, inbox: &mut Inbox, bytes: &[u8]) -> Outcome {
+    inbox.receive(&FriendReplica(member), bytes, Timestamp::wall_clock())
+}
+
 struct Member {
     shared: Arc<Shared>,
-    sequencer: Mutex<Sequencer>,
-    inbox: VecDeque<Vec<u8>>,
+    inbox: Inbox,
+    queue: VecDeque<Vec<u8>>,
     offline: bool,
     quiet: u32,
     catch_ups: u32,
@@ -47,8 +82,8 @@ struct Member {
 
 impl Member {
     /// Handles one received envelope, and catches up when asked to.
-    fn handle(&mut self, owner: &Shared, scope: &kith_caps::Scope, bytes: &[u8]) {
-        let outcome = receive(&self.shared, scope, &self.sequencer, bytes, u64::MAX);
+    fn handle(&mut self, owner: &Shared, bytes: &[u8]) {
+        let outcome = receive(&self.shared, &mut self.inbox, bytes);
         self.quiet = 0;
         if outcome.recover || outcome.sync {
             self.catch_up(owner);
@@ -71,7 +106,7 @@ fn run(seed: u64, friends: usize, steps: usize) {
     let key = owner.identity.namespace_key.as_ref().unwrap();
     let me = owner.namespace();
     let feed = Path::parse("/feed").unwrap();
-    let mut members: Vec<Member> = Vec::new();
+    let mut friends: Vec<Arc<Shared>> = Vec::new();
     for d in &dirs[1..] {
         let f = node(d.path());
         owner.add_friend(&ticket(&f)).unwrap();
@@ -86,20 +121,25 @@ fn run(seed: u64, friends: usize, steps: usize) {
         )
         .unwrap();
         owner.store_own_cap(&cap).unwrap();
-        members.push(Member {
-            shared: f,
-            sequencer: Mutex::new(Sequencer::default()),
-            inbox: VecDeque::new(),
-            offline: false,
-            quiet: 0,
-            catch_ups: 0,
-        });
+        friends.push(f);
     }
     // Joining: one catch-up each, which also hands over the scope.
-    for m in &mut members {
-        m.catch_up(&owner);
+    let joining = [feed.clone()];
+    for f in &friends {
+        assert!(sync(&owner, f, usize::MAX, false, &joining));
     }
     let (scope, _) = owner.own_scopes().into_iter().next().unwrap();
+    let mut members: Vec<Member> = friends
+        .into_iter()
+        .map(|f| Member {
+            inbox: Inbox::new(scope.clone(), f.identity.device(), u64::MAX),
+            shared: f,
+            queue: VecDeque::new(),
+            offline: false,
+            quiet: 0,
+            catch_ups: 1,
+        })
+        .collect();
     for m in &members {
         let held = m.shared.scopes.read().of(&me);
         assert_eq!(held.len(), 1, "seed {seed}: a friend did not get the scope");
@@ -123,11 +163,11 @@ fn run(seed: u64, friends: usize, steps: usize) {
             if rng.below(5) == 0 {
                 continue;
             }
-            if !m.inbox.is_empty() && rng.below(4) == 0 {
-                let at = m.inbox.len() - 1;
-                m.inbox.insert(at, bytes.clone());
+            if !m.queue.is_empty() && rng.below(4) == 0 {
+                let at = m.queue.len() - 1;
+                m.queue.insert(at, bytes.clone());
             } else {
-                m.inbox.push_back(bytes.clone());
+                m.queue.push_back(bytes.clone());
             }
         }
     };
@@ -158,19 +198,19 @@ fn run(seed: u64, friends: usize, steps: usize) {
                     counter,
                     kind: PushKind::Heartbeat,
                 };
-                let bytes = seal(&owner, &scope, &body, MAX_MESSAGE).unwrap();
+                let bytes = seal(&owner, &scope, &body);
                 broadcast(bytes, &mut members, &mut rng);
             }
             8 => {
                 let i = rng.below(members.len() as u64) as usize;
                 members[i].offline = !members[i].offline;
-                members[i].inbox.clear();
+                members[i].queue.clear();
             }
             9 if !captured.is_empty() => {
                 // A stale or hostile peer replays an old envelope.
                 let old = captured[rng.below(captured.len() as u64) as usize].clone();
                 let i = rng.below(members.len() as u64) as usize;
-                members[i].inbox.push_back(old);
+                members[i].queue.push_back(old);
             }
             _ => {}
         }
@@ -181,8 +221,9 @@ fn run(seed: u64, friends: usize, steps: usize) {
                 kith_store::ChangeKind::Put { path, .. } => published.get(path).cloned(),
                 kith_store::ChangeKind::Tombstone { .. } => None,
             };
-            let Some((path, kind, heads, _)) =
-                build(&owner, &change.kind, since, body_budget(MAX_MESSAGE)).unwrap()
+            let Some(Built {
+                path, kind, heads, ..
+            }) = build(&owner, &change.kind, since)
             else {
                 continue;
             };
@@ -202,13 +243,13 @@ fn run(seed: u64, friends: usize, steps: usize) {
                 counter,
                 kind,
             };
-            let bytes = seal(&owner, &scope, &body, MAX_MESSAGE).unwrap();
+            let bytes = seal(&owner, &scope, &body);
             captured.push(bytes.clone());
             broadcast(bytes, &mut members, &mut rng);
         }
         // Members handle some of what reached them; the silent ones catch up.
         for m in members.iter_mut().filter(|m| !m.offline) {
-            let take = rng.below(m.inbox.len() as u64 + 1) as usize;
+            let take = rng.below(m.queue.len() as u64 + 1) as usize;
             if take == 0 {
                 m.quiet += 1;
                 if m.quiet >= SILENCE {
@@ -217,8 +258,8 @@ fn run(seed: u64, friends: usize, steps: usize) {
                 }
             }
             for _ in 0..take {
-                let bytes = m.inbox.pop_front().unwrap();
-                m.handle(&owner, &scope, &bytes);
+                let bytes = m.queue.pop_front().unwrap();
+                m.handle(&owner, &bytes);
             }
         }
         // Safety.
@@ -239,12 +280,12 @@ fn run(seed: u64, friends: usize, steps: usize) {
         counter,
         kind: PushKind::Heartbeat,
     };
-    let heartbeat = seal(&owner, &scope, &body, MAX_MESSAGE).unwrap();
+    let heartbeat = seal(&owner, &scope, &body);
     for m in &mut members {
         m.offline = false;
-        m.inbox.push_back(heartbeat.clone());
-        while let Some(bytes) = m.inbox.pop_front() {
-            m.handle(&owner, &scope, &bytes);
+        m.queue.push_back(heartbeat.clone());
+        while let Some(bytes) = m.queue.pop_front() {
+            m.handle(&owner, &bytes);
         }
     }
     let want: Vec<_> = paths(&owner, &me)
@@ -263,7 +304,7 @@ fn run(seed: u64, friends: usize, steps: usize) {
     // Replaying every captured envelope once more changes nothing.
     for m in &mut members {
         for bytes in &captured {
-            let _ = receive(&m.shared, &scope, &m.sequencer, bytes, u64::MAX);
+            let _ = receive(&m.shared, &mut m.inbox, bytes);
         }
         assert_eq!(
             paths(&m.shared, &me),
@@ -273,49 +314,184 @@ fn run(seed: u64, friends: usize, steps: usize) {
     }
 }
 
+/// An owner with a post under `/feed`, and a friend granted `/feed` who
+/// caught up (and so holds the scope), each with its inbox for the scope.
+struct Pair {
+    owner: Arc<Shared>,
+    friend: Arc<Shared>,
+    scope: Scope,
+    inbox: Inbox,
+    counter: u64,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+impl Pair {
+    fn new() -> Self {
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let (owner, friend) = crate::sim::friends_with_a_post(&dirs);
+        let feed = [Path::parse("/feed").unwrap()];
+        assert!(sync(&owner, &friend, usize::MAX, false, &feed));
+        let (scope, _) = owner.own_scopes().into_iter().next().unwrap();
+        let inbox = Inbox::new(scope.clone(), friend.identity.device(), u64::MAX);
+        Self {
+            owner,
+            friend,
+            scope,
+            inbox,
+            counter: 0,
+            _dirs: dirs,
+        }
+    }
+
+    /// The owner writes `path`; the push for it, signed by `key` (the
+    /// owner's device key unless another is given) and sealed with the
+    /// scope's current key.
+    fn push(&mut self, path: &Path, key: Option<&DeviceKey>) -> Vec<u8> {
+        let me = self.owner.namespace();
+        write(&self.owner, path, 2);
+        let seq = self.owner.store.current_seq(&me).unwrap();
+        let change = self
+            .owner
+            .store
+            .changes_since(&me, seq - 1, 1)
+            .unwrap()
+            .remove(0);
+        let built = build(&self.owner, &change.kind, None).unwrap();
+        self.counter += 1;
+        let body = PushBody {
+            session: 7,
+            counter: self.counter,
+            kind: built.kind,
+        };
+        let key = key.unwrap_or(&self.owner.identity.device_key);
+        publish::seal(key, &self.scope, &body, MAX_MESSAGE, &mut rand::rng()).unwrap()
+    }
+
+    fn receive(&mut self, bytes: &[u8]) -> Outcome {
+        receive(&self.friend, &mut self.inbox, bytes)
+    }
+
+    /// Whether the friend holds `path` of the owner's namespace.
+    fn holds(&self, path: &Path) -> bool {
+        self.friend
+            .store
+            .get(&self.owner.namespace(), path)
+            .unwrap()
+            .is_some()
+    }
+}
+
 /// Live receive's own check, with no gate in front of it: a push signed by
 /// a device its namespace revoked is not applied, though it is sealed with
 /// the scope's current key.
 #[test]
 fn a_push_from_a_revoked_device_is_not_applied() {
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let (owner, friend) = crate::sim::friends_with_a_post(&dirs);
-    let me = owner.namespace();
-    let feed = [Path::parse("/feed").unwrap()];
-    assert!(sync(&owner, &friend, usize::MAX, false, &feed));
-    let (scope, _) = owner.own_scopes().into_iter().next().unwrap();
-    let sequencer = Mutex::new(Sequencer::default());
-    let mut counter = 0;
-    let mut push = |path: &str| {
-        let path = Path::parse(path).unwrap();
-        write(&owner, &path, 2);
-        let seq = owner.store.current_seq(&me).unwrap();
-        let change = owner
-            .store
-            .changes_since(&me, seq - 1, 1)
-            .unwrap()
-            .remove(0);
-        let (_, kind, _, _) = build(&owner, &change.kind, None, body_budget(MAX_MESSAGE))
-            .unwrap()
-            .unwrap();
-        counter += 1;
-        let body = PushBody {
-            session: 7,
-            counter,
-            kind,
-        };
-        let bytes = seal(&owner, &scope, &body, MAX_MESSAGE).unwrap();
-        (path, receive(&friend, &scope, &sequencer, &bytes, u64::MAX))
-    };
-    let (first, outcome) = push("/feed/live-1");
-    assert!(!outcome.rejected && friend.store.get(&me, &first).unwrap().is_some());
+    let mut p = Pair::new();
+    let first = Path::parse("/feed/live-1").unwrap();
+    let bytes = p.push(&first, None);
+    let outcome = p.receive(&bytes);
+    assert!(!outcome.rejected && p.holds(&first), "{outcome:?}");
 
     // The owner's namespace revokes the device (the friend learns it in a
     // catch-up); the device still holds the scope key and pushes.
-    crate::sim::learn_revocation(&friend, &owner);
-    let (second, outcome) = push("/feed/live-2");
-    assert!(outcome.rejected, "a revoked device's push was accepted");
-    assert!(friend.store.get(&me, &second).unwrap().is_none());
+    crate::sim::learn_revocation(&p.friend, &p.owner);
+    let second = Path::parse("/feed/live-2").unwrap();
+    let bytes = p.push(&second, None);
+    assert!(
+        p.receive(&bytes).rejected,
+        "a revoked device's push was accepted"
+    );
+    assert!(!p.holds(&second));
+}
+
+/// A device no certificate of the namespace names (here, a key made up by
+/// someone who learnt the scope key) cannot write into it.
+#[test]
+fn a_push_from_an_unknown_device_is_not_applied() {
+    let mut p = Pair::new();
+    let stranger = DeviceKey::generate(&mut rand::rng());
+    let path = Path::parse("/feed/forged").unwrap();
+    let bytes = p.push(&path, Some(&stranger));
+    assert!(
+        p.receive(&bytes).rejected,
+        "an unknown device's push was accepted"
+    );
+    assert!(!p.holds(&path));
+}
+
+/// A member of the scope holds its key, but is a reader: a push it signs
+/// into the owner's namespace (as if the owner wrote it) is refused by the
+/// other members.
+#[test]
+fn a_member_cannot_push_into_the_owners_namespace() {
+    let mut p = Pair::new();
+    let dir = tempfile::tempdir().unwrap();
+    let other = node(dir.path());
+    other.add_friend(&ticket(&p.owner)).unwrap();
+    let mut inbox = Inbox::new(p.scope.clone(), other.identity.device(), u64::MAX);
+    let path = Path::parse("/feed/by-a-reader").unwrap();
+    let reader = p.friend.clone();
+    let bytes = p.push(&path, Some(&reader.identity.device_key));
+    assert!(
+        receive(&other, &mut inbox, &bytes).rejected,
+        "a reader's push into the owner's namespace was accepted"
+    );
+    assert!(
+        other
+            .store
+            .get(&p.owner.namespace(), &path)
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// A push whose path lies outside the scope it was sealed for is dropped,
+/// even from the owner's own device.
+#[test]
+fn a_push_outside_the_scope_is_not_applied() {
+    let mut p = Pair::new();
+    let path = Path::parse("/private/diary").unwrap();
+    let bytes = p.push(&path, None);
+    assert!(
+        p.receive(&bytes).rejected,
+        "a push outside /feed was accepted"
+    );
+    assert!(!p.holds(&path));
+}
+
+/// A push captured before a deletion and replayed after it brings nothing
+/// back.
+#[test]
+fn a_replayed_push_after_a_tombstone_changes_nothing() {
+    let mut p = Pair::new();
+    let path = Path::parse("/feed/soon-gone").unwrap();
+    let captured = p.push(&path, None);
+    assert!(!p.receive(&captured).rejected);
+    assert!(p.holds(&path));
+    delete(&p.owner, path.clone());
+    let me = p.owner.namespace();
+    let seq = p.owner.store.current_seq(&me).unwrap();
+    let change = p
+        .owner
+        .store
+        .changes_since(&me, seq - 1, 1)
+        .unwrap()
+        .remove(0);
+    let built = build(&p.owner, &change.kind, None).unwrap();
+    assert!(matches!(built.kind, PushKind::Tombstone { .. }));
+    p.counter += 1;
+    let body = PushBody {
+        session: 7,
+        counter: p.counter,
+        kind: built.kind,
+    };
+    let tombstone = seal(&p.owner, &p.scope, &body);
+    let outcome = p.receive(&tombstone);
+    assert!(outcome.applied == 1 && outcome.sync, "{outcome:?}");
+    assert!(!p.holds(&path));
+    let outcome = p.receive(&captured);
+    assert_eq!(outcome.applied, 0, "{outcome:?}");
+    assert!(!p.holds(&path), "a replayed push brought deleted data back");
 }
 
 #[test]
@@ -323,4 +499,10 @@ fn live_push_converges_and_refuses_replays_under_loss() {
     for seed in 1..=10u64 {
         run(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15), 3, 150);
     }
+}
+
+/// The same properties at the scale of a real scope: 50 members.
+#[test]
+fn live_push_converges_at_fifty_members() {
+    run(0x5EED_0050, 50, 150);
 }

@@ -22,7 +22,9 @@ use std::sync::Arc;
 
 use kith_caps::{DeviceCert, DeviceRevocation, Grants, ReadCap, Receipt, Revocation, Tombstone};
 use kith_store::automerge::ChangeHash;
-use kith_store::{Change, DocIdentity, Entry, EntryKind, RecordKind, RecordOp, RemoteWrite, Store};
+use kith_store::{
+    ApplyOutcome, Change, DocIdentity, Entry, EntryKind, RecordKind, RecordOp, RemoteWrite, Store,
+};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 use parking_lot::RwLock;
 
@@ -778,6 +780,22 @@ impl Source for OwnerSource<'_> {
         Ok(self.0.store.document_bytes(&self.0.namespace(), path)?)
     }
 
+    fn doc_heads(&self, path: &Path) -> Result<Vec<ChangeHash>> {
+        Ok(self.0.store.heads(&self.0.namespace(), path)?)
+    }
+
+    fn doc_head_deps(&self, path: &Path) -> Result<Vec<ChangeHash>> {
+        let mut deps = Vec::new();
+        if let Some(mut doc) = self.0.store.document(&self.0.namespace(), path)? {
+            for h in doc.get_heads() {
+                if let Some(c) = doc.get_change_by_hash(&h) {
+                    deps.extend(c.deps().iter().copied());
+                }
+            }
+        }
+        Ok(deps)
+    }
+
     fn record_served(&self, requester: &Requester, prefixes: &[Path]) -> Result<()> {
         if prefixes.is_empty() {
             return Ok(());
@@ -837,16 +855,19 @@ impl Source for OwnerSource<'_> {
             return Ok(false);
         }
         let id = receipt_id(tombstone.as_bytes(), &receipt.device());
-        let new = store.record(RecordKind::Receipt, &ns, &id)?.is_none();
-        store.put_record(RecordKind::Receipt, &ns, &id, &receipt.encode())?;
-        if new {
-            // Nobody listening is fine.
-            let _ = self.0.events.send(NodeEvent::Receipt {
-                tombstone,
-                namespace: receipt.namespace(),
-                device: receipt.device(),
-            });
+        if store.record(RecordKind::Receipt, &ns, &id)?.is_some() {
+            // The first receipt stands: a device that confirms again (its
+            // receipt crossed a re-delivery) does not move the time the
+            // deletion was confirmed.
+            return Ok(true);
         }
+        store.put_record(RecordKind::Receipt, &ns, &id, &receipt.encode())?;
+        // Nobody listening is fine.
+        let _ = self.0.events.send(NodeEvent::Receipt {
+            tombstone,
+            namespace: receipt.namespace(),
+            device: receipt.device(),
+        });
         Ok(true)
     }
 
@@ -1025,7 +1046,26 @@ impl Replica for FriendReplica<'_> {
         Ok(())
     }
 
-    fn put_blob_entry(&self, owner: &NamespaceId, entry: &WireEntry) -> Result<()> {
+    fn devices(&self, owner: &NamespaceId) -> Option<(Vec<DeviceCert>, Vec<DeviceRevocation>)> {
+        let known = self.0.known.read();
+        if *owner == self.0.namespace() {
+            Some((
+                known.own_certs.clone(),
+                known.own_device_revocations.clone(),
+            ))
+        } else {
+            known
+                .friends
+                .get(owner)
+                .map(|f| (f.certs.clone(), f.device_revocations.clone()))
+        }
+    }
+
+    fn has_blob(&self, hash: &kith_store::BlobHash) -> bool {
+        self.0.store.has_blob(hash)
+    }
+
+    fn put_blob_entry(&self, owner: &NamespaceId, entry: &WireEntry) -> Result<bool> {
         let WireKind::Blob {
             hash,
             size,
@@ -1043,10 +1083,10 @@ impl Replica for FriendReplica<'_> {
             .store
             .put_blob_entry(owner, &entry.path, write, *hash, *size, media_type)
         {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             Err(e) if is_expected_refusal(&e) => {
                 tracing::info!(path = %entry.path, %e, "blob entry not applied");
-                Ok(())
+                Ok(false)
             }
             Err(e) => Err(e.into()),
         }
@@ -1080,11 +1120,11 @@ impl Replica for FriendReplica<'_> {
         identity: DocIdentity,
         write: RemoteWrite,
         changes: &[u8],
-    ) -> Result<()> {
-        self.0
+    ) -> Result<ApplyOutcome> {
+        Ok(self
+            .0
             .store
-            .apply_changes(owner, path, identity, write, changes)?;
-        Ok(())
+            .apply_changes(owner, path, identity, write, changes)?)
     }
 
     fn store_scopes(

@@ -13,7 +13,7 @@ use kith_caps::{
     DeviceCert, DeviceRevocation, ReadCap, Revocation, Rights, Roster, Scope, Tombstone,
 };
 use kith_store::automerge::ChangeHash;
-use kith_store::{DocIdentity, RemoteWrite};
+use kith_store::{ApplyOutcome, DocIdentity, RemoteWrite};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
 use super::wire::{MAX_BATCH, Message, RefusalCode, WireEntry, WireKind};
@@ -45,8 +45,15 @@ pub trait Replica {
     fn store_friends(&self, owner: &NamespaceId, tickets: &[Vec<u8>]) -> Result<()>;
     /// Applies a verified tombstone.
     fn apply_tombstone(&self, owner: &NamespaceId, tombstone: &Tombstone) -> Result<()>;
-    /// Stores a blob entry (without content).
-    fn put_blob_entry(&self, owner: &NamespaceId, entry: &WireEntry) -> Result<()>;
+    /// The device certificates and device revocations known for `owner`
+    /// (this node's own namespace, or a friend's); `None` if `owner` is
+    /// neither.
+    fn devices(&self, owner: &NamespaceId) -> Option<(Vec<DeviceCert>, Vec<DeviceRevocation>)>;
+    /// Stores a blob entry (without content); `false` if the store refused
+    /// it by its rules (a tombstone, a newer entry), which it logs.
+    fn put_blob_entry(&self, owner: &NamespaceId, entry: &WireEntry) -> Result<bool>;
+    /// Whether the content of the blob with `hash` is held.
+    fn has_blob(&self, hash: &kith_store::BlobHash) -> bool;
     /// The heads of the local copy of a document, if it is the document with
     /// this identity.
     fn doc_heads(
@@ -63,7 +70,7 @@ pub trait Replica {
         identity: DocIdentity,
         write: RemoteWrite,
         changes: &[u8],
-    ) -> Result<()>;
+    ) -> Result<ApplyOutcome>;
     /// Stores the verified live-push scopes (with rosters) of `owner` this
     /// node belongs to, as sent by the owner in this sync.
     fn store_scopes(&self, owner: &NamespaceId, scopes: &[(Scope, Roster)]) -> Result<()>;
@@ -507,7 +514,7 @@ impl Fetch {
             return Ok(());
         }
         match replica.apply_doc(&self.owner, &path, identity, write, changes) {
-            Ok(()) => self.report.docs += 1,
+            Ok(_) => self.report.docs += 1,
             Err(Error::Store(e)) if is_expected_refusal(&e) => {
                 tracing::info!(%path, %e, "document not applied");
                 self.report.refused += 1;

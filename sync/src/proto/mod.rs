@@ -49,6 +49,8 @@
 //! a test can drive both ends in memory without a network.
 
 pub mod fetch;
+pub mod publish;
 pub mod push;
+pub mod receive;
 pub mod serve;
 pub mod wire;

@@ -60,6 +60,12 @@ pub trait Source {
     /// The whole stored document at `path`, for a requester that has none of
     /// it (cheaper than computing changes).
     fn doc_bytes(&self, path: &Path) -> Result<Vec<u8>>;
+    /// The heads of the document at `path`.
+    fn doc_heads(&self, path: &Path) -> Result<Vec<ChangeHash>>;
+    /// The dependencies of the changes at the heads of the document at
+    /// `path` (what a member that holds all but the latest changes has);
+    /// empty if there is no such document.
+    fn doc_head_deps(&self, path: &Path) -> Result<Vec<ChangeHash>>;
     /// The signed tombstone stored for (`prefix`, `time`), if any.
     fn tombstone(&self, prefix: &Path, time: Timestamp) -> Result<Option<Vec<u8>>>;
     /// Records that `requester` was served `prefixes` (so that deletions
