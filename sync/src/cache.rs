@@ -8,7 +8,7 @@ use kith_store::{BlobHash, Store};
 use kith_types::NamespaceId;
 use parking_lot::Mutex;
 
-use crate::Result;
+use crate::error::Result;
 
 /// Friends' blob content held locally, oldest use first.
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use std::path::{Path as FsPath, PathBuf};
 use kith_caps::{DeviceCert, DeviceKey, NamespaceKey, Rights};
 use kith_types::{DeviceId, NamespaceId, Timestamp};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The keys and certificate of this device.
 #[derive(Debug)]

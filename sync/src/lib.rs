@@ -50,7 +50,6 @@ mod live;
 pub(crate) mod net;
 mod node;
 pub mod proto;
-mod scopes;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]

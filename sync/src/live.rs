@@ -32,13 +32,10 @@ use tokio::task::JoinHandle;
 use crate::proto::publish::{self, body_budget};
 use crate::proto::push::{PushBody, PushKind};
 use crate::proto::receive::{Inbox, Outcome};
-use crate::state::{FriendReplica, OwnerSource, Shared};
+use crate::state::{FriendReplica, OwnerSource, Shared, Work};
 
 /// Random roster members added to the owner's devices when joining.
 const RANDOM_BOOTSTRAP: usize = 2;
-/// Capacity of the queue of work the live layer asks of the node.
-pub(crate) const REQUEST_CAPACITY: usize = 1024;
-
 /// Settings of live push.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LiveConfig {
@@ -50,19 +47,6 @@ pub(crate) struct LiveConfig {
     pub(crate) silence: Duration,
     /// Blobs up to this size are fetched as soon as they are announced.
     pub(crate) eager_blob_size: u64,
-}
-
-/// Work the live layer hands to the node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum LiveRequest {
-    /// Catch up with this namespace now (`recovery`: because something was
-    /// missed live).
-    Sync {
-        namespace: NamespaceId,
-        recovery: bool,
-    },
-    /// Fetch this small blob now.
-    FetchBlob { namespace: NamespaceId, path: Path },
 }
 
 /// Counters of live push on one node.
@@ -180,7 +164,7 @@ pub(crate) struct Live {
     session: u64,
     topics: Mutex<HashMap<[u8; 32], Topic>>,
     pub(crate) counters: Arc<Counters>,
-    requests: tokio::sync::mpsc::Sender<LiveRequest>,
+    requests: tokio::sync::mpsc::Sender<Work>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// One reconciliation at a time (a topic is joined once).
     reconciling: tokio::sync::Mutex<()>,
@@ -211,7 +195,7 @@ impl Live {
         gossip: Gossip,
         shared: Arc<Shared>,
         config: LiveConfig,
-        requests: tokio::sync::mpsc::Sender<LiveRequest>,
+        requests: tokio::sync::mpsc::Sender<Work>,
     ) -> Arc<Self> {
         let live = Arc::new(Self {
             gossip,
@@ -291,7 +275,7 @@ impl Live {
         // router's call fail.
     }
 
-    fn request(&self, r: LiveRequest) {
+    fn request(&self, r: Work) {
         match self.requests.try_send(r) {
             Ok(()) => {}
             // The periodic re-sync covers what this would have done.
@@ -543,7 +527,7 @@ impl Live {
 
     fn recover(&self, namespace: NamespaceId) {
         bump(&self.counters.recoveries);
-        self.request(LiveRequest::Sync {
+        self.request(Work::Sync {
             namespace,
             recovery: true,
         });
@@ -559,13 +543,13 @@ impl Live {
         if outcome.recover {
             self.recover(scope.namespace());
         } else if outcome.sync {
-            self.request(LiveRequest::Sync {
+            self.request(Work::Sync {
                 namespace: scope.namespace(),
                 recovery: false,
             });
         }
         if let Some(path) = outcome.fetch {
-            self.request(LiveRequest::FetchBlob {
+            self.request(Work::FetchBlob {
                 namespace: scope.namespace(),
                 path,
             });

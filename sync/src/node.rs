@@ -15,20 +15,21 @@ use kith_store::{
     BlobHash, BlobReader, Durability, Options as StoreOptions, RecordKind, RecordOp, Store,
 };
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
 use crate::cache::BlobCache;
+use crate::error::{Error, Result};
 use crate::identity::Identity;
-use crate::live::{Live, LiveConfig, LiveMetrics, LiveRequest};
+use crate::live::{Live, LiveConfig, LiveMetrics};
 use crate::net;
+use crate::net::fetch::Downloads;
 use crate::net::gate::Gate;
 use crate::net::limits::{PeerBudgets, PeerLimits};
 use crate::net::serve::SyncProtocol;
 use crate::proto::wire::ALPN;
-use crate::state::{DeletionStatus, Shared};
+use crate::state::{DeletionStatus, Shared, Work};
 use crate::ticket::{DeviceInvite, Ticket};
-use crate::{Error, Result};
 
 /// How long one whole sync with a device may take.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
@@ -278,26 +279,25 @@ impl Builder {
         let durability = self.durability;
         let join = self.join.clone();
         let cache_limit = self.blob_cache_limit;
-        let (identity, store, known, cache, scopes) =
-            tokio::task::spawn_blocking(move || -> Result<_> {
-                let identity = match &join {
-                    Some(invite) => Identity::join(&data_dir, &invite.cert)?,
-                    None => Identity::load_or_create(&data_dir)?,
-                };
-                let store = Store::open(
-                    data_dir.join("store"),
-                    StoreOptions::new(identity.device()).durability(durability),
-                )?;
-                let known = Shared::load_known(&store, &identity)?;
-                let cache = BlobCache::load(&store, &identity.namespace, cache_limit)?;
-                let scopes = crate::scopes::load(&store)?;
-                Ok((identity, store, known, cache, scopes))
-            })
-            .await
-            .map_err(|e| Error::Protocol(format!("start-up task failed: {e}")))??;
-
         let gate = Gate::default();
-        let (requests_tx, requests_rx) = tokio::sync::mpsc::channel(crate::live::REQUEST_CAPACITY);
+        let admission = Arc::new(gate.clone());
+        let shared = tokio::task::spawn_blocking(move || -> Result<_> {
+            let identity = match &join {
+                Some(invite) => Identity::join(&data_dir, &invite.cert)?,
+                None => Identity::load_or_create(&data_dir)?,
+            };
+            let store = Store::open(
+                data_dir.join("store"),
+                StoreOptions::new(identity.device()).durability(durability),
+            )?;
+            let cache = BlobCache::load(&store, &identity.namespace, cache_limit)?;
+            Shared::open(store, identity, cache, admission)
+        })
+        .await
+        .map_err(|e| Error::Protocol(format!("start-up task failed: {e}")))??;
+        let shared = Arc::new(shared);
+        let identity = &shared.identity;
+        let (requests_tx, requests_rx) = tokio::sync::mpsc::channel(REQUEST_CAPACITY);
         let lookup = MemoryLookup::new();
         let secret = SecretKey::from_bytes(&identity.device_key.to_bytes());
         let builder = match &self.network {
@@ -332,26 +332,18 @@ impl Builder {
             .bind()
             .await
             .map_err(Error::network)?;
-        let shared = Arc::new(Shared {
-            store,
-            identity,
-            known: RwLock::new(known),
-            gate,
-            budgets: PeerBudgets::new(self.peer_limits),
-            cache,
-            events: tokio::sync::broadcast::channel(256).0,
-            scopes: RwLock::new(scopes),
-            scope_version: tokio::sync::watch::channel(0).0,
-            requests: requests_tx.clone(),
-            owed_changed: tokio::sync::Notify::new(),
-            downloads: Default::default(),
-        });
-        shared.refresh_gate();
         let gossip = iroh_gossip::Gossip::builder()
             .max_message_size(self.gossip_max_message_size)
             .spawn(endpoint.clone());
         let router = Router::builder(endpoint.clone())
-            .accept(ALPN, SyncProtocol::new(shared.clone()))
+            .accept(
+                ALPN,
+                SyncProtocol::new(
+                    shared.clone(),
+                    PeerBudgets::new(self.peer_limits),
+                    requests_tx.clone(),
+                ),
+            )
             .accept(iroh_gossip::ALPN, gossip.clone())
             .spawn();
         // Gossip finds peers by id: give it every address known.
@@ -381,6 +373,8 @@ impl Builder {
         let node = Node {
             inner: Arc::new(Inner {
                 shared,
+                gate,
+                downloads: Downloads::default(),
                 endpoint,
                 router,
                 lookup,
@@ -427,6 +421,9 @@ impl Builder {
     }
 }
 
+/// Capacity of the queue of work the drivers ask of the node.
+const REQUEST_CAPACITY: usize = 1024;
+
 /// A connection this node opened, and when it last moved stream data.
 struct Cached {
     conn: Connection,
@@ -452,6 +449,10 @@ impl Cached {
 
 struct Inner {
     shared: Arc<Shared>,
+    /// The connection gate (told by `shared` who is admitted).
+    gate: Gate,
+    /// Blob fetches in progress, one per blob.
+    downloads: Downloads,
     endpoint: Endpoint,
     router: Router,
     lookup: MemoryLookup,
@@ -826,7 +827,7 @@ impl Node {
     /// Events of this node as they happen (deletion receipts arriving).
     /// A receiver that falls behind by more than 256 events gets
     /// `RecvError::Lagged` and should re-read what it shows.
-    pub fn events(&self) -> tokio::sync::broadcast::Receiver<crate::NodeEvent> {
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<crate::state::NodeEvent> {
         self.inner.shared.events.subscribe()
     }
 
@@ -916,7 +917,7 @@ impl Node {
         .await
         .map_err(|_| Error::Timeout("connecting"))?
         .map_err(Error::network)?;
-        self.inner.shared.gate.track(device, &conn);
+        self.inner.gate.track(device, &conn);
         self.inner
             .connections
             .lock()
@@ -1035,7 +1036,16 @@ impl Node {
                 if size > eager || self.inner.shared.store.has_blob(&hash) {
                     continue;
                 }
-                match net::fetch::blob(&self.inner.shared, &conn, &path, hash, size).await {
+                match net::fetch::blob(
+                    &self.inner.shared,
+                    &self.inner.downloads,
+                    &conn,
+                    &path,
+                    hash,
+                    size,
+                )
+                .await
+                {
                     Ok(n) => {
                         report.blobs_fetched += 1;
                         report.bytes_received += n;
@@ -1148,7 +1158,16 @@ impl Node {
                     continue;
                 }
             };
-            match net::fetch::blob(&self.inner.shared, &conn, path, hash, size).await {
+            match net::fetch::blob(
+                &self.inner.shared,
+                &self.inner.downloads,
+                &conn,
+                path,
+                hash,
+                size,
+            )
+            .await
+            {
                 Ok(n) => return Ok(n),
                 Err(e @ (Error::Refused { .. } | Error::Store(_))) => return Err(e),
                 Err(e) => last_error = e.to_string(),
@@ -1322,7 +1341,7 @@ impl Node {
     /// The live-push topics this node has joined: one per scope it belongs
     /// to (its own namespace's granted prefixes, and friends' prefixes it
     /// may read), at the scope's current epoch.
-    pub fn live_topics(&self) -> Vec<crate::LiveTopic> {
+    pub fn live_topics(&self) -> Vec<crate::live::LiveTopic> {
         self.inner
             .live
             .as_ref()
@@ -1335,7 +1354,7 @@ impl Node {
     /// eager blob fetches.
     async fn serve_requests(
         weak: std::sync::Weak<Inner>,
-        mut rx: tokio::sync::mpsc::Receiver<LiveRequest>,
+        mut rx: tokio::sync::mpsc::Receiver<Work>,
     ) {
         // Per namespace being synced: whether another run was asked for.
         let running: Arc<Mutex<HashMap<NamespaceId, bool>>> = Arc::default();
@@ -1343,7 +1362,7 @@ impl Node {
             let Some(inner) = weak.upgrade() else { return };
             let node = Node { inner };
             match request {
-                LiveRequest::Sync {
+                Work::Sync {
                     namespace,
                     recovery,
                 } => {
@@ -1394,7 +1413,7 @@ impl Node {
                         }
                     });
                 }
-                LiveRequest::FetchBlob { namespace, path } => {
+                Work::FetchBlob { namespace, path } => {
                     let inner = node.inner.clone();
                     inner.spawn_tracked(async move {
                         if let Err(e) = node.fetch(&namespace, &path).await {

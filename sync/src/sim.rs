@@ -21,16 +21,13 @@ use kith_store::automerge::ROOT;
 use kith_store::automerge::transaction::Transactable;
 use kith_store::{RecordKind, RecordOp};
 use kith_types::{NamespaceId, Path, Timestamp};
-use parking_lot::RwLock;
 
 use crate::cache::BlobCache;
 use crate::identity::Identity;
-use crate::net::gate::Gate;
-use crate::net::limits::{PeerBudgets, PeerLimits};
 use crate::proto::fetch::Fetch;
 use crate::proto::serve::{Output, Serve};
 use crate::proto::wire::{Message, RefusalCode};
-use crate::state::{FriendReplica, OwnerSource, Shared};
+use crate::state::{FriendReplica, NoNetwork, OwnerSource, Shared};
 use crate::ticket::Ticket;
 
 /// A small deterministic generator.
@@ -52,22 +49,8 @@ pub(crate) fn node(dir: &std::path::Path) -> Arc<Shared> {
         kith_store::Options::new(identity.device()),
     )
     .unwrap();
-    let known = Shared::load_known(&store, &identity).unwrap();
     let cache = BlobCache::load(&store, &identity.namespace, u64::MAX).unwrap();
-    Arc::new(Shared {
-        store,
-        identity,
-        known: RwLock::new(known),
-        gate: Gate::default(),
-        budgets: PeerBudgets::new(PeerLimits::default()),
-        cache,
-        events: tokio::sync::broadcast::channel(256).0,
-        scopes: RwLock::new(Default::default()),
-        scope_version: tokio::sync::watch::channel(0).0,
-        requests: tokio::sync::mpsc::channel(1).0,
-        owed_changed: tokio::sync::Notify::new(),
-        downloads: Default::default(),
-    })
+    Arc::new(Shared::open(store, identity, cache, Arc::new(NoNetwork)).unwrap())
 }
 
 pub(crate) fn ticket(s: &Shared) -> Ticket {

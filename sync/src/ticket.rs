@@ -7,7 +7,7 @@ use std::str::FromStr;
 use kith_caps::DeviceCert;
 use kith_types::NamespaceId;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 const PREFIX: &str = "kith1";
 const VERSION: u8 = 1;

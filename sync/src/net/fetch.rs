@@ -8,10 +8,10 @@ use kith_store::BlobHash;
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
 use super::frames::{BlobFrame, read_blob_frame, read_msg, within, write_msg};
+use crate::error::{Error, Result};
 use crate::proto::fetch::{Fetch, FetchReport};
 use crate::proto::wire::Message;
 use crate::state::{FriendReplica, Shared};
-use crate::{Error, Result};
 
 /// One fetch of a blob at a time on a node: a second fetch of the same
 /// blob waits for the first, asynchronously (so it can be cancelled, and
@@ -95,12 +95,13 @@ pub(crate) async fn sync(
 /// are kept by the store across restarts). Returns the bytes received.
 pub(crate) async fn blob(
     shared: &Arc<Shared>,
+    downloads: &Downloads,
     conn: &Connection,
     path: &Path,
     hash: BlobHash,
     size: u64,
 ) -> Result<u64> {
-    let _turn = shared.downloads.turn(hash).await;
+    let _turn = downloads.turn(hash).await;
     if shared.store.has_blob(&hash) {
         return Ok(0); // fetched by the one before
     }

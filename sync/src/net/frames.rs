@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use iroh::endpoint::{RecvStream, SendStream};
 
+use crate::error::{Error, Result};
 use crate::proto::wire::{BLOB_CHUNK, MAX_FRAME_LEN, Message, TAG_BLOB_CHUNK, VERSION, WireError};
-use crate::{Error, Result};
 
 /// How long a stream may make no progress (no frame arrives, or the peer
 /// takes none of what is written) before it is given up.

@@ -12,6 +12,8 @@ use iroh::endpoint::{
 use kith_types::DeviceId;
 use parking_lot::{Mutex, RwLock};
 
+use crate::state::Admission;
+
 /// QUIC close code sent to refused endpoints.
 pub(crate) const REFUSED_CODE: u32 = 403;
 
@@ -56,6 +58,12 @@ impl Gate {
 
     pub(crate) fn allows(&self, device: &DeviceId) -> bool {
         self.allowed.read().contains(device)
+    }
+}
+
+impl Admission for Gate {
+    fn admit(&self, devices: HashSet<DeviceId>) {
+        self.set(devices);
     }
 }
 

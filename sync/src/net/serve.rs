@@ -8,12 +8,14 @@ use iroh::protocol::{AcceptError, ProtocolHandler};
 use kith_store::BlobHash;
 use kith_types::{DeviceId, Timestamp};
 
+use tokio::sync::mpsc::Sender;
+
 use super::frames::{read_msg, write_blob_chunk, write_msg};
-use super::limits::PeerBudget;
+use super::limits::{PeerBudget, PeerBudgets};
+use crate::error::{Error, Result};
 use crate::proto::serve::{Output, Serve};
 use crate::proto::wire::{BLOB_CHUNK, Message, RefusalCode};
-use crate::state::{OwnerSource, Shared};
-use crate::{Error, Result};
+use crate::state::{OwnerSource, Shared, Work};
 
 /// QUIC close code for a peer disconnected for exceeding its limits.
 const RATE_LIMITED_CODE: u32 = 429;
@@ -25,15 +27,21 @@ const SHUTDOWN_STREAMS: std::time::Duration = std::time::Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub(crate) struct SyncProtocol {
     pub(crate) shared: Arc<Shared>,
+    /// What each peer may still ask for.
+    budgets: Arc<PeerBudgets>,
+    /// Where a poke's sync is asked of the node.
+    requests: Sender<Work>,
     /// The streams being served, aborted when the router shuts down (so
     /// none holds the store after the node stopped).
     pub(crate) streams: Arc<parking_lot::Mutex<tokio::task::JoinSet<()>>>,
 }
 
 impl SyncProtocol {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, budgets: PeerBudgets, requests: Sender<Work>) -> Self {
         Self {
             shared,
+            budgets: Arc::new(budgets),
+            requests,
             streams: Arc::default(),
         }
     }
@@ -67,7 +75,7 @@ async fn note_refusal(
 impl ProtocolHandler for SyncProtocol {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         let remote = DeviceId::from_bytes(*conn.remote_id().as_bytes());
-        let budget = self.shared.budgets.of(remote);
+        let budget = self.budgets.of(remote);
         loop {
             let (mut send, recv) = match conn.accept_bi().await {
                 Ok(s) => s,
@@ -88,13 +96,15 @@ impl ProtocolHandler for SyncProtocol {
                 continue;
             };
             let shared = self.shared.clone();
+            let requests = self.requests.clone();
             let budget = budget.clone();
             let conn = conn.clone();
             let mut streams = self.streams.lock();
             // Results of streams that ended are not needed.
             while streams.try_join_next().is_some() {}
             streams.spawn(async move {
-                if let Err(e) = serve_stream(shared, &budget, &conn, remote, send, recv).await {
+                let stream = serve_stream(shared, &requests, &budget, &conn, remote, send, recv);
+                if let Err(e) = stream.await {
                     tracing::debug!(remote = %remote.fmt_short(), %e, "catch-up stream ended with an error");
                 }
                 drop(permit);
@@ -115,6 +125,7 @@ impl ProtocolHandler for SyncProtocol {
 
 async fn serve_stream(
     shared: Arc<Shared>,
+    requests: &Sender<Work>,
     budget: &PeerBudget,
     conn: &Connection,
     remote: DeviceId,
@@ -152,7 +163,7 @@ async fn serve_stream(
             continue;
         }
         if msg == Message::Poke && session.requester().is_none() {
-            poked(&shared, remote);
+            poked(&shared, requests, remote);
             break;
         }
         let shared2 = shared.clone();
@@ -205,7 +216,7 @@ async fn serve_stream(
 
 /// A device of a friend (or of this namespace) says something is owed to
 /// this node: sync with that namespace now.
-fn poked(shared: &Shared, remote: DeviceId) {
+fn poked(shared: &Shared, requests: &Sender<Work>, remote: DeviceId) {
     let namespace = {
         let known = shared.known.read();
         if known.own_certs.iter().any(|c| c.device() == remote) {
@@ -220,11 +231,11 @@ fn poked(shared: &Shared, remote: DeviceId) {
     };
     match namespace {
         Some(namespace) => {
-            let request = crate::live::LiveRequest::Sync {
+            let request = Work::Sync {
                 namespace,
                 recovery: false,
             };
-            if let Err(e) = shared.requests.try_send(request) {
+            if let Err(e) = requests.try_send(request) {
                 tracing::warn!(%e, "could not queue a sync after a poke");
             }
         }

@@ -16,79 +16,17 @@
 use std::collections::{HashMap, HashSet};
 
 use kith_caps::{DeviceCert, Roster, Scope};
-use kith_store::{RecordKind, RecordOp, Store};
+use kith_store::{RecordKind, RecordOp};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
 use crate::error::Result;
 use crate::proto::serve::roster_version;
-use crate::state::{Shared, decode_cursors, encode_cursors};
 
-/// Sync-state id prefix of the record of scope versions sent to a device
-/// (kept in the sync cursors' encoding: (prefix, [`roster_version`]) pairs).
-const SCOPES_SENT_ID: &[u8] = b"scopes";
-
-/// The scopes this node holds: its own namespace's and its friends'.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct ScopeBook {
-    held: HashMap<(NamespaceId, Path), (Scope, Roster)>,
-}
-
-impl ScopeBook {
-    /// Every scope held, with its roster.
-    pub(crate) fn all(&self) -> impl Iterator<Item = &(Scope, Roster)> {
-        self.held.values()
-    }
-
-    /// The scopes of `ns`.
-    pub(crate) fn of(&self, ns: &NamespaceId) -> Vec<(Scope, Roster)> {
-        self.held
-            .iter()
-            .filter(|((n, _), _)| n == ns)
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-}
-
-fn encode_held(scope: &Scope, roster: &Roster) -> Vec<u8> {
-    let s = scope.encode();
-    let mut out = Vec::with_capacity(4 + s.len() + 64);
-    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    out.extend_from_slice(&s);
-    out.extend_from_slice(&roster.encode());
-    out
-}
-
-fn decode_held(bytes: &[u8]) -> Option<(Scope, Roster)> {
-    let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-    let scope = Scope::decode(bytes.get(4..4 + len)?).ok()?;
-    let roster = Roster::decode(bytes.get(4 + len..)?).ok()?;
-    roster.verify().ok()?;
-    roster.is_for(&scope).then_some((scope, roster))
-}
-
-fn sent_id(device: &DeviceId) -> Vec<u8> {
-    let mut id = SCOPES_SENT_ID.to_vec();
-    id.extend_from_slice(device.as_bytes());
-    id
-}
-
-/// Loads the held scopes; damaged records are logged and skipped.
-pub(crate) fn load(store: &Store) -> Result<ScopeBook> {
-    let mut book = ScopeBook::default();
-    for (ns, _, bytes) in store.all_records(RecordKind::Scope)? {
-        match decode_held(&bytes) {
-            Some((scope, roster)) if scope.namespace() == ns => {
-                book.held
-                    .insert((scope.namespace(), scope.prefix().clone()), (scope, roster));
-            }
-            _ => tracing::error!("ignoring a damaged stored scope"),
-        }
-    }
-    Ok(book)
-}
+use super::records::{decode_cursors, encode_cursors, encode_held, sent_id};
+use super::shared::Shared;
 
 impl Shared {
-    fn put_scopes(
+    pub(super) fn put_scopes(
         &self,
         ns: &NamespaceId,
         scopes: Vec<(Scope, Roster)>,
@@ -321,11 +259,13 @@ impl Shared {
         }
         Ok(owed.into_iter().collect())
     }
-}
 
-/// Device ids on the rosters of held scopes (admitted by the gate).
-pub(crate) fn roster_members(book: &ScopeBook) -> Vec<DeviceId> {
-    book.all()
-        .flat_map(|(_, r)| r.members().iter().copied())
-        .collect()
+    /// Brings this namespace's scopes in step with its grants and friends;
+    /// wakes the delivery of what that makes owed (a new epoch's secret).
+    pub(crate) fn scopes_follow_grants(&self) -> Result<()> {
+        if self.reconcile_own_scopes()? {
+            self.owed_changed.notify_one();
+        }
+        Ok(())
+    }
 }
