@@ -88,6 +88,37 @@ impl From<kith_caps::Error> for Error {
     }
 }
 
+impl From<crate::proto::Error> for Error {
+    fn from(e: crate::proto::Error) -> Self {
+        use crate::proto::Error as P;
+        match e {
+            P::Store(e) => Error::Store(e),
+            P::Caps(e) => Error::Caps(e),
+            P::Wire(e) => Error::Wire(e),
+            P::Protocol(why) => Error::Protocol(why),
+            P::Refused { code, reason } => Error::Refused { code, reason },
+            P::Local(e) => match e.downcast::<Error>() {
+                Ok(e) => *e,
+                Err(e) => Error::Protocol(e.to_string()),
+            },
+        }
+    }
+}
+
+impl From<Error> for crate::proto::Error {
+    fn from(e: Error) -> Self {
+        use crate::proto::Error as P;
+        match e {
+            Error::Store(e) => P::Store(e),
+            Error::Caps(e) => P::Caps(e),
+            Error::Wire(e) => P::Wire(e),
+            Error::Protocol(why) => P::Protocol(why),
+            Error::Refused { code, reason } => P::Refused { code, reason },
+            other => P::Local(Box::new(other)),
+        }
+    }
+}
+
 impl Error {
     /// The store error inside, if this is one.
     pub fn as_store(&self) -> Option<&kith_store::Error> {

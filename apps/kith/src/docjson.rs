@@ -3,10 +3,12 @@
 //!
 //! Strings are stored as Automerge scalar strings, integers as `Int` (or
 //! `Uint` above `i64::MAX`), other numbers as `F64`; objects and arrays
-//! become maps and lists.
+//! become maps and lists. [`read_json`] reads a stored document that way.
 
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc, ScalarValue};
+use kith::store::Store;
+use kith::{NamespaceId, Path};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -121,6 +123,41 @@ fn fill_list(doc: &mut AutoCommit, list: &ObjId, items: &[Value]) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// Longest text field the app writes (a post, a comment, a bio), in bytes.
+pub const MAX_TEXT_LEN: usize = 64 << 10;
+
+/// A path the app names in its code (the root if the text is not one).
+pub(crate) fn const_path(text: &str) -> Path {
+    Path::parse(text).unwrap_or_else(|_| Path::root())
+}
+
+/// The document at `path` of `ns` as JSON; `None` if there is none (or a
+/// blob is there). Blocks.
+///
+/// # Errors
+/// Store errors and documents that cannot be read as JSON.
+pub fn read_json(store: &Store, ns: &NamespaceId, path: &Path) -> Result<Option<Value>> {
+    match store.document(ns, path) {
+        Ok(Some(doc)) => Ok(Some(to_json(&doc)?)),
+        Ok(None) => Ok(None),
+        // A blob where a document was expected: not ours to show.
+        Err(kith::store::Error::WrongKind { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The string at `key` of a JSON object (empty if none).
+pub fn text_field(v: &Value, key: &str) -> String {
+    v.get(key).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+/// The `time` field of a JSON object (µs since the Unix epoch; 0 if none).
+pub fn time_field(v: &Value) -> u64 {
+    v.get("time")
+        .and_then(|t| t.as_u64().or_else(|| t.as_f64().map(|f| f as u64)))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -54,23 +54,19 @@ use kith::{NamespaceId, Path};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::docjson;
+use crate::docjson::{self, MAX_TEXT_LEN, const_path, read_json, text_field, time_field};
 use crate::error::{Error, Result};
 use crate::names::Names;
+use crate::profile::PROFILE_PATH;
+pub use crate::profile::{
+    AVATAR_PATH, Avatar, MAX_AVATAR_SIZE, Profile, profile, set_avatar, set_profile,
+};
+pub use crate::urls::{entry_url, percent_encode};
 
-/// The profile document.
-pub const PROFILE_PATH: &str = "/profile";
-/// The profile picture (a blob beside the profile, under its grant).
-pub const AVATAR_PATH: &str = "/profile/avatar";
-/// Largest profile picture, in bytes.
-pub const MAX_AVATAR_SIZE: usize = 2 << 20;
 /// Where comments live in the commenter's namespace.
 pub const COMMENTS_PREFIX: &str = "/feed/comments";
 /// What every friend may read (granted when a friend is added).
 pub const FRIEND_PREFIXES: [&str; 3] = [PROFILE_PATH, "/feed/friends", COMMENTS_PREFIX];
-/// Longest post or comment text, in bytes.
-pub const MAX_TEXT_LEN: usize = 64 << 10;
-
 /// Who may see a post.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Audience {
@@ -97,7 +93,7 @@ impl Audience {
 
     /// The prefix as a path.
     pub fn prefix(self) -> Path {
-        parse_const(self.prefix_text())
+        const_path(self.prefix_text())
     }
 
     /// `"friends"`, `"close"` or `"me"`.
@@ -129,38 +125,6 @@ impl FromStr for Audience {
             ))),
         }
     }
-}
-
-/// A path written as a constant in this module; they all parse.
-fn parse_const(text: &str) -> Path {
-    Path::parse(text).unwrap_or_else(|_| Path::root())
-}
-
-/// A person's profile.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Profile {
-    /// The name they chose.
-    #[serde(default)]
-    pub name: String,
-    /// A few words about them.
-    #[serde(default)]
-    pub bio: String,
-    /// Their profile picture, if they set one (and it reached this node).
-    #[serde(default)]
-    pub avatar: Option<Avatar>,
-}
-
-/// A profile picture.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Avatar {
-    /// Where the HTTP API serves it: `/api/entry/NS/profile/avatar?v=…`,
-    /// the query naming the picture's content, so that a new picture gets
-    /// a new URL.
-    pub url: String,
-    /// Its media type (`image/…`).
-    pub media_type: String,
-    /// Its size in bytes.
-    pub size: u64,
 }
 
 /// An attachment to add to a new post.
@@ -240,29 +204,6 @@ pub struct Comment {
     pub time: u64,
 }
 
-/// The URL of an entry in the HTTP API.
-pub fn entry_url(ns: &NamespaceId, path: &Path) -> String {
-    let mut url = format!("/api/entry/{ns}");
-    for c in path.components() {
-        url.push('/');
-        url.push_str(&percent_encode(c));
-    }
-    url
-}
-
-/// Percent-encodes everything but unreserved URL characters.
-pub fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Every entry under `prefix` of `ns`. Blocks.
 ///
 /// # Errors
@@ -278,129 +219,6 @@ pub fn list_all(store: &Store, ns: &NamespaceId, prefix: &Path) -> Result<Vec<(P
             None => return Ok(out),
         }
     }
-}
-
-fn doc_json(store: &Store, ns: &NamespaceId, path: &Path) -> Result<Option<Value>> {
-    match store.document(ns, path) {
-        Ok(Some(doc)) => Ok(Some(docjson::to_json(&doc)?)),
-        Ok(None) => Ok(None),
-        // A blob where a document was expected: not ours to show.
-        Err(kith::store::Error::WrongKind { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn text_field(v: &Value, key: &str) -> String {
-    v.get(key).and_then(Value::as_str).unwrap_or("").to_string()
-}
-
-fn time_field(v: &Value) -> u64 {
-    v.get("time")
-        .and_then(|t| t.as_u64().or_else(|| t.as_f64().map(|f| f as u64)))
-        .unwrap_or(0)
-}
-
-/// The profile of `ns` (empty if it has none or this node may not read it).
-/// Blocks.
-///
-/// # Errors
-/// Store errors.
-pub fn profile(store: &Store, ns: &NamespaceId) -> Result<Profile> {
-    let mut profile = match doc_json(store, ns, &parse_const(PROFILE_PATH))? {
-        Some(v) => Profile {
-            name: text_field(&v, "name"),
-            bio: text_field(&v, "bio"),
-            avatar: None,
-        },
-        None => Profile::default(),
-    };
-    let at = parse_const(AVATAR_PATH);
-    if let Some(Entry {
-        kind:
-            EntryKind::Blob {
-                hash,
-                size,
-                media_type,
-            },
-        ..
-    }) = store.get(ns, &at)?
-    {
-        let version = hash.to_hex();
-        profile.avatar = Some(Avatar {
-            url: format!(
-                "{}?v={}",
-                entry_url(ns, &at),
-                version.get(..16).unwrap_or(&version)
-            ),
-            media_type,
-            size,
-        });
-    }
-    Ok(profile)
-}
-
-/// Sets the own profile picture: an image of at most [`MAX_AVATAR_SIZE`]
-/// bytes, stored at [`AVATAR_PATH`], so every friend who may read the
-/// profile receives it. Blocks.
-///
-/// # Errors
-/// [`Error::BadInput`] for a media type that is not `image/…`, an empty
-/// picture or one over [`MAX_AVATAR_SIZE`]; store errors.
-pub fn set_avatar(
-    store: &Store,
-    me: &NamespaceId,
-    data: &[u8],
-    media_type: &str,
-) -> Result<Profile> {
-    let essence = media_type.split(';').next().unwrap_or("").trim();
-    if !essence.starts_with("image/") || essence.len() <= "image/".len() {
-        return Err(Error::BadInput(format!(
-            "a profile picture is an image (image/png, image/jpeg …), not {media_type:?}"
-        )));
-    }
-    if data.is_empty() {
-        return Err(Error::BadInput("the profile picture is empty".into()));
-    }
-    if data.len() > MAX_AVATAR_SIZE {
-        return Err(Error::BadInput(format!(
-            "the profile picture is {} bytes; at most {MAX_AVATAR_SIZE}",
-            data.len()
-        )));
-    }
-    store.put_blob(me, &parse_const(AVATAR_PATH), data, media_type)?;
-    profile(store, me)
-}
-
-/// Sets the own profile's name and/or bio. Blocks.
-///
-/// # Errors
-/// [`Error::BadInput`] for an overlong field, store errors.
-pub fn set_profile(
-    store: &Store,
-    me: &NamespaceId,
-    name: Option<&str>,
-    bio: Option<&str>,
-) -> Result<Profile> {
-    let mut fields = serde_json::Map::new();
-    if let Some(name) = name {
-        if name.len() > 64 {
-            return Err(Error::BadInput("a name is at most 64 bytes".into()));
-        }
-        fields.insert("name".into(), json!(name));
-    }
-    if let Some(bio) = bio {
-        if bio.len() > MAX_TEXT_LEN {
-            return Err(Error::BadInput("the bio is too long".into()));
-        }
-        fields.insert("bio".into(), json!(bio));
-    }
-    if !fields.is_empty() {
-        let (res, _) = store.edit_document(me, &parse_const(PROFILE_PATH), |doc| {
-            docjson::set_keys(doc, &fields)
-        })?;
-        res?;
-    }
-    profile(store, me)
 }
 
 fn check_text(text: &str) -> Result<()> {
@@ -479,7 +297,7 @@ fn build_post(
     children: &[(Path, Entry)],
     names: &Names,
 ) -> Result<Option<Post>> {
-    let Some(v) = doc_json(store, author, path)? else {
+    let Some(v) = read_json(store, author, path)? else {
         return Ok(None);
     };
     let Some(id) = path.last() else {
@@ -568,13 +386,13 @@ pub fn posts_of(store: &Store, author: &NamespaceId, names: &Names) -> Result<Ve
 /// # Errors
 /// Store errors.
 pub fn comments_of(store: &Store, ns: &NamespaceId, names: &Names) -> Result<Vec<Comment>> {
-    let prefix = parse_const(COMMENTS_PREFIX);
+    let prefix = const_path(COMMENTS_PREFIX);
     let mut out = Vec::new();
     for (p, e) in list_all(store, ns, &prefix)? {
         if p.len() != prefix.len() + 1 || !matches!(e.kind, EntryKind::Document { .. }) {
             continue;
         }
-        let Some(v) = doc_json(store, ns, &p)? else {
+        let Some(v) = read_json(store, ns, &p)? else {
             continue;
         };
         out.push(Comment {
@@ -683,7 +501,7 @@ pub fn comment(
         )));
     }
     let id = new_id(store);
-    let path = parse_const(COMMENTS_PREFIX).join(&id)?;
+    let path = const_path(COMMENTS_PREFIX).join(&id)?;
     let time = store.clock().now().as_micros();
     let body = json!({
         "post_author": post_author.to_string(),

@@ -7,7 +7,8 @@
 //! runs and the command needs no network. The feed ([`feed`]: profile,
 //! posts by audience, comments in the commenter's namespace) is ordinary
 //! documents and blobs, so the engine's grants decide who sees what;
-//! [`names`] keeps what this person calls their friends.
+//! [`profile`] is a person's name, bio and picture, and [`names`] keeps
+//! what this person calls their friends.
 //!
 //! ```no_run
 //! # async fn run() -> kith_app::Result<()> {
@@ -38,6 +39,8 @@ mod error;
 pub mod feed;
 pub mod http;
 pub mod names;
+pub mod profile;
+mod urls;
 mod web;
 
 pub use error::{Error, Result};

@@ -15,7 +15,7 @@ use kith::store::Store;
 use kith::{NamespaceId, Path};
 
 use crate::error::{Error, Result};
-use crate::feed;
+use crate::profile;
 
 /// Where the names live in the own namespace.
 pub const NAMES_PATH: &str = "/app/friends";
@@ -106,13 +106,13 @@ impl Names {
     /// Store errors.
     pub fn load(store: &Store, me: NamespaceId, friends: &[NamespaceId]) -> Result<Self> {
         let mut avatars = BTreeMap::new();
-        let mine = feed::profile(store, &me)?;
+        let mine = profile::profile(store, &me)?;
         if let Some(a) = mine.avatar {
             avatars.insert(me, a.url);
         }
         let mut profiles = BTreeMap::new();
         for f in friends {
-            let profile = feed::profile(store, f)?;
+            let profile = profile::profile(store, f)?;
             if !profile.name.is_empty() {
                 profiles.insert(*f, profile.name);
             }

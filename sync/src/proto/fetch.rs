@@ -16,8 +16,8 @@ use kith_store::automerge::ChangeHash;
 use kith_store::{ApplyOutcome, DocIdentity, RemoteWrite};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
+use super::error::{Error, Result};
 use super::wire::{MAX_BATCH, Message, RefusalCode, WireEntry, WireKind};
-use crate::error::{Error, Result};
 
 /// What the requesting side reads and writes. Every method may block.
 pub trait Replica {

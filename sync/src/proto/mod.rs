@@ -48,9 +48,12 @@
 //! implements over its store (blocking calls, run off the async runtime), so
 //! a test can drive both ends in memory without a network.
 
+mod error;
 pub mod fetch;
 pub mod publish;
 pub mod push;
 pub mod receive;
 pub mod serve;
 pub mod wire;
+
+pub use self::error::{Error, Result};

@@ -14,9 +14,9 @@ use kith_store::automerge::ChangeHash;
 use kith_store::{ChangeKind, EntryKind};
 use kith_types::{DeviceId, Path};
 
+use super::error::{Error, Result};
 use super::push::{PushBody, PushKind};
 use super::serve::Source;
-use crate::error::{Error, Result};
 
 /// Bytes of the gossip frame around a sealed envelope (topic, message id,
 /// framing), kept free of the configured message size.

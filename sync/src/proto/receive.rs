@@ -24,10 +24,10 @@ use kith_store::DocIdentity;
 use kith_store::RemoteWrite;
 use kith_types::{DeviceId, Path, Timestamp};
 
+use super::error::Error;
 use super::fetch::{Replica, is_expected_refusal};
 use super::push::{PushBody, PushKind, Sequencer, Verdict};
 use super::wire::{WireEntry, WireKind};
-use crate::error::Error;
 
 /// What handling one received message asks of the driver.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

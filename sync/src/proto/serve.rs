@@ -16,8 +16,8 @@ use kith_store::automerge::ChangeHash;
 use kith_store::{BlobHash, Change, ChangeKind, Entry, EntryKind};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
+use super::error::Result;
 use super::wire::{MAX_BATCH, Message, RefusalCode, WireEntry, WireKind};
-use crate::error::Result;
 
 /// What a member device was last sent of a scope, as one number that grows
 /// with every change the member must hear of: the epoch, then (within an

@@ -8,9 +8,9 @@ use kith_store::automerge::ChangeHash;
 use kith_store::{ApplyOutcome, DocIdentity, Entry, EntryKind, RecordKind, RecordOp, RemoteWrite};
 use kith_types::{DeviceId, NamespaceId, Path};
 
-use crate::error::{Error, Result};
 use crate::proto::fetch::{Replica, is_expected_refusal};
 use crate::proto::wire::{WireEntry, WireKind};
+use crate::proto::{Error, Result};
 
 use super::records::{
     CERT_ID, DEVICE_REVOCATION_ID, decode_cursors, device_record_id, encode_cursors, parse_ticket,
@@ -256,7 +256,7 @@ impl Replica for FriendReplica<'_> {
         owner: &NamespaceId,
         scopes: &[(kith_caps::Scope, kith_caps::Roster)],
     ) -> Result<()> {
-        self.0.store_scopes(owner, scopes)
+        Ok(self.0.store_scopes(owner, scopes)?)
     }
 
     fn cursors(&self, owner: &NamespaceId, server: &DeviceId) -> Result<Vec<(Path, u64)>> {

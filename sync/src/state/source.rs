@@ -7,7 +7,7 @@ use kith_store::automerge::ChangeHash;
 use kith_store::{Change, Entry, RecordKind};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
-use crate::error::Result;
+use crate::proto::Result;
 use crate::proto::serve::{Requester, Source};
 
 use super::deletions::Served;
@@ -154,7 +154,7 @@ impl Source for OwnerSource<'_> {
             namespace,
             prefixes,
         };
-        self.0.owed_to(&served, &self.0.deletions()?)
+        Ok(self.0.owed_to(&served, &self.0.deletions()?)?)
     }
 
     fn store_receipt(&self, receipt: &Receipt) -> Result<bool> {
@@ -189,7 +189,7 @@ impl Source for OwnerSource<'_> {
     }
 
     fn scopes_sent(&self, device: &DeviceId, versions: &[(Path, u64)]) -> Result<()> {
-        self.0.record_scopes_sent(device, versions)
+        Ok(self.0.record_scopes_sent(device, versions)?)
     }
 
     fn tombstone(&self, prefix: &Path, time: Timestamp) -> Result<Option<Vec<u8>>> {
