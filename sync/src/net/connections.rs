@@ -1,0 +1,141 @@
+//! The connections this node opened to other devices: reused across
+//! requests, tracked by the gate (so a device that stops being admitted is
+//! cut off) and closed once idle (iroh keeps open connections alive with
+//! pings, which an owner with hundreds of friends would otherwise pay for
+//! all the time).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use iroh::endpoint::Connection;
+use iroh::{Endpoint, EndpointAddr};
+use kith_types::DeviceId;
+
+use super::gate::Gate;
+use crate::error::{Error, Result};
+use crate::proto::wire::ALPN;
+
+/// A connection this node opened, and when it last moved stream data.
+struct Cached {
+    conn: Connection,
+    /// Stream frames sent and received when last looked at.
+    stream_frames: u64,
+    active_at: Instant,
+}
+
+impl Cached {
+    fn new(conn: Connection) -> Self {
+        Self {
+            stream_frames: Self::stream_frames(&conn),
+            conn,
+            active_at: Instant::now(),
+        }
+    }
+
+    fn stream_frames(conn: &Connection) -> u64 {
+        let stats = conn.stats();
+        stats.frame_tx.stream + stats.frame_rx.stream
+    }
+}
+
+/// The cache of connections to other devices, on the catch-up ALPN.
+pub(crate) struct Connections {
+    endpoint: Endpoint,
+    gate: Gate,
+    connect_timeout: Duration,
+    open: tokio::sync::Mutex<HashMap<DeviceId, Cached>>,
+}
+
+impl Connections {
+    /// Connections over `endpoint`, each tracked by `gate`; connecting
+    /// gives up after `connect_timeout`.
+    pub(crate) fn new(endpoint: Endpoint, gate: Gate, connect_timeout: Duration) -> Self {
+        Self {
+            endpoint,
+            gate,
+            connect_timeout,
+            open: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A connection to `device`: the cached one if it is open (`true`), or
+    /// a new one to `addrs` (`false`), which is cached.
+    pub(crate) async fn get(
+        &self,
+        device: DeviceId,
+        addrs: &[SocketAddr],
+    ) -> Result<(Connection, bool)> {
+        {
+            let mut open = self.open.lock().await;
+            if let Some(cached) = open.get_mut(&device)
+                && cached.conn.close_reason().is_none()
+            {
+                cached.active_at = Instant::now();
+                return Ok((cached.conn.clone(), true));
+            }
+        }
+        // Connecting may take up to the connect timeout: not under the
+        // lock, so that other devices are reached meanwhile.
+        let id = iroh::PublicKey::from_bytes(device.as_bytes()).map_err(Error::network)?;
+        let addr = EndpointAddr::from_parts(id, addrs.iter().map(|a| iroh::TransportAddr::Ip(*a)));
+        let conn = tokio::time::timeout(self.connect_timeout, self.endpoint.connect(addr, ALPN))
+            .await
+            .map_err(|_| Error::Timeout("connecting"))?
+            .map_err(Error::network)?;
+        self.gate.track(device, &conn);
+        self.open
+            .lock()
+            .await
+            .insert(device, Cached::new(conn.clone()));
+        Ok((conn, false))
+    }
+
+    /// Drops the cached connection to `device` (it failed), closing it
+    /// with `reason` if one is given.
+    pub(crate) async fn forget(&self, device: &DeviceId, reason: Option<&'static [u8]>) {
+        if let Some(cached) = self.open.lock().await.remove(device)
+            && let Some(reason) = reason
+        {
+            cached.conn.close(0u32.into(), reason);
+        }
+    }
+
+    /// Closes the connections that moved no stream data for `idle`.
+    pub(crate) async fn close_idle(&self, idle: Duration) {
+        self.open.lock().await.retain(|device, cached| {
+            if cached.conn.close_reason().is_some() {
+                return false;
+            }
+            let frames = Cached::stream_frames(&cached.conn);
+            if frames != cached.stream_frames {
+                cached.stream_frames = frames;
+                cached.active_at = Instant::now();
+                return true;
+            }
+            if cached.active_at.elapsed() < idle {
+                return true;
+            }
+            tracing::debug!(device = %device.fmt_short(), "closing an idle connection");
+            cached.conn.close(0u32.into(), b"idle");
+            false
+        });
+    }
+
+    /// How many cached connections are open now.
+    pub(crate) async fn count(&self) -> usize {
+        self.open
+            .lock()
+            .await
+            .values()
+            .filter(|c| c.conn.close_reason().is_none())
+            .count()
+    }
+
+    /// Closes every cached connection (the node is stopping).
+    pub(crate) async fn close_all(&self) {
+        for (_, cached) in self.open.lock().await.drain() {
+            cached.conn.close(0u32.into(), b"shutting down");
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! Configuring and starting a node.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use iroh::address_lookup::memory::MemoryLookup;
+use iroh::endpoint::{PortmapperConfig, presets};
+use iroh::protocol::Router;
+use iroh::{Endpoint, EndpointAddr, RelayMode, RelayUrl, SecretKey};
+use kith_store::{Durability, Options as StoreOptions, Store};
+use kith_types::DeviceId;
+use parking_lot::Mutex;
+
+use crate::cache::BlobCache;
+use crate::error::{Error, Result};
+use crate::identity::Identity;
+use crate::live::{Live, LiveConfig};
+use crate::net::connections::Connections;
+use crate::net::fetch::Downloads;
+use crate::net::gate::Gate;
+use crate::net::limits::{PeerBudgets, PeerLimits};
+use crate::net::serve::SyncProtocol;
+use crate::proto::wire::ALPN;
+use crate::state::Shared;
+use crate::ticket::DeviceInvite;
+
+use super::handle::{Inner, Node, Settings, blocking};
+
+/// Where a node's endpoint looks for peers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// Real use: iroh's relays and address lookup, so friends connect across
+    /// NATs by key. With `relays`, only those (self-hosted iroh-relay) URLs
+    /// are used instead of the default relays.
+    #[default]
+    Internet,
+    /// Like `Internet`, with these relay servers instead of the defaults.
+    InternetWithRelays(Vec<RelayUrl>),
+    /// Loopback only: no relays, no outside lookups, bound to 127.0.0.1.
+    /// What tests, examples and benches use; peers are reached by the
+    /// addresses in their tickets.
+    LocalOnly,
+}
+
+/// Configures and starts a [`Node`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    data_dir: PathBuf,
+    network: NetworkMode,
+    bind: Option<SocketAddr>,
+    durability: Durability,
+    eager_blob_size: u64,
+    resync_interval: Duration,
+    connection_idle: Duration,
+    connect_timeout: Duration,
+    peer_limits: PeerLimits,
+    blob_cache_limit: u64,
+    join: Option<DeviceInvite>,
+    gossip_max_message_size: usize,
+    heartbeat_interval: Duration,
+    live_silence: Duration,
+    live: bool,
+}
+
+/// Prepares a fresh data folder for a further device of an existing
+/// namespace: creates this device's key and returns its id. Give the id to a
+/// device holding the namespace key ([`Node::invite_device`]), then start
+/// this one with [`Builder::join_namespace`].
+///
+/// # Errors
+/// [`Error::Identity`] if the folder already belongs to a namespace.
+pub fn prepare_device(data_dir: impl AsRef<std::path::Path>) -> Result<DeviceId> {
+    std::fs::create_dir_all(data_dir.as_ref())?;
+    Ok(Identity::prepare(data_dir.as_ref())?.id())
+}
+
+/// Capacity of the queue of work the drivers ask of the node.
+const REQUEST_CAPACITY: usize = 1024;
+
+impl Builder {
+    pub(super) fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            network: NetworkMode::default(),
+            bind: None,
+            durability: Durability::default(),
+            eager_blob_size: 256 << 10,
+            resync_interval: Duration::from_secs(30),
+            connection_idle: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            peer_limits: PeerLimits::default(),
+            blob_cache_limit: 4 << 30,
+            join: None,
+            gossip_max_message_size: 4096,
+            heartbeat_interval: Duration::from_secs(5),
+            live_silence: Duration::from_secs(20),
+            live: true,
+        }
+    }
+
+    /// Whether to push and receive changes live over gossip and poke
+    /// friends' devices when something is owed to them (default on). Off,
+    /// the node only catches up: on demand and every resync interval.
+    pub fn live_push(mut self, on: bool) -> Self {
+        self.live = on;
+        self
+    }
+
+    /// The gossip message size limit (default 4,096 bytes, iroh-gossip's
+    /// default). Every node of a scope must use the same value; changes that
+    /// do not fit are announced by their heads and pulled directly.
+    pub fn gossip_max_message_size(mut self, bytes: usize) -> Self {
+        self.gossip_max_message_size = bytes.max(1024);
+        self
+    }
+
+    /// How often this namespace's devices publish a heartbeat into each of
+    /// its scopes (default 5 s).
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
+    /// How long a member may hear nothing on a scope's topic, not even a
+    /// heartbeat, before it re-joins the topic and catches up directly
+    /// (default 20 s; keep it a few heartbeats long).
+    pub fn live_silence(mut self, interval: Duration) -> Self {
+        self.live_silence = interval;
+        self
+    }
+
+    /// How long a connection attempt to one device may take before the next
+    /// device of the same person is tried (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// What each peer device may use of this node (streams, requests and
+    /// bytes per second).
+    pub fn peer_limits(mut self, limits: PeerLimits) -> Self {
+        self.peer_limits = limits;
+        self
+    }
+
+    /// Most bytes of friends' blob content kept (default 4 GiB); the least
+    /// recently used is evicted first and fetched again when read.
+    pub fn blob_cache_limit(mut self, bytes: u64) -> Self {
+        self.blob_cache_limit = bytes;
+        self
+    }
+
+    /// Starts this node as a further device of the namespace that issued
+    /// `invite` (prepared with [`prepare_device`]): it replicates the whole
+    /// namespace, its grants and friends from the issuing device, and serves
+    /// friends like it.
+    pub fn join_namespace(mut self, invite: DeviceInvite) -> Self {
+        self.join = Some(invite);
+        self
+    }
+
+    /// Sets the network mode (default [`NetworkMode::Internet`]).
+    pub fn network(mut self, network: NetworkMode) -> Self {
+        self.network = network;
+        self
+    }
+
+    /// Binds the endpoint to this address (default: any port, on 127.0.0.1
+    /// in `LocalOnly` mode, on all interfaces otherwise).
+    pub fn bind_addr(mut self, addr: SocketAddr) -> Self {
+        self.bind = Some(addr);
+        self
+    }
+
+    /// Sets the store's durability mode.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Blobs up to this size are fetched with their entries; larger ones
+    /// when read (default 256 KiB).
+    pub fn eager_blob_size(mut self, bytes: u64) -> Self {
+        self.eager_blob_size = bytes;
+        self
+    }
+
+    /// How often a subscription re-syncs while the friend is reachable
+    /// (default 30 s). Changes arrive live over gossip in between; the
+    /// re-sync is the safety net. While every prefix the friend granted
+    /// lies in a topic that is delivering with nothing missing, up to nine
+    /// re-syncs in a row are skipped (gaps and silence start a catch-up at
+    /// once anyway).
+    pub fn resync_interval(mut self, interval: Duration) -> Self {
+        self.resync_interval = interval;
+        self
+    }
+
+    /// How long a connection this node opened stays open without moving
+    /// stream data (default 30 s). iroh keeps open connections alive with
+    /// pings, so an owner whose friends all synced once would otherwise
+    /// keep paying for every one of them.
+    pub fn connection_idle(mut self, idle: Duration) -> Self {
+        self.connection_idle = idle.max(Duration::from_millis(100));
+        self
+    }
+
+    /// Opens the data folder (creating the identity on first start), binds
+    /// the endpoint and starts serving.
+    ///
+    /// # Errors
+    /// [`Error::Identity`] for damaged identity files, store errors,
+    /// [`Error::Network`] if the endpoint cannot bind.
+    pub async fn spawn(self) -> Result<Node> {
+        std::fs::create_dir_all(&self.data_dir)?;
+        let data_dir = self.data_dir.clone();
+        let durability = self.durability;
+        let join = self.join.clone();
+        let cache_limit = self.blob_cache_limit;
+        let gate = Gate::default();
+        let admission = Arc::new(gate.clone());
+        let shared = tokio::task::spawn_blocking(move || -> Result<_> {
+            let identity = match &join {
+                Some(invite) => Identity::join(&data_dir, &invite.cert)?,
+                None => Identity::load_or_create(&data_dir)?,
+            };
+            let store = Store::open(
+                data_dir.join("store"),
+                StoreOptions::new(identity.device()).durability(durability),
+            )?;
+            let cache = BlobCache::load(&store, &identity.namespace, cache_limit)?;
+            Shared::open(store, identity, cache, admission)
+        })
+        .await
+        .map_err(|e| Error::Protocol(format!("start-up task failed: {e}")))??;
+        let shared = Arc::new(shared);
+        let identity = &shared.identity;
+        let (requests_tx, requests_rx) = tokio::sync::mpsc::channel(REQUEST_CAPACITY);
+        let lookup = MemoryLookup::new();
+        let secret = SecretKey::from_bytes(&identity.device_key.to_bytes());
+        let builder = match &self.network {
+            NetworkMode::LocalOnly => Endpoint::builder(presets::Minimal)
+                .relay_mode(RelayMode::Disabled)
+                .clear_ip_transports()
+                .bind_addr(
+                    self.bind
+                        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+                )
+                .map_err(Error::network)?
+                .portmapper_config(PortmapperConfig::Disabled),
+            NetworkMode::Internet | NetworkMode::InternetWithRelays(_) => {
+                let mut b = Endpoint::builder(presets::N0);
+                if let NetworkMode::InternetWithRelays(urls) = &self.network {
+                    b = b.relay_mode(RelayMode::Custom(urls.iter().cloned().collect()));
+                }
+                if let Some(addr) = self.bind {
+                    b = b
+                        .clear_ip_transports()
+                        .bind_addr(addr)
+                        .map_err(Error::network)?;
+                }
+                b
+            }
+        };
+        let endpoint = builder
+            .secret_key(secret)
+            .address_lookup(lookup.clone())
+            .hooks(gate.clone())
+            .alpns(vec![ALPN.to_vec()])
+            .bind()
+            .await
+            .map_err(Error::network)?;
+        let gossip = iroh_gossip::Gossip::builder()
+            .max_message_size(self.gossip_max_message_size)
+            .spawn(endpoint.clone());
+        let router = Router::builder(endpoint.clone())
+            .accept(
+                ALPN,
+                SyncProtocol::new(
+                    shared.clone(),
+                    PeerBudgets::new(self.peer_limits),
+                    requests_tx.clone(),
+                ),
+            )
+            .accept(iroh_gossip::ALPN, gossip.clone())
+            .spawn();
+        // Gossip finds peers by id: give it every address known.
+        for (device, addrs) in shared.known_addresses() {
+            if let Ok(id) = iroh::PublicKey::from_bytes(device.as_bytes())
+                && !addrs.is_empty()
+            {
+                lookup.add_endpoint_info(EndpointAddr::from_parts(
+                    id,
+                    addrs.iter().map(|a| iroh::TransportAddr::Ip(*a)),
+                ));
+            }
+        }
+        let live = self.live.then(|| {
+            Live::start(
+                gossip,
+                shared.clone(),
+                LiveConfig {
+                    max_message_size: self.gossip_max_message_size,
+                    heartbeat: self.heartbeat_interval,
+                    silence: self.live_silence,
+                    eager_blob_size: self.eager_blob_size,
+                },
+                requests_tx,
+            )
+        });
+        let connections = Connections::new(endpoint.clone(), gate, self.connect_timeout);
+        let node = Node {
+            inner: Arc::new(Inner {
+                shared,
+                downloads: Downloads::default(),
+                endpoint,
+                router,
+                lookup,
+                settings: Settings {
+                    connection_idle: self.connection_idle,
+                    eager_blob_size: self.eager_blob_size,
+                    resync_interval: self.resync_interval,
+                    connect_timeout: self.connect_timeout,
+                },
+                subscriptions: Mutex::new(HashMap::new()),
+                connections,
+                live,
+                tasks: Mutex::new(Some(Vec::new())),
+            }),
+        };
+        {
+            let shared = node.inner.shared.clone();
+            blocking(move || shared.reconcile_own_scopes().map(|_| ())).await?;
+        }
+        let mut tasks = vec![tokio::spawn(Node::serve_requests(
+            Arc::downgrade(&node.inner),
+            requests_rx,
+        ))];
+        tasks.push(tokio::spawn(Node::close_idle_connections(Arc::downgrade(
+            &node.inner,
+        ))));
+        if node.inner.live.is_some() {
+            tasks.push(tokio::spawn(Node::deliver_owed(Arc::downgrade(
+                &node.inner,
+            ))));
+        }
+        *node.inner.tasks.lock() = Some(tasks);
+        if let Some(invite) = &self.join {
+            // Replicate the namespace from the device that invited this one.
+            node.add_friend(&invite.from).await?;
+            let shared = node.inner.shared.clone();
+            let own = node.namespace();
+            blocking(move || shared.set_subscribed(&own, true)).await?;
+        }
+        // Subscriptions resume after a restart.
+        let store = node.inner.shared.clone();
+        let resume = tokio::task::spawn_blocking(move || store.subscribed())
+            .await
+            .map_err(|e| Error::Protocol(format!("start-up task failed: {e}")))??;
+        for friend in resume {
+            node.start_subscription(friend);
+        }
+        Ok(node)
+    }
+}
+
+impl Node {
+    /// A builder for a node keeping its data in `data_dir`.
+    pub fn builder(data_dir: impl Into<PathBuf>) -> Builder {
+        Builder::new(data_dir)
+    }
+}

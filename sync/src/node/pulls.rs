@@ -1,0 +1,408 @@
+//! What the node pulls from other devices: catch-ups, blobs and
+//! subscriptions that keep catching up.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iroh::endpoint::Connection;
+use kith_store::{BlobHash, BlobReader};
+use kith_types::{DeviceId, NamespaceId, Path};
+
+use crate::error::{Error, Result};
+use crate::net;
+
+use super::handle::{Node, blocking};
+
+/// How long one whole sync with a device may take.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
+/// Periodic catch-ups a subscription skips in a row while live push keeps
+/// it up to date; the next one runs anyway, as a safety net.
+const RESYNC_SKIPS_MAX: u32 = 9;
+/// First and largest wait between retries of a subscription.
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// What one [`Node::sync_now`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// The device synced with.
+    pub device: Option<DeviceId>,
+    /// Entries received.
+    pub entries: u64,
+    /// Documents updated.
+    pub docs: u64,
+    /// Tombstones applied.
+    pub tombstones: u64,
+    /// Blobs fetched eagerly (small ones).
+    pub blobs_fetched: u64,
+    /// Items refused by the owner or rejected here.
+    pub refused: u64,
+    /// Deletion receipts the owner recorded in this sync.
+    pub receipts_sent: u64,
+    /// Bytes sent on the catch-up stream.
+    pub bytes_sent: u64,
+    /// Bytes received on the catch-up stream and blob streams.
+    pub bytes_received: u64,
+    /// The prefixes synced.
+    pub prefixes: Vec<Path>,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+impl Node {
+    pub(super) async fn connect(
+        &self,
+        device: DeviceId,
+        addrs: &[SocketAddr],
+    ) -> Result<Connection> {
+        Ok(self.connection(device, addrs).await?.0)
+    }
+
+    /// A connection to `device`: the cached one if it is open (`true`), or
+    /// a new one (`false`), which is cached.
+    pub(super) async fn connection(
+        &self,
+        device: DeviceId,
+        addrs: &[SocketAddr],
+    ) -> Result<(Connection, bool)> {
+        self.inner.connections.get(device, addrs).await
+    }
+
+    /// The devices of `owner` to sync from, in order of preference (for
+    /// this node's own namespace: its other devices).
+    pub(super) fn devices_of(
+        &self,
+        owner: &NamespaceId,
+    ) -> Result<Vec<(DeviceId, Vec<SocketAddr>)>> {
+        let me = self.namespace();
+        let known = self.inner.shared.known.read();
+        if *owner != me && !known.friends.contains_key(owner) {
+            return Err(Error::NotFriend(*owner));
+        }
+        let this = self.device();
+        let mut devices = known.devices_of(owner, &me);
+        devices.retain(|(d, _)| *d != this);
+        Ok(devices)
+    }
+
+    /// Catches up with `friend` now: connects to one of their devices and
+    /// fetches everything changed under the prefixes this node may read,
+    /// then small blobs.
+    ///
+    /// # Errors
+    /// [`Error::NotFriend`], [`Error::Unreachable`] if no device answered,
+    /// [`Error::Refused`] or [`Error::Protocol`] if the device refused or
+    /// misbehaved, store errors.
+    pub async fn sync_now(&self, friend: &NamespaceId) -> Result<SyncReport> {
+        let devices = self.devices_of(friend)?;
+        let mut last_error = String::from("no known device");
+        let mut attempts: std::collections::VecDeque<(DeviceId, Vec<SocketAddr>)> =
+            devices.into_iter().collect();
+        let mut retried: Vec<DeviceId> = Vec::new();
+        while let Some((device, addrs)) = attempts.pop_front() {
+            let started = Instant::now();
+            let (conn, reused) = match self.connection(device, &addrs).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last_error = e.to_string();
+                    continue;
+                }
+            };
+            let run = tokio::time::timeout(
+                SYNC_TIMEOUT,
+                net::fetch::sync(&self.inner.shared, &conn, *friend),
+            )
+            .await;
+            let (fetch, traffic) = match run {
+                Ok(Ok(v)) => v,
+                Ok(Err(e @ (Error::Refused { .. } | Error::Protocol(_) | Error::Wire(_)))) => {
+                    return Err(e);
+                }
+                Ok(Err(e)) => {
+                    self.inner.connections.forget(&device, None).await;
+                    last_error = e.to_string();
+                    // A cached connection that turned out dead: once more
+                    // on a fresh one.
+                    if reused && !retried.contains(&device) {
+                        retried.push(device);
+                        attempts.push_front((device, addrs));
+                    }
+                    continue;
+                }
+                Err(_) => {
+                    last_error = "timed out".into();
+                    continue;
+                }
+            };
+            let mut report = SyncReport {
+                device: Some(device),
+                entries: fetch.entries,
+                docs: fetch.docs,
+                tombstones: fetch.tombstones,
+                refused: fetch.refused,
+                bytes_sent: traffic.sent,
+                bytes_received: traffic.received,
+                prefixes: fetch.prefixes.clone(),
+                ..SyncReport::default()
+            };
+            let eager = self.inner.settings.eager_blob_size;
+            for (path, hash, size) in fetch.blobs {
+                if size > eager || self.inner.shared.store.has_blob(&hash) {
+                    continue;
+                }
+                match net::fetch::blob(
+                    &self.inner.shared,
+                    &self.inner.downloads,
+                    &conn,
+                    &path,
+                    hash,
+                    size,
+                )
+                .await
+                {
+                    Ok(n) => {
+                        report.blobs_fetched += 1;
+                        report.bytes_received += n;
+                        let shared = self.inner.shared.clone();
+                        blocking(move || {
+                            let own = shared.namespace();
+                            shared.cache.used(&shared.store, &own, hash, size)
+                        })
+                        .await?;
+                    }
+                    Err(e) => {
+                        tracing::info!(%path, %e, "could not fetch a small blob; it will be fetched when read")
+                    }
+                }
+            }
+            // Deletions applied now (or before) are confirmed to the owner.
+            match net::fetch::receipts(&self.inner.shared, &conn, *friend).await {
+                Ok(n) => report.receipts_sent = n as u64,
+                Err(e) => tracing::info!(%e, "receipts not delivered yet; they stay queued"),
+            }
+            report.duration = started.elapsed();
+            return Ok(report);
+        }
+        Err(Error::Unreachable {
+            namespace: *friend,
+            last_error,
+        })
+    }
+
+    /// Opens the blob at `path` of `namespace`, fetching it from the owner's
+    /// devices first if it is not stored here (a friend's blob that was
+    /// never fetched or was purged, or one written on another device of this
+    /// namespace).
+    ///
+    /// # Errors
+    /// [`kith_store::Error::NotFound`] if nothing is at `path`, fetch errors,
+    /// store errors.
+    pub async fn read_blob(&self, namespace: &NamespaceId, path: &Path) -> Result<BlobReader> {
+        let (hash, _) = self.ensure_blob(namespace, path).await?;
+        let store = self.inner.shared.store.clone();
+        blocking(move || Ok(store.read_blob(&hash, ..)?)).await
+    }
+
+    /// Fetches the content of the blob at `path` of `namespace` from the
+    /// owner's devices now (if it is not stored here yet), resuming an
+    /// interrupted fetch. Returns the bytes received (0 if it was here).
+    ///
+    /// # Errors
+    /// As [`Node::read_blob`].
+    pub async fn fetch(&self, namespace: &NamespaceId, path: &Path) -> Result<u64> {
+        Ok(self.ensure_blob(namespace, path).await?.1)
+    }
+
+    /// Makes sure the blob at `path` is stored here, fetching it from the
+    /// owner's devices if not: a friend's blob never fetched or purged, or
+    /// one written on another device of this namespace. Returns its hash and
+    /// the bytes received.
+    pub(super) async fn ensure_blob(
+        &self,
+        namespace: &NamespaceId,
+        path: &Path,
+    ) -> Result<(BlobHash, u64)> {
+        let store = self.inner.shared.store.clone();
+        let (ns, p) = (*namespace, path.clone());
+        let entry = blocking(move || Ok(store.get(&ns, &p)?))
+            .await?
+            .ok_or_else(|| {
+                Error::from(kith_store::Error::NotFound {
+                    namespace: *namespace,
+                    path: path.clone(),
+                })
+            })?;
+        let kith_store::EntryKind::Blob { hash, size, .. } = entry.kind else {
+            return Err(kith_store::Error::WrongKind {
+                path: path.clone(),
+                expected: "blob",
+                found: "document",
+            }
+            .into());
+        };
+        let received = if self.inner.shared.store.has_blob(&hash) {
+            0
+        } else {
+            if self.devices_of(namespace)?.is_empty() {
+                return Err(kith_store::Error::BlobMissing(hash).into());
+            }
+            // Fetched from the owner's devices, never from other friends.
+            self.fetch_blob(namespace, path, hash, size).await?
+        };
+        if *namespace != self.namespace() {
+            let shared = self.inner.shared.clone();
+            blocking(move || {
+                let own = shared.namespace();
+                shared.cache.used(&shared.store, &own, hash, size)
+            })
+            .await?;
+        }
+        Ok((hash, received))
+    }
+
+    pub(super) async fn fetch_blob(
+        &self,
+        owner: &NamespaceId,
+        path: &Path,
+        hash: BlobHash,
+        size: u64,
+    ) -> Result<u64> {
+        let mut last_error = String::from("no known device");
+        for (device, addrs) in self.devices_of(owner)? {
+            let conn = match self.connect(device, &addrs).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last_error = e.to_string();
+                    continue;
+                }
+            };
+            match net::fetch::blob(
+                &self.inner.shared,
+                &self.inner.downloads,
+                &conn,
+                path,
+                hash,
+                size,
+            )
+            .await
+            {
+                Ok(n) => return Ok(n),
+                Err(e @ (Error::Refused { .. } | Error::Store(_))) => return Err(e),
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        Err(Error::Unreachable {
+            namespace: *owner,
+            last_error,
+        })
+    }
+
+    /// Deletes every friend's blob content held here; their entries stay and
+    /// the content is fetched again from its owner when read. Returns the
+    /// bytes freed.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn purge_blob_cache(&self) -> Result<u64> {
+        let shared = self.inner.shared.clone();
+        blocking(move || {
+            let own = shared.namespace();
+            shared.cache.purge(&shared.store, &own)
+        })
+        .await
+    }
+
+    /// Bytes of friends' blob content held here.
+    pub fn blob_cache_size(&self) -> u64 {
+        self.inner.shared.cache.size()
+    }
+
+    /// Keeps `friend`'s namespace synced: syncs now and then every
+    /// resync interval, retrying with backoff while the friend is offline.
+    /// Resumes after a restart.
+    ///
+    /// # Errors
+    /// [`Error::NotFriend`], store errors.
+    pub async fn subscribe(&self, friend: &NamespaceId) -> Result<()> {
+        if *friend != self.namespace()
+            && !self.inner.shared.known.read().friends.contains_key(friend)
+        {
+            return Err(Error::NotFriend(*friend));
+        }
+        let shared = self.inner.shared.clone();
+        let f = *friend;
+        blocking(move || shared.set_subscribed(&f, true)).await?;
+        self.start_subscription(*friend);
+        Ok(())
+    }
+
+    /// Stops keeping `friend` synced.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn unsubscribe(&self, friend: &NamespaceId) -> Result<()> {
+        if let Some(task) = self.inner.subscriptions.lock().remove(friend) {
+            task.abort();
+        }
+        let shared = self.inner.shared.clone();
+        let f = *friend;
+        blocking(move || shared.set_subscribed(&f, false)).await
+    }
+
+    pub(super) fn start_subscription(&self, friend: NamespaceId) {
+        let weak = Arc::downgrade(&self.inner);
+        let interval = self.inner.settings.resync_interval;
+        let task = tokio::spawn(async move {
+            let mut wait = RETRY_MIN;
+            let mut skipped = 0;
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let node = Node { inner };
+                if wait == interval
+                    && skipped < RESYNC_SKIPS_MAX
+                    && node.live_in_step(&friend).await
+                {
+                    // Live push delivers everything; the catch-up would
+                    // only list what already arrived.
+                    skipped += 1;
+                    if let Some(live) = &node.inner.live {
+                        live.resync_skipped();
+                    }
+                    tracing::trace!(friend = %friend.fmt_short(), "in step live; periodic catch-up skipped");
+                    drop(node);
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                skipped = 0;
+                match node.sync_now(&friend).await {
+                    Ok(report) => {
+                        tracing::debug!(friend = %friend.fmt_short(), entries = report.entries, "subscription synced");
+                        wait = interval;
+                    }
+                    Err(Error::NotFriend(_)) => return,
+                    Err(e) => {
+                        tracing::info!(friend = %friend.fmt_short(), %e, retry_in = ?wait, "subscription sync failed");
+                        wait = if wait >= interval {
+                            RETRY_MIN
+                        } else {
+                            (wait * 2).min(RETRY_MAX)
+                        };
+                    }
+                }
+                drop(node);
+                tokio::time::sleep(wait).await;
+            }
+        });
+        // Under the task list's lock, so that a subscription started while
+        // the node stops is either drained by `shutdown` or never kept.
+        let tasks = self.inner.tasks.lock();
+        if tasks.is_none() {
+            task.abort();
+            return;
+        }
+        if let Some(old) = self.inner.subscriptions.lock().insert(friend, task) {
+            old.abort();
+        }
+    }
+}

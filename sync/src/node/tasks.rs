@@ -1,0 +1,203 @@
+//! The node's background tasks: work asked by the drivers, pokes of
+//! devices owed something, idle connections.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kith_types::{DeviceId, NamespaceId};
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::net;
+use crate::state::Work;
+
+use super::handle::{Inner, Node, blocking};
+
+/// First wait before poking a device again.
+const POKE_RETRY_MIN: Duration = Duration::from_secs(1);
+/// Largest wait before poking a device again.
+const POKE_RETRY_MAX: Duration = Duration::from_secs(60);
+/// Retries of a failed recovery catch-up (after 1 s, 2 s, … 32 s); the
+/// periodic re-sync covers the rest.
+const RECOVERY_RETRIES: u32 = 6;
+/// Quiet time awaited after a change of what is owed before poking (and
+/// the most it waits while changes keep coming).
+const POKE_SETTLE: Duration = Duration::from_millis(50);
+const POKE_SETTLE_MAX: Duration = Duration::from_secs(1);
+/// How often what is owed to other devices is checked when nothing wakes
+/// the check earlier.
+const POKE_TICK: Duration = Duration::from_secs(1);
+
+impl Node {
+    /// Closes cached connections that moved no stream data for the
+    /// configured idle time ([`Builder::connection_idle`]).
+    pub(super) async fn close_idle_connections(weak: std::sync::Weak<Inner>) {
+        loop {
+            let idle = match weak.upgrade() {
+                Some(inner) => inner.settings.connection_idle,
+                None => return,
+            };
+            tokio::time::sleep(idle / 3).await;
+            let Some(inner) = weak.upgrade() else { return };
+            inner.connections.close_idle(idle).await;
+        }
+    }
+
+    /// Runs what the live layer and pokes ask for: catch-ups (one at a time
+    /// per namespace; requests meanwhile are folded into one more run) and
+    /// eager blob fetches.
+    pub(super) async fn serve_requests(
+        weak: std::sync::Weak<Inner>,
+        mut rx: tokio::sync::mpsc::Receiver<Work>,
+    ) {
+        // Per namespace being synced: whether another run was asked for.
+        let running: Arc<Mutex<HashMap<NamespaceId, bool>>> = Arc::default();
+        while let Some(request) = rx.recv().await {
+            let Some(inner) = weak.upgrade() else { return };
+            let node = Node { inner };
+            match request {
+                Work::Sync {
+                    namespace,
+                    recovery,
+                } => {
+                    {
+                        let mut r = running.lock();
+                        if let Some(again) = r.get_mut(&namespace) {
+                            *again = true;
+                            continue;
+                        }
+                        r.insert(namespace, false);
+                    }
+                    let running = running.clone();
+                    let inner = node.inner.clone();
+                    inner.spawn_tracked(async move {
+                        // A failed recovery is retried with backoff: nothing
+                        // else would notice what it was to bring.
+                        let mut failures = 0u32;
+                        loop {
+                            match node.sync_now(&namespace).await {
+                                Ok(report) if recovery => {
+                                    if let Some(live) = &node.inner.live {
+                                        live.counters.recovered.fetch_add(
+                                            report.entries,
+                                            std::sync::atomic::Ordering::Relaxed,
+                                        );
+                                    }
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    tracing::info!(ns = %namespace.fmt_short(), %e, failures, "requested catch-up failed");
+                                    if recovery && failures < RECOVERY_RETRIES {
+                                        failures += 1;
+                                        tokio::time::sleep(
+                                            Duration::from_millis(500) * 2u32.pow(failures),
+                                        )
+                                        .await;
+                                        continue;
+                                    }
+                                }
+                            }
+                            let mut r = running.lock();
+                            if r.get(&namespace) == Some(&true) {
+                                r.insert(namespace, false);
+                                continue;
+                            }
+                            r.remove(&namespace);
+                            break;
+                        }
+                    });
+                }
+                Work::FetchBlob { namespace, path } => {
+                    let inner = node.inner.clone();
+                    inner.spawn_tracked(async move {
+                        if let Err(e) = node.fetch(&namespace, &path).await {
+                            tracing::info!(%path, %e, "fetching an announced blob failed");
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Pokes, with backoff, every device owed something: the current epoch
+    /// of a scope it belongs to, or a deletion it has not confirmed. A
+    /// poked device syncs at once and so receives what is owed. What is
+    /// owed is derived from the store, so it survives restarts.
+    pub(super) async fn deliver_owed(weak: std::sync::Weak<Inner>) {
+        let Some(shared) = weak.upgrade().map(|i| i.shared.clone()) else {
+            return;
+        };
+        let mut next_try: HashMap<DeviceId, (Instant, Duration)> = HashMap::new();
+        loop {
+            let s2 = shared.clone();
+            let owed = blocking(move || {
+                let mut owed = s2.devices_owed_scopes()?;
+                for d in s2.devices_owed_tombstones()? {
+                    if !owed.contains(&d) {
+                        owed.push(d);
+                    }
+                }
+                Ok(owed)
+            })
+            .await;
+            match owed {
+                Ok(owed) => {
+                    next_try.retain(|d, _| owed.contains(d));
+                    let now = Instant::now();
+                    for device in owed {
+                        let (at, wait) = next_try
+                            .get(&device)
+                            .copied()
+                            .unwrap_or((now, POKE_RETRY_MIN));
+                        if at > now {
+                            continue;
+                        }
+                        next_try.insert(device, (now + wait, (wait * 2).min(POKE_RETRY_MAX)));
+                        let Some(inner) = weak.upgrade() else { return };
+                        let node = Node {
+                            inner: inner.clone(),
+                        };
+                        inner.spawn_tracked(async move {
+                            if let Err(e) = node.poke(device).await {
+                                tracing::debug!(device = %device.fmt_short(), %e, "poke failed; will retry");
+                            }
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(%e, "could not list what is owed to other devices"),
+            }
+            tokio::select! {
+                () = shared.owed_changed.notified() => {
+                    // Let a burst of changes (many grants at once) settle
+                    // into one round of pokes.
+                    let until = Instant::now() + POKE_SETTLE_MAX;
+                    while Instant::now() < until
+                        && tokio::time::timeout(POKE_SETTLE, shared.owed_changed.notified())
+                            .await
+                            .is_ok()
+                    {}
+                    next_try.clear();
+                }
+                () = tokio::time::sleep(POKE_TICK) => {}
+            }
+        }
+    }
+
+    /// Tells `device` to sync with this one now.
+    pub(super) async fn poke(&self, device: DeviceId) -> Result<()> {
+        let shared = self.inner.shared.clone();
+        let (_, addrs) = shared
+            .device_addrs(&device)
+            .ok_or(Error::Protocol("no address known for the device".into()))?;
+        let conn = self.connect(device, &addrs).await?;
+        let (mut send, _recv) = net::frames::within("opening a stream", async {
+            conn.open_bi().await.map_err(Error::network)
+        })
+        .await?;
+        net::frames::write_msg(&mut send, &crate::proto::wire::Message::Poke).await?;
+        send.finish().map_err(Error::network)?;
+        let _ = tokio::time::timeout(self.inner.settings.connect_timeout, send.stopped()).await;
+        Ok(())
+    }
+}
