@@ -24,9 +24,10 @@ use std::collections::HashMap;
 
 use kith_store::BlobHash;
 use kith_store::automerge::ChangeHash;
-use kith_types::{DeviceId, MAX_ENCODED_PATH_LEN, Path, Timestamp};
+use kith_types::{DeviceId, Path, Timestamp};
 
-use super::wire::{MAX_HEADS, WireError};
+use super::codec::{Dec, Enc, WireError};
+use super::wire::MAX_HEADS;
 
 const VERSION: u8 = 1;
 const TAG_DOC: u8 = 1;
@@ -93,58 +94,50 @@ pub struct PushBody {
 impl PushBody {
     /// The encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64);
-        out.push(VERSION);
-        out.extend_from_slice(&self.session.to_be_bytes());
-        out.extend_from_slice(&self.counter.to_be_bytes());
-        let path = |out: &mut Vec<u8>, p: &Path| {
-            out.extend_from_slice(&(p.encoded().len() as u16).to_be_bytes());
-            out.extend_from_slice(p.encoded());
-        };
+        let mut e = Enc::versioned(VERSION);
+        e.u64(self.session);
+        e.u64(self.counter);
         match &self.kind {
             PushKind::Doc {
-                path: p,
+                path,
                 created,
                 creator,
                 timestamp,
                 heads,
                 changes,
             } => {
-                out.push(TAG_DOC);
-                path(&mut out, p);
-                out.extend_from_slice(&created.as_micros().to_be_bytes());
-                out.extend_from_slice(creator.as_bytes());
-                out.extend_from_slice(&timestamp.as_micros().to_be_bytes());
-                out.extend_from_slice(&(heads.len() as u16).to_be_bytes());
+                e.u8(TAG_DOC);
+                e.path(path);
+                e.u64(created.as_micros());
+                e.raw(creator.as_bytes());
+                e.u64(timestamp.as_micros());
+                e.u16(heads.len() as u16);
                 for h in heads {
-                    out.extend_from_slice(&h.0);
+                    e.raw(&h.0);
                 }
-                out.extend_from_slice(&(changes.len() as u32).to_be_bytes());
-                out.extend_from_slice(changes);
+                e.bytes(changes);
             }
             PushKind::Blob {
-                path: p,
+                path,
                 timestamp,
                 hash,
                 size,
                 media_type,
             } => {
-                out.push(TAG_BLOB);
-                path(&mut out, p);
-                out.extend_from_slice(&timestamp.as_micros().to_be_bytes());
-                out.extend_from_slice(hash.as_bytes());
-                out.extend_from_slice(&size.to_be_bytes());
-                out.extend_from_slice(&(media_type.len() as u16).to_be_bytes());
-                out.extend_from_slice(media_type.as_bytes());
+                e.u8(TAG_BLOB);
+                e.path(path);
+                e.u64(timestamp.as_micros());
+                e.raw(hash.as_bytes());
+                e.u64(*size);
+                e.str(media_type);
             }
             PushKind::Tombstone { bytes } => {
-                out.push(TAG_TOMBSTONE);
-                out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-                out.extend_from_slice(bytes);
+                e.u8(TAG_TOMBSTONE);
+                e.bytes(bytes);
             }
-            PushKind::Heartbeat => out.push(TAG_HEARTBEAT),
+            PushKind::Heartbeat => e.u8(TAG_HEARTBEAT),
         }
-        out
+        e.finish()
     }
 
     /// Decodes a body.
@@ -155,10 +148,7 @@ impl PushBody {
         if bytes.len() > MAX_BODY_LEN {
             return Err(WireError("push body too large"));
         }
-        let mut r = Cursor(bytes);
-        if r.u8()? != VERSION {
-            return Err(WireError("unknown push version"));
-        }
+        let mut r = Dec::versioned(bytes, VERSION)?;
         let session = r.u64()?;
         let counter = r.u64()?;
         let kind = match r.u8()? {
@@ -175,8 +165,7 @@ impl PushBody {
                 for _ in 0..n {
                     heads.push(ChangeHash(r.array()?));
                 }
-                let len = r.u32()? as usize;
-                let changes = r.take(len)?.to_vec();
+                let changes = r.bytes(MAX_BODY_LEN)?.to_vec();
                 PushKind::Doc {
                     path,
                     created,
@@ -186,79 +175,25 @@ impl PushBody {
                     changes,
                 }
             }
-            TAG_BLOB => {
-                let path = r.path()?;
-                let timestamp = Timestamp::from_micros(r.u64()?);
-                let hash = BlobHash::from_bytes(r.array()?);
-                let size = r.u64()?;
-                let len = usize::from(r.u16()?);
-                if len > MAX_MEDIA_TYPE_LEN {
-                    return Err(WireError("media type too long"));
-                }
-                let media_type = String::from_utf8(r.take(len)?.to_vec())
-                    .map_err(|_| WireError("media type is not UTF-8"))?;
-                PushKind::Blob {
-                    path,
-                    timestamp,
-                    hash,
-                    size,
-                    media_type,
-                }
-            }
-            TAG_TOMBSTONE => {
-                let len = r.u32()? as usize;
-                PushKind::Tombstone {
-                    bytes: r.take(len)?.to_vec(),
-                }
-            }
+            TAG_BLOB => PushKind::Blob {
+                path: r.path()?,
+                timestamp: Timestamp::from_micros(r.u64()?),
+                hash: BlobHash::from_bytes(r.array()?),
+                size: r.u64()?,
+                media_type: r.str(MAX_MEDIA_TYPE_LEN)?,
+            },
+            TAG_TOMBSTONE => PushKind::Tombstone {
+                bytes: r.bytes(MAX_BODY_LEN)?.to_vec(),
+            },
             TAG_HEARTBEAT => PushKind::Heartbeat,
             _ => return Err(WireError("unknown push tag")),
         };
-        if !r.0.is_empty() {
-            return Err(WireError("trailing bytes"));
-        }
+        r.end()?;
         Ok(Self {
             session,
             counter,
             kind,
         })
-    }
-}
-
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        if self.0.len() < n {
-            return Err(WireError("truncated push body"));
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
-    }
-    fn u8(&mut self) -> Result<u8, WireError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, WireError> {
-        Ok(u16::from_be_bytes(self.array()?))
-    }
-    fn u32(&mut self) -> Result<u32, WireError> {
-        Ok(u32::from_be_bytes(self.array()?))
-    }
-    fn u64(&mut self) -> Result<u64, WireError> {
-        Ok(u64::from_be_bytes(self.array()?))
-    }
-    fn path(&mut self) -> Result<Path, WireError> {
-        let len = usize::from(self.u16()?);
-        if len > MAX_ENCODED_PATH_LEN {
-            return Err(WireError("path too long"));
-        }
-        Path::from_encoded(self.take(len)?).map_err(|_| WireError("invalid path"))
     }
 }
 

@@ -11,7 +11,9 @@
 
 use kith_store::BlobHash;
 use kith_store::automerge::ChangeHash;
-use kith_types::{DeviceId, MAX_ENCODED_PATH_LEN, Path, Timestamp};
+use kith_types::{DeviceId, Path, Timestamp};
+
+use super::codec::{Dec, Enc};
 
 /// The ALPN of the catch-up protocol.
 pub const ALPN: &[u8] = b"kith/sync/1";
@@ -32,10 +34,7 @@ pub const MAX_REASON_LEN: usize = 1024;
 /// Size of the blob chunks a server sends.
 pub const BLOB_CHUNK: usize = 1 << 20;
 
-/// A decoding failure: the peer sent bytes that are not a valid message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("malformed message: {0}")]
-pub struct WireError(pub &'static str);
+pub use super::codec::WireError;
 
 /// What kind of content an entry holds, as sent to a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -537,45 +536,11 @@ impl Message {
     }
 }
 
-struct Enc(Vec<u8>);
-
 impl Enc {
-    fn u8(&mut self, v: u8) {
-        self.0.push(v);
-    }
-    fn u16(&mut self, v: u16) {
-        self.0.extend_from_slice(&v.to_be_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_be_bytes());
-    }
-    fn raw(&mut self, v: &[u8]) {
-        self.0.extend_from_slice(v);
-    }
-    fn bytes(&mut self, v: &[u8]) {
-        self.0
-            .extend_from_slice(&u32::try_from(v.len()).unwrap_or(u32::MAX).to_be_bytes());
-        self.0.extend_from_slice(v);
-    }
-    fn str(&mut self, v: &str) {
-        let len = v.len().min(usize::from(u16::MAX));
-        self.u16(len as u16);
-        self.0.extend_from_slice(&v.as_bytes()[..len]);
-    }
-    fn path(&mut self, p: &Path) {
-        self.u16(p.encoded().len() as u16);
-        self.0.extend_from_slice(p.encoded());
-    }
     fn heads(&mut self, heads: &[ChangeHash]) {
         self.u16(heads.len().min(MAX_HEADS) as u16);
         for h in heads.iter().take(MAX_HEADS) {
             self.raw(&h.0);
-        }
-    }
-    fn list<T>(&mut self, items: &[T], mut each: impl FnMut(&mut Self, &T)) {
-        self.u16(items.len().min(usize::from(u16::MAX)) as u16);
-        for item in items.iter().take(usize::from(u16::MAX)) {
-            each(self, item);
         }
     }
     fn entry(&mut self, e: &WireEntry) {
@@ -607,55 +572,9 @@ impl Enc {
     }
 }
 
-struct Dec<'a>(&'a [u8]);
-
-impl<'a> Dec<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        if self.0.len() < n {
-            return Err(WireError("truncated"));
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Ok(head)
-    }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
-        self.take(N)?.try_into().map_err(|_| WireError("truncated"))
-    }
-    fn u8(&mut self) -> Result<u8, WireError> {
-        Ok(self.array::<1>()?[0])
-    }
-    fn u16(&mut self) -> Result<u16, WireError> {
-        Ok(u16::from_be_bytes(self.array()?))
-    }
-    fn u64(&mut self) -> Result<u64, WireError> {
-        Ok(u64::from_be_bytes(self.array()?))
-    }
-    fn bytes(&mut self, max: usize) -> Result<&'a [u8], WireError> {
-        let len = u32::from_be_bytes(self.array()?) as usize;
-        if len > max {
-            return Err(WireError("byte string too long"));
-        }
-        self.take(len)
-    }
+impl Dec<'_> {
     fn signed(&mut self) -> Result<Vec<u8>, WireError> {
         Ok(self.bytes(MAX_SIGNED_LEN)?.to_vec())
-    }
-    fn str(&mut self, max: usize) -> Result<String, WireError> {
-        let len = usize::from(self.u16()?);
-        if len > max {
-            return Err(WireError("string too long"));
-        }
-        let bytes = self.take(len)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_string)
-            .map_err(|_| WireError("string is not UTF-8"))
-    }
-    fn path(&mut self) -> Result<Path, WireError> {
-        let len = usize::from(self.u16()?);
-        if len > MAX_ENCODED_PATH_LEN {
-            return Err(WireError("path too long"));
-        }
-        Path::from_encoded(self.take(len)?).map_err(|_| WireError("invalid path"))
     }
     fn heads(&mut self) -> Result<Vec<ChangeHash>, WireError> {
         let n = usize::from(self.u16()?);
@@ -663,26 +582,6 @@ impl<'a> Dec<'a> {
             return Err(WireError("too many heads"));
         }
         (0..n).map(|_| Ok(ChangeHash(self.array()?))).collect()
-    }
-    fn list<T>(
-        &mut self,
-        max: usize,
-        mut each: impl FnMut(&mut Self) -> Result<T, WireError>,
-    ) -> Result<Vec<T>, WireError> {
-        let n = usize::from(self.u16()?);
-        if n > max {
-            return Err(WireError("too many items"));
-        }
-        // Every item takes at least one byte: a count larger than what is
-        // left is refused before allocating.
-        if n > self.0.len() {
-            return Err(WireError("truncated"));
-        }
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            out.push(each(self)?);
-        }
-        Ok(out)
     }
     fn entry(&mut self) -> Result<WireEntry, WireError> {
         let path = self.path()?;

@@ -22,6 +22,7 @@ use kith_store::{RecordKind, Store};
 use kith_types::{DeviceId, NamespaceId, Path};
 
 use crate::error::Result;
+use crate::proto::codec::{Dec, Enc};
 use crate::ticket::Ticket;
 
 pub(super) const CERT_ID: u8 = 1;
@@ -114,44 +115,37 @@ pub(super) fn receipt_id(tombstone: &[u8], device: &DeviceId) -> Vec<u8> {
 
 /// Served record: the requester's namespace, then its prefixes.
 pub(super) fn encode_served(namespace: &NamespaceId, prefixes: &[Path]) -> Vec<u8> {
-    let mut out = namespace.as_bytes().to_vec();
-    out.extend_from_slice(&encode_cursors(
+    let mut e = Enc::default();
+    e.raw(namespace.as_bytes());
+    e.raw(&encode_cursors(
         &prefixes.iter().map(|p| (p.clone(), 0)).collect::<Vec<_>>(),
     ));
-    out
+    e.finish()
 }
 
 pub(super) fn decode_served(bytes: &[u8]) -> Option<(NamespaceId, Vec<Path>)> {
-    let ns = NamespaceId::try_from_slice(bytes.get(..32)?).ok()?;
-    let prefixes = decode_cursors(&bytes[32..])?
-        .into_iter()
-        .map(|(p, _)| p)
-        .collect();
+    let mut d = Dec(bytes);
+    let ns = NamespaceId::from_bytes(d.array().ok()?);
+    let prefixes = decode_cursors(d.0)?.into_iter().map(|(p, _)| p).collect();
     Some((ns, prefixes))
 }
 
+/// Cursors (and lists of prefixes, with 0 for each): version `1`, then
+/// per prefix its path and a `u64`, to the end.
 pub(crate) fn encode_cursors(cursors: &[(Path, u64)]) -> Vec<u8> {
-    let mut out = vec![1u8];
+    let mut e = Enc::versioned(1);
     for (p, s) in cursors {
-        out.extend_from_slice(&(p.encoded().len() as u16).to_be_bytes());
-        out.extend_from_slice(p.encoded());
-        out.extend_from_slice(&s.to_be_bytes());
+        e.path(p);
+        e.u64(*s);
     }
-    out
+    e.finish()
 }
 
 pub(crate) fn decode_cursors(bytes: &[u8]) -> Option<Vec<(Path, u64)>> {
-    let (&version, mut rest) = bytes.split_first()?;
-    if version != 1 {
-        return None;
-    }
+    let mut d = Dec::versioned(bytes, 1).ok()?;
     let mut out = Vec::new();
-    while !rest.is_empty() {
-        let len = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
-        let path = Path::from_encoded(rest.get(2..2 + len)?).ok()?;
-        let seq = u64::from_be_bytes(rest.get(2 + len..10 + len)?.try_into().ok()?);
-        out.push((path, seq));
-        rest = &rest[10 + len..];
+    while !d.is_empty() {
+        out.push((d.path().ok()?, d.u64().ok()?));
     }
     Some(out)
 }
@@ -160,19 +154,19 @@ pub(crate) fn decode_cursors(bytes: &[u8]) -> Option<Vec<(Path, u64)>> {
 /// (kept in the sync cursors' encoding: (prefix, [`roster_version`]) pairs).
 pub(super) const SCOPES_SENT_ID: &[u8] = b"scopes";
 
+/// A held scope: the scope's encoding as a byte string, then its roster's
+/// encoding to the end.
 pub(super) fn encode_held(scope: &Scope, roster: &Roster) -> Vec<u8> {
-    let s = scope.encode();
-    let mut out = Vec::with_capacity(4 + s.len() + 64);
-    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    out.extend_from_slice(&s);
-    out.extend_from_slice(&roster.encode());
-    out
+    let mut e = Enc::default();
+    e.bytes(&scope.encode());
+    e.raw(&roster.encode());
+    e.finish()
 }
 
 pub(super) fn decode_held(bytes: &[u8]) -> Option<(Scope, Roster)> {
-    let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-    let scope = Scope::decode(bytes.get(4..4 + len)?).ok()?;
-    let roster = Roster::decode(bytes.get(4 + len..)?).ok()?;
+    let mut d = Dec(bytes);
+    let scope = Scope::decode(d.bytes(bytes.len()).ok()?).ok()?;
+    let roster = Roster::decode(d.0).ok()?;
     roster.verify().ok()?;
     roster.is_for(&scope).then_some((scope, roster))
 }
@@ -181,4 +175,48 @@ pub(super) fn sent_id(device: &DeviceId) -> Vec<u8> {
     let mut id = SCOPES_SENT_ID.to_vec();
     id.extend_from_slice(device.as_bytes());
     id
+}
+
+#[cfg(test)]
+mod tests {
+    use kith_caps::{NamespaceKey, ScopeSecret};
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn path() -> impl Strategy<Value = Path> {
+        prop::collection::vec("[a-z0-9]{1,12}", 1..5)
+            .prop_map(|parts| Path::parse(&format!("/{}", parts.join("/"))).unwrap())
+    }
+
+    proptest! {
+        #[test]
+        fn cursors_round_trip(cursors in prop::collection::vec((path(), any::<u64>()), 0..20)) {
+            prop_assert_eq!(decode_cursors(&encode_cursors(&cursors)), Some(cursors));
+        }
+
+        #[test]
+        fn served_round_trips(ns in any::<[u8; 32]>(), prefixes in prop::collection::vec(path(), 0..20)) {
+            let ns = NamespaceId::from_bytes(ns);
+            prop_assert_eq!(decode_served(&encode_served(&ns, &prefixes)), Some((ns, prefixes)));
+        }
+
+        #[test]
+        fn held_scopes_round_trip(seed in any::<u64>(), prefix in path(), epoch in any::<u64>(), members in prop::collection::vec(any::<[u8; 32]>(), 0..40)) {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let key = NamespaceKey::generate(&mut rng);
+            let scope = Scope::new(key.id(), prefix.clone(), epoch, ScopeSecret::random(&mut rng));
+            let roster = Roster::issue(&key, prefix, epoch, members.into_iter().map(DeviceId::from_bytes)).unwrap();
+            let held = decode_held(&encode_held(&scope, &roster));
+            prop_assert_eq!(held.map(|(s, r)| (s.encode(), r.encode())), Some((scope.encode(), roster.encode())));
+        }
+
+        #[test]
+        fn damaged_records_never_panic(raw in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_cursors(&raw);
+            let _ = decode_served(&raw);
+            let _ = decode_held(&raw);
+        }
+    }
 }
