@@ -385,18 +385,14 @@ impl Live {
         // The roster held now: it may have grown since the topic was joined.
         let current = self.roster_of(scope);
         let roster = current.as_ref().unwrap_or(roster);
-        let owner_devices: Vec<DeviceId> = {
-            let known = self.shared.known.read();
-            if scope.namespace() == self.shared.namespace() {
-                known.own_certs.iter().map(|c| c.device()).collect()
-            } else {
-                known
-                    .friends
-                    .get(&scope.namespace())
-                    .map(|f| f.devices().into_iter().map(|(d, _)| d).collect())
-                    .unwrap_or_default()
-            }
-        };
+        let owner_devices: Vec<DeviceId> = self
+            .shared
+            .known
+            .read()
+            .devices_of(&scope.namespace(), &self.shared.namespace())
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
         let others: Vec<DeviceId> = roster
             .members()
             .iter()

@@ -217,18 +217,7 @@ async fn serve_stream(
 /// A device of a friend (or of this namespace) says something is owed to
 /// this node: sync with that namespace now.
 fn poked(shared: &Shared, requests: &Sender<Work>, remote: DeviceId) {
-    let namespace = {
-        let known = shared.known.read();
-        if known.own_certs.iter().any(|c| c.device() == remote) {
-            Some(shared.namespace())
-        } else {
-            known
-                .friends
-                .iter()
-                .find(|(_, f)| f.devices().iter().any(|(d, _)| *d == remote))
-                .map(|(ns, _)| *ns)
-        }
-    };
+    let namespace = shared.known.read().acting_for(&remote, &shared.namespace());
     match namespace {
         Some(namespace) => {
             let request = Work::Sync {

@@ -129,15 +129,13 @@ impl Shared {
     /// Where to reach `device` (a friend's or an own one), if known.
     pub(crate) fn device_addrs(&self, device: &DeviceId) -> Option<(NamespaceId, Vec<SocketAddr>)> {
         let known = self.known.read();
-        if let Some(a) = known.own_addrs.get(device) {
-            return Some((self.namespace(), a.clone()));
-        }
-        known.friends.iter().find_map(|(ns, f)| {
-            f.devices()
-                .into_iter()
-                .find(|(d, _)| d == device)
-                .map(|(_, a)| (*ns, a))
-        })
+        let me = self.namespace();
+        let ns = known.acting_for(device, &me)?;
+        known
+            .devices_of(&ns, &me)
+            .into_iter()
+            .find(|(d, _)| d == device)
+            .map(|(_, addrs)| (ns, addrs))
     }
 
     pub(crate) fn add_friend(&self, ticket: &Ticket) -> Result<()> {

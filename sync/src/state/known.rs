@@ -77,4 +77,13 @@ impl Known {
                 .unwrap_or_default()
         }
     }
+
+    /// The namespace `device` acts for (this node's own, `me`, or a
+    /// friend's), by [`Known::devices_of`]; `None` for a stranger.
+    pub(crate) fn acting_for(&self, device: &DeviceId, me: &NamespaceId) -> Option<NamespaceId> {
+        std::iter::once(me)
+            .chain(self.friends.keys())
+            .find(|ns| self.devices_of(ns, me).iter().any(|(d, _)| d == device))
+            .copied()
+    }
 }

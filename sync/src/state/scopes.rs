@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use kith_caps::{DeviceCert, Roster, Scope};
+use kith_caps::{Roster, Scope};
 use kith_store::{RecordKind, RecordOp};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
@@ -132,10 +132,9 @@ impl Shared {
         let wanted: Vec<(Path, Vec<DeviceId>)> = {
             let known = self.known.read();
             let own: Vec<DeviceId> = known
-                .own_certs
-                .iter()
-                .filter(|c| !known.own_device_revocations.iter().any(|r| r.revokes(c)))
-                .map(DeviceCert::device)
+                .devices_of(&ns, &ns)
+                .into_iter()
+                .map(|(d, _)| d)
                 .chain(std::iter::once(self.identity.device()))
                 .collect();
             let mut prefixes: Vec<Path> = known
@@ -156,9 +155,11 @@ impl Shared {
                 .into_iter()
                 .map(|p| {
                     let mut members = own.clone();
-                    for (friend_ns, friend) in &known.friends {
+                    for friend_ns in known.friends.keys() {
                         if known.grants.may_read(&p, friend_ns, now).is_allowed() {
-                            members.extend(friend.devices().into_iter().map(|(d, _)| d));
+                            members.extend(
+                                known.devices_of(friend_ns, &ns).into_iter().map(|(d, _)| d),
+                            );
                         }
                     }
                     members.sort();
