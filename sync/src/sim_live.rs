@@ -106,10 +106,16 @@ fn run(seed: u64, friends: usize, steps: usize) {
     let key = owner.identity.namespace_key.as_ref().unwrap();
     let me = owner.namespace();
     let feed = Path::parse("/feed").unwrap();
-    let mut friends: Vec<Arc<Shared>> = Vec::new();
-    for d in &dirs[1..] {
-        let f = node(d.path());
-        owner.add_friend(&ticket(&f)).unwrap();
+    // Opening a store waits on the disk: the friends' open side by side.
+    let friends: Vec<Arc<Shared>> = std::thread::scope(|s| {
+        let opening: Vec<_> = dirs[1..]
+            .iter()
+            .map(|d| s.spawn(|| node(d.path())))
+            .collect();
+        opening.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for f in &friends {
+        owner.add_friend(&ticket(f)).unwrap();
         f.add_friend(&ticket(&owner)).unwrap();
         let cap = ReadCap::issue(
             key,
@@ -121,7 +127,6 @@ fn run(seed: u64, friends: usize, steps: usize) {
         )
         .unwrap();
         owner.store_own_cap(&cap).unwrap();
-        friends.push(f);
     }
     // Joining: one catch-up each, which also hands over the scope.
     let joining = [feed.clone()];
