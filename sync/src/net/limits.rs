@@ -21,7 +21,10 @@ pub struct PeerLimits {
     /// Bytes per second sent to the peer; `None` for no limit. Sending is
     /// paced, not refused.
     pub bytes_per_sec: Option<f64>,
-    /// Refused requests after which the peer's connection is closed.
+    /// Refused requests in a burst after which the peer's connection is
+    /// closed; one is forgiven every 10 seconds, so ordinary
+    /// refusals spread over a long-lived connection (a document deleted
+    /// between the listing and the request) never add up to a disconnect.
     pub max_refusals: u32,
 }
 
@@ -36,6 +39,9 @@ impl Default for PeerLimits {
         }
     }
 }
+
+/// How often one refusal of a peer is forgiven.
+pub(crate) const REFUSAL_FORGIVEN_EVERY: Duration = Duration::from_secs(10);
 
 /// A token bucket.
 #[derive(Debug)]
@@ -92,8 +98,8 @@ pub(crate) struct PeerBudget {
     pub(crate) streams: Arc<Semaphore>,
     requests: Mutex<Bucket>,
     bytes: Option<Mutex<Bucket>>,
-    refusals: Mutex<u32>,
-    max_refusals: u32,
+    /// Refusals the peer may still earn before it is disconnected.
+    refusals: Mutex<Bucket>,
 }
 
 impl PeerBudget {
@@ -104,8 +110,10 @@ impl PeerBudget {
             bytes: limits
                 .bytes_per_sec
                 .map(|rate| Mutex::new(Bucket::new(rate, rate.min(1_048_576.0)))),
-            refusals: Mutex::new(0),
-            max_refusals: limits.max_refusals,
+            refusals: Mutex::new(Bucket::new(
+                1.0 / REFUSAL_FORGIVEN_EVERY.as_secs_f64(),
+                f64::from(limits.max_refusals),
+            )),
         }
     }
 
@@ -117,9 +125,11 @@ impl PeerBudget {
     /// Records a refusal; returns whether the peer has now been refused too
     /// often and should be disconnected.
     pub(crate) fn refused(&self) -> bool {
-        let mut n = self.refusals.lock();
-        *n += 1;
-        *n > self.max_refusals
+        self.refused_at(Instant::now())
+    }
+
+    fn refused_at(&self, now: Instant) -> bool {
+        !self.refusals.lock().try_take(now)
     }
 
     /// Waits until `n` more bytes may be sent.
@@ -174,5 +184,29 @@ mod tests {
         );
         let wait = b.take_paced(20.0, start + Duration::from_millis(100));
         assert_eq!(wait, Duration::from_secs(2), "20 tokens of debt at 10/s");
+    }
+
+    #[test]
+    fn refusals_in_a_burst_disconnect_and_spread_ones_do_not() {
+        let limits = PeerLimits {
+            max_refusals: 3,
+            ..PeerLimits::default()
+        };
+        let budget = PeerBudget::new(&limits);
+        let start = Instant::now();
+        budget.refusals.lock().last = start;
+        for i in 0..3 {
+            assert!(!budget.refused_at(start), "refusal {i} disconnected");
+        }
+        assert!(
+            budget.refused_at(start),
+            "the 4th refusal in a burst did not"
+        );
+        // One refusal every interval, for as long as the connection lives.
+        let mut at = start;
+        for i in 0..1000 {
+            at += REFUSAL_FORGIVEN_EVERY;
+            assert!(!budget.refused_at(at), "spread refusal {i} disconnected");
+        }
     }
 }

@@ -259,8 +259,10 @@ const TAG_RECEIPTS: u8 = 16;
 const TAG_RECEIPTS_ACK: u8 = 17;
 const TAG_SCOPES: u8 = 18;
 const TAG_POKE: u8 = 19;
-/// Longest scope or roster encoding carried in `Scopes`.
-pub const MAX_SCOPE_ITEM_LEN: usize = 40 << 10;
+/// Longest scope or roster encoding carried in `Scopes`: a full roster on
+/// the longest prefix (a scope's encoding is far shorter).
+pub const MAX_SCOPE_ITEM_LEN: usize = kith_caps::Roster::MAX_ENCODED_LEN;
+const _: () = assert!(kith_caps::Scope::MAX_ENCODED_LEN <= MAX_SCOPE_ITEM_LEN);
 
 impl Message {
     /// A refusal.
@@ -750,6 +752,28 @@ mod tests {
                 prop_assert_ne!(other, msg);
             }
         }
+    }
+
+    /// A scope whose roster is full, on the longest prefix, reaches its
+    /// member: its item is as long as a roster can be.
+    #[test]
+    fn a_full_roster_on_the_longest_prefix_fits_a_scopes_message() {
+        let mut rng = rand::rng();
+        let key = kith_caps::NamespaceKey::generate(&mut rng);
+        let component = "x".repeat(kith_types::MAX_COMPONENT_LEN);
+        let prefix = Path::parse(&format!(
+            "/{}",
+            vec![component; kith_types::MAX_COMPONENTS].join("/")
+        ))
+        .unwrap();
+        let members = (0..kith_caps::Roster::MAX_MEMBERS)
+            .map(|_| kith_caps::DeviceKey::generate(&mut rng).id());
+        let roster = kith_caps::Roster::issue(&key, prefix.clone(), 0, members).unwrap();
+        let scope = kith_caps::Scope::generate(key.id(), prefix, &mut rng);
+        let msg = Message::Scopes {
+            items: vec![(scope.encode(), roster.encode())],
+        };
+        assert_eq!(Message::decode(&msg.encode()).unwrap(), msg);
     }
 
     #[test]
