@@ -473,3 +473,29 @@ fn the_first_receipt_of_a_device_stands() {
         .collect();
     assert_eq!(stored, vec![first.encode()]);
 }
+
+/// A friend whose every grant was revoked is told, once, that it belongs to
+/// none of the owner's scopes, and drops the scope it held (before, it kept
+/// listening on an abandoned topic and catching up at every silence).
+#[test]
+fn a_friend_removed_from_every_scope_drops_what_it_held() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (owner, friend) = friends_with_a_post(&dirs);
+    let me = owner.namespace();
+    let feed = [Path::parse("/feed").unwrap()];
+    assert!(sync(&owner, &friend, usize::MAX, false, &feed));
+    assert_eq!(friend.scopes.read().of(&me).len(), 1);
+    let key = owner.identity.namespace_key.as_ref().unwrap();
+    let cap = owner.known.read().grants.caps()[0].clone();
+    let rev = Revocation::issue(key, cap.id(), owner.store.clock().now());
+    owner.store_own_revocation(&rev).unwrap();
+    assert!(owner.own_scopes().is_empty());
+    assert!(sync(&owner, &friend, usize::MAX, false, &[]));
+    assert!(
+        friend.scopes.read().of(&me).is_empty(),
+        "the friend kept a scope it was removed from"
+    );
+    // Said once: the next catch-up carries no Scopes at all.
+    let answer = answer_to_hello(&owner, &friend);
+    assert!(!answer.iter().any(|m| matches!(m, Message::Scopes { .. })));
+}

@@ -82,6 +82,9 @@ pub trait Source {
     /// Records that `device` was sent these scopes as (prefix, version: the
     /// epoch and roster size), so that nothing more about them is owed to it.
     fn scopes_sent(&self, device: &DeviceId, versions: &[(Path, u64)]) -> Result<()>;
+    /// Forgets what `device` was sent of the scopes; whether it had been
+    /// sent any.
+    fn forget_scopes_sent(&self, device: &DeviceId) -> Result<bool>;
 }
 
 /// What the session asks its driver to do.
@@ -329,6 +332,14 @@ impl Serve {
                     .map(|(s, r)| (s.encode(), r.encode()))
                     .collect(),
             }));
+        } else {
+            // A device removed from every scope it was sent learns it once
+            // (the set is complete), and leaves the abandoned topics.
+            match src.forget_scopes_sent(&self.remote) {
+                Ok(true) => out.push(Output::Send(Message::Scopes { items: Vec::new() })),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(%e, "could not read the scopes sent"),
+            }
         }
         out
     }

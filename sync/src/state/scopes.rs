@@ -225,6 +225,24 @@ impl Shared {
         Ok(())
     }
 
+    /// Forgets what `device` was sent of this namespace's scopes; whether
+    /// it had been sent any.
+    pub(crate) fn forget_scopes_sent(&self, device: &DeviceId) -> Result<bool> {
+        let ns = self.namespace();
+        let id = sent_id(device);
+        let sent = self
+            .store
+            .record(RecordKind::SyncState, &ns, &id)?
+            .and_then(|b| decode_cursors(&b))
+            .unwrap_or_default();
+        if sent.is_empty() {
+            return Ok(false);
+        }
+        self.store
+            .write_records(&[RecordOp::remove(RecordKind::SyncState, ns, &id)])?;
+        Ok(true)
+    }
+
     /// Devices on this namespace's rosters that have not been sent the
     /// current epoch and roster of every scope they belong to.
     pub(crate) fn devices_owed_scopes(&self) -> Result<Vec<DeviceId>> {

@@ -188,6 +188,10 @@ impl Source for OwnerSource<'_> {
         self.0.own_scopes()
     }
 
+    fn forget_scopes_sent(&self, device: &DeviceId) -> Result<bool> {
+        Ok(self.0.forget_scopes_sent(device)?)
+    }
+
     fn scopes_sent(&self, device: &DeviceId, versions: &[(Path, u64)]) -> Result<()> {
         Ok(self.0.record_scopes_sent(device, versions)?)
     }
