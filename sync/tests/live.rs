@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{WAIT, befriend, init_tracing, list, p};
 use kith::caps::DeviceKey;
-use kith::{NetworkMode, Node};
+use kith::{NetworkMode, Node, Timestamp};
 
 /// Nodes whose periodic re-sync is too slow to matter: what arrives, arrives
 /// live (or by the recovery the live layer starts).
@@ -392,6 +392,53 @@ async fn periodic_catch_ups_are_skipped_while_live_push_is_in_step() {
     .await;
     assert_eq!(c.live_metrics().resyncs_skipped, 0);
     for n in [a, b, quiet, c] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// A grant that expires takes its friend off the scope's roster without any
+/// other event: the scope moves to a new epoch, and what is written after
+/// reaches the friends still granted, not the one whose grant expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_grant_rekeys_the_scope() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = spawn_live(dirs[0].path()).await;
+    let b = spawn_live(dirs[1].path()).await;
+    let c = spawn_live(dirs[2].path()).await;
+    let me = a.namespace();
+    befriend(&a, &b).await;
+    befriend(&a, &c).await;
+    let expires = Timestamp::from_micros(
+        Timestamp::wall_clock().as_micros() + Duration::from_secs(5).as_micros() as u64,
+    );
+    a.grant(&b.namespace(), &p("/feed"), Some(expires))
+        .await
+        .unwrap();
+    a.grant(&c.namespace(), &p("/feed"), None).await.unwrap();
+    for f in [&b, &c] {
+        f.subscribe(&me).await.unwrap();
+        until(f, &me, "/", || f.live_topics().len() == 1).await;
+        assert_eq!(f.live_topics()[0].epoch, 0);
+    }
+    // After the expiry, A and C move to epoch 1; B is not sent it.
+    for f in [&a, &c] {
+        until(f, &me, "/", || {
+            f.live_topics().first().map(|t| t.epoch) == Some(1)
+        })
+        .await;
+    }
+    assert_eq!(b.live_topics().first().map(|t| t.epoch), Some(0));
+    common::write_docs(&a, "/feed/after", 10).await;
+    until(&c, &me, "/feed/after", || {
+        count(&c, &me, "/feed/after") == 10
+    })
+    .await;
+    assert_eq!(
+        count(&b, &me, "/feed/after"),
+        0,
+        "an expired grant still received live posts"
+    );
+    for n in [a, b, c] {
         n.shutdown().await.unwrap();
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kith_types::{DeviceId, NamespaceId};
+use kith_types::{DeviceId, NamespaceId, Timestamp};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
@@ -129,9 +129,18 @@ impl Node {
             return;
         };
         let mut next_try: HashMap<DeviceId, (Instant, Duration)> = HashMap::new();
+        let mut checked = Timestamp::wall_clock();
         loop {
             let s2 = shared.clone();
+            let now = Timestamp::wall_clock();
+            let expired = shared.grants_expired_between(checked, now);
+            checked = now;
             let owed = blocking(move || {
+                if expired {
+                    // An expired grant leaves the rosters as a revocation
+                    // does: a new epoch, owed to the remaining members.
+                    s2.scopes_follow_grants()?;
+                }
                 let mut owed = s2.devices_owed_scopes()?;
                 for d in s2.devices_owed_tombstones()? {
                     if !owed.contains(&d) {

@@ -225,6 +225,19 @@ impl Shared {
         Ok(())
     }
 
+    /// Whether a grant of this namespace expired after `after` and up to
+    /// `up_to`: scope membership must then be derived again (it is, on
+    /// events, and on time through this).
+    pub(crate) fn grants_expired_between(&self, after: Timestamp, up_to: Timestamp) -> bool {
+        self.known
+            .read()
+            .grants
+            .caps()
+            .iter()
+            .filter_map(kith_caps::ReadCap::expires_at)
+            .any(|t| t > after && t <= up_to)
+    }
+
     /// Forgets what `device` was sent of this namespace's scopes; whether
     /// it had been sent any.
     pub(crate) fn forget_scopes_sent(&self, device: &DeviceId) -> Result<bool> {
