@@ -197,11 +197,15 @@ impl Live {
         config: LiveConfig,
         requests: tokio::sync::mpsc::Sender<Work>,
     ) -> Arc<Self> {
+        // The store's clock moves forward across restarts: a later start
+        // has a later session, so members tell replays of an earlier one
+        // apart.
+        let session = shared.store.clock().now().as_micros();
         let live = Arc::new(Self {
             gossip,
             shared,
             config,
-            session: rand::random(),
+            session,
             topics: Mutex::new(HashMap::new()),
             counters: Arc::new(Counters::default()),
             requests,

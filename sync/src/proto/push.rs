@@ -216,6 +216,8 @@ impl Sequencer {
     /// Records a data message (`heartbeat == false`) or a heartbeat with
     /// `counter` from `device`'s `session`.
     ///
+    /// Sessions grow with each start of the publishing node; a message of
+    /// an older session than the one seen is a replay and changes nothing.
     /// Counters of a session start at 1 (heartbeats before any data carry
     /// 0). A data counter more than one ahead of the last seen, or a
     /// heartbeat counter ahead of it, is a gap. So is the first message of
@@ -230,6 +232,9 @@ impl Sequencer {
         heartbeat: bool,
     ) -> Verdict {
         match self.seen.get_mut(&device) {
+            // An older session (sessions grow with each start of a node):
+            // a replay, which must not move the publisher's state.
+            Some((s, _)) if session < *s => Verdict::InOrder,
             Some((s, last)) if *s == session => {
                 let expected = if heartbeat {
                     *last
@@ -335,5 +340,21 @@ mod tests {
         assert_eq!(s.observe(d, 9, 0, true), Verdict::InOrder); // a quiet new session
         assert_eq!(s.observe(d, 9, 1, false), Verdict::InOrder);
         assert_eq!(s.observe(d, 10, 2, true), Verdict::Gap); // restarted, 1 unseen
+    }
+
+    /// A message of an earlier session (captured, and replayed by a member
+    /// or a stale peer) starts no catch-up and does not make the next
+    /// message of the current session look like a gap.
+    #[test]
+    fn replays_of_an_earlier_session_start_no_catch_up() {
+        let d = DeviceId::from_bytes([3; 32]);
+        let mut s = Sequencer::default();
+        assert_eq!(s.observe(d, 20, 1, false), Verdict::InOrder);
+        assert_eq!(s.observe(d, 20, 2, false), Verdict::InOrder);
+        for old in [(19, 40, false), (3, 7, true), (19, 1, false)] {
+            assert_eq!(s.observe(d, old.0, old.1, old.2), Verdict::InOrder);
+        }
+        assert_eq!(s.observe(d, 20, 3, false), Verdict::InOrder);
+        assert_eq!(s.observe(d, 20, 3, true), Verdict::InOrder);
     }
 }
