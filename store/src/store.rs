@@ -1,6 +1,6 @@
 //! The store: namespaces of documents and blobs on fjall.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path as FsPath, PathBuf};
@@ -1535,74 +1535,6 @@ impl Inner {
             }
         }
         self.drop_blob_files(&unreferenced)?;
-        self.sweep_vault()
-    }
-
-    /// Erases every key that protects nothing any more: a slot map entry
-    /// whose document or blob is gone, and a key in the vault that no slot
-    /// map entry names. Both are left only by a crash between the steps of
-    /// a write or a deletion; once erased, whatever such a key encrypted
-    /// (in the journal, tables or a file) is unreadable. Linear in the
-    /// number of keys, like reading the vault's free slots at open.
-    fn sweep_vault(&self) -> Result<()> {
-        let mut named: HashSet<Slot> = HashSet::new();
-        let mut stale: Vec<(Vec<u8>, Slot)> = Vec::new();
-        for guard in self.vault_map.iter() {
-            let (key, value) = guard.into_inner()?;
-            let live = match key.first() {
-                Some(b'd') if key.len() >= 33 => {
-                    let ns =
-                        NamespaceId::try_from_slice(&key[1..33]).map_err(|_| Error::Corrupt {
-                            what: "vault slot map",
-                            why: "bad namespace",
-                        })?;
-                    let path = Path::from_encoded(&key[33..])?;
-                    match self.entries.get(keys::entry(&ns, &path))? {
-                        Some(v) => Entry::decode(&v)?.blob_hash().is_none(),
-                        None => false,
-                    }
-                }
-                Some(b'b') if key.len() == 33 => {
-                    let hash =
-                        BlobHash::from_bytes(key[1..].try_into().map_err(|_| Error::Corrupt {
-                            what: "vault slot map",
-                            why: "bad hash",
-                        })?);
-                    self.is_referenced(&hash)? || self.blobs.exists(&hash)
-                }
-                // Pending erasures were finished just before.
-                _ => continue,
-            };
-            let slot = keys::slot_of(&value)?;
-            if live {
-                named.insert(slot);
-            } else {
-                stale.push((key.to_vec(), slot));
-            }
-        }
-        let mut slots: Vec<Slot> = self
-            .vault
-            .used_slots()
-            .into_iter()
-            .filter(|s| !named.contains(s))
-            .collect();
-        if slots.is_empty() {
-            return Ok(());
-        }
-        tracing::info!(count = slots.len(), "erasing keys a crash left behind");
-        let mut batch = self.batch();
-        for (key, slot) in &stale {
-            batch.remove(&self.vault_map, key.clone());
-            if !slots.contains(slot) {
-                slots.push(*slot);
-            }
-        }
-        for slot in &slots {
-            batch.insert(&self.vault_map, keys::vault_erasing(*slot), b"");
-        }
-        batch.commit()?;
-        self.erase(&slots)?;
-        self.db.persist(PersistMode::SyncAll)?;
         Ok(())
     }
 
@@ -2192,85 +2124,6 @@ mod tests {
     fn path() -> impl Strategy<Value = Path> {
         prop::collection::vec("[a-z\u{e9}]{1,8}", 0..6)
             .prop_map(|c| Path::from_components(c).unwrap())
-    }
-
-    /// What a crash can leave between the steps of a write or a deletion
-    /// (a key in the vault that no slot map entry names; an entry naming a
-    /// key whose document is gone) is erased when the store opens; the
-    /// keys of what still exists are kept.
-    #[test]
-    fn opening_erases_keys_a_crash_left_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let ns = NamespaceId::from_bytes([1; 32]);
-        let device = DeviceId::from_bytes([2; 32]);
-        let open = || Store::open(dir.path(), Options::new(device)).unwrap();
-        let kept = Path::parse("/kept").unwrap();
-        let (orphan, stale) = {
-            let store = open();
-            store
-                .edit_document(&ns, &kept, |d| {
-                    use automerge::transaction::Transactable;
-                    d.put(automerge::ROOT, "text", "still here")
-                })
-                .unwrap()
-                .0
-                .unwrap();
-            store
-                .put_blob(
-                    &ns,
-                    &Path::parse("/photo").unwrap(),
-                    &b"pixels"[..],
-                    "image/png",
-                )
-                .unwrap();
-            let inner = &store.inner;
-            // A key written for a write that never committed.
-            let orphan = inner.vault.allocate(&ItemKey::random()).unwrap();
-            // A slot map entry for a document that is gone.
-            let stale = inner.vault.allocate(&ItemKey::random()).unwrap();
-            let gone = Path::parse("/gone").unwrap();
-            inner
-                .vault_map
-                .insert(keys::vault_doc(&ns, &gone), stale.to_be_bytes())
-                .unwrap();
-            (orphan, stale)
-        };
-        let store = open();
-        let inner = &store.inner;
-        assert!(
-            inner.vault.key(orphan).unwrap().is_none(),
-            "an orphan key survived"
-        );
-        assert!(
-            inner.vault.key(stale).unwrap().is_none(),
-            "a stale key survived"
-        );
-        assert!(
-            inner
-                .vault_map
-                .get(keys::vault_doc(&ns, &Path::parse("/gone").unwrap()))
-                .unwrap()
-                .is_none()
-        );
-        // What exists is still readable.
-        let doc = store.document(&ns, &kept).unwrap().unwrap();
-        assert_eq!(
-            automerge::ReadDoc::get(&doc, automerge::ROOT, "text")
-                .unwrap()
-                .unwrap()
-                .0
-                .as_str(),
-            Some("still here")
-        );
-        let hash = store
-            .get(&ns, &Path::parse("/photo").unwrap())
-            .unwrap()
-            .unwrap()
-            .blob_hash()
-            .unwrap();
-        let mut photo = Vec::new();
-        std::io::Read::read_to_end(&mut store.read_blob(&hash, ..).unwrap(), &mut photo).unwrap();
-        assert_eq!(photo, b"pixels");
     }
 
     proptest! {

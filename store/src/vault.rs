@@ -283,17 +283,6 @@ impl Vault {
         Ok(())
     }
 
-    /// The slots that hold a key now (not zero on disk, or allocated since
-    /// the vault was opened).
-    pub(crate) fn used_slots(&self) -> Vec<Slot> {
-        let state = self.state.lock();
-        let free: std::collections::HashSet<Slot> = state.free.iter().copied().collect();
-        (0..state.len)
-            .filter_map(|s| slot_number(s).ok())
-            .filter(|s| !free.contains(s))
-            .collect()
-    }
-
     /// Makes destroyed slots available to new keys.
     pub(crate) fn release(&self, slots: &[Slot]) {
         let mut state = self.state.lock();
