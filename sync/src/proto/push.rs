@@ -27,7 +27,6 @@ use kith_store::automerge::ChangeHash;
 use kith_types::{DeviceId, Path, Timestamp};
 
 use super::codec::{Dec, Enc, WireError};
-use super::wire::MAX_HEADS;
 
 const VERSION: u8 = 1;
 const TAG_DOC: u8 = 1;
@@ -157,14 +156,7 @@ impl PushBody {
                 let created = Timestamp::from_micros(r.u64()?);
                 let creator = DeviceId::from_bytes(r.array()?);
                 let timestamp = Timestamp::from_micros(r.u64()?);
-                let n = usize::from(r.u16()?);
-                if n > MAX_HEADS {
-                    return Err(WireError("too many heads"));
-                }
-                let mut heads = Vec::with_capacity(n);
-                for _ in 0..n {
-                    heads.push(ChangeHash(r.array()?));
-                }
+                let heads = r.heads()?;
                 let changes = r.bytes(MAX_BODY_LEN)?.to_vec();
                 PushKind::Doc {
                     path,

@@ -578,7 +578,8 @@ impl Dec<'_> {
     fn signed(&mut self) -> Result<Vec<u8>, WireError> {
         Ok(self.bytes(MAX_SIGNED_LEN)?.to_vec())
     }
-    fn heads(&mut self) -> Result<Vec<ChangeHash>, WireError> {
+    /// At most [`MAX_HEADS`] change hashes with a `u16` count.
+    pub(super) fn heads(&mut self) -> Result<Vec<ChangeHash>, WireError> {
         let n = usize::from(self.u16()?);
         if n > MAX_HEADS {
             return Err(WireError("too many heads"));
