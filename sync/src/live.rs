@@ -36,6 +36,11 @@ use crate::state::{FriendReplica, OwnerSource, Shared, Work};
 
 /// Random roster members added to the owner's devices when joining.
 const RANDOM_BOOTSTRAP: usize = 2;
+/// How long gossip is given to drop the links to a device that is back
+/// before the topics are re-joined through it.
+const RELINK_PAUSE: Duration = Duration::from_millis(300);
+/// Least time between two heartbeats sent because a neighbor arrived.
+const NEIGHBOR_HEARTBEAT_GAP: Duration = Duration::from_secs(1);
 /// Settings of live push.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LiveConfig {
@@ -143,6 +148,10 @@ struct Topic {
     counter: Arc<AtomicU64>,
     /// How the topic is doing, as its listener sees it.
     health: Arc<Health>,
+    /// When a heartbeat last went out because a neighbor arrived.
+    last_heartbeat: Mutex<Option<std::time::Instant>>,
+    /// The devices this node joined the topic through.
+    contacts: Mutex<HashSet<DeviceId>>,
     task: JoinHandle<()>,
 }
 
@@ -163,6 +172,10 @@ pub(crate) struct Live {
     config: LiveConfig,
     session: u64,
     topics: Mutex<HashMap<[u8; 32], Topic>>,
+    /// This device's counter per topic of its namespace, kept while the
+    /// topic is left and joined again (a re-link): members must see the
+    /// changes published meanwhile as a gap.
+    topic_counters: Mutex<HashMap<[u8; 32], Arc<AtomicU64>>>,
     pub(crate) counters: Arc<Counters>,
     requests: tokio::sync::mpsc::Sender<Work>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -207,6 +220,7 @@ impl Live {
             config,
             session,
             topics: Mutex::new(HashMap::new()),
+            topic_counters: Mutex::new(HashMap::new()),
             counters: Arc::new(Counters::default()),
             requests,
             tasks: Mutex::new(Vec::new()),
@@ -336,12 +350,16 @@ impl Live {
                 keep
             });
         }
+        self.topic_counters
+            .lock()
+            .retain(|id, _| wanted_ids.contains(id));
         for (scope, roster) in wanted {
             let id = *scope.topic_id().as_bytes();
             if self.topics.lock().contains_key(&id) {
                 continue;
             }
-            let bootstrap = self.bootstrap(&scope, &roster);
+            let (contacts, bootstrap) = self.bootstrap(&scope, &roster);
+            let contacts: HashSet<DeviceId> = contacts.into_iter().collect();
             let topic = match gossip_call(
                 "joining a topic",
                 self.gossip
@@ -370,8 +388,10 @@ impl Live {
                 Topic {
                     scope,
                     sender,
-                    counter: Arc::new(AtomicU64::new(0)),
+                    counter: self.topic_counters.lock().entry(id).or_default().clone(),
                     health,
+                    last_heartbeat: Mutex::new(None),
+                    contacts: Mutex::new(contacts),
                     task,
                 },
             );
@@ -384,7 +404,7 @@ impl Live {
     /// Peers to join a topic through: the scope owner's devices (whose
     /// addresses are known) and a few random members, so that joins do
     /// not all land on one node.
-    fn bootstrap(&self, scope: &Scope, roster: &Roster) -> Vec<iroh::EndpointId> {
+    fn bootstrap(&self, scope: &Scope, roster: &Roster) -> (Vec<DeviceId>, Vec<iroh::EndpointId>) {
         let me = self.shared.identity.device();
         // The roster held now: it may have grown since the topic was joined.
         let current = self.roster_of(scope);
@@ -408,10 +428,20 @@ impl Live {
             .filter(|d| *d != me && roster.contains(d))
             .collect();
         peers.extend(others.sample(&mut rand::rng(), RANDOM_BOOTSTRAP).copied());
-        peers
-            .into_iter()
+        let ids = peers
+            .iter()
             .filter_map(|d| iroh::EndpointId::from_bytes(d.as_bytes()).ok())
-            .collect()
+            .collect();
+        (peers, ids)
+    }
+
+    /// Peers to re-join `scope`'s topic through, noted as its contacts.
+    fn rejoin_peers(&self, scope: &Scope, roster: &Roster) -> Vec<iroh::EndpointId> {
+        let (devices, ids) = self.bootstrap(scope, roster);
+        if let Some(t) = self.topics.lock().get(scope.topic_id().as_bytes()) {
+            t.contacts.lock().extend(devices);
+        }
+        ids
     }
 
     /// The roster held now for `scope`'s epoch.
@@ -465,7 +495,7 @@ impl Live {
                 .store(receiver.neighbors().count() as u64, Ordering::Relaxed);
             let Some(live) = weak.upgrade() else { return };
             if lonely.due(receiver.is_joined()) {
-                let peers = live.bootstrap(&scope, &roster);
+                let peers = live.rejoin_peers(&scope, &roster);
                 tracing::debug!(prefix = %scope.prefix(), peers = peers.len(), "no gossip neighbors; re-joining");
                 if let Err(e) = gossip_call("re-joining a topic", sender.join_peers(peers)).await {
                     tracing::info!(%e, "re-joining a topic failed");
@@ -494,6 +524,9 @@ impl Live {
                         (!outcome.rejected && !outcome.recover).then(std::time::Instant::now);
                     live.settle(&scope, outcome);
                 }
+                Ok(Some(Ok(Event::NeighborUp(_)))) => {
+                    live.heartbeat_now(scope.topic_id().as_bytes()).await;
+                }
                 Ok(Some(Ok(Event::Lagged))) => {
                     tracing::info!(prefix = %scope.prefix(), "fell behind on a topic; catching up");
                     live.recover(scope.namespace());
@@ -511,7 +544,7 @@ impl Live {
                     // lost this node. Re-join through fresh peers, catch up.
                     last_heard = tokio::time::Instant::now();
                     bump(&live.counters.rejoins);
-                    let peers = live.bootstrap(&scope, &roster);
+                    let peers = live.rejoin_peers(&scope, &roster);
                     tracing::info!(prefix = %scope.prefix(), peers = peers.len(), "silence on a topic; re-joining and catching up");
                     if let Err(e) =
                         gossip_call("re-joining a topic", sender.join_peers(peers)).await
@@ -525,7 +558,76 @@ impl Live {
         }
     }
 
+    /// Leaves and joins again every topic this node joined through
+    /// `device`, which has just started again or moved. iroh-gossip keeps a
+    /// joiner's view of its contact as it was (the link to the old process
+    /// counts as live, and a neighbor request to it stays pending), so it
+    /// would never answer the contact's new joins; a fresh subscription
+    /// starts from nothing.
+    pub(crate) async fn relink(self: &Arc<Self>, device: DeviceId) {
+        let stale: Vec<Topic> = {
+            let mut topics = self.topics.lock();
+            let ids: Vec<[u8; 32]> = topics
+                .iter()
+                .filter(|(_, t)| t.contacts.lock().contains(&device))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| topics.remove(id)).collect()
+        };
+        if stale.is_empty() {
+            return;
+        }
+        tracing::debug!(device = %device.fmt_short(), topics = stale.len(), "re-joining the topics joined through a device that is back");
+        for t in &stale {
+            t.task.abort();
+        }
+        drop(stale);
+        // Gossip leaves a topic once both handles are gone.
+        tokio::time::sleep(RELINK_PAUSE).await;
+        self.reconcile().await;
+    }
+
+    /// Publishes a heartbeat into `topic` (of this namespace) now, unless
+    /// one went out within [`NEIGHBOR_HEARTBEAT_GAP`]: a neighbor that just
+    /// arrived learns the counter and catches up with what it missed (a
+    /// change published while the topic had no neighbors reached no one).
+    async fn heartbeat_now(&self, topic: &[u8; 32]) {
+        let target = {
+            let topics = self.topics.lock();
+            topics.get(topic).and_then(|t| {
+                let mut last = t.last_heartbeat.lock();
+                if t.scope.namespace() != self.shared.namespace()
+                    || last.is_some_and(|at| at.elapsed() < NEIGHBOR_HEARTBEAT_GAP)
+                {
+                    return None;
+                }
+                *last = Some(std::time::Instant::now());
+                Some((
+                    t.scope.clone(),
+                    t.sender.clone(),
+                    t.counter.load(Ordering::Relaxed),
+                ))
+            })
+        };
+        let Some((scope, sender, counter)) = target else {
+            return;
+        };
+        tracing::debug!(prefix = %scope.prefix(), counter, "a neighbor arrived; sending a heartbeat");
+        let body = PushBody {
+            session: self.session,
+            counter,
+            kind: PushKind::Heartbeat,
+        };
+        if let Some(bytes) = self.seal(&scope, &body) {
+            if let Err(e) = gossip_call("a heartbeat", sender.broadcast(Bytes::from(bytes))).await {
+                tracing::debug!(%e, "heartbeat broadcast failed");
+            }
+            bump(&self.counters.heartbeats_sent);
+        }
+    }
+
     fn recover(&self, namespace: NamespaceId) {
+        tracing::debug!(ns = %namespace.fmt_short(), "missed something live; catching up");
         bump(&self.counters.recoveries);
         self.request(Work::Sync {
             namespace,
@@ -534,6 +636,12 @@ impl Live {
     }
 
     fn settle(&self, scope: &Scope, outcome: Outcome) {
+        if let Some(device) = outcome.from
+            && !outcome.rejected
+        {
+            self.shared
+                .contact(device, |c| c.live = Some(Timestamp::wall_clock()));
+        }
         for _ in 0..outcome.applied {
             bump(&self.counters.applied_live);
         }
@@ -611,7 +719,7 @@ impl Live {
     async fn publish(&self, path: &Path, kind: PushKind) {
         let ns = self.shared.namespace();
         let is_tombstone = matches!(kind, PushKind::Tombstone { .. });
-        let targets: Vec<(Scope, GossipSender, Arc<AtomicU64>)> = self
+        let targets: Vec<(Scope, GossipSender, Arc<AtomicU64>, bool)> = self
             .topics
             .lock()
             .values()
@@ -623,9 +731,42 @@ impl Live {
                         t.scope.prefix().is_prefix_of(path)
                     }
             })
-            .map(|t| (t.scope.clone(), t.sender.clone(), t.counter.clone()))
+            .map(|t| {
+                let alone = t.health.neighbors.load(Ordering::Relaxed) == 0;
+                (t.scope.clone(), t.sender.clone(), t.counter.clone(), alone)
+            })
             .collect();
-        for (scope, sender, counter) in targets {
+        // A scope whose topic is being joined again: the change is counted,
+        // so that the members see a gap at the next heartbeat.
+        for (scope, _) in self.shared.scopes.read().of(&ns) {
+            let id = *scope.topic_id().as_bytes();
+            let covers = if is_tombstone {
+                scope.prefix().overlaps(path)
+            } else {
+                scope.prefix().is_prefix_of(path)
+            };
+            if covers
+                && !self.topics.lock().contains_key(&id)
+                && let Some(counter) = self.topic_counters.lock().get(&id)
+            {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for (scope, sender, counter, alone) in targets {
+            if alone {
+                // Gossip would carry this to no one (the node has just
+                // started, or lost its links): the members are told
+                // directly to catch up.
+                let me = self.shared.identity.device();
+                let members: Vec<DeviceId> = self
+                    .roster_of(&scope)
+                    .map(|r| r.members().iter().filter(|m| **m != me).copied().collect())
+                    .unwrap_or_default();
+                tracing::debug!(prefix = %scope.prefix(), members = members.len(), "no gossip neighbors to publish to; poking the members");
+                if !members.is_empty() {
+                    self.request(Work::Poke { devices: members });
+                }
+            }
             let body = PushBody {
                 session: self.session,
                 counter: counter.fetch_add(1, Ordering::Relaxed) + 1,

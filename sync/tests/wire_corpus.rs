@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 
+use kith::proto::addr::Addr;
 use kith::proto::push::{PushBody, PushKind};
 use kith::proto::wire::{Message, RefusalCode, WireEntry, WireKind};
 use kith::store::BlobHash;
@@ -98,6 +99,20 @@ fn seeds() -> Vec<(&'static str, Message)> {
             ),
         ),
         ("docs-done", Message::DocsDone),
+        (
+            "addresses",
+            Message::Addresses {
+                devices: vec![(
+                    DeviceId::from_bytes([7; 32]),
+                    vec![
+                        Addr::Ip("192.0.2.7:4433".parse().unwrap()),
+                        Addr::Ip("[2001:db8::7]:4433".parse().unwrap()),
+                        Addr::relay("https://relay.example/").unwrap(),
+                    ],
+                )],
+            },
+        ),
+        ("back", Message::Back),
     ]
 }
 

@@ -14,6 +14,7 @@ use base64::Engine;
 use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
+use kith::Timestamp;
 use serde_json::{Value, json};
 
 use crate::client::{self, Client};
@@ -78,6 +79,15 @@ pub enum Command {
         /// your profile picture.
         #[arg(long, value_name = "FILE")]
         avatar: Option<PathBuf>,
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Show the network: where this device is, and for every device of
+    /// yours and your friends whether it is reachable, directly or through
+    /// which relay, its round-trip time, the last sync and live message,
+    /// and what is still owed to it (needs the daemon).
+    Status {
         /// Output format.
         #[command(flatten)]
         out: Output,
@@ -663,6 +673,17 @@ async fn command_with(data: &FsPath, c: &Client, command: Command) -> CliResult 
                 out!("namespace {}", id["namespace"].as_str().unwrap_or(""));
                 out!("device    {}", id["device"].as_str().unwrap_or(""));
                 out!("name      {}", id["name"].as_str().unwrap_or(""));
+            }
+        }
+        Command::Status { out } => {
+            if !c.is_daemon() {
+                return Err(need_daemon(data, "the network status"));
+            }
+            let st: Value = c.call(Method::GET, "/api/status", None).await?;
+            if out.json {
+                print_json(&st);
+            } else {
+                print_status(&st);
             }
         }
         Command::Ticket { out } => {
@@ -1308,6 +1329,82 @@ async fn feed(c: &Client, f: FeedCommand) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// Prints `GET /api/status` for a person.
+fn print_status(st: &Value) {
+    let list = |v: &Value| -> String {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    out!("this device {}", short(st["device"].as_str().unwrap_or("")));
+    out!("  listening at {}", list(&st["addresses"]));
+    let now = Timestamp::wall_clock().as_micros() / 1000;
+    let ago = |v: &Value| match v.as_u64() {
+        Some(ms) => format!("{} ago", human_duration(now.saturating_sub(ms))),
+        None => "never".to_string(),
+    };
+    let peers = st["peers"].as_array().cloned().unwrap_or_default();
+    if peers.is_empty() {
+        out!("no other devices known yet: add a friend with `kith friend add TICKET`");
+    }
+    for p in peers {
+        let who = if p["own"].as_bool() == Some(true) {
+            "your device".to_string()
+        } else {
+            p["name"].as_str().unwrap_or("friend").to_string()
+        };
+        let how = match (p["route"].as_str(), p["via"].as_str()) {
+            (Some("direct"), Some(via)) => format!("direct to {via}"),
+            (Some("relay"), Some(via)) => format!("through relay {via}"),
+            _ if p["reachable"].as_bool() == Some(true) => "reachable".to_string(),
+            _ => "not reachable now".to_string(),
+        };
+        let rtt = p["rtt_ms"]
+            .as_f64()
+            .map(|r| format!(", {r:.0} ms"))
+            .unwrap_or_default();
+        out!(
+            "{who} {}: {how}{rtt}",
+            short(p["device"].as_str().unwrap_or(""))
+        );
+        out!(
+            "  last sync {}, last live message {}",
+            ago(&p["last_sync_ms"]),
+            ago(&p["last_live_ms"])
+        );
+        let mut owed = Vec::new();
+        if p["owed_keys"].as_bool() == Some(true) {
+            owed.push("a new scope key");
+        }
+        if p["owed_deletions"].as_bool() == Some(true) {
+            owed.push("a deletion");
+        }
+        if !owed.is_empty() {
+            out!("  still owed: {}", owed.join(", "));
+        }
+        if let Some(e) = p["last_error"]["error"].as_str()
+            && p["reachable"].as_bool() != Some(true)
+        {
+            out!("  last error: {e}");
+        }
+    }
+}
+
+/// `ms` as a short human duration.
+fn human_duration(ms: u64) -> String {
+    match ms / 1000 {
+        0 => format!("{ms} ms"),
+        s @ 1..=119 => format!("{s} s"),
+        s @ 120..=7199 => format!("{} min", s / 60),
+        s => format!("{} h", s / 3600),
+    }
 }
 
 #[cfg(test)]

@@ -227,6 +227,7 @@ pub fn router(node: Node, config: ApiConfig, stop: CancellationToken) -> Router 
     Router::new()
         .route("/api/id", get(id))
         .route("/api/ticket", get(ticket))
+        .route("/api/status", get(status))
         .route("/api/friends", get(friends).post(add_friend))
         .route("/api/friends/{friend}", delete(remove_friend))
         .route("/api/grants", get(grants).post(grant))
@@ -452,6 +453,48 @@ async fn id(State(s): State<AppState>) -> ApiResult<Json<Value>> {
         "device": s.node().device().to_string(),
         "name": names.name_of(&s.me()),
         "avatar": names.avatar_of(&s.me()),
+    })))
+}
+
+/// `GET /api/status`: where this device is, and per other known device
+/// whether it is reachable now, over which path, and what was last
+/// exchanged with it (since the daemon started).
+async fn status(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+    let names = s.names().await?;
+    let peers = s.node().peers().await?;
+    let when = |t: &Option<Timestamp>| t.map(|t| t.as_micros() / 1000);
+    let peers: Vec<Value> = peers
+        .iter()
+        .map(|p| {
+            let (route, via) = match &p.route {
+                Some(kith::Route::Direct(a)) => (Some("direct"), Some(a.to_string())),
+                Some(kith::Route::Relay(u)) => (Some("relay"), Some(u.clone())),
+                _ => (None, None),
+            };
+            json!({
+                "namespace": p.namespace.to_string(),
+                "name": names.name_of(&p.namespace),
+                "device": p.device.to_string(),
+                "own": p.own,
+                "reachable": p.reachable(),
+                "route": route,
+                "via": via,
+                "rtt_ms": p.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                "addresses": p.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "last_seen_ms": when(&p.last_seen),
+                "last_sync_ms": when(&p.last_sync),
+                "last_live_ms": when(&p.last_live),
+                "last_error": p.last_error.as_ref().map(|(t, e)| json!({ "at_ms": t.as_micros() / 1000, "error": e })),
+                "owed_keys": p.owed_keys,
+                "owed_deletions": p.owed_deletions,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "namespace": s.me().to_string(),
+        "device": s.node().device().to_string(),
+        "addresses": s.node().here().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "peers": peers,
     })))
 }
 

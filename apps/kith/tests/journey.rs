@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::{Daemon, POLL, WAIT, free_port, json, kith, ok};
+use common::{Daemon, POLL, WAIT, free_port, json, kith, ok, timeline_texts};
 use serde_json::Value;
 
 /// Checks `f` every [`POLL`] until it holds, for at most [`WAIT`].
@@ -19,15 +19,6 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         std::thread::sleep(POLL);
     }
-}
-
-fn timeline_texts(data: &Path) -> Vec<String> {
-    json(data, &["feed", "timeline"])["posts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["text"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// `kith sync FRIEND`, then whether the timeline holds `text`.

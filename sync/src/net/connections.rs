@@ -1,19 +1,25 @@
-//! The connections this node opened to other devices: reused across
-//! requests, tracked by the gate (so a device that stops being admitted is
-//! cut off) and closed once idle (iroh keeps open connections alive with
-//! pings, which an owner with hundreds of friends would otherwise pay for
-//! all the time).
+//! The catch-up connections to other devices, whichever side opened them:
+//! reused across requests, tracked by the gate (so a device that stops
+//! being admitted is cut off) and closed once idle (iroh keeps open
+//! connections alive with pings, which an owner with hundreds of friends
+//! would otherwise pay for all the time).
+//!
+//! A connection serves both ways: this node serves the streams a device
+//! opens on a connection this node dialed, and opens its own streams on a
+//! connection the device dialed. So a device that can dial but cannot be
+//! dialed (behind a NAT, or just restarted on an address iroh does not yet
+//! prefer) is still reached, over the connection it opened last.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use iroh::Endpoint;
 use iroh::endpoint::Connection;
-use iroh::{Endpoint, EndpointAddr};
 use kith_types::DeviceId;
 
 use super::gate::Gate;
 use crate::error::{Error, Result};
+use crate::proto::addr::Addr;
 use crate::proto::wire::ALPN;
 
 /// A connection this node opened, and when it last moved stream data.
@@ -45,6 +51,9 @@ pub(crate) struct Connections {
     gate: Gate,
     connect_timeout: Duration,
     open: tokio::sync::Mutex<HashMap<DeviceId, Cached>>,
+    /// Serves the streams other devices open on connections this node
+    /// dialed (set once the protocol handler exists).
+    server: std::sync::OnceLock<super::serve::SyncProtocol>,
 }
 
 impl Connections {
@@ -56,16 +65,33 @@ impl Connections {
             gate,
             connect_timeout,
             open: tokio::sync::Mutex::new(HashMap::new()),
+            server: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The gate the connections are tracked by.
+    pub(crate) fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// Sets what serves the streams devices open on connections this node
+    /// dialed.
+    pub(crate) fn serve_with(&self, server: super::serve::SyncProtocol) {
+        let _ = self.server.set(server);
+    }
+
+    /// Keeps `conn`, which `device` just opened to this node, as the one
+    /// to reach it by: it is the newest proof of where the device is.
+    pub(crate) async fn offer(&self, device: DeviceId, conn: &Connection) {
+        self.open
+            .lock()
+            .await
+            .insert(device, Cached::new(conn.clone()));
     }
 
     /// A connection to `device`: the cached one if it is open (`true`), or
     /// a new one to `addrs` (`false`), which is cached.
-    pub(crate) async fn get(
-        &self,
-        device: DeviceId,
-        addrs: &[SocketAddr],
-    ) -> Result<(Connection, bool)> {
+    pub(crate) async fn get(&self, device: DeviceId, addrs: &[Addr]) -> Result<(Connection, bool)> {
         {
             let mut open = self.open.lock().await;
             if let Some(cached) = open.get_mut(&device)
@@ -77,13 +103,18 @@ impl Connections {
         }
         // Connecting may take up to the connect timeout: not under the
         // lock, so that other devices are reached meanwhile.
-        let id = iroh::PublicKey::from_bytes(device.as_bytes()).map_err(Error::network)?;
-        let addr = EndpointAddr::from_parts(id, addrs.iter().map(|a| iroh::TransportAddr::Ip(*a)));
+        let addr = super::addrs::endpoint_addr(&device, addrs)?;
+        let started = Instant::now();
+        tracing::trace!(device = %device.fmt_short(), ?addrs, "connecting");
         let conn = tokio::time::timeout(self.connect_timeout, self.endpoint.connect(addr, ALPN))
             .await
             .map_err(|_| Error::Timeout("connecting"))?
             .map_err(Error::network)?;
+        tracing::trace!(device = %device.fmt_short(), took = ?started.elapsed(), "connected");
         self.gate.track(device, &conn);
+        if let Some(server) = self.server.get() {
+            server.serve_dialed(conn.clone());
+        }
         self.open
             .lock()
             .await
@@ -97,6 +128,7 @@ impl Connections {
         if let Some(cached) = self.open.lock().await.remove(device)
             && let Some(reason) = reason
         {
+            tracing::debug!(device = %device.fmt_short(), "closing a cached connection");
             cached.conn.close(0u32.into(), reason);
         }
     }

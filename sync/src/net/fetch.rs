@@ -53,6 +53,9 @@ fn hello(shared: &Shared) -> Message {
     Fetch::hello(&shared.identity.cert, &others)
 }
 
+/// How long the owner's first answer (its `Welcome`) may take.
+const FIRST_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs one catch-up of `owner`'s namespace over `conn`.
 pub(crate) async fn sync(
     shared: &Arc<Shared>,
@@ -67,8 +70,18 @@ pub(crate) async fn sync(
     let mut traffic = Traffic::default();
     traffic.sent += write_msg(&mut send, &hello(shared)).await?;
     let mut fetch = Fetch::new(owner, shared.namespace(), server);
+    let mut first = true;
     while !fetch.is_done() {
-        let Some((msg, n)) = read_msg(&mut recv).await? else {
+        let next = if std::mem::take(&mut first) {
+            // A device that is gone (its connection not yet timed out)
+            // never answers: found out in seconds, not at the stall limit.
+            tokio::time::timeout(FIRST_ANSWER, read_msg(&mut recv))
+                .await
+                .map_err(|_| Error::Timeout("waiting for the first answer"))??
+        } else {
+            read_msg(&mut recv).await?
+        };
+        let Some((msg, n)) = next else {
             return Err(Error::Protocol(
                 "the server closed the stream before the sync was complete".into(),
             ));
@@ -146,9 +159,13 @@ pub(crate) async fn blob(
     )
     .await?;
     let mut start = read_msg(&mut recv).await?;
-    // An own device receives the friend list after `Welcome`, members their
-    // scopes; neither is needed here.
-    while let Some((Message::Friends { .. } | Message::Scopes { .. }, n)) = &start {
+    // After `Welcome` come the owner's addresses, an own device's friend
+    // list, a member's scopes; none is needed here.
+    while let Some((
+        Message::Addresses { .. } | Message::Friends { .. } | Message::Scopes { .. },
+        n,
+    )) = &start
+    {
         received += n;
         start = read_msg(&mut recv).await?;
     }
@@ -255,7 +272,10 @@ pub(crate) async fn receipts(
     let recorded = loop {
         match read_msg(&mut recv).await? {
             Some((
-                Message::Welcome { .. } | Message::Friends { .. } | Message::Scopes { .. },
+                Message::Welcome { .. }
+                | Message::Addresses { .. }
+                | Message::Friends { .. }
+                | Message::Scopes { .. },
                 _,
             )) => {}
             Some((Message::ReceiptsAck { tombstones }, _)) => break tombstones,

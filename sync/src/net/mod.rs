@@ -1,6 +1,7 @@
 //! The async driver: iroh endpoint, connection gate, and the tasks that run
 //! the [`proto`](crate::proto) state machines over QUIC streams.
 
+pub(crate) mod addrs;
 pub(crate) mod connections;
 pub(crate) mod fetch;
 pub(crate) mod frames;

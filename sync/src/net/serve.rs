@@ -34,6 +34,8 @@ pub(crate) struct SyncProtocol {
     /// The streams being served, aborted when the router shuts down (so
     /// none holds the store after the node stopped).
     pub(crate) streams: Arc<parking_lot::Mutex<tokio::task::JoinSet<()>>>,
+    /// Where accepted connections are offered for this node's own requests.
+    connections: Arc<std::sync::OnceLock<std::sync::Weak<super::connections::Connections>>>,
 }
 
 impl SyncProtocol {
@@ -43,7 +45,15 @@ impl SyncProtocol {
             budgets: Arc::new(budgets),
             requests,
             streams: Arc::default(),
+            connections: Arc::default(),
         }
+    }
+
+    /// Offers accepted connections to `connections`, and serves the
+    /// streams opened on the connections it dials.
+    pub(crate) fn pair(&self, connections: &Arc<super::connections::Connections>) {
+        let _ = self.connections.set(Arc::downgrade(connections));
+        connections.serve_with(self.clone());
     }
 }
 
@@ -72,8 +82,17 @@ async fn note_refusal(
     true
 }
 
-impl ProtocolHandler for SyncProtocol {
-    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+impl SyncProtocol {
+    /// Serves the streams a device opens on `conn`, which this node dialed.
+    pub(crate) fn serve_dialed(&self, conn: Connection) {
+        let this = self.clone();
+        self.streams.lock().spawn(async move {
+            this.serve_connection(conn).await;
+        });
+    }
+
+    /// Serves every stream the remote opens on `conn` until it closes.
+    async fn serve_connection(&self, conn: Connection) {
         let remote = DeviceId::from_bytes(*conn.remote_id().as_bytes());
         let budget = self.budgets.of(remote);
         loop {
@@ -110,6 +129,16 @@ impl ProtocolHandler for SyncProtocol {
                 drop(permit);
             });
         }
+    }
+}
+
+impl ProtocolHandler for SyncProtocol {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        let remote = DeviceId::from_bytes(*conn.remote_id().as_bytes());
+        if let Some(connections) = self.connections.get().and_then(std::sync::Weak::upgrade) {
+            connections.offer(remote, &conn).await;
+        }
+        self.serve_connection(conn).await;
         Ok(())
     }
 
@@ -164,6 +193,10 @@ async fn serve_stream(
         }
         if msg == Message::Poke && session.requester().is_none() {
             poked(&shared, requests, remote);
+            break;
+        }
+        if msg == Message::Back && session.requester().is_none() {
+            back(&shared, requests, remote);
             break;
         }
         let shared2 = shared.clone();
@@ -230,6 +263,25 @@ fn poked(shared: &Shared, requests: &Sender<Work>, remote: DeviceId) {
         }
         None => {
             tracing::info!(remote = %remote.fmt_short(), "ignoring a poke from a device that is no friend's")
+        }
+    }
+}
+
+/// A known device says it has just started or moved: the node resets its
+/// gossip links to it and catches up with its namespace.
+fn back(shared: &Shared, requests: &Sender<Work>, remote: DeviceId) {
+    let namespace = shared.known.read().acting_for(&remote, &shared.namespace());
+    match namespace {
+        Some(namespace) => {
+            if let Err(e) = requests.try_send(Work::Back {
+                device: remote,
+                namespace,
+            }) {
+                tracing::warn!(%e, "could not queue the work for a device that came back");
+            }
+        }
+        None => {
+            tracing::info!(remote = %remote.fmt_short(), "ignoring a device that is no friend's saying it is back")
         }
     }
 }

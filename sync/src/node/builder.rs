@@ -9,7 +9,7 @@ use std::time::Duration;
 use iroh::address_lookup::memory::MemoryLookup;
 use iroh::endpoint::{PortmapperConfig, presets};
 use iroh::protocol::Router;
-use iroh::{Endpoint, EndpointAddr, RelayMode, RelayUrl, SecretKey};
+use iroh::{Endpoint, RelayMode, RelayUrl, SecretKey};
 use kith_store::{Durability, Options as StoreOptions, Store};
 use kith_types::DeviceId;
 use parking_lot::Mutex;
@@ -18,6 +18,7 @@ use crate::cache::BlobCache;
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::live::{Live, LiveConfig};
+use crate::net;
 use crate::net::connections::Connections;
 use crate::net::fetch::Downloads;
 use crate::net::gate::Gate;
@@ -220,7 +221,7 @@ impl Builder {
         let durability = self.durability;
         let join = self.join.clone();
         let cache_limit = self.blob_cache_limit;
-        let gate = Gate::default();
+        let (gate, sightings) = Gate::new();
         let admission = Arc::new(gate.clone());
         let shared = tokio::task::spawn_blocking(move || -> Result<_> {
             let identity = match &join {
@@ -241,61 +242,53 @@ impl Builder {
         let (requests_tx, requests_rx) = tokio::sync::mpsc::channel(REQUEST_CAPACITY);
         let lookup = MemoryLookup::new();
         let secret = SecretKey::from_bytes(&identity.device_key.to_bytes());
-        let builder = match &self.network {
-            NetworkMode::LocalOnly => Endpoint::builder(presets::Minimal)
-                .relay_mode(RelayMode::Disabled)
-                .clear_ip_transports()
-                .bind_addr(
-                    self.bind
-                        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
-                )
-                .map_err(Error::network)?
-                .portmapper_config(PortmapperConfig::Disabled),
-            NetworkMode::Internet | NetworkMode::InternetWithRelays(_) => {
-                let mut b = Endpoint::builder(presets::N0);
-                if let NetworkMode::InternetWithRelays(urls) = &self.network {
-                    b = b.relay_mode(RelayMode::Custom(urls.iter().cloned().collect()));
-                }
-                if let Some(addr) = self.bind {
-                    b = b
-                        .clear_ip_transports()
-                        .bind_addr(addr)
-                        .map_err(Error::network)?;
-                }
-                b
-            }
+        // The port used last, where free: friends' tickets and learnt
+        // addresses then still lead here after a restart.
+        let kept = if self.bind.is_none() {
+            read_port(&self.data_dir)
+        } else {
+            None
         };
-        let endpoint = builder
-            .secret_key(secret)
-            .address_lookup(lookup.clone())
-            .hooks(gate.clone())
-            .alpns(vec![ALPN.to_vec()])
-            .bind()
-            .await
-            .map_err(Error::network)?;
+        let endpoint = match kept {
+            Some(port) => match self
+                .bind_endpoint(Some(port), &secret, &lookup, &gate)
+                .await
+            {
+                Ok(ep) => ep,
+                Err(e) => {
+                    tracing::info!(port, %e, "the port used last is taken; listening on another");
+                    self.bind_endpoint(None, &secret, &lookup, &gate).await?
+                }
+            },
+            None => self.bind_endpoint(None, &secret, &lookup, &gate).await?,
+        };
+        if let Some(port) = endpoint.bound_sockets().first().map(SocketAddr::port) {
+            write_port(&self.data_dir, port);
+        }
         let gossip = iroh_gossip::Gossip::builder()
             .max_message_size(self.gossip_max_message_size)
             .spawn(endpoint.clone());
+        let connections = Arc::new(Connections::new(
+            endpoint.clone(),
+            gate,
+            self.connect_timeout,
+        ));
+        let protocol = SyncProtocol::new(
+            shared.clone(),
+            PeerBudgets::new(self.peer_limits),
+            requests_tx.clone(),
+        );
+        protocol.pair(&connections);
         let router = Router::builder(endpoint.clone())
-            .accept(
-                ALPN,
-                SyncProtocol::new(
-                    shared.clone(),
-                    PeerBudgets::new(self.peer_limits),
-                    requests_tx.clone(),
-                ),
-            )
+            .accept(ALPN, protocol)
             .accept(iroh_gossip::ALPN, gossip.clone())
             .spawn();
         // Gossip finds peers by id: give it every address known.
         for (device, addrs) in shared.known_addresses() {
-            if let Ok(id) = iroh::PublicKey::from_bytes(device.as_bytes())
-                && !addrs.is_empty()
+            if !addrs.is_empty()
+                && let Ok(addr) = net::addrs::endpoint_addr(&device, &addrs)
             {
-                lookup.add_endpoint_info(EndpointAddr::from_parts(
-                    id,
-                    addrs.iter().map(|a| iroh::TransportAddr::Ip(*a)),
-                ));
+                lookup.add_endpoint_info(addr);
             }
         }
         let live = self.live.then(|| {
@@ -311,7 +304,6 @@ impl Builder {
                 requests_tx,
             )
         });
-        let connections = Connections::new(endpoint.clone(), gate, self.connect_timeout);
         let node = Node {
             inner: Arc::new(Inner {
                 shared,
@@ -342,6 +334,16 @@ impl Builder {
         tasks.push(tokio::spawn(Node::close_idle_connections(Arc::downgrade(
             &node.inner,
         ))));
+        tasks.push(tokio::spawn(Node::remember_sightings(
+            Arc::downgrade(&node.inner),
+            sightings,
+        )));
+        tasks.push(tokio::spawn(Node::follow_own_addresses(Arc::downgrade(
+            &node.inner,
+        ))));
+        tasks.push(tokio::spawn(Node::follow_moves(Arc::downgrade(
+            &node.inner,
+        ))));
         if node.inner.live.is_some() {
             tasks.push(tokio::spawn(Node::deliver_owed(Arc::downgrade(
                 &node.inner,
@@ -363,7 +365,96 @@ impl Builder {
         for friend in resume {
             node.start_subscription(friend);
         }
+        if node.inner.live.is_some() {
+            node.inner
+                .spawn_tracked(Node::announce(Arc::downgrade(&node.inner)));
+        }
         Ok(node)
+    }
+}
+
+impl Builder {
+    /// Binds the endpoint, on `port` if given (else on the configured
+    /// address, or any port).
+    async fn bind_endpoint(
+        &self,
+        port: Option<u16>,
+        secret: &SecretKey,
+        lookup: &MemoryLookup,
+        gate: &Gate,
+    ) -> Result<Endpoint> {
+        let builder = match &self.network {
+            NetworkMode::LocalOnly => Endpoint::builder(presets::Minimal)
+                .relay_mode(RelayMode::Disabled)
+                .clear_ip_transports()
+                .bind_addr(
+                    self.bind
+                        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0)))),
+                )
+                .map_err(Error::network)?
+                .portmapper_config(PortmapperConfig::Disabled),
+            NetworkMode::Internet | NetworkMode::InternetWithRelays(_) => {
+                let mut b = Endpoint::builder(presets::N0);
+                if let NetworkMode::InternetWithRelays(urls) = &self.network {
+                    b = b.relay_mode(RelayMode::Custom(urls.iter().cloned().collect()));
+                }
+                if let Some(addr) = self.bind {
+                    b = b
+                        .clear_ip_transports()
+                        .bind_addr(addr)
+                        .map_err(Error::network)?;
+                } else if let Some(port) = port {
+                    b = b
+                        .clear_ip_transports()
+                        .bind_addr(SocketAddr::from(([0, 0, 0, 0], port)))
+                        .map_err(Error::network)?
+                        .bind_addr_with_opts(
+                            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+                            iroh::endpoint::BindOpts::default().set_is_required(false),
+                        )
+                        .map_err(Error::network)?;
+                }
+                b
+            }
+        };
+        builder
+            .secret_key(secret.clone())
+            .address_lookup(lookup.clone())
+            .hooks(gate.clone())
+            .alpns(vec![ALPN.to_vec()])
+            .bind()
+            .await
+            .map_err(Error::network)
+    }
+}
+
+/// The file in the data folder that keeps the endpoint's last port.
+const PORT_FILE: &str = "port";
+
+/// The port the endpoint used last, if recorded (a damaged file is
+/// ignored: any port will do).
+fn read_port(data_dir: &std::path::Path) -> Option<u16> {
+    let text = std::fs::read_to_string(data_dir.join(PORT_FILE)).ok()?;
+    match text.trim().parse::<u16>() {
+        Ok(0) => None,
+        Ok(port) => Some(port),
+        Err(_) => {
+            tracing::warn!("ignoring a damaged port file in the data folder");
+            None
+        }
+    }
+}
+
+/// Records the endpoint's port for the next start.
+fn write_port(data_dir: &std::path::Path, port: u16) {
+    if read_port(data_dir) == Some(port) {
+        return;
+    }
+    let tmp = data_dir.join(format!("{PORT_FILE}.tmp"));
+    let done = std::fs::write(&tmp, format!("{port}\n"))
+        .and_then(|()| std::fs::rename(&tmp, data_dir.join(PORT_FILE)));
+    if let Err(e) = done {
+        tracing::warn!(%e, "could not record the endpoint's port");
     }
 }
 

@@ -41,7 +41,7 @@ pub(super) struct Inner {
     pub(super) settings: Settings,
     pub(super) subscriptions: Mutex<HashMap<NamespaceId, JoinHandle<()>>>,
     /// Connections this node opened to other devices.
-    pub(super) connections: Connections,
+    pub(super) connections: Arc<Connections>,
     pub(super) live: Option<Arc<Live>>,
     /// Background tasks other than subscriptions; `None` once the node is
     /// stopping.
@@ -53,14 +53,20 @@ impl Inner {
     /// Once the node is stopping, nothing new is started: a task spawned
     /// after [`Node::shutdown`] took the list would be neither aborted nor
     /// awaited, and could hold the store or a connection attempt after it.
-    pub(super) fn spawn_tracked(&self, task: impl Future<Output = ()> + Send + 'static) {
+    pub(super) fn spawn_tracked(
+        &self,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) -> Option<tokio::task::AbortHandle> {
         let mut tasks = self.tasks.lock();
         let Some(tasks) = tasks.as_mut() else {
             tracing::debug!("the node is stopping; not starting a task");
-            return;
+            return None;
         };
         tasks.retain(|t| !t.is_finished());
-        tasks.push(tokio::spawn(task));
+        let handle = tokio::spawn(task);
+        let abort = handle.abort_handle();
+        tasks.push(handle);
+        Some(abort)
     }
 }
 

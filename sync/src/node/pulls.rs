@@ -1,7 +1,6 @@
 //! What the node pulls from other devices: catch-ups, blobs and
 //! subscriptions that keep catching up.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,11 +10,15 @@ use kith_types::{DeviceId, NamespaceId, Path};
 
 use crate::error::{Error, Result};
 use crate::net;
+use crate::proto::addr::Addr;
 
 use super::handle::{Node, blocking};
 
 /// How long one whole sync with a device may take.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long connecting to one device of a person may take before the next
+/// is tried beside it.
+const HEAD_START: Duration = Duration::from_secs(1);
 /// Periodic catch-ups a subscription skips in a row while live push keeps
 /// it up to date; the next one runs anyway, as a safety net.
 const RESYNC_SKIPS_MAX: u32 = 9;
@@ -51,11 +54,7 @@ pub struct SyncReport {
 }
 
 impl Node {
-    pub(super) async fn connect(
-        &self,
-        device: DeviceId,
-        addrs: &[SocketAddr],
-    ) -> Result<Connection> {
+    pub(super) async fn connect(&self, device: DeviceId, addrs: &[Addr]) -> Result<Connection> {
         Ok(self.connection(device, addrs).await?.0)
     }
 
@@ -64,17 +63,57 @@ impl Node {
     pub(super) async fn connection(
         &self,
         device: DeviceId,
-        addrs: &[SocketAddr],
+        addrs: &[Addr],
     ) -> Result<(Connection, bool)> {
         self.inner.connections.get(device, addrs).await
     }
 
+    /// Notes that reaching `device` failed (shown in status).
+    fn note_failure(&self, device: DeviceId, why: &str) {
+        let why = why.to_string();
+        self.inner.shared.contact(device, |c| {
+            c.failed = Some((kith_types::Timestamp::wall_clock(), why));
+        });
+    }
+
+    /// A connection to the first of `devices` that answers: each is given
+    /// [`HEAD_START`] before the next is tried beside it, so a device that
+    /// is away costs a second, not the connect timeout. Returns its index,
+    /// the connection and whether it was cached.
+    ///
+    /// # Errors
+    /// The last device's error if none answered.
+    pub(super) async fn connect_first(
+        &self,
+        devices: &[(DeviceId, Vec<Addr>)],
+    ) -> Result<(usize, Connection, bool)> {
+        let mut tries = tokio::task::JoinSet::new();
+        for (i, (device, addrs)) in devices.iter().cloned().enumerate() {
+            let node = self.clone();
+            tries.spawn(async move {
+                tokio::time::sleep(HEAD_START * i as u32).await;
+                (i, node.connection(device, &addrs).await)
+            });
+        }
+        let mut last = Error::Protocol("no known device".into());
+        while let Some(done) = tries.join_next().await {
+            match done {
+                Ok((i, Ok((conn, reused)))) => return Ok((i, conn, reused)),
+                Ok((i, Err(e))) => {
+                    if let Some((device, _)) = devices.get(i) {
+                        self.note_failure(*device, &e.to_string());
+                    }
+                    last = e;
+                }
+                Err(e) => last = Error::Protocol(format!("connecting task failed: {e}")),
+            }
+        }
+        Err(last)
+    }
+
     /// The devices of `owner` to sync from, in order of preference (for
     /// this node's own namespace: its other devices).
-    pub(super) fn devices_of(
-        &self,
-        owner: &NamespaceId,
-    ) -> Result<Vec<(DeviceId, Vec<SocketAddr>)>> {
+    pub(super) fn devices_of(&self, owner: &NamespaceId) -> Result<Vec<(DeviceId, Vec<Addr>)>> {
         let me = self.namespace();
         let known = self.inner.shared.known.read();
         if *owner != me && !known.friends.contains_key(owner) {
@@ -97,18 +136,19 @@ impl Node {
     pub async fn sync_now(&self, friend: &NamespaceId) -> Result<SyncReport> {
         let devices = self.devices_of(friend)?;
         let mut last_error = String::from("no known device");
-        let mut attempts: std::collections::VecDeque<(DeviceId, Vec<SocketAddr>)> =
-            devices.into_iter().collect();
+        let mut attempts: Vec<(DeviceId, Vec<Addr>)> = devices;
         let mut retried: Vec<DeviceId> = Vec::new();
-        while let Some((device, addrs)) = attempts.pop_front() {
+        while !attempts.is_empty() {
             let started = Instant::now();
-            let (conn, reused) = match self.connection(device, &addrs).await {
+            let (i, conn, reused) = match self.connect_first(&attempts).await {
                 Ok(c) => c,
                 Err(e) => {
                     last_error = e.to_string();
-                    continue;
+                    break;
                 }
             };
+            let (device, addrs) = attempts.remove(i);
+            tracing::trace!(ns = %friend.fmt_short(), device = %device.fmt_short(), reused, "catching up");
             let run = tokio::time::timeout(
                 SYNC_TIMEOUT,
                 net::fetch::sync(&self.inner.shared, &conn, *friend),
@@ -122,16 +162,18 @@ impl Node {
                 Ok(Err(e)) => {
                     self.inner.connections.forget(&device, None).await;
                     last_error = e.to_string();
+                    self.note_failure(device, &last_error);
                     // A cached connection that turned out dead: once more
                     // on a fresh one.
                     if reused && !retried.contains(&device) {
                         retried.push(device);
-                        attempts.push_front((device, addrs));
+                        attempts.insert(0, (device, addrs));
                     }
                     continue;
                 }
                 Err(_) => {
                     last_error = "timed out".into();
+                    self.note_failure(device, &last_error);
                     continue;
                 }
             };
@@ -182,6 +224,9 @@ impl Node {
                 Err(e) => tracing::info!(%e, "receipts not delivered yet; they stay queued"),
             }
             report.duration = started.elapsed();
+            self.inner.shared.contact(device, |c| {
+                c.synced = Some(kith_types::Timestamp::wall_clock())
+            });
             return Ok(report);
         }
         Err(Error::Unreachable {

@@ -29,6 +29,15 @@ const POKE_SETTLE_MAX: Duration = Duration::from_secs(1);
 /// the check earlier.
 const POKE_TICK: Duration = Duration::from_secs(1);
 
+/// A catch-up running for a namespace.
+#[derive(Default)]
+struct Run {
+    /// Whether another run was asked for meanwhile.
+    again: bool,
+    /// Stops it.
+    abort: Option<tokio::task::AbortHandle>,
+}
+
 impl Node {
     /// Closes cached connections that moved no stream data for the
     /// configured idle time ([`Builder::connection_idle`]).
@@ -51,11 +60,33 @@ impl Node {
         weak: std::sync::Weak<Inner>,
         mut rx: tokio::sync::mpsc::Receiver<Work>,
     ) {
-        // Per namespace being synced: whether another run was asked for.
-        let running: Arc<Mutex<HashMap<NamespaceId, bool>>> = Arc::default();
+        // Per namespace being synced: whether another run was asked for,
+        // and how to stop the one running.
+        let running: Arc<Mutex<HashMap<NamespaceId, Run>>> = Arc::default();
         while let Some(request) = rx.recv().await {
             let Some(inner) = weak.upgrade() else { return };
             let node = Node { inner };
+            let request = match request {
+                Work::Back { device, namespace } => {
+                    // The connection it said so on replaced the cached one
+                    // (which led to its old process or address) already.
+                    node.relink(device);
+                    // A catch-up running now may wait on the old address
+                    // (connecting takes up to the connect timeout): it
+                    // makes way for one that starts afresh.
+                    if let Some(run) = running.lock().remove(&namespace)
+                        && let Some(abort) = run.abort
+                    {
+                        abort.abort();
+                    }
+                    // Then as for a poke: catch up with its namespace.
+                    Work::Sync {
+                        namespace,
+                        recovery: false,
+                    }
+                }
+                other => other,
+            };
             match request {
                 Work::Sync {
                     namespace,
@@ -63,21 +94,23 @@ impl Node {
                 } => {
                     {
                         let mut r = running.lock();
-                        if let Some(again) = r.get_mut(&namespace) {
-                            *again = true;
+                        if let Some(run) = r.get_mut(&namespace) {
+                            run.again = true;
                             continue;
                         }
-                        r.insert(namespace, false);
+                        r.insert(namespace, Run::default());
                     }
-                    let running = running.clone();
+                    let running2 = running.clone();
                     let inner = node.inner.clone();
-                    inner.spawn_tracked(async move {
+                    let abort = inner.spawn_tracked(async move {
+                        let running = running2;
                         // A failed recovery is retried with backoff: nothing
                         // else would notice what it was to bring.
                         let mut failures = 0u32;
                         loop {
                             match node.sync_now(&namespace).await {
                                 Ok(report) if recovery => {
+                                    tracing::debug!(ns = %namespace.fmt_short(), entries = report.entries, "recovery catch-up done");
                                     if let Some(live) = &node.inner.live {
                                         live.counters.recovered.fetch_add(
                                             report.entries,
@@ -85,7 +118,9 @@ impl Node {
                                         );
                                     }
                                 }
-                                Ok(_) => {}
+                                Ok(report) => {
+                                    tracing::debug!(ns = %namespace.fmt_short(), entries = report.entries, "requested catch-up done");
+                                }
                                 Err(e) => {
                                     tracing::info!(ns = %namespace.fmt_short(), %e, failures, "requested catch-up failed");
                                     if recovery && failures < RECOVERY_RETRIES {
@@ -99,14 +134,30 @@ impl Node {
                                 }
                             }
                             let mut r = running.lock();
-                            if r.get(&namespace) == Some(&true) {
-                                r.insert(namespace, false);
+                            if let Some(run) = r.get_mut(&namespace)
+                                && run.again
+                            {
+                                run.again = false;
                                 continue;
                             }
                             r.remove(&namespace);
                             break;
                         }
                     });
+                    if let Some(run) = running.lock().get_mut(&namespace) {
+                        run.abort = abort;
+                    }
+                }
+                Work::Back { .. } => {} // made a sync above
+                Work::Poke { devices } => {
+                    for device in devices {
+                        let node = node.clone();
+                        node.inner.clone().spawn_tracked(async move {
+                            if let Err(e) = node.poke(device).await {
+                                tracing::debug!(device = %device.fmt_short(), %e, "poke failed");
+                            }
+                        });
+                    }
                 }
                 Work::FetchBlob { namespace, path } => {
                     let inner = node.inner.clone();
@@ -193,8 +244,28 @@ impl Node {
         }
     }
 
+    /// Re-joins the gossip topics joined through `device`, which has just
+    /// started or moved ([`crate::live`] says why).
+    fn relink(&self, device: DeviceId) {
+        if let Some(live) = self.inner.live.clone() {
+            self.inner.spawn_tracked(async move {
+                live.relink(device).await;
+            });
+        }
+    }
+
     /// Tells `device` to sync with this one now.
     pub(super) async fn poke(&self, device: DeviceId) -> Result<()> {
+        self.tell(device, crate::proto::wire::Message::Poke).await
+    }
+
+    /// Sends `msg` alone on a stream to `device`, and waits (bounded) until
+    /// it was received.
+    pub(super) async fn tell(
+        &self,
+        device: DeviceId,
+        msg: crate::proto::wire::Message,
+    ) -> Result<()> {
         let shared = self.inner.shared.clone();
         let (_, addrs) = shared
             .device_addrs(&device)
@@ -204,7 +275,7 @@ impl Node {
             conn.open_bi().await.map_err(Error::network)
         })
         .await?;
-        net::frames::write_msg(&mut send, &crate::proto::wire::Message::Poke).await?;
+        net::frames::write_msg(&mut send, &msg).await?;
         send.finish().map_err(Error::network)?;
         let _ = tokio::time::timeout(self.inner.settings.connect_timeout, send.stopped()).await;
         Ok(())

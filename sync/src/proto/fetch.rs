@@ -16,6 +16,7 @@ use kith_store::automerge::ChangeHash;
 use kith_store::{ApplyOutcome, DocIdentity, RemoteWrite};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
+use super::addr::Addr;
 use super::error::{Error, Result};
 use super::wire::{MAX_BATCH, Message, RefusalCode, WireEntry, WireKind};
 
@@ -43,6 +44,10 @@ pub trait Replica {
     /// Stores the friends of this node's own namespace, as sent by another
     /// of its devices.
     fn store_friends(&self, owner: &NamespaceId, tickets: &[Vec<u8>]) -> Result<()>;
+    /// Keeps where `owner`'s devices can be reached, as handed over by
+    /// the serving device (only devices its `Welcome` certified).
+    fn store_addresses(&self, owner: &NamespaceId, devices: &[(DeviceId, Vec<Addr>)])
+    -> Result<()>;
     /// Applies a verified tombstone.
     fn apply_tombstone(&self, owner: &NamespaceId, tombstone: &Tombstone) -> Result<()>;
     /// The device certificates and device revocations known for `owner`
@@ -203,6 +208,17 @@ impl Fetch {
                 } else {
                     self.reject("friend list sent to a device of another namespace");
                 }
+                Ok(Vec::new())
+            }
+            (Message::Addresses { devices }, State::AwaitSync) => {
+                let certified: Vec<(DeviceId, Vec<Addr>)> = devices
+                    .into_iter()
+                    .filter(|(d, _)| {
+                        self.owner_certs.iter().any(|c| c.device() == *d)
+                            && !self.device_revocations.iter().any(|r| r.device() == *d)
+                    })
+                    .collect();
+                replica.store_addresses(&self.owner, &certified)?;
                 Ok(Vec::new())
             }
             (Message::Scopes { items }, State::AwaitSync) => {

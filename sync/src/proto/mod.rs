@@ -48,6 +48,7 @@
 //! implements over its store (blocking calls, run off the async runtime), so
 //! a test can drive both ends in memory without a network.
 
+pub mod addr;
 pub(crate) mod codec;
 mod error;
 pub mod fetch;

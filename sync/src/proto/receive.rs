@@ -42,6 +42,8 @@ pub struct Outcome {
     pub sync: bool,
     /// Fetch this announced small blob.
     pub fetch: Option<Path>,
+    /// The device that signed the message, once it passed the checks.
+    pub from: Option<DeviceId>,
 }
 
 impl Outcome {
@@ -124,7 +126,10 @@ impl Inbox {
         if !inside {
             return Outcome::rejected("a path outside the scope");
         }
-        let mut out = Outcome::default();
+        let mut out = Outcome {
+            from: Some(push.device()),
+            ..Outcome::default()
+        };
         if self
             .sequencer
             .observe(push.device(), body.session, body.counter, heartbeat)

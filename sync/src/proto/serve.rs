@@ -16,8 +16,9 @@ use kith_store::automerge::ChangeHash;
 use kith_store::{BlobHash, Change, ChangeKind, Entry, EntryKind};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
+use super::addr::Addr;
 use super::error::Result;
-use super::wire::{MAX_BATCH, Message, RefusalCode, WireEntry, WireKind};
+use super::wire::{MAX_ADDRESSED_DEVICES, MAX_BATCH, Message, RefusalCode, WireEntry, WireKind};
 
 /// What a member device was last sent of a scope, as one number that grows
 /// with every change the member must hear of: the epoch, then (within an
@@ -49,6 +50,9 @@ pub trait Source {
     fn is_friend(&self, namespace: &NamespaceId) -> bool;
     /// The owner's friends' tickets (sent to the owner's own devices only).
     fn friend_tickets(&self) -> Vec<Vec<u8>>;
+    /// Where the owner's devices can be reached: this one's own addresses
+    /// and what it learnt of the others.
+    fn device_addresses(&self) -> Vec<(DeviceId, Vec<Addr>)>;
     /// The latest sequence number of the owner's namespace on this device.
     fn current_seq(&self) -> Result<u64>;
     /// Up to `limit` changes after `seq`.
@@ -300,6 +304,12 @@ impl Serve {
                 .map(DeviceRevocation::encode)
                 .collect(),
         })];
+        let mut devices = src.device_addresses();
+        devices.retain(|(d, addrs)| *d != self.remote && !addrs.is_empty());
+        devices.truncate(MAX_ADDRESSED_DEVICES);
+        if !devices.is_empty() {
+            out.push(Output::Send(Message::Addresses { devices }));
+        }
         if own_device {
             out.push(Output::Send(Message::Friends {
                 tickets: src.friend_tickets(),

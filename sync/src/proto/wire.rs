@@ -13,6 +13,7 @@ use kith_store::BlobHash;
 use kith_store::automerge::ChangeHash;
 use kith_types::{DeviceId, Path, Timestamp};
 
+use super::addr::Addr;
 use super::codec::{Dec, Enc};
 
 /// The ALPN of the catch-up protocol.
@@ -31,6 +32,8 @@ pub const MAX_SIGNED_LEN: usize = 32 << 10;
 pub const MAX_SIGNED_ITEMS: usize = 4096;
 /// Longest human-readable reason.
 pub const MAX_REASON_LEN: usize = 1024;
+/// Most devices in an `Addresses` message.
+pub const MAX_ADDRESSED_DEVICES: usize = 64;
 /// Size of the blob chunks a server sends.
 pub const BLOB_CHUNK: usize = 1 << 20;
 
@@ -228,6 +231,21 @@ pub enum Message {
     /// Owner → friend (or own device), alone on a stream: something is owed
     /// to you (a new scope epoch, a deletion); sync with me now.
     Poke,
+    /// Either way, alone on a stream: I have just started (or moved to
+    /// another network), and this connection shows where I am now. The
+    /// receiver re-joins the gossip topics it joined through the sender
+    /// (their state led to the old process) and catches up with the
+    /// sender's namespace.
+    Back,
+    /// Owner → requester, after `Welcome`: where the owner's devices can be
+    /// reached (the serving device's own addresses, and what it learnt of
+    /// the others), so that the requester reaches another of them when
+    /// this one is away. Hints only: the requester keeps those of devices
+    /// the `Welcome` certified, and iroh authenticates whoever answers.
+    Addresses {
+        /// (device, its addresses, most recent first).
+        devices: Vec<(DeviceId, Vec<Addr>)>,
+    },
     /// Either way: a request (or one item of it) was refused.
     Refused {
         /// Why.
@@ -259,6 +277,8 @@ const TAG_RECEIPTS: u8 = 16;
 const TAG_RECEIPTS_ACK: u8 = 17;
 const TAG_SCOPES: u8 = 18;
 const TAG_POKE: u8 = 19;
+const TAG_ADDRESSES: u8 = 20;
+const TAG_BACK: u8 = 21;
 /// Longest scope or roster encoding carried in `Scopes`: a full roster on
 /// the longest prefix (a scope's encoding is far shorter).
 pub const MAX_SCOPE_ITEM_LEN: usize = kith_caps::Roster::MAX_ENCODED_LEN;
@@ -299,6 +319,8 @@ impl Message {
             Message::ReceiptsAck { .. } => "ReceiptsAck",
             Message::Scopes { .. } => "Scopes",
             Message::Poke => "Poke",
+            Message::Back => "Back",
+            Message::Addresses { .. } => "Addresses",
             Message::Refused { .. } => "Refused",
         }
     }
@@ -426,6 +448,14 @@ impl Message {
                 });
             }
             Message::Poke => w.u8(TAG_POKE),
+            Message::Back => w.u8(TAG_BACK),
+            Message::Addresses { devices } => {
+                w.u8(TAG_ADDRESSES);
+                w.list(devices, |w, (device, addrs)| {
+                    w.raw(device.as_bytes());
+                    Addr::encode_list(addrs, w);
+                });
+            }
             Message::Refused { code, path, reason } => {
                 w.u8(TAG_REFUSED);
                 w.u8(*code as u8);
@@ -520,6 +550,12 @@ impl Message {
                 })?,
             },
             TAG_POKE => Message::Poke,
+            TAG_BACK => Message::Back,
+            TAG_ADDRESSES => Message::Addresses {
+                devices: r.list(MAX_ADDRESSED_DEVICES, |r| {
+                    Ok((DeviceId::from_bytes(r.array()?), Addr::decode_list(r)?))
+                })?,
+            },
             TAG_REFUSED => Message::Refused {
                 code: RefusalCode::from_u8(r.u8()?)?,
                 path: match r.u8()? {
@@ -720,6 +756,26 @@ mod tests {
             prop::collection::vec((bytes(60), bytes(80)), 0..3)
                 .prop_map(|items| Message::Scopes { items }),
             Just(Message::Poke),
+            Just(Message::Back),
+            prop::collection::vec(
+                (
+                    any::<[u8; 32]>(),
+                    prop::collection::vec(any::<core::net::SocketAddr>(), 0..3)
+                ),
+                0..3
+            )
+            .prop_map(|devices| Message::Addresses {
+                devices: devices
+                    .into_iter()
+                    .map(|(d, a)| (
+                        DeviceId::from_bytes(d),
+                        a.into_iter()
+                            .map(|a| Addr::Ip(core::net::SocketAddr::new(a.ip(), a.port())))
+                            .chain([Addr::Relay("https://relay.example/".into())])
+                            .collect()
+                    ))
+                    .collect()
+            }),
             (prop::option::of(path()), ".{0,40}").prop_map(|(path, reason)| Message::refused(
                 RefusalCode::Unauthorized,
                 path,

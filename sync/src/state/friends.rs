@@ -1,7 +1,6 @@
 //! Friends, own devices and grants: how the node learns and forgets them.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kith_caps::{DeviceCert, DeviceRevocation, Grants, ReadCap, Revocation};
@@ -10,6 +9,7 @@ use kith_types::{DeviceId, NamespaceId};
 
 use crate::error::{Error, Result};
 use crate::identity::Identity;
+use crate::proto::addr::Addr;
 use crate::ticket::Ticket;
 
 use super::known::{Friend, Known};
@@ -109,25 +109,28 @@ impl Shared {
             own_device_revocations,
             own_addrs,
             friends,
+            learnt: super::addrs::load_learnt(store, &me)?,
         })
     }
 
     /// Every device address known: own devices' and friends'.
-    pub(crate) fn known_addresses(&self) -> Vec<(DeviceId, Vec<SocketAddr>)> {
+    pub(crate) fn known_addresses(&self) -> Vec<(DeviceId, Vec<Addr>)> {
         let known = self.known.read();
-        let mut out: Vec<(DeviceId, Vec<SocketAddr>)> = known
-            .own_addrs
-            .iter()
-            .map(|(d, a)| (*d, a.clone()))
-            .collect();
-        for friend in known.friends.values() {
-            out.extend(friend.devices());
+        let me = self.namespace();
+        let mut out = Vec::new();
+        for ns in std::iter::once(&me).chain(known.friends.keys()) {
+            out.extend(
+                known
+                    .devices_of(ns, &me)
+                    .into_iter()
+                    .filter(|(d, _)| *d != self.identity.device()),
+            );
         }
         out
     }
 
     /// Where to reach `device` (a friend's or an own one), if known.
-    pub(crate) fn device_addrs(&self, device: &DeviceId) -> Option<(NamespaceId, Vec<SocketAddr>)> {
+    pub(crate) fn device_addrs(&self, device: &DeviceId) -> Option<(NamespaceId, Vec<Addr>)> {
         let known = self.known.read();
         let me = self.namespace();
         let ns = known.acting_for(device, &me)?;
@@ -248,14 +251,15 @@ impl Shared {
     /// Every friend's tickets, for this namespace's other devices.
     pub(crate) fn friend_tickets(&self) -> Vec<Ticket> {
         let known = self.known.read();
+        let me = self.namespace();
         let mut out = Vec::new();
         for friend in known.friends.values() {
-            for (device, addrs) in friend.devices() {
+            for (device, addrs) in known.devices_of(&friend.ticket.namespace, &me) {
                 if let Some(cert) = friend.certs.iter().find(|c| c.device() == device) {
                     out.push(Ticket {
                         namespace: friend.ticket.namespace,
                         cert: cert.clone(),
-                        addrs,
+                        addrs: addrs.iter().filter_map(Addr::ip).collect(),
                     });
                 }
             }

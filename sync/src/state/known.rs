@@ -8,6 +8,7 @@ use std::sync::Arc;
 use kith_caps::{DeviceCert, DeviceRevocation, Grants, Revocation};
 use kith_types::{DeviceId, NamespaceId};
 
+use crate::proto::addr::{Addr, merge};
 use crate::ticket::Ticket;
 
 /// A friend as this node knows them.
@@ -49,6 +50,10 @@ pub(crate) struct Known {
     /// Addresses of this namespace's other devices.
     pub(crate) own_addrs: HashMap<DeviceId, Vec<SocketAddr>>,
     pub(crate) friends: HashMap<NamespaceId, Friend>,
+    /// Addresses learnt of devices (own and friends'), most recent first:
+    /// from the connections this node authenticated and from what owners
+    /// handed over in a catch-up. Tried before the tickets' addresses.
+    pub(crate) learnt: HashMap<DeviceId, Vec<Addr>>,
 }
 
 impl Known {
@@ -57,6 +62,28 @@ impl Known {
     /// certificate its namespace signed, less those it revoked. The one
     /// answer for the gate and for the choice of devices to sync from.
     pub(crate) fn devices_of(
+        &self,
+        namespace: &NamespaceId,
+        me: &NamespaceId,
+    ) -> Vec<(DeviceId, Vec<Addr>)> {
+        self.ticket_devices_of(namespace, me)
+            .into_iter()
+            .map(|(d, addrs)| (d, self.addrs_of(&d, &addrs)))
+            .collect()
+    }
+
+    /// Where to reach `device`: what was learnt of it, then `ticket`'s
+    /// addresses.
+    fn addrs_of(&self, device: &DeviceId, ticket: &[SocketAddr]) -> Vec<Addr> {
+        let ticket: Vec<Addr> = ticket.iter().copied().map(Addr::Ip).collect();
+        match self.learnt.get(device) {
+            Some(learnt) => merge(learnt, &ticket),
+            None => merge(&ticket, &[]),
+        }
+    }
+
+    /// [`Known::devices_of`], with the tickets' addresses only.
+    fn ticket_devices_of(
         &self,
         namespace: &NamespaceId,
         me: &NamespaceId,

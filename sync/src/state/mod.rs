@@ -2,10 +2,11 @@
 //! writes through.
 //!
 //! Split by subject: [`shared`] is the handle; [`known`], [`book`] and
-//! [`records`] are data; [`friends`], [`scopes`] and [`deletions`] are what
+//! [`records`] are data; [`addrs`] is where devices are; [`friends`], [`scopes`] and [`deletions`] are what
 //! the node does with them; [`source`] and [`replica`] are the views the
 //! protocol reads and writes through.
 
+mod addrs;
 mod book;
 mod deletions;
 mod friends;

@@ -13,6 +13,7 @@
 //! | `Device` | namespace | `2` ‖ device | `DeviceRevocation` |
 //! | `Tombstone` | namespace | tombstone id | `Tombstone` |
 //! | `Device` | own namespace | `3` ‖ device | ticket text of another own device |
+//! | `Device` | own namespace | `4` ‖ device | addresses learnt of a device |
 //! | `Friend` | friend | `ticket` ‖ device | ticket text |
 //! | `Friend` | friend | `subscribed` | empty |
 //! | `SyncState` | owner | serving device | cursors |
@@ -31,6 +32,9 @@ pub(super) const DEVICE_REVOCATION_ID: u8 = 2;
 
 /// A ticket of one of this namespace's other devices.
 pub(super) const OWN_TICKET_ID: u8 = 3;
+
+/// Addresses learnt of a device (own namespace, any device).
+pub(super) const LEARNT_ID: u8 = 4;
 
 pub(super) const TICKET_ID: &[u8] = b"ticket";
 

@@ -8,6 +8,7 @@ use kith_store::automerge::ChangeHash;
 use kith_store::{ApplyOutcome, DocIdentity, Entry, EntryKind, RecordKind, RecordOp, RemoteWrite};
 use kith_types::{DeviceId, NamespaceId, Path};
 
+use crate::proto::addr::Addr;
 use crate::proto::fetch::{Replica, is_expected_refusal};
 use crate::proto::wire::{WireEntry, WireKind};
 use crate::proto::{Error, Result};
@@ -63,6 +64,14 @@ impl Replica for FriendReplica<'_> {
             known.grants = Arc::new(grants);
         }
         Ok(())
+    }
+
+    fn store_addresses(
+        &self,
+        owner: &NamespaceId,
+        devices: &[(DeviceId, Vec<Addr>)],
+    ) -> Result<()> {
+        Ok(self.0.learn_handed_over(owner, devices)?)
     }
 
     fn store_friends(&self, owner: &NamespaceId, tickets: &[Vec<u8>]) -> Result<()> {

@@ -32,6 +32,14 @@ pub(crate) struct Shared {
     /// Woken when something new may be owed to other devices (a re-key, a
     /// deletion).
     pub(crate) owed_changed: tokio::sync::Notify,
+    /// What was seen of other devices since start (for status).
+    pub(crate) contacts:
+        parking_lot::Mutex<std::collections::HashMap<DeviceId, super::addrs::Contact>>,
+    /// Told the device whenever what is known of where it is changes.
+    pub(crate) moved: tokio::sync::broadcast::Sender<DeviceId>,
+    /// This device's own current addresses (the endpoint's), handed over
+    /// to the devices it serves.
+    pub(crate) here: RwLock<Vec<crate::proto::addr::Addr>>,
     /// Told the admitted devices whenever they change.
     admission: Arc<dyn Admission>,
 }
@@ -65,6 +73,15 @@ pub(crate) enum Work {
     },
     /// Fetch this small blob now.
     FetchBlob { namespace: NamespaceId, path: Path },
+    /// Tell these devices to catch up with this one (live push could not
+    /// reach them).
+    Poke { devices: Vec<DeviceId> },
+    /// `device` (of `namespace`) has just started or moved: forget the
+    /// links to it, re-join the topics joined through it, catch up.
+    Back {
+        device: DeviceId,
+        namespace: NamespaceId,
+    },
 }
 
 /// Node events held for a slow listener before it lags.
@@ -107,6 +124,9 @@ impl Shared {
             scopes: RwLock::new(scopes),
             scope_version: tokio::sync::watch::channel(0).0,
             owed_changed: tokio::sync::Notify::new(),
+            here: RwLock::new(Vec::new()),
+            contacts: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            moved: tokio::sync::broadcast::channel(EVENTS).0,
             admission,
         };
         shared.refresh_gate();

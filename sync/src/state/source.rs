@@ -8,6 +8,7 @@ use kith_store::{Change, Entry, RecordKind};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
 use crate::proto::Result;
+use crate::proto::addr::Addr;
 use crate::proto::serve::{Requester, Source};
 
 use super::deletions::Served;
@@ -68,6 +69,10 @@ impl Source for OwnerSource<'_> {
             .iter()
             .map(|t| t.to_string().into_bytes())
             .collect()
+    }
+
+    fn device_addresses(&self) -> Vec<(DeviceId, Vec<Addr>)> {
+        self.0.own_device_addresses()
     }
 
     fn current_seq(&self) -> Result<u64> {

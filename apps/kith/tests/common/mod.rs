@@ -61,6 +61,16 @@ pub fn first_line(stdout: ChildStdout, what: &'static str, wait: Duration) -> St
         .unwrap_or_else(|_| panic!("{what} printed nothing in {wait:?}"))
 }
 
+/// The texts of the posts on `data`'s timeline, newest first.
+pub fn timeline_texts(data: &Path) -> Vec<String> {
+    json(data, &["feed", "timeline"])["posts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// A port on 127.0.0.1 that is free for both TCP (HTTP) and UDP (the
 /// node's QUIC endpoint) right now.
 pub fn free_port() -> u16 {
@@ -94,6 +104,16 @@ impl Daemon {
     /// [`Daemon::start`], with the node listening on `listen` (a restarted
     /// daemon given the same address is where its friends' tickets say).
     pub fn start_on(data: &Path, listen: &str, resync_secs: u64, headless: bool) -> Self {
+        Self::start_with(data, Some(listen), resync_secs, headless)
+    }
+
+    /// [`Daemon::start`] as a user would run it: no `--listen`, so the node
+    /// picks its port (the one it had before, where free).
+    pub fn start_default(data: &Path, resync_secs: u64, headless: bool) -> Self {
+        Self::start_with(data, None, resync_secs, headless)
+    }
+
+    fn start_with(data: &Path, listen: Option<&str>, resync_secs: u64, headless: bool) -> Self {
         let mut args = vec![
             "--data",
             data.to_str().unwrap(),
@@ -101,10 +121,11 @@ impl Daemon {
             "--local-only",
             "--http",
             "127.0.0.1:0",
-            "--listen",
-            listen,
             "--json",
         ];
+        if let Some(listen) = listen {
+            args.extend(["--listen", listen]);
+        }
         if headless {
             args.push("--headless");
         }
