@@ -58,6 +58,7 @@ mod state;
 mod ticket;
 
 pub use error::{Error, Result};
+pub use iroh::RelayUrl;
 pub use kith_caps as caps;
 pub use kith_store as store;
 pub use kith_types::{DeviceId, NamespaceId, Path, Timestamp};

@@ -58,6 +58,7 @@ pub(crate) fn ticket(s: &Shared) -> Ticket {
         namespace: s.namespace(),
         cert: s.identity.cert.clone(),
         addrs: Vec::new(),
+        relays: Vec::new(),
     }
 }
 

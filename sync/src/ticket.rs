@@ -10,14 +10,21 @@ use kith_types::NamespaceId;
 use crate::error::{Error, Result};
 
 const PREFIX: &str = "kith1";
+/// A ticket without relays (the first layout).
 const VERSION: u8 = 1;
+/// A ticket that also names relays the device is reachable through.
+const VERSION_RELAYS: u8 = 2;
+/// Most relays a ticket carries.
+const MAX_RELAYS: usize = 4;
+/// Longest relay URL a ticket carries.
+const MAX_RELAY_URL: usize = 255;
 /// Most addresses a ticket carries.
 const MAX_ADDRS: usize = 16;
 /// Longest ticket text accepted.
 const MAX_TICKET_LEN: usize = 4096;
 
 /// A copy-pasteable invitation: the namespace, the certificate of the device
-/// that made it, and that device's current direct addresses.
+/// that made it, and that device's current direct addresses and relays.
 ///
 /// Text form: `kith1` followed by lowercase base32.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,12 +35,24 @@ pub struct Ticket {
     pub cert: DeviceCert,
     /// Where that device listens.
     pub addrs: Vec<SocketAddr>,
+    /// Relays it is reachable through (`https://…` URLs).
+    pub relays: Vec<String>,
 }
 
 impl Ticket {
     fn encode(&self) -> Vec<u8> {
         let cert = self.cert.encode();
-        let mut out = vec![VERSION];
+        let relays: Vec<&String> = self
+            .relays
+            .iter()
+            .filter(|r| r.len() <= MAX_RELAY_URL)
+            .take(MAX_RELAYS)
+            .collect();
+        let mut out = vec![if relays.is_empty() {
+            VERSION
+        } else {
+            VERSION_RELAYS
+        }];
         out.extend_from_slice(self.namespace.as_bytes());
         out.extend_from_slice(&(cert.len() as u16).to_be_bytes());
         out.extend_from_slice(&cert);
@@ -52,6 +71,13 @@ impl Ticket {
             }
             out.extend_from_slice(&a.port().to_be_bytes());
         }
+        if !relays.is_empty() {
+            out.push(relays.len() as u8);
+            for r in relays {
+                out.push(r.len() as u8);
+                out.extend_from_slice(r.as_bytes());
+            }
+        }
         out
     }
 
@@ -66,7 +92,8 @@ impl Ticket {
             r = tail;
             Ok(head)
         };
-        if take(1)?[0] != VERSION {
+        let version = take(1)?[0];
+        if version != VERSION && version != VERSION_RELAYS {
             return Err(bad("unknown version; is it from a newer kith?"));
         }
         let namespace = NamespaceId::try_from_slice(take(32)?).map_err(|_| bad("namespace"))?;
@@ -92,6 +119,19 @@ impl Ticket {
             let port = u16::from_be_bytes([take(1)?[0], take(1)?[0]]);
             addrs.push(SocketAddr::new(ip, port));
         }
+        let mut relays = Vec::new();
+        if version == VERSION_RELAYS {
+            let n = take(1)?[0] as usize;
+            if n == 0 || n > MAX_RELAYS {
+                return Err(bad("relay count"));
+            }
+            for _ in 0..n {
+                let len = take(1)?[0] as usize;
+                let url = std::str::from_utf8(take(len)?).map_err(|_| bad("relay url"))?;
+                crate::proto::addr::Addr::relay(url).map_err(|e| bad(e.0))?;
+                relays.push(url.to_string());
+            }
+        }
         if !r.is_empty() {
             return Err(bad("trailing bytes"));
         }
@@ -99,6 +139,7 @@ impl Ticket {
             namespace,
             cert,
             addrs,
+            relays,
         })
     }
 }
@@ -191,5 +232,50 @@ impl FromStr for DeviceInvite {
             ));
         }
         Ok(Self { cert, from })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn ticket(relays: Vec<String>) -> Ticket {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = crate::identity::Identity::load_or_create(dir.path()).unwrap();
+        Ticket {
+            namespace: identity.namespace,
+            cert: identity.cert.clone(),
+            addrs: vec!["192.0.2.1:4433".parse().unwrap()],
+            relays,
+        }
+    }
+
+    #[test]
+    fn tickets_round_trip_with_and_without_relays() {
+        let plain = ticket(Vec::new());
+        let text = plain.to_string();
+        assert_eq!(text.parse::<Ticket>().unwrap(), plain);
+        // Without relays the first layout is kept: older kiths read it.
+        assert_eq!(plain.encode()[0], VERSION);
+        let relayed = ticket(vec!["https://relay.example:8443/".into()]);
+        assert_eq!(relayed.encode()[0], VERSION_RELAYS);
+        assert_eq!(relayed.to_string().parse::<Ticket>().unwrap(), relayed);
+    }
+
+    #[test]
+    fn a_ticket_with_a_bad_relay_or_trailing_bytes_is_refused() {
+        let t = ticket(vec!["https://relay.example/".into()]);
+        let mut bytes = t.encode();
+        // Make the relay URL's scheme something else.
+        let at = bytes.windows(5).position(|w| w == b"https").unwrap();
+        bytes[at..at + 5].copy_from_slice(b"ftp:/");
+        assert!(Ticket::decode(&bytes).is_err());
+        let mut long = t.encode();
+        long.push(0);
+        assert!(Ticket::decode(&long).is_err());
+        for cut in 0..t.encode().len() {
+            assert!(Ticket::decode(&t.encode()[..cut]).is_err());
+        }
     }
 }

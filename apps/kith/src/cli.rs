@@ -196,6 +196,11 @@ pub enum Command {
     /// Add another device of the same person.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Run an iroh relay (with QUIC address discovery) for yourself and your
+    /// friends: nodes behind NATs reach each other through it. It sees only
+    /// encrypted QUIC packets between devices it cannot read. Point nodes at
+    /// it with `kith serve --relay URL`.
+    Relay(crate::relay::RelayArgs),
     /// Start three local nodes (alice, bob, carol), befriended, with sample
     /// posts and grants, each serving its page; print the three URLs.
     Demo {
@@ -219,8 +224,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_HTTP)]
     pub http: SocketAddr,
     /// Loopback only: no relays, no outside lookups.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["relay", "relay_ca", "discovery"])]
     pub local_only: bool,
+    /// Relays and discovery.
+    #[command(flatten)]
+    pub net: NetArgs,
     /// Serve the API only, no web page.
     #[arg(long)]
     pub headless: bool,
@@ -230,6 +238,34 @@ pub struct ServeArgs {
     /// Print the addresses as one JSON line.
     #[command(flatten)]
     pub out: Output,
+}
+
+/// Which relays and discovery a node uses (`kith serve`, `kith device join`).
+#[derive(Debug, Args)]
+pub struct NetArgs {
+    /// Use this iroh relay (repeatable) instead of iroh's public ones, for
+    /// example one you run with `kith relay`. Also `relays = [...]` in the
+    /// data folder's `config.toml`.
+    #[arg(long, value_name = "URL")]
+    pub relay: Vec<String>,
+    /// Trust this certificate (PEM) for relays and the discovery server
+    /// beside the public authorities: a self-hosted relay's own. Also
+    /// `relay_ca = "FILE"` in `config.toml`.
+    #[arg(long, value_name = "FILE")]
+    pub relay_ca: Option<PathBuf>,
+    /// Find devices by key through this pkarr server (a self-hosted
+    /// iroh-dns-server's `/pkarr` URL) instead of iroh's public one; with
+    /// `--relay`, nothing of iroh's public services is used. `none`: no
+    /// lookups by key. Also `discovery = "URL"` in `config.toml`.
+    #[arg(long, value_name = "URL")]
+    pub discovery: Option<String>,
+}
+
+impl NetArgs {
+    /// These flags over the data folder's `config.toml`.
+    fn load(self, data: &FsPath) -> Result<daemon::NetworkConfig, Error> {
+        daemon::NetworkConfig::load(data, self.relay, self.relay_ca, self.discovery)
+    }
 }
 
 /// `kith put`.
@@ -332,8 +368,11 @@ pub enum DeviceCommand {
         /// The invite from `kith device invite`.
         invite: Option<String>,
         /// Loopback only (tests).
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["relay", "relay_ca", "discovery"])]
         local_only: bool,
+        /// Relays and discovery.
+        #[command(flatten)]
+        net: NetArgs,
         /// Output format.
         #[command(flatten)]
         out: Output,
@@ -531,11 +570,13 @@ pub async fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Serve(args) => serve(&data, args).await,
         Command::Demo { dir, out } => crate::demo::run(dir, out.json).await.map_err(Into::into),
+        Command::Relay(args) => crate::relay::run(args).await.map_err(Into::into),
         Command::Device(DeviceCommand::Join {
             invite,
             local_only,
+            net,
             out,
-        }) => device_join(&data, invite, local_only, out).await,
+        }) => device_join(&data, invite, local_only, net, out).await,
         Command::Init { name, out } => {
             let client = Client::open(&data, false).await?;
             let result = init(&client, name, out).await;
@@ -589,6 +630,7 @@ async fn serve(data: &FsPath, args: ServeArgs) -> CliResult {
     options.listen = args.listen;
     options.http = args.http;
     options.local_only = args.local_only;
+    options.network = args.net.load(data)?;
     options.headless = args.headless;
     options.resync = args.resync_secs.map(Duration::from_secs);
     let d = Daemon::start(options).await?;
@@ -624,6 +666,7 @@ async fn device_join(
     data: &FsPath,
     invite: Option<String>,
     local_only: bool,
+    net: NetArgs,
     out: Output,
 ) -> CliResult {
     let Some(invite) = invite else {
@@ -642,6 +685,9 @@ async fn device_join(
     let mut builder = kith::Node::builder(data).join_namespace(invite);
     if local_only {
         builder = builder.network(kith::NetworkMode::LocalOnly);
+    } else {
+        let net = net.load(data)?;
+        builder = builder.network(net.mode()?).relay_ca(net.relay_ca.clone());
     }
     let node = builder.spawn().await.map_err(Error::from)?;
     let bar = spinner(show_progress(out), "copying your namespace".into());
@@ -904,6 +950,7 @@ async fn command_with(data: &FsPath, c: &Client, command: Command) -> CliResult 
             }
         }
         Command::Serve(_)
+        | Command::Relay(_)
         | Command::Demo { .. }
         | Command::Init { .. }
         | Command::Device(DeviceCommand::Join { .. }) => {}

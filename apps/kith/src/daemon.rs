@@ -15,6 +15,8 @@
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
+
+use rustls_pki_types::pem::PemObject;
 use std::time::{Duration, Instant};
 
 use kith::{NetworkMode, Node};
@@ -150,6 +152,122 @@ fn write_private(path: &FsPath, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Which relays and discovery a node uses, from `kith serve`'s flags and
+/// the data folder's `config.toml` (flags win):
+///
+/// ```toml
+/// relays = ["https://relay.example.org/"]
+/// relay_ca = "relay-cert.pem"   # relative to the data folder
+/// discovery = "https://dns.example.org/pkarr"   # or "none"
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// Relays to use instead of iroh's public ones.
+    pub relays: Vec<String>,
+    /// Extra certificates (DER) trusted for relays and discovery.
+    pub relay_ca: Vec<Vec<u8>>,
+    /// The pkarr server for lookups by key (`Some("none")`: no lookups).
+    pub discovery: Option<String>,
+}
+
+/// The data folder's network settings file.
+pub const CONFIG_FILE: &str = "config.toml";
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    relays: Vec<String>,
+    relay_ca: Option<PathBuf>,
+    discovery: Option<String>,
+}
+
+impl NetworkConfig {
+    /// The settings for `data`: the flags given, else `config.toml`'s.
+    ///
+    /// # Errors
+    /// [`Error::BadInput`] for a damaged `config.toml`, a relay URL or
+    /// certificate that cannot be used.
+    pub fn load(
+        data: &FsPath,
+        relays: Vec<String>,
+        relay_ca: Option<PathBuf>,
+        discovery: Option<String>,
+    ) -> Result<Self> {
+        let path = data.join(CONFIG_FILE);
+        let file: ConfigFile = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text)
+                .map_err(|e| Error::BadInput(format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConfigFile::default(),
+            Err(e) => {
+                return Err(Error::BadInput(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        let relays = if relays.is_empty() {
+            file.relays
+        } else {
+            relays
+        };
+        for r in &relays {
+            r.parse::<kith::RelayUrl>()
+                .map_err(|e| Error::BadInput(format!("relay {r:?}: {e}")))?;
+        }
+        let ca = relay_ca.or_else(|| {
+            file.relay_ca
+                .map(|p| if p.is_absolute() { p } else { data.join(p) })
+        });
+        let relay_ca = match ca {
+            Some(p) => {
+                let certs: Vec<Vec<u8>> = rustls_pki_types::CertificateDer::pem_file_iter(&p)
+                    .and_then(|i| {
+                        i.map(|c| c.map(|c| c.to_vec()))
+                            .collect::<std::result::Result<_, _>>()
+                    })
+                    .map_err(|e| Error::BadInput(format!("cannot read {}: {e}", p.display())))?;
+                if certs.is_empty() {
+                    return Err(Error::BadInput(format!(
+                        "{} holds no certificate",
+                        p.display()
+                    )));
+                }
+                certs
+            }
+            None => Vec::new(),
+        };
+        Ok(Self {
+            relays,
+            relay_ca,
+            discovery: discovery.or(file.discovery),
+        })
+    }
+
+    /// The node's network mode for these settings.
+    ///
+    /// # Errors
+    /// [`Error::BadInput`] for a relay URL that cannot be used.
+    pub fn mode(&self) -> Result<NetworkMode> {
+        let relays = self
+            .relays
+            .iter()
+            .map(|r| {
+                r.parse::<kith::RelayUrl>()
+                    .map_err(|e| Error::BadInput(format!("relay {r:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(match (&self.discovery, relays.is_empty()) {
+            (None, true) => NetworkMode::Internet,
+            (None, false) => NetworkMode::InternetWithRelays(relays),
+            (Some(d), _) => NetworkMode::Custom {
+                relays,
+                pkarr: (d != "none").then(|| d.clone()),
+            },
+        })
+    }
+}
+
 /// How to run a daemon.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -161,6 +279,8 @@ pub struct ServeOptions {
     pub http: SocketAddr,
     /// Loopback only: no relays, no outside lookups.
     pub local_only: bool,
+    /// Relays, their certificates and discovery (else iroh's defaults).
+    pub network: NetworkConfig,
     /// Serve no web page.
     pub headless: bool,
     /// How often subscriptions re-sync (default: the engine's).
@@ -179,6 +299,7 @@ impl ServeOptions {
             listen: None,
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
             local_only: false,
+            network: NetworkConfig::default(),
             headless: false,
             resync: None,
             max_json_body: http::DEFAULT_MAX_JSON_BODY,
@@ -231,8 +352,11 @@ pub async fn start_node(options: &ServeOptions) -> Result<Node> {
     let mut builder = Node::builder(&options.data).network(if options.local_only {
         NetworkMode::LocalOnly
     } else {
-        NetworkMode::Internet
+        options.network.mode()?
     });
+    if !options.local_only {
+        builder = builder.relay_ca(options.network.relay_ca.clone());
+    }
     if let Some(addr) = options.listen {
         builder = builder.bind_addr(addr);
     }

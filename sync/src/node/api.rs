@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use iroh::EndpointAddr;
+use crate::proto::addr::Addr;
 use kith_caps::{CapId, ReadCap, Revocation, Tombstone, TombstoneId};
 use kith_store::{RecordKind, RecordOp, Store};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
@@ -64,6 +64,21 @@ impl Node {
             namespace: self.namespace(),
             cert: self.inner.shared.identity.cert.clone(),
             addrs: self.addrs(),
+            relays: {
+                // The home relay once connected, else the configured ones.
+                let home: Vec<String> = self
+                    .inner
+                    .endpoint
+                    .addr()
+                    .relay_urls()
+                    .map(ToString::to_string)
+                    .collect();
+                if home.is_empty() {
+                    self.inner.settings.relays.clone()
+                } else {
+                    home
+                }
+            },
         }
     }
 
@@ -77,14 +92,10 @@ impl Node {
         let shared = self.inner.shared.clone();
         let ticket2 = ticket.clone();
         blocking(move || shared.add_friend(&ticket2)).await?;
-        if !ticket.addrs.is_empty() {
-            let id = iroh::PublicKey::from_bytes(ticket.cert.device().as_bytes())
-                .map_err(Error::network)?;
-            let addr = EndpointAddr::from_parts(
-                id,
-                ticket.addrs.iter().map(|a| iroh::TransportAddr::Ip(*a)),
-            );
-            self.inner.lookup.add_endpoint_info(addr);
+        let mut addrs: Vec<Addr> = ticket.addrs.iter().copied().map(Addr::Ip).collect();
+        addrs.extend(ticket.relays.iter().filter_map(|r| Addr::relay(r).ok()));
+        if !addrs.is_empty() {
+            self.inner.tell_lookup(&ticket.cert.device(), &addrs);
         }
         Ok(())
     }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use iroh::address_lookup::memory::MemoryLookup;
+use iroh::address_lookup::pkarr::{PkarrPublisher, PkarrResolver};
 use iroh::endpoint::{PortmapperConfig, presets};
+use iroh::endpoint_info::AddrFilter;
 use iroh::protocol::Router;
 use iroh::{Endpoint, RelayMode, RelayUrl, SecretKey};
 use kith_store::{Durability, Options as StoreOptions, Store};
@@ -40,6 +42,16 @@ pub enum NetworkMode {
     Internet,
     /// Like `Internet`, with these relay servers instead of the defaults.
     InternetWithRelays(Vec<RelayUrl>),
+    /// Only what is named, nothing of iroh's public services: these relays
+    /// (none: direct paths only) and, if given, this pkarr server (a
+    /// self-hosted iroh-dns-server's `/pkarr` URL) where the node publishes
+    /// its addresses and looks up friends' devices by key.
+    Custom {
+        /// The relays (self-hosted iroh-relay servers).
+        relays: Vec<RelayUrl>,
+        /// The pkarr relay for lookups by key.
+        pkarr: Option<String>,
+    },
     /// Loopback only: no relays, no outside lookups, bound to 127.0.0.1.
     /// What tests, examples and benches use; peers are reached by the
     /// addresses in their tickets.
@@ -64,6 +76,7 @@ pub struct Builder {
     heartbeat_interval: Duration,
     live_silence: Duration,
     live: bool,
+    relay_ca: Vec<Vec<u8>>,
 }
 
 /// Prepares a fresh data folder for a further device of an existing
@@ -99,6 +112,7 @@ impl Builder {
             heartbeat_interval: Duration::from_secs(5),
             live_silence: Duration::from_secs(20),
             live: true,
+            relay_ca: Vec::new(),
         }
     }
 
@@ -166,6 +180,14 @@ impl Builder {
     /// Sets the network mode (default [`NetworkMode::Internet`]).
     pub fn network(mut self, network: NetworkMode) -> Self {
         self.network = network;
+        self
+    }
+
+    /// Also trusts these certificates (DER) for relays and the pkarr server,
+    /// beside the usual web roots: for a self-hosted relay whose
+    /// certificate no public authority signed.
+    pub fn relay_ca(mut self, certs: Vec<Vec<u8>>) -> Self {
+        self.relay_ca = certs;
         self
     }
 
@@ -312,6 +334,13 @@ impl Builder {
                 router,
                 lookup,
                 settings: Settings {
+                    relays: match &self.network {
+                        NetworkMode::InternetWithRelays(r)
+                        | NetworkMode::Custom { relays: r, .. } => {
+                            r.iter().map(ToString::to_string).collect()
+                        }
+                        _ => Vec::new(),
+                    },
                     connection_idle: self.connection_idle,
                     eager_blob_size: self.eager_blob_size,
                     resync_interval: self.resync_interval,
@@ -393,10 +422,40 @@ impl Builder {
                 )
                 .map_err(Error::network)?
                 .portmapper_config(PortmapperConfig::Disabled),
-            NetworkMode::Internet | NetworkMode::InternetWithRelays(_) => {
-                let mut b = Endpoint::builder(presets::N0);
-                if let NetworkMode::InternetWithRelays(urls) = &self.network {
-                    b = b.relay_mode(RelayMode::Custom(urls.iter().cloned().collect()));
+            NetworkMode::Internet
+            | NetworkMode::InternetWithRelays(_)
+            | NetworkMode::Custom { .. } => {
+                let mut b = match &self.network {
+                    NetworkMode::Custom { relays, pkarr } => {
+                        let mut b =
+                            Endpoint::builder(presets::Minimal).relay_mode(if relays.is_empty() {
+                                RelayMode::Disabled
+                            } else {
+                                RelayMode::Custom(relays.iter().cloned().collect())
+                            });
+                        if let Some(pkarr) = pkarr {
+                            let url: url::Url = pkarr.parse().map_err(|e| {
+                                Error::Network(format!("pkarr server {pkarr:?}: {e}"))
+                            })?;
+                            b = b
+                                .address_lookup(
+                                    PkarrPublisher::builder(url.clone())
+                                        .addr_filter(AddrFilter::unfiltered()),
+                                )
+                                .address_lookup(PkarrResolver::builder(url));
+                        }
+                        b
+                    }
+                    NetworkMode::InternetWithRelays(urls) => Endpoint::builder(presets::N0)
+                        .relay_mode(RelayMode::Custom(urls.iter().cloned().collect())),
+                    _ => Endpoint::builder(presets::N0),
+                };
+                if !self.relay_ca.is_empty() {
+                    let extra = self
+                        .relay_ca
+                        .iter()
+                        .map(|der| rustls_pki_types::CertificateDer::from(der.clone()));
+                    b = b.ca_tls_config(iroh::tls::CaTlsConfig::embedded().with_extra_roots(extra));
                 }
                 if let Some(addr) = self.bind {
                     b = b

@@ -18,8 +18,11 @@ use crate::net::fetch::Downloads;
 use crate::state::Shared;
 
 /// What the node's tasks read of its configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Settings {
+    /// The relays configured (put in tickets until the home relay is
+    /// known).
+    pub(super) relays: Vec<String>,
     /// How long a cached connection may move no stream data.
     pub(super) connection_idle: Duration,
     /// Blobs up to this size are fetched as soon as their entry arrives.

@@ -96,9 +96,28 @@ impl Node {
             });
         }
         let mut last = Error::Protocol("no known device".into());
+        let started = Instant::now();
+        let mut answered: Vec<usize> = Vec::new();
         while let Some(done) = tries.join_next().await {
+            if let Ok((i, _)) = &done {
+                answered.push(*i);
+            }
             match done {
-                Ok((i, Ok((conn, reused)))) => return Ok((i, conn, reused)),
+                Ok((i, Ok((conn, reused)))) => {
+                    // The devices tried before this one that had not
+                    // answered by now (each had at least its head start)
+                    // did not answer in time.
+                    let waited = started.elapsed();
+                    for (j, (device, _)) in devices.iter().enumerate().take(i) {
+                        if !answered.contains(&j) {
+                            self.note_failure(
+                                *device,
+                                &format!("did not answer within {waited:?}; another device did"),
+                            );
+                        }
+                    }
+                    return Ok((i, conn, reused));
+                }
                 Ok((i, Err(e))) => {
                     if let Some((device, _)) = devices.get(i) {
                         self.note_failure(*device, &e.to_string());

@@ -178,6 +178,7 @@ impl Shared {
             }
         }
         self.refresh_gate();
+        self.learn_ticket_relays(ticket)?;
         self.scopes_follow_grants()
     }
 
@@ -210,6 +211,17 @@ impl Shared {
             }
         }
         self.refresh_gate();
+        self.learn_ticket_relays(ticket)
+    }
+
+    /// Keeps the relays a ticket names as addresses of its device.
+    fn learn_ticket_relays(&self, ticket: &Ticket) -> Result<()> {
+        let relays: Vec<Addr> = ticket
+            .relays
+            .iter()
+            .filter_map(|r| Addr::relay(r).ok())
+            .collect();
+        self.learn_addresses(&ticket.cert.device(), &relays)?;
         Ok(())
     }
 
@@ -260,6 +272,13 @@ impl Shared {
                         namespace: friend.ticket.namespace,
                         cert: cert.clone(),
                         addrs: addrs.iter().filter_map(Addr::ip).collect(),
+                        relays: addrs
+                            .iter()
+                            .filter_map(|a| match a {
+                                Addr::Relay(u) => Some(u.clone()),
+                                Addr::Ip(_) => None,
+                            })
+                            .collect(),
                     });
                 }
             }
