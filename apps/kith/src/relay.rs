@@ -57,6 +57,19 @@ pub struct RelayArgs {
     /// first name of the certificate, with the HTTPS port).
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
+    /// Also run a discovery server (iroh-dns-server's pkarr relay and DNS):
+    /// nodes started with `kith serve --discovery http://HOST:PORT/pkarr`
+    /// publish their addresses there and look friends' devices up by key.
+    /// Its pkarr HTTP endpoint listens here.
+    #[arg(long, value_name = "ADDR", requires = "discovery_data")]
+    pub discovery_http: Option<SocketAddr>,
+    /// Where the discovery server answers DNS (`_iroh.<key>.<origin>` TXT
+    /// records).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:53")]
+    pub discovery_dns: SocketAddr,
+    /// Where the discovery server keeps what devices published.
+    #[arg(long, value_name = "DIR")]
+    pub discovery_data: Option<PathBuf>,
     /// Print what it listens on as one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -85,6 +98,10 @@ pub async fn run(args: RelayArgs) -> Result<()> {
     let server = Server::spawn(config)
         .await
         .map_err(|e| Error::Unavailable(format!("cannot start the relay: {e}")))?;
+    let discovery = match (&args.discovery_http, &args.discovery_data) {
+        (Some(http), Some(data)) => Some(discovery(*http, args.discovery_dns, data).await?),
+        _ => None,
+    };
     let https = server.https_addr();
     let url = args.url.clone().unwrap_or_else(|| {
         let port = https.map(|a| a.port()).unwrap_or(443);
@@ -94,6 +111,22 @@ pub async fn run(args: RelayArgs) -> Result<()> {
             format!("https://{name}:{port}/")
         }
     });
+    // Nodes reach the discovery server by the relay's name when it listens
+    // on every interface.
+    let pkarr = discovery
+        .as_ref()
+        .and_then(iroh_dns_server::Server::http_addr)
+        .map(|a| {
+            let host = if a.ip().is_unspecified() {
+                url.parse::<kith::RelayUrl>()
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_string))
+                    .unwrap_or_else(|| a.ip().to_string())
+            } else {
+                a.ip().to_string()
+            };
+            format!("http://{host}:{}/pkarr", a.port())
+        });
     if args.json {
         println!(
             "{}",
@@ -102,6 +135,7 @@ pub async fn run(args: RelayArgs) -> Result<()> {
                 "http": server.http_addr().map(|a| a.to_string()),
                 "https": https.map(|a| a.to_string()),
                 "quic": server.quic_addr().map(|a| a.to_string()),
+                "discovery": pkarr,
             })
         );
     } else {
@@ -110,14 +144,62 @@ pub async fn run(args: RelayArgs) -> Result<()> {
             println!("  QUIC address discovery on {q} (UDP)");
         }
         println!("  nodes use it with: kith serve --relay {url}");
+        if let Some(pkarr) = &pkarr {
+            println!("  discovery by key at {pkarr}: kith serve --discovery {pkarr}");
+        }
         println!("  stop it with Ctrl-C");
     }
     crate::daemon::until_stopped().await;
+    if let Some(d) = discovery {
+        d.shutdown().await.map_err(|e| {
+            Error::Unavailable(format!("the discovery server did not stop cleanly: {e}"))
+        })?;
+    }
     server
         .shutdown()
         .await
         .map_err(|e| Error::Unavailable(format!("the relay did not stop cleanly: {e}")))?;
     Ok(())
+}
+
+/// Starts iroh-dns-server: its pkarr relay over plain HTTP on `http` (what
+/// nodes publish to and look up from), DNS on `dns`, its store in `data`;
+/// no metrics listener, no mainline DHT (it asks nobody else).
+async fn discovery(
+    http: SocketAddr,
+    dns: SocketAddr,
+    data: &std::path::Path,
+) -> Result<iroh_dns_server::Server> {
+    std::fs::create_dir_all(data)
+        .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", data.display())))?;
+    let text = format!(
+        r#"data_dir = {data:?}
+
+[http]
+port = {http_port}
+bind_addr = "{http_ip}"
+
+[dns]
+port = {dns_port}
+bind_addr = "{dns_ip}"
+default_soa = "kith.local hostmaster.kith.local 0 10800 3600 604800 3600"
+default_ttl = 30
+origins = ["kith.local.", "."]
+
+[metrics]
+disabled = true
+"#,
+        data = data.display().to_string(),
+        http_port = http.port(),
+        http_ip = http.ip(),
+        dns_port = dns.port(),
+        dns_ip = dns.ip(),
+    );
+    let config: iroh_dns_server::config::Config = toml::from_str(&text)
+        .map_err(|e| Error::BadInput(format!("discovery server settings: {e}")))?;
+    iroh_dns_server::Server::bind(config)
+        .await
+        .map_err(|e| Error::Unavailable(format!("cannot start the discovery server: {e}")))
 }
 
 /// The TLS configuration, and the name to put in the URL.

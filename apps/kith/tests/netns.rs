@@ -366,6 +366,12 @@ impl Device {
 
     /// `kith serve` through the test's relay only.
     fn serve(&self, relay: &Relay) -> Proc {
+        self.serve_with(relay, "none")
+    }
+
+    /// `kith serve` through the test's relay, with lookups by key at
+    /// `discovery` (`none`: none).
+    fn serve_with(&self, relay: &Relay, discovery: &str) -> Proc {
         Proc::start(
             &self.host.ns,
             &[
@@ -379,7 +385,7 @@ impl Device {
                 "--relay-ca",
                 relay.cert.to_str().unwrap(),
                 "--discovery",
-                "none",
+                discovery,
                 "--headless",
                 "--json",
             ],
@@ -418,37 +424,41 @@ impl Device {
 
 /// The test's relay.
 struct Relay {
-    _proc: Proc,
+    proc: Proc,
     url: String,
     cert: PathBuf,
 }
 
 fn relay(net: &Net, dir: &Path) -> Relay {
+    relay_with(net, dir, &[])
+}
+
+/// The discovery server's pkarr URL, when the relay runs one.
+fn pkarr_url() -> String {
+    format!("http://{RELAY_IP}:8080/pkarr")
+}
+
+fn relay_with(net: &Net, dir: &Path, extra: &[&str]) -> Relay {
     let cert = dir.join("relay-cert.pem");
-    let proc = Proc::start(
-        &net.relay(),
-        &[
-            "relay",
-            "--http",
-            "0.0.0.0:80",
-            "--https",
-            "0.0.0.0:443",
-            "--quic",
-            "0.0.0.0:7842",
-            "--self-signed",
-            RELAY_IP,
-            "--write-cert",
-            cert.to_str().unwrap(),
-            "--json",
-        ],
-    );
+    let mut args = vec![
+        "relay",
+        "--http",
+        "0.0.0.0:80",
+        "--https",
+        "0.0.0.0:443",
+        "--quic",
+        "0.0.0.0:7842",
+        "--self-signed",
+        RELAY_IP,
+        "--write-cert",
+        cert.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let proc = Proc::start(&net.relay(), &args);
     let url = proc.started["url"].as_str().unwrap().to_string();
     assert_eq!(url, format!("https://{RELAY_IP}/"));
-    Relay {
-        _proc: proc,
-        url,
-        cert,
-    }
+    Relay { proc, url, cert }
 }
 
 /// Checks `f` every [`POLL`] until it holds, for at most `within`; returns
@@ -715,4 +725,56 @@ fn a_device_that_moves_to_another_network_is_reached_again() {
         "moved: bob reaches alice again after {took:?}: {}",
         bob.peer(&alice)
     );
+}
+
+#[test]
+fn a_friend_known_only_by_key_is_found_through_the_discovery_server() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new();
+    let data = dir.path().join("discovery");
+    let relay = relay_with(
+        &net,
+        dir.path(),
+        &[
+            "--discovery-http",
+            "0.0.0.0:8080",
+            "--discovery-dns",
+            "0.0.0.0:5300",
+            "--discovery-data",
+            data.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(relay.proc.started["discovery"], pkarr_url().as_str());
+    let alice = Device {
+        host: net.host("alice", 1, Nat::Open),
+        data: dir.path().join("alice"),
+    };
+    let bob = Device {
+        host: net.host("bob", 2, Nat::Open),
+        data: dir.path().join("bob"),
+    };
+    alice.ok(&["init", "--name", "alice"]);
+    bob.ok(&["init", "--name", "bob"]);
+    let _a = alice.serve_with(&relay, &pkarr_url());
+    let _b = bob.serve_with(&relay, &pkarr_url());
+    // Tickets without any address or relay: each can find the other only
+    // by key, through the discovery server.
+    let bare = |d: &Device| {
+        let mut t: kith::Ticket = d.ticket().parse().unwrap();
+        t.addrs.clear();
+        t.relays.clear();
+        t.to_string()
+    };
+    let (ta, tb) = (bare(&alice), bare(&bob));
+    alice.ok(&["friend", "add", &tb, "--name", "bob"]);
+    bob.ok(&["friend", "add", &ta, "--name", "alice"]);
+    alice.ok(&["feed", "post", "found by key"]);
+    let took = eventually("bob finds alice by key and gets her post", WAIT, || {
+        let _ = bob.kith(&["sync", "alice"]);
+        bob.timeline().contains(&"found by key".to_string())
+    });
+    eprintln!("found by key after {took:?}: {}", bob.peer(&alice));
 }
