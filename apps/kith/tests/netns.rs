@@ -475,6 +475,14 @@ fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Dura
     start.elapsed()
 }
 
+/// A device named `name` in `dir`, on a host behind its own router.
+fn device(net: &mut Net, dir: &Path, name: &str, lan: u8, nat: Nat) -> Device {
+    Device {
+        host: net.host(name, lan, nat),
+        data: dir.join(name),
+    }
+}
+
 fn befriend(a: &Device, an: &str, b: &Device, bn: &str) {
     let (ta, tb) = (a.ticket(), b.ticket());
     a.ok(&["friend", "add", &tb, "--name", bn]);
@@ -492,14 +500,10 @@ fn journeys(nat: Nat) {
     let dir = tempfile::tempdir().unwrap();
     let mut net = Net::new();
     let relay = relay(&net, dir.path());
-    let device = |net: &mut Net, name: &str, lan: u8| Device {
-        host: net.host(name, lan, nat),
-        data: dir.path().join(name),
-    };
-    let alice = device(&mut net, "alice", 1);
-    let bob = device(&mut net, "bob", 2);
-    let carol = device(&mut net, "carol", 3);
-    let backup = device(&mut net, "backup", 4);
+    let alice = device(&mut net, dir.path(), "alice", 1, nat);
+    let bob = device(&mut net, dir.path(), "bob", 2, nat);
+    let carol = device(&mut net, dir.path(), "carol", 3, nat);
+    let backup = device(&mut net, dir.path(), "backup", 4, nat);
     for (d, name) in [(&alice, "alice"), (&bob, "bob"), (&carol, "carol")] {
         d.ok(&["init", "--name", name]);
     }
@@ -688,14 +692,8 @@ fn a_device_that_moves_to_another_network_is_reached_again() {
     let dir = tempfile::tempdir().unwrap();
     let mut net = Net::new();
     let relay = relay(&net, dir.path());
-    let mut alice = Device {
-        host: net.host("alice", 1, Nat::Open),
-        data: dir.path().join("alice"),
-    };
-    let bob = Device {
-        host: net.host("bob", 2, Nat::Open),
-        data: dir.path().join("bob"),
-    };
+    let mut alice = device(&mut net, dir.path(), "alice", 1, Nat::Open);
+    let bob = device(&mut net, dir.path(), "bob", 2, Nat::Open);
     alice.ok(&["init", "--name", "alice"]);
     bob.ok(&["init", "--name", "bob"]);
     let _a = alice.serve(&relay);
@@ -748,14 +746,8 @@ fn a_friend_known_only_by_key_is_found_through_the_discovery_server() {
         ],
     );
     assert_eq!(relay.proc.started["discovery"], pkarr_url().as_str());
-    let alice = Device {
-        host: net.host("alice", 1, Nat::Open),
-        data: dir.path().join("alice"),
-    };
-    let bob = Device {
-        host: net.host("bob", 2, Nat::Open),
-        data: dir.path().join("bob"),
-    };
+    let alice = device(&mut net, dir.path(), "alice", 1, Nat::Open);
+    let bob = device(&mut net, dir.path(), "bob", 2, Nat::Open);
     alice.ok(&["init", "--name", "alice"]);
     bob.ok(&["init", "--name", "bob"]);
     let _a = alice.serve_with(&relay, &pkarr_url());
