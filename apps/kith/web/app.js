@@ -32,6 +32,8 @@ const $ = (sel) => document.querySelector(sel);
 const state = {
   me: null,
   friends: [],
+  /** Other devices as GET /api/status sees them. */
+  peers: [],
   /** Files chosen in the composer, not yet posted. */
   files: [],
   /** What the page knew of its own posts it deleted, by deletion id (memory only). */
@@ -439,9 +441,37 @@ function renderOwnAvatar(profile) {
 }
 
 async function loadFriends() {
-  const friends = await api.friends();
+  const [friends, status] = await Promise.all([api.friends(), api.status().catch(() => null)]);
   state.friends = Array.isArray(friends) ? friends : [];
+  state.peers = status && Array.isArray(status.peers) ? status.peers : [];
   renderFriends();
+}
+
+/** "2 min ago" for a time in ms since the epoch, or "never". */
+function ago(ms) {
+  if (typeof ms !== 'number') return 'never';
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 120) return `${s} s ago`;
+  if (s < 7200) return `${Math.round(s / 60)} min ago`;
+  return `${Math.round(s / 3600)} h ago`;
+}
+
+/** One line per device of `friend`: how it is reached and when it last synced. */
+function networkLines(friend) {
+  const peers = (state.peers || []).filter((p) => p.namespace === friend.namespace);
+  if (peers.length === 0) return null;
+  return h('ul', { class: 'network', 'aria-label': `How ${friend.name || 'this friend'}'s devices are reached` },
+    ...peers.map((p) => {
+      let how = 'not reachable now';
+      if (p.route === 'direct') how = `direct to ${p.via}`;
+      else if (p.route === 'relay') how = `through relay ${p.via}`;
+      else if (p.reachable) how = 'reachable';
+      const rtt = typeof p.rtt_ms === 'number' ? `, ${Math.round(p.rtt_ms)} ms` : '';
+      const owed = [p.owed_keys ? 'a new key' : null, p.owed_deletions ? 'a deletion' : null].filter(Boolean);
+      return h('li', { class: 'hint' },
+        `Device ${shortId(p.device)}: ${how}${rtt}; last sync ${ago(p.last_sync_ms)}, last live message ${ago(p.last_live_ms)}`,
+        owed.length ? `; still owed ${owed.join(' and ')}` : '');
+    }));
 }
 
 /** Whether `prefixes` let a friend read `prefix`: exactly, or through a wider grant. */
@@ -514,6 +544,7 @@ function friendItem(friend) {
       h('legend', { id: legendId }, `${name} can read`),
       switches,
       others.length ? h('p', { class: 'hint' }, 'Also: ', others.join(', ')) : null),
+    networkLines(friend),
     revokeBox);
 }
 

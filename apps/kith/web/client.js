@@ -54,6 +54,7 @@ export const api = {
   id: () => call('GET', '/api/id'),
   ticket: () => call('GET', '/api/ticket'),
   friends: () => call('GET', '/api/friends'),
+  status: () => call('GET', '/api/status'),
   addFriend: (ticket, name) => call('POST', '/api/friends', name ? { ticket, name } : { ticket }),
   removeFriend: (friend) => call('DELETE', '/api/friends/' + seg(friend)),
   grant: (friend, prefix) => call('POST', '/api/grants', { friend, prefix }),

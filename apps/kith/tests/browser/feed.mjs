@@ -164,6 +164,10 @@ try {
   await friendsSwitch.waitFor({ timeout: LOCAL_MS });
   if (!(await friendsSwitch.isChecked())) throw new Error('the "Friends" switch for bob is off');
   await alice.getByRole('textbox', { name: 'My ticket' }).waitFor({ timeout: LOCAL_MS });
+  // How bob's device is reached (from GET /api/status): the daemons are on
+  // loopback, so directly.
+  await alice.getByRole('list', { name: "How bob's devices are reached" })
+    .getByText(/direct to 127\.0\.0\.1:\d+/).waitFor({ timeout: LOCAL_MS });
 
   begin('alice chooses a profile picture');
   await alice.getByLabel('Choose a profile picture').setInputFiles({
