@@ -500,3 +500,60 @@ fn a_friend_removed_from_every_scope_drops_what_it_held() {
     let answer = answer_to_hello(&owner, &friend);
     assert!(!answer.iter().any(|m| matches!(m, Message::Scopes { .. })));
 }
+
+/// An owner's device hands over where its devices are; a requester keeps
+/// the addresses of the devices the owner certified, never those of
+/// another namespace's device (a hostile owner steering where its friends
+/// dial a third person), and learns where the serving device is.
+#[test]
+fn handed_over_addresses_are_kept_only_for_the_owners_devices() {
+    use crate::proto::addr::Addr;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let third = tempfile::tempdir().unwrap();
+    let (owner, friend) = friends_with_a_post(&dirs);
+    // A third person, friend of the requester too.
+    let carol = node(third.path());
+    friend.add_friend(&ticket(&carol)).unwrap();
+    let here = Addr::Ip("192.0.2.10:4433".parse().unwrap());
+    owner.set_here(vec![here.clone()]);
+    let mut welcome = answer_to_hello(&owner, &friend);
+    assert!(
+        welcome
+            .iter()
+            .any(|m| matches!(m, Message::Addresses { .. })),
+        "no addresses handed over: {welcome:?}"
+    );
+    // The owner's device also claims to know where carol's device is.
+    let fake = Addr::Ip("203.0.113.66:4433".parse().unwrap());
+    welcome.push(Message::Addresses {
+        devices: vec![(carol.identity.device(), vec![fake.clone()])],
+    });
+    let mut fetch = Fetch::new(
+        owner.namespace(),
+        friend.namespace(),
+        owner.identity.device(),
+    );
+    for m in welcome {
+        fetch
+            .handle(m, Timestamp::wall_clock(), &FriendReplica(&friend))
+            .unwrap();
+    }
+    let learnt = friend.known.read().learnt.clone();
+    assert_eq!(
+        learnt.get(&owner.identity.device()),
+        Some(&vec![here]),
+        "the serving device's own address is learnt"
+    );
+    assert!(
+        !learnt
+            .get(&carol.identity.device())
+            .is_some_and(|a| a.contains(&fake)),
+        "a device of another namespace took addresses from this owner"
+    );
+    // And what is learnt is what the node dials first.
+    let (_, dialed) = friend.device_addrs(&owner.identity.device()).unwrap();
+    assert_eq!(
+        dialed.first(),
+        Some(&Addr::Ip("192.0.2.10:4433".parse().unwrap()))
+    );
+}
