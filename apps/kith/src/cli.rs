@@ -918,15 +918,31 @@ async fn command_with(data: &FsPath, c: &Client, command: Command) -> CliResult 
             if out.json {
                 print_json(&r);
             } else {
-                out!(
-                    "synced with {friend}: {} entries, {} documents, {} deletions, {} blobs, {} bytes in {} ms",
-                    r["entries"],
-                    r["docs"],
-                    r["tombstones"],
-                    r["blobs_fetched"],
-                    r["bytes_received"],
-                    r["duration_ms"]
-                );
+                let n = |k: &str| r[k].as_u64().unwrap_or(0);
+                if n("docs") + n("tombstones") + n("blobs_fetched") == 0 {
+                    // Everything had arrived already (live, or by an
+                    // earlier catch-up).
+                    out!(
+                        "up to date with {friend}: nothing was missing ({} entries checked in {} ms)",
+                        n("entries"),
+                        n("duration_ms")
+                    );
+                } else {
+                    out!(
+                        "synced with {friend}: {} documents, {} deletions, {} blobs, {} bytes in {} ms",
+                        n("docs"),
+                        n("tombstones"),
+                        n("blobs_fetched"),
+                        n("bytes_received"),
+                        n("duration_ms")
+                    );
+                }
+                if n("refused") > 0 {
+                    out!(
+                        "  {} items were refused or held back: {friend} has not granted them to you",
+                        n("refused")
+                    );
+                }
             }
         }
         Command::Feed(f) => feed(c, f).await?,

@@ -363,6 +363,10 @@ pub async fn start_node(options: &ServeOptions) -> Result<Node> {
     if let Some(resync) = options.resync {
         builder = builder.resync_interval(resync);
     }
+    if !options.announce {
+        // A node for one command: friends need not re-link to it.
+        builder = builder.tell_devices_when_back(false);
+    }
     builder.spawn().await.map_err(|e| match e {
         kith::Error::Store(s) if matches!(*s, kith::store::Error::Storage(_)) => {
             Error::Unavailable(format!(

@@ -13,7 +13,7 @@ pub enum Error {
     #[error("{0}")]
     BadInput(String),
     /// No friend has this name or namespace id.
-    #[error("unknown friend {0:?}; `kith friend ls` lists friends")]
+    #[error("unknown friend {0:?}")]
     UnknownFriend(String),
     /// Nothing of that kind exists.
     #[error("{0}")]

@@ -107,23 +107,31 @@ fn a_phone_and_its_backup_push_both_ways_and_friends_reach_the_backup_alone() {
     eprintln!("phone → backup: {took:?}");
     let took = arrives(&bob, "written on the phone", WAIT);
     eprintln!("phone → bob: {took:?}");
+    // What arrived live leaves nothing for a catch-up to bring.
+    let synced = ok(&bob, &["sync", "alice"]);
+    assert!(synced.starts_with("up to date with alice"), "{synced}");
+    // An unknown friend gets the hint once.
+    let unknown = common::kith(&bob, &["sync", "nobody"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert!(err.contains("unknown friend \"nobody\""), "{err}");
+    assert_eq!(err.matches("kith friend ls").count(), 1, "{err}");
     ok(&backup, &["feed", "post", "written on the backup"]);
     let took = arrives(&phone, "written on the backup", LIVE);
     eprintln!("backup → phone: {took:?}");
     let took = arrives(&bob, "written on the backup", WAIT);
     eprintln!("backup → bob: {took:?}");
 
-    // The phone goes away; bob still catches up, from the backup.
+    // The phone goes away; bob still catches up, from the backup. (The ids
+    // are read first: a command on a stopped device's folder runs a node.)
+    let phone_id = json(&phone, &["id"])["device"].clone();
+    let backup_id = json(&backup, &["id"])["device"].clone();
     drop(p);
     ok(&backup, &["feed", "post", "while the phone is off"]);
     let started = Instant::now();
     let synced = json(&bob, &["sync", "alice"]);
     eprintln!("sync with the phone off: {:?}", started.elapsed());
-    assert_eq!(
-        synced["device"],
-        json(&backup, &["id"])["device"],
-        "served by the backup"
-    );
+    assert_eq!(synced["device"], backup_id, "served by the backup");
     arrives(&bob, "while the phone is off", LIVE);
 
     // Bob's view of the network says so.
@@ -137,12 +145,12 @@ fn a_phone_and_its_backup_push_both_ways_and_friends_reach_the_backup_alone() {
             .cloned()
             .unwrap_or_else(|| panic!("{device} is not in {status}"))
     };
-    let b = peer(&json(&backup, &["id"])["device"]);
+    let b = peer(&backup_id);
     assert_eq!(b["reachable"], true, "{b}");
     assert_eq!(b["route"], "direct", "{b}");
     assert!(b["last_sync_ms"].as_u64().is_some(), "{b}");
     assert!(b["rtt_ms"].as_f64().is_some(), "{b}");
-    let ph = peer(&json(&phone, &["id"])["device"]);
+    let ph = peer(&phone_id);
     assert_eq!(ph["reachable"], false, "{ph}");
     assert!(ph["last_error"]["error"].as_str().is_some(), "{ph}");
     let text = ok(&bob, &["status"]);

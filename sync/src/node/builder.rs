@@ -77,6 +77,7 @@ pub struct Builder {
     live_silence: Duration,
     live: bool,
     relay_ca: Vec<Vec<u8>>,
+    tell_back: bool,
 }
 
 /// Prepares a fresh data folder for a further device of an existing
@@ -113,6 +114,7 @@ impl Builder {
             live_silence: Duration::from_secs(20),
             live: true,
             relay_ca: Vec::new(),
+            tell_back: true,
         }
     }
 
@@ -180,6 +182,15 @@ impl Builder {
     /// Sets the network mode (default [`NetworkMode::Internet`]).
     pub fn network(mut self, network: NetworkMode) -> Self {
         self.network = network;
+        self
+    }
+
+    /// Whether the node tells every device it knows that it is back when it
+    /// starts or moves (default on; see `Back` in PROTOCOL.md). Off for a
+    /// node that runs for one command: its friends would re-link their
+    /// gossip to a node about to stop.
+    pub fn tell_devices_when_back(mut self, on: bool) -> Self {
+        self.tell_back = on;
         self
     }
 
@@ -367,9 +378,10 @@ impl Builder {
             Arc::downgrade(&node.inner),
             sightings,
         )));
-        tasks.push(tokio::spawn(Node::follow_own_addresses(Arc::downgrade(
-            &node.inner,
-        ))));
+        tasks.push(tokio::spawn(Node::follow_own_addresses(
+            Arc::downgrade(&node.inner),
+            self.tell_back,
+        )));
         tasks.push(tokio::spawn(Node::follow_moves(Arc::downgrade(
             &node.inner,
         ))));
@@ -394,7 +406,7 @@ impl Builder {
         for friend in resume {
             node.start_subscription(friend);
         }
-        if node.inner.live.is_some() {
+        if node.inner.live.is_some() && self.tell_back {
             node.inner
                 .spawn_tracked(Node::announce(Arc::downgrade(&node.inner)));
         }

@@ -61,7 +61,7 @@ impl Node {
     /// Keeps this device's own addresses current (they are handed over in
     /// catch-ups); when they change after start (the device moved to
     /// another network), tells every known device.
-    pub(super) async fn follow_own_addresses(weak: Weak<Inner>) {
+    pub(super) async fn follow_own_addresses(weak: Weak<Inner>, tell_back: bool) {
         let Some(mut addrs) = weak.upgrade().map(|i| i.endpoint.watch_addr().stream()) else {
             return;
         };
@@ -84,7 +84,7 @@ impl Node {
                     .any(|a| !old.contains(&Addr::Ip(a)))
             });
             last = Some(here);
-            if moved && inner.live.is_some() {
+            if moved && tell_back && inner.live.is_some() {
                 tracing::info!("this device's addresses changed; telling the devices it knows");
                 inner.spawn_tracked(Node::announce(weak.clone()));
             }
