@@ -607,7 +607,15 @@ async fn init(client: &Client, name: Option<String>, out: Output) -> CliResult {
     if out.json {
         print_json(&id);
     } else {
+        // The id alone on standard output (scripts keep it); what it is and
+        // what to do next on standard error.
         out!("{}", id["namespace"].as_str().unwrap_or(""));
+        eprintln!(
+            "this is your namespace id: your identity in kith, the key friends know you by (kept in this data folder)"
+        );
+        eprintln!(
+            "next: `kith serve` runs your node and page; `kith ticket` (while it runs) prints a ticket to give a friend"
+        );
     }
     Ok(())
 }
@@ -1341,6 +1349,9 @@ async fn feed(c: &Client, f: FeedCommand) -> CliResult {
                     p["path"].as_str().unwrap_or("")
                 );
             }
+            if let Some(warning) = unheard(c, &p).await? {
+                eprintln!("{warning}");
+            }
         }
         FeedCommand::Timeline { out } => {
             let t: Value = c.call(Method::GET, "/api/feed", None).await?;
@@ -1468,6 +1479,33 @@ fn human_duration(ms: u64) -> String {
         s @ 120..=7199 => format!("{} min", s / 60),
         s => format!("{} h", s / 3600),
     }
+}
+
+/// A warning when no friend may read the post `p` yet (its audience was
+/// granted to nobody), so that it reaches no one; none for the private
+/// audience.
+async fn unheard(c: &Client, p: &Value) -> Result<Option<String>, Failure> {
+    let (Some(path), Some(audience)) = (p["path"].as_str(), p["audience"].as_str()) else {
+        return Ok(None);
+    };
+    if audience == "me" {
+        return Ok(None);
+    }
+    let grants: Value = c.call(Method::GET, "/api/grants", None).await?;
+    // Grant times are in microseconds.
+    let now = Timestamp::wall_clock().as_micros();
+    let covers = |g: &Value| {
+        let prefix = g["prefix"].as_str().unwrap_or("");
+        let live = g["revoked"] != true && g["expires"].as_u64().is_none_or(|e| e > now);
+        live && (prefix == "/" || path == prefix || path.starts_with(&format!("{prefix}/")))
+    };
+    if grants.as_array().is_some_and(|a| a.iter().any(covers)) {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "note: no friend may read the {audience} audience yet, so this post reaches no one; `kith grant FRIEND {}` shares it",
+        path.rsplit_once('/').map(|(d, _)| d).unwrap_or(path)
+    )))
 }
 
 #[cfg(test)]

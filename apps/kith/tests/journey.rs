@@ -32,8 +32,17 @@ fn friends_share_posts_revoke_close_friends_and_confirm_a_remote_deletion() {
     let root = tempfile::tempdir().unwrap();
     let [alice, bob, carol]: [PathBuf; 3] = ["alice", "bob", "carol"].map(|n| root.path().join(n));
     for (data, name) in [(&alice, "alice"), (&bob, "bob"), (&carol, "carol")] {
-        let ns = ok(data, &["init", "--name", name]);
+        let init = kith(data, &["init", "--name", name]);
+        assert!(init.status.success());
+        let ns = String::from_utf8(init.stdout).unwrap();
         assert_eq!(ns.trim().len(), 52, "init prints the namespace id: {ns}");
+        // And says what it is and what to do next.
+        let said = String::from_utf8_lossy(&init.stderr);
+        assert!(said.contains("namespace id"), "{said}");
+        assert!(
+            said.contains("kith serve") && said.contains("kith ticket"),
+            "{said}"
+        );
     }
     let daemons: Vec<Daemon> = [&alice, &bob, &carol]
         .iter()
@@ -58,6 +67,21 @@ fn friends_share_posts_revoke_close_friends_and_confirm_a_remote_deletion() {
         .collect();
     assert_eq!(names.len(), 2);
     assert!(names.contains(&"bob") && names.contains(&"carol"));
+
+    // A close post before anyone is a close friend reaches no one: the CLI
+    // says so; a post to the friends audience (granted) gets no warning.
+    let lonely = kith(
+        &alice,
+        &["feed", "post", "nobody hears this", "--audience", "close"],
+    );
+    assert!(lonely.status.success());
+    let said = String::from_utf8_lossy(&lonely.stderr);
+    assert!(
+        said.contains("reaches no one") && said.contains("kith grant FRIEND /feed/close"),
+        "{said}"
+    );
+    let heard = kith(&alice, &["feed", "post", "friends hear this"]);
+    assert!(!String::from_utf8_lossy(&heard.stderr).contains("reaches no one"));
 
     // Both are alice's close friends.
     ok(&alice, &["grant", "bob", "/feed/close"]);
