@@ -613,17 +613,7 @@ impl Live {
             return;
         };
         tracing::debug!(prefix = %scope.prefix(), counter, "a neighbor arrived; sending a heartbeat");
-        let body = PushBody {
-            session: self.session,
-            counter,
-            kind: PushKind::Heartbeat,
-        };
-        if let Some(bytes) = self.seal(&scope, &body) {
-            if let Err(e) = gossip_call("a heartbeat", sender.broadcast(Bytes::from(bytes))).await {
-                tracing::debug!(%e, "heartbeat broadcast failed");
-            }
-            bump(&self.counters.heartbeats_sent);
-        }
+        self.send_heartbeat(&scope, &sender, counter).await;
     }
 
     fn recover(&self, namespace: NamespaceId) {
@@ -827,20 +817,23 @@ impl Live {
                 })
                 .collect();
             for (scope, sender, counter) in targets {
-                let body = PushBody {
-                    session: live.session,
-                    counter,
-                    kind: PushKind::Heartbeat,
-                };
-                if let Some(bytes) = live.seal(&scope, &body) {
-                    if let Err(e) =
-                        gossip_call("a heartbeat", sender.broadcast(Bytes::from(bytes))).await
-                    {
-                        tracing::debug!(%e, "heartbeat broadcast failed");
-                    }
-                    bump(&live.counters.heartbeats_sent);
-                }
+                live.send_heartbeat(&scope, &sender, counter).await;
             }
+        }
+    }
+
+    /// Publishes one heartbeat carrying `counter` into `scope`'s topic.
+    async fn send_heartbeat(&self, scope: &Scope, sender: &GossipSender, counter: u64) {
+        let body = PushBody {
+            session: self.session,
+            counter,
+            kind: PushKind::Heartbeat,
+        };
+        if let Some(bytes) = self.seal(scope, &body) {
+            if let Err(e) = gossip_call("a heartbeat", sender.broadcast(Bytes::from(bytes))).await {
+                tracing::debug!(%e, "heartbeat broadcast failed");
+            }
+            bump(&self.counters.heartbeats_sent);
         }
     }
 }

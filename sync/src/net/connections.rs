@@ -45,6 +45,10 @@ impl Cached {
     }
 }
 
+/// What serves the streams a device opens on a connection this node dialed
+/// (the catch-up protocol handler, set by the node).
+type Server = Box<dyn Fn(Connection) + Send + Sync>;
+
 /// The cache of connections to other devices, on the catch-up ALPN.
 pub(crate) struct Connections {
     endpoint: Endpoint,
@@ -53,7 +57,7 @@ pub(crate) struct Connections {
     open: tokio::sync::Mutex<HashMap<DeviceId, Cached>>,
     /// Serves the streams other devices open on connections this node
     /// dialed (set once the protocol handler exists).
-    server: std::sync::OnceLock<super::serve::SyncProtocol>,
+    server: std::sync::OnceLock<Server>,
 }
 
 impl Connections {
@@ -76,8 +80,8 @@ impl Connections {
 
     /// Sets what serves the streams devices open on connections this node
     /// dialed.
-    pub(crate) fn serve_with(&self, server: super::serve::SyncProtocol) {
-        let _ = self.server.set(server);
+    pub(crate) fn serve_with(&self, server: impl Fn(Connection) + Send + Sync + 'static) {
+        let _ = self.server.set(Box::new(server));
     }
 
     /// Keeps `conn`, which `device` just opened to this node, as the one
@@ -112,8 +116,8 @@ impl Connections {
             .map_err(Error::network)?;
         tracing::trace!(device = %device.fmt_short(), took = ?started.elapsed(), "connected");
         self.gate.track(device, &conn);
-        if let Some(server) = self.server.get() {
-            server.serve_dialed(conn.clone());
+        if let Some(serve) = self.server.get() {
+            serve(conn.clone());
         }
         self.open
             .lock()

@@ -53,7 +53,8 @@ impl SyncProtocol {
     /// streams opened on the connections it dials.
     pub(crate) fn pair(&self, connections: &Arc<super::connections::Connections>) {
         let _ = self.connections.set(Arc::downgrade(connections));
-        connections.serve_with(self.clone());
+        let this = self.clone();
+        connections.serve_with(move |conn| this.serve_dialed(conn));
     }
 }
 
@@ -191,12 +192,8 @@ async fn serve_stream(
             }
             continue;
         }
-        if msg == Message::Poke && session.requester().is_none() {
-            poked(&shared, requests, remote);
-            break;
-        }
-        if msg == Message::Back && session.requester().is_none() {
-            back(&shared, requests, remote);
+        if matches!(msg, Message::Poke | Message::Back) && session.requester().is_none() {
+            poked(&shared, requests, remote, msg == Message::Back);
             break;
         }
         let shared2 = shared.clone();
@@ -249,40 +246,27 @@ async fn serve_stream(
 
 /// A device of a friend (or of this namespace) says something is owed to
 /// this node: sync with that namespace now.
-fn poked(shared: &Shared, requests: &Sender<Work>, remote: DeviceId) {
-    let namespace = shared.known.read().acting_for(&remote, &shared.namespace());
-    match namespace {
-        Some(namespace) => {
-            let request = Work::Sync {
-                namespace,
-                recovery: false,
-            };
-            if let Err(e) = requests.try_send(request) {
-                tracing::warn!(%e, "could not queue a sync after a poke");
-            }
+/// A known device pokes this one (`back`: it says it has just started or
+/// moved): the node catches up with its namespace (and, if it is back,
+/// re-links to it).
+fn poked(shared: &Shared, requests: &Sender<Work>, remote: DeviceId, back: bool) {
+    let Some(namespace) = shared.known.read().acting_for(&remote, &shared.namespace()) else {
+        tracing::info!(remote = %remote.fmt_short(), back, "ignoring a poke from a device that is no friend's");
+        return;
+    };
+    let request = if back {
+        Work::Back {
+            device: remote,
+            namespace,
         }
-        None => {
-            tracing::info!(remote = %remote.fmt_short(), "ignoring a poke from a device that is no friend's")
+    } else {
+        Work::Sync {
+            namespace,
+            recovery: false,
         }
-    }
-}
-
-/// A known device says it has just started or moved: the node resets its
-/// gossip links to it and catches up with its namespace.
-fn back(shared: &Shared, requests: &Sender<Work>, remote: DeviceId) {
-    let namespace = shared.known.read().acting_for(&remote, &shared.namespace());
-    match namespace {
-        Some(namespace) => {
-            if let Err(e) = requests.try_send(Work::Back {
-                device: remote,
-                namespace,
-            }) {
-                tracing::warn!(%e, "could not queue the work for a device that came back");
-            }
-        }
-        None => {
-            tracing::info!(remote = %remote.fmt_short(), "ignoring a device that is no friend's saying it is back")
-        }
+    };
+    if let Err(e) = requests.try_send(request) {
+        tracing::warn!(%e, "could not queue the work a poke asks for");
     }
 }
 

@@ -16,8 +16,8 @@ use crate::proto::wire::Message;
 
 use super::handle::{Inner, Node, blocking};
 
-/// How many devices an announcement pokes at once.
-const ANNOUNCE_PARALLEL: usize = 8;
+/// How many devices are told something (`Back`, `Poke`) at once.
+const TELL_PARALLEL: usize = 8;
 
 impl Node {
     /// Remembers where admitted devices' connections came from (in the
@@ -105,19 +105,29 @@ impl Node {
                 .collect(),
             None => return,
         };
+        let reached = Node::tell_all(weak, devices, Message::Back).await;
+        tracing::debug!(reached, "told the devices it knows where this one is");
+    }
+
+    /// Sends `msg` alone on a stream to each of `devices`, [`TELL_PARALLEL`]
+    /// at a time; returns how many took it.
+    pub(super) async fn tell_all(weak: Weak<Inner>, devices: Vec<DeviceId>, msg: Message) -> usize {
         let mut reached = 0usize;
         let mut running = tokio::task::JoinSet::new();
         let mut devices = devices.into_iter();
         loop {
-            while running.len() < ANNOUNCE_PARALLEL {
+            while running.len() < TELL_PARALLEL {
                 let Some(device) = devices.next() else { break };
-                let Some(inner) = weak.upgrade() else { return };
+                let Some(inner) = weak.upgrade() else {
+                    return reached;
+                };
                 let node = Node { inner };
+                let msg = msg.clone();
                 running.spawn(async move {
-                    match node.tell(device, Message::Back).await {
+                    match node.tell(device, msg.clone()).await {
                         Ok(()) => true,
                         Err(e) => {
-                            tracing::debug!(device = %device.fmt_short(), %e, "could not tell a device where this one is");
+                            tracing::debug!(device = %device.fmt_short(), msg = msg.name(), %e, "could not tell a device");
                             false
                         }
                     }
@@ -129,7 +139,7 @@ impl Node {
                 None => break,
             }
         }
-        tracing::debug!(reached, "told the devices it knows where this one is");
+        reached
     }
 }
 

@@ -150,14 +150,10 @@ impl Node {
                 }
                 Work::Back { .. } => {} // made a sync above
                 Work::Poke { devices } => {
-                    for device in devices {
-                        let node = node.clone();
-                        node.inner.clone().spawn_tracked(async move {
-                            if let Err(e) = node.poke(device).await {
-                                tracing::debug!(device = %device.fmt_short(), %e, "poke failed");
-                            }
-                        });
-                    }
+                    let weak = Arc::downgrade(&node.inner);
+                    node.inner.spawn_tracked(async move {
+                        Node::tell_all(weak, devices, crate::proto::wire::Message::Poke).await;
+                    });
                 }
                 Work::FetchBlob { namespace, path } => {
                     let inner = node.inner.clone();

@@ -6,12 +6,13 @@
 use std::collections::HashMap;
 
 use kith_store::{RecordKind, RecordOp, Store};
-use kith_types::{DeviceId, NamespaceId, Timestamp};
+use kith_types::{DeviceId, NamespaceId};
 
 use crate::error::Result;
 use crate::proto::addr::{Addr, merge};
 use crate::proto::codec::{Dec, Enc};
 
+use super::known::Contact;
 use super::records::{LEARNT_ID, device_record_id};
 use super::shared::Shared;
 
@@ -136,19 +137,6 @@ impl Shared {
     pub(crate) fn set_here(&self, addrs: Vec<Addr>) {
         *self.here.write() = addrs;
     }
-}
-
-/// What this node saw of another device since it started.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Contact {
-    /// When a connection with it was last authenticated.
-    pub(crate) seen: Option<Timestamp>,
-    /// When a catch-up it served last completed.
-    pub(crate) synced: Option<Timestamp>,
-    /// When a live message it signed last passed every check.
-    pub(crate) live: Option<Timestamp>,
-    /// The last failure to reach it, and when.
-    pub(crate) failed: Option<(Timestamp, String)>,
 }
 
 impl Shared {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kith_caps::{DeviceCert, DeviceRevocation, Grants, Revocation};
-use kith_types::{DeviceId, NamespaceId};
+use kith_types::{DeviceId, NamespaceId, Timestamp};
 
 use crate::proto::addr::{Addr, merge};
 use crate::ticket::Ticket;
@@ -113,4 +113,17 @@ impl Known {
             .find(|ns| self.devices_of(ns, me).iter().any(|(d, _)| d == device))
             .copied()
     }
+}
+
+/// What this node saw of another device since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Contact {
+    /// When a connection with it was last authenticated.
+    pub(crate) seen: Option<Timestamp>,
+    /// When a catch-up it served last completed.
+    pub(crate) synced: Option<Timestamp>,
+    /// When a live message it signed last passed every check.
+    pub(crate) live: Option<Timestamp>,
+    /// The last failure to reach it, and when.
+    pub(crate) failed: Option<(Timestamp, String)>,
 }

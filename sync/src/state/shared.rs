@@ -34,7 +34,7 @@ pub(crate) struct Shared {
     pub(crate) owed_changed: tokio::sync::Notify,
     /// What was seen of other devices since start (for status).
     pub(crate) contacts:
-        parking_lot::Mutex<std::collections::HashMap<DeviceId, super::addrs::Contact>>,
+        parking_lot::Mutex<std::collections::HashMap<DeviceId, super::known::Contact>>,
     /// Told the device whenever what is known of where it is changes.
     pub(crate) moved: tokio::sync::broadcast::Sender<DeviceId>,
     /// This device's own current addresses (the endpoint's), handed over
