@@ -41,7 +41,8 @@ pub struct Cli {
 /// Output format of commands that print data.
 #[derive(Debug, Clone, Copy, Args)]
 pub struct Output {
-    /// Print JSON instead of text.
+    /// Print JSON instead of text: indented on a terminal, one line per
+    /// object when piped.
     #[arg(long)]
     pub json: bool,
 }
@@ -143,7 +144,9 @@ pub enum Command {
         /// Write to this file instead of standard output.
         #[arg(long, value_name = "F")]
         out: Option<PathBuf>,
-        /// Documents as compact JSON; with --out, a blob's description.
+        /// Documents as JSON like every command's `--json` (indented on a
+        /// terminal, one line when piped or written with --out); with --out,
+        /// a blob's description.
         #[arg(long)]
         json: bool,
     },
@@ -208,7 +211,7 @@ pub enum Command {
         /// at exit).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
-        /// Output format (`--json`: the URLs as one JSON line).
+        /// Output format (`--json`: the URLs as JSON).
         #[command(flatten)]
         out: Output,
     },
@@ -235,7 +238,7 @@ pub struct ServeArgs {
     /// Seconds between re-syncs of each friend (default 30).
     #[arg(long, hide = true, env = "KITH_RESYNC_SECS")]
     pub resync_secs: Option<u64>,
-    /// Print the addresses as one JSON line.
+    /// Output format (`--json`: the namespace, HTTP address and page URL).
     #[command(flatten)]
     pub out: Output,
 }
@@ -443,11 +446,20 @@ pub fn data_dir(given: Option<PathBuf>) -> PathBuf {
     })
 }
 
-fn print_json(v: &Value) {
-    out!(
-        "{}",
+/// Prints `v` as the output of `--json`: indented for a person when
+/// standard output is a terminal, else on one line (what scripts, `jq` and
+/// the tests read: one line per object).
+pub(crate) fn print_json(v: &Value) {
+    out!("{}", json_text(v, std::io::stdout().is_terminal()));
+}
+
+/// `v` as JSON text: indented if `pretty`, else on one line.
+fn json_text(v: &Value, pretty: bool) -> String {
+    if pretty {
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
-    );
+    } else {
+        v.to_string()
+    }
 }
 
 fn show_progress(out: Output) -> bool {
@@ -644,14 +656,11 @@ async fn serve(data: &FsPath, args: ServeArgs) -> CliResult {
     let d = Daemon::start(options).await?;
     let ns = d.node().namespace().to_string();
     if args.out.json {
-        out!(
-            "{}",
-            json!({
-                "namespace": ns,
-                "http": d.addr().to_string(),
-                "url": (!args.headless).then(|| d.page_url()),
-            })
-        );
+        print_json(&json!({
+            "namespace": ns,
+            "http": d.addr().to_string(),
+            "url": (!args.headless).then(|| d.page_url()),
+        }));
     } else {
         out!("kith serving namespace {ns}");
         if args.headless {
@@ -1188,11 +1197,10 @@ async fn get(c: &Client, args: Vec<String>, out: Option<PathBuf>, json_out: bool
     if is_json {
         let bytes = client::read_body(res).await?;
         let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let text = if json_out {
-            v.to_string()
-        } else {
-            serde_json::to_string_pretty(&v).unwrap_or_default()
-        };
+        // Without --json the document is shown to be read; with it, as
+        // every command's --json (one line when piped), also in a file.
+        let pretty = !json_out || (out.is_none() && std::io::stdout().is_terminal());
+        let text = json_text(&v, pretty);
         match out {
             Some(f) => std::fs::write(&f, text + "\n")
                 .map_err(|e| Failure::new(format!("cannot write {}: {e}", f.display()), None))?,
@@ -1516,6 +1524,26 @@ mod tests {
     fn dates_are_utc_calendar_dates() {
         assert_eq!(time_text(0), "1970-01-01 00:00:00");
         assert_eq!(time_text(1_700_000_000_000_000), "2023-11-14 22:13:20");
+    }
+
+    #[test]
+    fn json_is_indented_on_a_terminal_and_one_line_when_piped() {
+        let v = json!({ "path": "/feed/friends/1", "kind": "doc", "tags": ["a", "b"] });
+        let piped = json_text(&v, false);
+        assert!(!piped.contains('\n'), "{piped}");
+        assert!(
+            piped.starts_with('{') && piped.contains(r#""tags":["a","b"]"#),
+            "{piped}"
+        );
+        assert_eq!(serde_json::from_str::<Value>(&piped).unwrap(), v);
+        let terminal = json_text(&v, true);
+        assert!(terminal.lines().count() > 1, "{terminal}");
+        assert!(
+            terminal.contains("\n  \"path\": \"/feed/friends/1\""),
+            "{terminal}"
+        );
+        let back: Value = serde_json::from_str(&terminal).unwrap();
+        assert_eq!(back, v);
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub async fn run(dir: Option<PathBuf>, json_out: bool) -> Result<()> {
                 .zip(&urls)
                 .map(|(n, u)| ((*n).to_string(), json!(u)))
                 .collect();
-            out!("{}", Value::Object(map));
+            crate::cli::print_json(&Value::Object(map));
         } else {
             out!(
                 "kith demo: three friends on this machine (data in {})",

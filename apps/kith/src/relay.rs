@@ -70,7 +70,7 @@ pub struct RelayArgs {
     /// Where the discovery server keeps what devices published.
     #[arg(long, value_name = "DIR")]
     pub discovery_data: Option<PathBuf>,
-    /// Print what it listens on as one JSON line.
+    /// Print what it listens on as JSON (one line when piped).
     #[arg(long)]
     pub json: bool,
 }
@@ -128,16 +128,13 @@ pub async fn run(args: RelayArgs) -> Result<()> {
             format!("http://{host}:{}/pkarr", a.port())
         });
     if args.json {
-        println!(
-            "{}",
-            json!({
-                "url": url,
-                "http": server.http_addr().map(|a| a.to_string()),
-                "https": https.map(|a| a.to_string()),
-                "quic": server.quic_addr().map(|a| a.to_string()),
-                "discovery": pkarr,
-            })
-        );
+        crate::cli::print_json(&json!({
+            "url": url,
+            "http": server.http_addr().map(|a| a.to_string()),
+            "https": https.map(|a| a.to_string()),
+            "quic": server.quic_addr().map(|a| a.to_string()),
+            "discovery": pkarr,
+        }));
     } else {
         println!("relay running at {url}");
         if let Some(q) = server.quic_addr() {
