@@ -21,6 +21,7 @@ use crate::client::{self, Client};
 use crate::daemon::{self, Daemon, ServeOptions};
 use crate::error::Error;
 use crate::feed::percent_encode;
+use crate::receipts;
 
 /// The `kith` command line.
 #[derive(Debug, Parser)]
@@ -177,10 +178,19 @@ pub enum Command {
         #[command(flatten)]
         out: Output,
     },
-    /// Show who confirmed each deletion.
+    /// Show who confirmed each deletion, and since when the others are
+    /// pending; `--wait` waits until all have confirmed.
     Receipts {
         /// Only deletions of this path.
         path: Option<String>,
+        /// Wait until every friend's device has confirmed, printing each
+        /// receipt as it arrives (needs the daemon). Gives up after
+        /// --timeout, naming who is still pending, with exit code 1.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds (default 60).
+        #[arg(long, value_name = "SECS", requires = "wait")]
+        timeout: Option<u64>,
         /// Output format.
         #[command(flatten)]
         out: Output,
@@ -424,7 +434,8 @@ impl From<Error> for Failure {
 }
 
 impl Failure {
-    fn new(message: impl Into<String>, hint: Option<&str>) -> Self {
+    /// A failure with its message and an optional hint.
+    pub(crate) fn new(message: impl Into<String>, hint: Option<&str>) -> Self {
         Self {
             message: message.into(),
             hint: hint.map(str::to_string),
@@ -516,11 +527,11 @@ fn url_path(path: &str) -> String {
         .join("/")
 }
 
-fn short(id: &str) -> &str {
+pub(crate) fn short(id: &str) -> &str {
     id.get(..10).unwrap_or(id)
 }
 
-fn time_text(micros: u64) -> String {
+pub(crate) fn time_text(micros: u64) -> String {
     // Seconds since the epoch as UTC date and time, without a date crate.
     let secs = micros / 1_000_000;
     let days = secs / 86_400;
@@ -874,44 +885,25 @@ async fn command_with(data: &FsPath, c: &Client, command: Command) -> CliResult 
                 );
             }
         }
-        Command::Receipts { path, out } => {
-            let all: Value = c.call(Method::GET, "/api/deletions", None).await?;
-            let list: Vec<Value> = all
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|d| {
-                    path.as_deref().is_none_or(|p| {
-                        let prefix = d["prefix"].as_str().unwrap_or("");
-                        let p = p.trim_end_matches('/');
-                        prefix == p || p.starts_with(&format!("{prefix}/")) || prefix == "/"
-                    })
-                })
-                .cloned()
-                .collect();
-            if out.json {
-                print_json(&Value::Array(list));
-            } else if list.is_empty() {
-                out!("no deletions");
+        Command::Receipts {
+            path,
+            wait,
+            timeout,
+            out,
+        } => {
+            if wait {
+                if !c.is_daemon() {
+                    return Err(need_daemon(data, "waiting for receipts"));
+                }
+                let timeout = Duration::from_secs(timeout.unwrap_or(receipts::DEFAULT_WAIT_SECS));
+                receipts::wait(c, path.as_deref(), timeout, out.json).await?;
             } else {
-                for d in list {
-                    out!(
-                        "{} {}  confirmed by {}/{}",
-                        d["prefix"].as_str().unwrap_or(""),
-                        d["id"].as_str().unwrap_or(""),
-                        d["confirmed"],
-                        d["total"]
-                    );
-                    for dev in d["devices"].as_array().into_iter().flatten() {
-                        let when = match dev["confirmed_at"].as_u64() {
-                            Some(t) => format!("deleted at {}", time_text(t)),
-                            None => "pending".into(),
-                        };
-                        out!(
-                            "  {:<16} device {}  {when}",
-                            dev["name"].as_str().unwrap_or(""),
-                            short(dev["device"].as_str().unwrap_or(""))
-                        );
+                let list = receipts::deletions_of(c, path.as_deref()).await?;
+                if out.json {
+                    print_json(&Value::Array(list));
+                } else {
+                    for line in receipts::text(&list, Timestamp::wall_clock().as_micros()) {
+                        out!("{line}");
                     }
                 }
             }
@@ -1480,12 +1472,13 @@ fn print_status(st: &Value) {
 }
 
 /// `ms` as a short human duration.
-fn human_duration(ms: u64) -> String {
+pub(crate) fn human_duration(ms: u64) -> String {
     match ms / 1000 {
         0 => format!("{ms} ms"),
         s @ 1..=119 => format!("{s} s"),
         s @ 120..=7199 => format!("{} min", s / 60),
-        s => format!("{} h", s / 3600),
+        s @ 7200..=172_799 => format!("{} h", s / 3600),
+        s => format!("{} d", s / 86_400),
     }
 }
 

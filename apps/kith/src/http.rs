@@ -1303,7 +1303,11 @@ async fn events(
     State(s): State<AppState>,
 ) -> Sse<impl Stream<Item = std::result::Result<Event, Infallible>>> {
     let (tx, rx) = mpsc::channel(EVENTS_CAPACITY);
-    tokio::spawn(pump_events(s, tx));
+    // Subscribed before the answer goes out: a client that reads the state
+    // once it has the answer's header misses no receipt in between.
+    let node_events = s.node().events();
+    let friend_events = s.inner.friends_changed.subscribe();
+    tokio::spawn(pump_events(s, tx, node_events, friend_events));
     let stream =
         futures_util::stream::unfold(
             rx,
@@ -1315,7 +1319,12 @@ async fn events(
 /// Forwards entry changes of the own and every friend's namespace, receipts
 /// and friend changes to one event stream, until the client leaves or the
 /// server stops.
-async fn pump_events(s: AppState, tx: mpsc::Sender<Event>) {
+async fn pump_events(
+    s: AppState,
+    tx: mpsc::Sender<Event>,
+    mut node_events: broadcast::Receiver<NodeEvent>,
+    mut friend_events: broadcast::Receiver<()>,
+) {
     let node = s.node().clone();
     let (wtx, mut wrx) = mpsc::channel::<(NamespaceId, WatchEvent)>(EVENTS_CAPACITY);
     let mut watched = HashSet::new();
@@ -1341,8 +1350,6 @@ async fn pump_events(s: AppState, tx: mpsc::Sender<Event>) {
     for f in node.friends() {
         watch(f, &mut watched);
     }
-    let mut node_events = node.events();
-    let mut friend_events = s.inner.friends_changed.subscribe();
     loop {
         let event = tokio::select! {
             () = tx.closed() => return,

@@ -40,6 +40,7 @@ pub mod feed;
 pub mod http;
 pub mod names;
 pub mod profile;
+pub mod receipts;
 pub mod relay;
 mod urls;
 mod web;
