@@ -665,6 +665,9 @@ async fn serve(data: &FsPath, args: ServeArgs) -> CliResult {
     options.headless = args.headless;
     options.resync = args.resync_secs.map(Duration::from_secs);
     let d = Daemon::start(options).await?;
+    // Caught before the line that says the daemon serves: a SIGTERM right
+    // after it stops the daemon cleanly instead of killing the process.
+    let stop = daemon::StopSignals::listen();
     let ns = d.node().namespace().to_string();
     if args.out.json {
         print_json(&json!({
@@ -685,7 +688,7 @@ async fn serve(data: &FsPath, args: ServeArgs) -> CliResult {
         }
     }
     let _ = std::io::stdout().flush();
-    daemon::until_stopped().await;
+    stop.wait().await;
     d.shutdown().await?;
     Ok(())
 }

@@ -570,25 +570,60 @@ async fn serve_http(
     while connections.join_next().await.is_some() {}
 }
 
-/// Waits for Ctrl-C or (on Unix) SIGTERM.
-pub async fn until_stopped() {
+/// The signals that stop a daemon: Ctrl-C (SIGINT) and, on Unix, SIGTERM
+/// (what `kill PID` and service managers send). They are caught from
+/// [`StopSignals::listen`] on, so one that arrives before
+/// [`StopSignals::wait`] is kept rather than ending the process by the
+/// signal's default action: listen before telling anyone (a printed line,
+/// `daemon.json`) that the process is ready, so that a stop right after the
+/// announcement is a clean one.
+#[derive(Debug)]
+pub struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    /// Starts catching the stop signals (needs a Tokio runtime). A signal
+    /// whose handler cannot be installed keeps its default action.
+    pub fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        {
+            Self {}
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Waits until a stop signal came (at once if one came since
+    /// [`StopSignals::listen`]).
+    pub async fn wait(self) {
+        #[cfg(unix)]
+        {
+            async fn next(s: Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = next(self.interrupt) => {}
+                () = next(self.terminate) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

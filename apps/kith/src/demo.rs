@@ -63,6 +63,7 @@ pub async fn run(dir: Option<PathBuf>, json_out: bool) -> Result<()> {
         if fresh {
             set_up(&daemons).await?;
         }
+        let stop = daemon::StopSignals::listen();
         let urls: Vec<String> = daemons.iter().map(Daemon::page_url).collect();
         if json_out {
             let map: serde_json::Map<String, Value> = PEOPLE
@@ -87,7 +88,7 @@ pub async fn run(dir: Option<PathBuf>, json_out: bool) -> Result<()> {
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        daemon::until_stopped().await;
+        stop.wait().await;
         Ok::<(), Error>(())
     }
     .await;

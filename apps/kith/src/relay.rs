@@ -127,6 +127,8 @@ pub async fn run(args: RelayArgs) -> Result<()> {
             };
             format!("http://{host}:{}/pkarr", a.port())
         });
+    // Caught before saying it runs: a stop right after is a clean one.
+    let stop = crate::daemon::StopSignals::listen();
     if args.json {
         crate::cli::print_json(&json!({
             "url": url,
@@ -146,7 +148,7 @@ pub async fn run(args: RelayArgs) -> Result<()> {
         }
         println!("  stop it with Ctrl-C");
     }
-    crate::daemon::until_stopped().await;
+    stop.wait().await;
     if let Some(d) = discovery {
         d.shutdown().await.map_err(|e| {
             Error::Unavailable(format!("the discovery server did not stop cleanly: {e}"))

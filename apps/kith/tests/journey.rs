@@ -372,3 +372,23 @@ fn a_deletion_owed_to_an_offline_friend_survives_kill_9() {
     assert_eq!(kith(&bob, &["get", "alice", &path]).status.code(), Some(1));
     assert!(!timeline_texts(&bob).contains(&"delete me later".to_string()));
 }
+
+/// SIGTERM (Ctrl-C, a service manager's stop) stops `kith serve` cleanly:
+/// exit code 0 (checked by `Daemon::stop`), its announcement removed, and
+/// a post made just before is there after a restart.
+#[test]
+fn sigterm_stops_the_daemon_cleanly_and_keeps_a_post_made_just_before() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("dana");
+    ok(&data, &["init", "--name", "dana"]);
+    let daemon = Daemon::start(&data, 3600, true);
+    json(&data, &["feed", "post", "written just before the stop"]);
+    daemon.stop();
+    assert!(!data.join("daemon.json").exists());
+    let _again = Daemon::start(&data, 3600, true);
+    assert!(
+        timeline_texts(&data).contains(&"written just before the stop".to_string()),
+        "{:?}",
+        timeline_texts(&data)
+    );
+}

@@ -177,7 +177,8 @@ impl Daemon {
         url
     }
 
-    /// Stops the daemon as Ctrl-C or a service manager would (SIGTERM).
+    /// Stops the daemon as Ctrl-C or a service manager would (SIGTERM),
+    /// and checks that it shut down cleanly: exit code 0.
     pub fn stop(mut self) {
         let status = Command::new("kill")
             .arg(self.child.id().to_string())
@@ -186,7 +187,8 @@ impl Daemon {
         assert!(status.success());
         let deadline = Instant::now() + WAIT;
         loop {
-            if self.child.try_wait().unwrap().is_some() {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                assert_eq!(exit.code(), Some(0), "kith serve stopped with {exit}");
                 return;
             }
             assert!(Instant::now() < deadline, "kith serve did not stop");
