@@ -453,6 +453,7 @@ async fn id(State(s): State<AppState>) -> ApiResult<Json<Value>> {
         "device": s.node().device().to_string(),
         "name": names.name_of(&s.me()),
         "avatar": names.avatar_of(&s.me()),
+        "limits": { "text_bytes": crate::docjson::MAX_TEXT_LEN },
     })))
 }
 

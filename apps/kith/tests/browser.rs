@@ -4,7 +4,9 @@
 //! `tests/browser/feed.mjs` (npm's playwright-core, which never downloads a
 //! browser of its own), both pages in one browser profile (each daemon's
 //! token cookie has its own name). On alice's page a profile picture is
-//! chosen and a post with an image is composed; bob's page shows it without
+//! chosen; the composer counts bytes against the server's text limit (64
+//! KiB, from `GET /api/id`) and holds back a post one byte over it, which
+//! the API refuses too; a post with an image is composed; bob's page shows it without
 //! a reload, image and alice's picture rendered; bob comments and
 //! alice's page shows the comment; alice deletes the post;
 //! bob's page removes it; alice's page shows it deleted on 1 of 1 friends'

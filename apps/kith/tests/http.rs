@@ -128,6 +128,31 @@ async fn identity_ticket_and_profile() {
     assert_eq!(id["device"], alice.daemon.node().device().to_string());
     assert_eq!(id["name"], "alice");
 
+    // The page learns the text limit here; it is the one posts are held to
+    // (in bytes of UTF-8: "é" is two).
+    let limit = id["limits"]["text_bytes"].as_u64().unwrap() as usize;
+    assert_eq!(limit, 64 << 10);
+    let post = |text: String| json!({ "text": text, "audience": "me" });
+    let (s, v) = alice
+        .call(
+            Method::POST,
+            "/api/feed/posts",
+            Some(post("a".repeat(limit - 1) + "é")),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains(&limit.to_string()),
+        "{v}"
+    );
+    alice
+        .ok(
+            Method::POST,
+            "/api/feed/posts",
+            Some(post("a".repeat(limit))),
+        )
+        .await;
+
     let t = alice.ok(Method::GET, "/api/ticket", None).await;
     let ticket: kith::Ticket = t["ticket"].as_str().unwrap().parse().unwrap();
     assert_eq!(ticket.namespace.to_string(), alice.ns());

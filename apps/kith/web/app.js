@@ -368,7 +368,36 @@ function renderAttachments() {
   box.hidden = state.files.length === 0;
 }
 
+/** Bytes of `text` in UTF-8: what the API's text limit counts. */
+const utf8Bytes = (text) => new TextEncoder().encode(text).length;
+
+/**
+ * Shows how much of the server's text limit (GET /api/id, `limits.text_bytes`)
+ * the post uses, in bytes of UTF-8 as the server counts; above it the post
+ * cannot be sent. Before the limit is known nothing is shown or held back.
+ */
+function updatePostCount() {
+  const limit = state.me && state.me.limits && state.me.limits.text_bytes;
+  const count = $('#post-count');
+  const textArea = $('#post-text');
+  if (!limit) {
+    count.hidden = true;
+    return;
+  }
+  const used = utf8Bytes(textArea.value);
+  const over = used > limit;
+  const n = (x) => x.toLocaleString();
+  count.textContent = over
+    ? `${n(used)} / ${n(limit)} bytes: ${n(used - limit)} too many`
+    : `${n(used)} / ${n(limit)} bytes`;
+  count.classList.toggle('over', over);
+  count.hidden = false;
+  textArea.setAttribute('aria-invalid', String(over));
+  $('#post-submit').disabled = over;
+}
+
 function setupComposer() {
+  $('#post-text').addEventListener('input', updatePostCount);
   const input = $('#post-images');
   input.addEventListener('change', () => {
     for (const file of input.files) {
@@ -394,6 +423,12 @@ function setupComposer() {
       textArea.focus();
       return;
     }
+    const limit = state.me && state.me.limits && state.me.limits.text_bytes;
+    if (limit && utf8Bytes(text) > limit) {
+      showError(new Error(`The post is too long: at most ${limit.toLocaleString()} bytes.`));
+      textArea.focus();
+      return;
+    }
     const audience = $('#post-audience').value;
     busy($('#post-submit'), async () => {
       const attachments = await Promise.all(state.files.map(async (file) => ({
@@ -405,7 +440,7 @@ function setupComposer() {
       renderAttachments();
       announce(`Posted to ${audienceLabel(audience)}`);
       await refresh();
-    });
+    }).then(updatePostCount);
   });
 }
 
@@ -622,6 +657,7 @@ async function start() {
   try {
     state.me = await api.id();
     $('#me-name').textContent = state.me.name || shortId(state.me.namespace);
+    updatePostCount();
   } catch (err) {
     showError(err);
   }

@@ -3,7 +3,9 @@
 //   node feed.mjs <alicePageUrl> <bobPageUrl> <screenshotDir>
 //
 // The two daemons are already friends and alice has granted bob her
-// "friends" audience. Alice chooses a profile picture on her page, then a post
+// "friends" audience. Alice chooses a profile picture on her page; her
+// composer counts the bytes of the text against the server's limit (GET
+// /api/id) and holds back a post one byte over it; then a post
 // with an image is composed; bob's
 // page shows it without a reload, image and alice's picture rendered; bob comments and alice's
 // page shows the comment; alice deletes the post; bob's
@@ -105,6 +107,8 @@ let failed = false;
 // have: both daemons are on 127.0.0.1 and cookies ignore ports, so this
 // checks that each daemon's token cookie has a name of its own.
 const context = await browser.newContext({
+  // Numbers in the page are formatted for the locale: "65,536" in en-US.
+  locale: 'en-US',
   viewport: { width: 390, height: 844 },
   deviceScaleFactor: 1,
   isMobile: true,
@@ -176,6 +180,45 @@ try {
   await imageRendered(alice.locator('#profile-avatar img'));
   await shot('alice', '1-alice-friends');
   await alice.getByRole('button', { name: 'Feed', exact: true }).click();
+
+  begin("the composer counts bytes up to the server's text limit and holds back a longer post");
+  const { limits } = await alice.evaluate(async () => (await fetch('/api/id')).json());
+  const limit = limits && limits.text_bytes;
+  if (limit !== 65536) throw new Error(`GET /api/id gives the text limit ${limit}, not 65536`);
+  const postText = alice.getByRole('textbox', { name: 'Post text' });
+  if ((await postText.getAttribute('maxlength')) !== null) {
+    throw new Error('the composer still has a maxlength of its own');
+  }
+  const postButton = alice.getByRole('button', { name: 'Post', exact: true });
+  const counter = async (expected, over) => {
+    // The counter describes the text box, so a screen reader reads it too.
+    const count = alice.locator('#post-count');
+    await alice.waitForFunction(
+      (want) => document.querySelector('#post-count').textContent === want,
+      expected,
+      { timeout: LOCAL_MS },
+    ).catch(async () => {
+      throw new Error(`the counter says ${JSON.stringify(await count.textContent())}, not ${JSON.stringify(expected)}`);
+    });
+    if ((await postText.getAttribute('aria-describedby')) !== 'post-count') throw new Error('the counter does not describe the text box');
+    if ((await postText.getAttribute('aria-invalid')) !== String(over)) throw new Error(`aria-invalid is not ${over} at ${expected}`);
+    if ((await postButton.isDisabled()) !== over) throw new Error(`the Post button is ${over ? 'enabled' : 'disabled'} at ${expected}`);
+  };
+  await counter('0 / 65,536 bytes', false);
+  await postText.fill('Café ☕'); // é is 2 bytes, ☕ 3
+  await counter('9 / 65,536 bytes', false);
+  await postText.fill('a'.repeat(limit));
+  await counter('65,536 / 65,536 bytes', false);
+  await postText.fill('a'.repeat(limit - 1) + 'é');
+  await counter('65,537 / 65,536 bytes: 1 too many', true);
+  await shot('alice', '2a-alice-post-too-long');
+  // The server holds posts to the same limit.
+  const status = await alice.evaluate(async (text) => (await fetch('/api/feed/posts', {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ text, audience: 'me' }),
+  })).status, 'a'.repeat(limit - 1) + 'é');
+  if (status !== 400) throw new Error(`the API answered ${status} to a text of ${limit + 1} bytes`);
+  await postText.fill('');
+  await counter('0 / 65,536 bytes', false);
 
   begin('alice composes a post with an image');
   const text = `Sunrise over the hills ${Date.now().toString(36)}`;
