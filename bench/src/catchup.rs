@@ -20,15 +20,16 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use kith::store::automerge::ROOT;
 use kith::store::automerge::transaction::Transactable;
-use kith::{NetworkMode, Node, Path};
+use kith::{CongestionControl, Node, Path, SyncReport};
 
 use crate::Options;
 use crate::peers::{self, DocsStore};
 use crate::report::Figure;
+use crate::site::Site;
 
 const ROUNDS: usize = 3;
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -41,15 +42,35 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 async fn pair(dir: &std::path::Path) -> Result<(Node, Node)> {
-    let owner = Node::builder(dir.join("owner"))
-        .network(NetworkMode::LocalOnly)
-        .live_push(false)
-        .spawn()
+    pair_at(dir, &Site::Loopback, &Site::Loopback).await
+}
+
+/// An owner and a friend at these sites, befriended, `/feed` granted to
+/// the friend; no live push (only catch-up moves data).
+pub(crate) async fn pair_at(
+    dir: &std::path::Path,
+    owner_at: &Site,
+    friend_at: &Site,
+) -> Result<(Node, Node)> {
+    pair_with(dir, owner_at, friend_at, CongestionControl::default()).await
+}
+
+/// [`pair_at`] with this congestion control on both nodes.
+pub(crate) async fn pair_with(
+    dir: &std::path::Path,
+    owner_at: &Site,
+    friend_at: &Site,
+    congestion: CongestionControl,
+) -> Result<(Node, Node)> {
+    let owner = owner_at
+        .kith(&dir.join("owner"), |b| {
+            b.live_push(false).congestion_control(congestion)
+        })
         .await?;
-    let friend = Node::builder(dir.join("friend"))
-        .network(NetworkMode::LocalOnly)
-        .live_push(false)
-        .spawn()
+    let friend = friend_at
+        .kith(&dir.join("friend"), |b| {
+            b.live_push(false).congestion_control(congestion)
+        })
         .await?;
     owner.add_friend(&friend.ticket()).await?;
     friend.add_friend(&owner.ticket()).await?;
@@ -59,6 +80,7 @@ async fn pair(dir: &std::path::Path) -> Result<(Node, Node)> {
     Ok((owner, friend))
 }
 
+/// Writes `n` documents of ~1 KiB under `/feed` (`version` in each text).
 async fn write_docs(node: &Node, n: usize, version: u32) -> Result<()> {
     let store = node.store().clone();
     let ns = node.namespace();
@@ -77,6 +99,19 @@ async fn write_docs(node: &Node, n: usize, version: u32) -> Result<()> {
     .await?
 }
 
+/// The owner writes `n` documents; the friend catches up once, and must
+/// have them all.
+pub(crate) async fn fresh_catchup(owner: &Node, friend: &Node, n: usize) -> Result<SyncReport> {
+    write_docs(owner, n, 0).await?;
+    let report = friend.sync_now(&owner.namespace()).await?;
+    anyhow::ensure!(
+        report.docs as usize == n,
+        "caught up {} of {n} documents",
+        report.docs
+    );
+    Ok(report)
+}
+
 /// Runs the `catchup` scenario.
 pub(crate) fn run_catchup(opts: &Options) -> Result<Vec<Figure>> {
     runtime()?.block_on(catchup(opts))
@@ -90,13 +125,7 @@ async fn catchup(opts: &Options) -> Result<Vec<Figure>> {
     for _ in 0..ROUNDS {
         let dir = tempfile::tempdir()?;
         let (owner, friend) = pair(dir.path()).await?;
-        write_docs(&owner, n, 0).await?;
-        let report = friend.sync_now(&owner.namespace()).await?;
-        anyhow::ensure!(
-            report.docs as usize == n,
-            "caught up {} of {n} documents",
-            report.docs
-        );
+        let report = fresh_catchup(&owner, &friend, n).await?;
         fresh.push(report.duration.as_secs_f64());
         fresh_bytes.push((report.bytes_sent + report.bytes_received) as f64);
         let report = friend.sync_now(&owner.namespace()).await?;
@@ -174,6 +203,27 @@ async fn catchup(opts: &Options) -> Result<Vec<Figure>> {
     Ok(figures)
 }
 
+/// Stores `size` pseudo-random bytes (different for every `seed`) as a
+/// blob at `path` in the node's namespace.
+pub(crate) async fn put_random_blob(node: &Node, path: &Path, size: u64, seed: u64) -> Result<()> {
+    let store = node.store().clone();
+    let (ns, p) = (node.namespace(), path.clone());
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ seed;
+        let data: Vec<u8> = (0..size)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        store.put_blob(&ns, &p, &data[..], "video/mp4")?;
+        Ok(())
+    })
+    .await?
+}
+
 /// Runs the `blobs` scenario.
 pub(crate) fn run_blobs(opts: &Options) -> Result<Vec<Figure>> {
     runtime()?.block_on(blobs(opts))
@@ -187,22 +237,7 @@ async fn blobs(opts: &Options) -> Result<Vec<Figure>> {
         let dir = tempfile::tempdir()?;
         let (owner, friend) = pair(dir.path()).await?;
         let path = Path::parse("/feed/video.mp4")?;
-        let store = owner.store().clone();
-        let (ns, p) = (owner.namespace(), path.clone());
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ round as u64;
-            let data: Vec<u8> = (0..size)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
-            store.put_blob(&ns, &p, &data[..], "video/mp4")?;
-            Ok(())
-        })
-        .await??;
+        put_random_blob(&owner, &path, size, round as u64).await?;
         friend.sync_now(&owner.namespace()).await?;
         let started = std::time::Instant::now();
         let received = friend.fetch(&owner.namespace(), &path).await?;

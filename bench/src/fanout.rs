@@ -32,9 +32,22 @@ pub(crate) fn run(opts: &Options) -> Result<Vec<Figure>> {
     Ok(figures)
 }
 
-async fn fanout(changes: usize, n: usize) -> Result<Vec<Figure>> {
-    eprintln!("  fanout: forming an owner and {n} friends …");
-    let swarm = Swarm::form(n).await?;
+/// What one fan-out run measured.
+pub(crate) struct Measured {
+    /// Every (change, friend) latency in ms, sorted.
+    pub(crate) latencies: Vec<f64>,
+    /// How many of them arrived live.
+    pub(crate) live: u64,
+    /// The owner's upload for the changes, less its idle rate (bytes).
+    pub(crate) sent: f64,
+    /// The owner's upload rate with nothing to publish (bytes/s).
+    pub(crate) idle_rate: f64,
+}
+
+/// The owner of `swarm` writes `changes` changes of [`CHANGE_BYTES`], one
+/// every 200 ms; waits until every friend has applied every one.
+pub(crate) async fn measure(swarm: &Swarm, changes: usize) -> Result<Measured> {
+    let n = swarm.friends.len();
     let me = swarm.owner.namespace();
     // (friend, change) → when the friend applied it.
     let arrivals: Arc<Mutex<HashMap<(usize, usize), Instant>>> = Arc::default();
@@ -125,6 +138,24 @@ async fn fanout(changes: usize, n: usize) -> Result<Vec<Figure>> {
     for w in watchers {
         w.abort();
     }
+    Ok(Measured {
+        latencies: lat,
+        live,
+        sent,
+        idle_rate,
+    })
+}
+
+async fn fanout(changes: usize, n: usize) -> Result<Vec<Figure>> {
+    eprintln!("  fanout: forming an owner and {n} friends …");
+    let swarm = Swarm::form(n).await?;
+    let Measured {
+        latencies: lat,
+        live,
+        sent,
+        idle_rate,
+    } = measure(&swarm, changes).await?;
+    let all = n * changes;
     let memory = swarm.memory_per_friend;
     swarm.shutdown().await?;
     eprintln!("  fanout: the same with raw iroh-gossip …");

@@ -5,7 +5,10 @@
 //! (`presets::Minimal`, relays disabled, port mapping disabled, only an IPv4
 //! socket on 127.0.0.1), no relays, no DNS/pkarr lookup, no mDNS. Endpoints
 //! find each other through one shared in-memory address lookup
-//! (`MemoryLookup`) holding only 127.0.0.1 addresses.
+//! (`MemoryLookup`) holding only 127.0.0.1 addresses. The `wan` scenario
+//! runs the same peers on namespace hosts instead (`*_at` and
+//! [`crate::site::Site`]): bound on the host's address, with the host's
+//! relay if it has one, looked up the same way.
 //!
 //! What each peer times, exactly:
 //!
@@ -40,15 +43,13 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use iroh::address_lookup::memory::MemoryLookup;
-use iroh::endpoint::{PortmapperConfig, presets};
 use iroh::protocol::Router;
-use iroh::{Endpoint, EndpointAddr, RelayMode, TransportAddr};
+use iroh::{Endpoint, EndpointAddr};
 use iroh_blobs::BlobsProtocol;
 use iroh_blobs::api::Store as BlobsStore;
 use iroh_blobs::store::fs::FsStore;
@@ -62,6 +63,7 @@ use n0_future::StreamExt;
 
 use crate::Options;
 use crate::report::Figure;
+use crate::site::Site;
 
 const SCENARIO: &str = "peers";
 
@@ -70,7 +72,7 @@ const WAIT: Duration = Duration::from_secs(60);
 /// Longest wait for one shutdown step (a router, a store, an endpoint).
 const SHUTDOWN: Duration = Duration::from_secs(10);
 /// Longest wait for a setup step (binding, spawning, one write).
-const SETUP: Duration = Duration::from_secs(30);
+pub(crate) const SETUP: Duration = Duration::from_secs(30);
 
 /// ALPN of the raw stream and round-trip peers.
 const RAW_ALPN: &[u8] = b"kith-bench/raw/0";
@@ -99,50 +101,14 @@ pub(crate) struct PeerRun {
 
 /// Awaits `fut` for at most `limit`; running out of time is reported as a
 /// stall of `what`.
-async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> Result<T> {
+pub(crate) async fn within<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl Future<Output = T>,
+) -> Result<T> {
     tokio::time::timeout(limit, fut)
         .await
         .map_err(|_| anyhow!("peer stalled: {what} did not finish within {limit:?}"))
-}
-
-/// A loopback endpoint: 127.0.0.1 only, no relays, no port mapping, and
-/// addresses looked up in `lookup` only. Its address is added to `lookup`.
-pub(crate) async fn loopback_endpoint(
-    lookup: &MemoryLookup,
-    alpns: Vec<Vec<u8>>,
-) -> Result<Endpoint> {
-    let endpoint = within(
-        SETUP,
-        "binding a loopback endpoint",
-        Endpoint::builder(presets::Minimal)
-            .relay_mode(RelayMode::Disabled)
-            .clear_ip_transports()
-            .bind_addr("127.0.0.1:0")?
-            .portmapper_config(PortmapperConfig::Disabled)
-            .address_lookup(lookup.clone())
-            .alpns(alpns)
-            .bind(),
-    )
-    .await?
-    .context("binding a loopback endpoint")?;
-    lookup.add_endpoint_info(loopback_addr(&endpoint)?);
-    Ok(endpoint)
-}
-
-/// The endpoint's id with its 127.0.0.1 socket address(es) only.
-fn loopback_addr(endpoint: &Endpoint) -> Result<EndpointAddr> {
-    let addrs: Vec<SocketAddr> = endpoint
-        .bound_sockets()
-        .into_iter()
-        .filter(|a| a.ip().is_loopback())
-        .collect();
-    if addrs.is_empty() {
-        bail!("endpoint has no loopback socket");
-    }
-    Ok(EndpointAddr::from_parts(
-        endpoint.id(),
-        addrs.into_iter().map(TransportAddr::Ip),
-    ))
 }
 
 /// UDP payload bytes the endpoint has sent and received so far, or `None`
@@ -184,8 +150,13 @@ struct DocsNode {
 }
 
 impl DocsNode {
-    async fn spawn(lookup: &MemoryLookup, store: &DocsStore, name: &str) -> Result<Self> {
-        let endpoint = loopback_endpoint(lookup, Vec::new()).await?;
+    async fn spawn(
+        site: &Site,
+        lookup: &MemoryLookup,
+        store: &DocsStore,
+        name: &str,
+    ) -> Result<Self> {
+        let endpoint = site.endpoint(lookup, Vec::new()).await?;
         let (blobs, docs) = match store {
             DocsStore::Memory => (BlobsStore::from(MemStore::new()), Docs::memory()),
             DocsStore::File(dir) => {
@@ -297,16 +268,48 @@ pub(crate) async fn iroh_docs_catchup(
     entry_size: usize,
     store: DocsStore,
 ) -> Result<PeerRun> {
+    let progress =
+        iroh_docs_catchup_at(entries, entry_size, store, &Site::Loopback, &Site::Loopback).await?;
+    match progress.complete {
+        Some(duration) => Ok(PeerRun {
+            duration,
+            bytes: progress.bytes,
+        }),
+        None => bail!(progress.stall.unwrap_or_default()),
+    }
+}
+
+/// How far an iroh-docs catch-up got within [`WAIT`].
+pub(crate) struct DocsProgress {
+    /// When the reader had every entry (from the start of the clock).
+    pub(crate) entries: Option<Duration>,
+    /// When it had every entry's content too (`None`: it stalled).
+    pub(crate) complete: Option<Duration>,
+    /// UDP payload bytes of the reader's endpoint, as in [`PeerRun`].
+    pub(crate) bytes: Option<u64>,
+    /// What was missing when it stalled.
+    pub(crate) stall: Option<String>,
+}
+
+/// [`iroh_docs_catchup`] with the writer and the reader at these sites; a
+/// stall is reported in the answer, with how far it got.
+pub(crate) async fn iroh_docs_catchup_at(
+    entries: usize,
+    entry_size: usize,
+    store: DocsStore,
+    writer_at: &Site,
+    reader_at: &Site,
+) -> Result<DocsProgress> {
     let lookup = MemoryLookup::new();
-    let writer = DocsNode::spawn(&lookup, &store, "writer").await?;
-    let reader = match DocsNode::spawn(&lookup, &store, "reader").await {
+    let writer = DocsNode::spawn(writer_at, &lookup, &store, "writer").await?;
+    let reader = match DocsNode::spawn(reader_at, &lookup, &store, "reader").await {
         Ok(reader) => reader,
         Err(e) => {
             let _ = writer.shutdown().await;
             return Err(e);
         }
     };
-    let result = docs_catchup_between(&writer, &reader, entries, entry_size).await;
+    let result = docs_catchup_between(writer_at, &writer, &reader, entries, entry_size).await;
     // Shut both down even when the run failed; the run's error comes first.
     let writer_down = writer.shutdown().await;
     let reader_down = reader.shutdown().await;
@@ -317,11 +320,12 @@ pub(crate) async fn iroh_docs_catchup(
 }
 
 async fn docs_catchup_between(
+    writer_at: &Site,
     writer: &DocsNode,
     reader: &DocsNode,
     entries: usize,
     entry_size: usize,
-) -> Result<PeerRun> {
+) -> Result<DocsProgress> {
     let api = writer.docs.api();
     let author = within(SETUP, "author_create", api.author_create()).await??;
     let doc = within(SETUP, "creating a document", api.create()).await??;
@@ -337,10 +341,12 @@ async fn docs_catchup_between(
         doc.share(ShareMode::Read, AddrInfoOptions::Addresses),
     )
     .await??;
-    // A loopback endpoint may publish no address of its own: name it here.
-    ticket.nodes = vec![loopback_addr(&writer.endpoint)?];
+    // An endpoint without lookups may publish no address of its own: name
+    // it here.
+    ticket.nodes = vec![writer_at.addr(&writer.endpoint)?];
 
     let mut seen = CatchUp::default();
+    let mut all_entries = None;
     let before = wire_bytes(&reader.endpoint);
     let start = Instant::now();
     let wait = async {
@@ -351,39 +357,52 @@ async fn docs_catchup_between(
                 .await
                 .context("the iroh-docs subscription ended")??;
             seen.on_event(event);
+            if all_entries.is_none() && seen.keys.len() >= entries {
+                all_entries = Some(start.elapsed());
+            }
         }
         anyhow::Ok(())
     };
     let outcome = tokio::time::timeout(WAIT, wait).await;
     let duration = start.elapsed();
     let after = wire_bytes(&reader.endpoint);
+    let bytes = bytes_between(before, after);
     match outcome {
-        Ok(r) => r.context("iroh-docs catch-up")?,
-        Err(_) => bail!(
-            "iroh-docs peer stalled: after {WAIT:?} the reader had {} of {entries} entries \
-             and {} contents still missing",
-            seen.keys.len(),
-            seen.pending.len() + entries.saturating_sub(seen.keys.len()),
-        ),
+        Ok(r) => {
+            r.context("iroh-docs catch-up")?;
+            Ok(DocsProgress {
+                entries: all_entries.or(Some(duration)),
+                complete: Some(duration),
+                bytes,
+                stall: None,
+            })
+        }
+        Err(_) => Ok(DocsProgress {
+            entries: all_entries,
+            complete: None,
+            bytes,
+            stall: Some(format!(
+                "iroh-docs peer stalled: after {WAIT:?} the reader had {} of {entries} entries \
+                 and {} contents still missing",
+                seen.keys.len(),
+                seen.pending.len() + entries.saturating_sub(seen.keys.len()),
+            )),
+        }),
     }
-    Ok(PeerRun {
-        duration,
-        bytes: bytes_between(before, after),
-    })
 }
 
-/// Two loopback endpoints for the raw peers: (sender, receiver, receiver's address).
-async fn raw_pair() -> Result<(Endpoint, Endpoint, EndpointAddr)> {
+/// Two endpoints for the raw peers: (sender, receiver, receiver's address).
+async fn raw_pair(sites: &[Site; 2]) -> Result<(Endpoint, Endpoint, EndpointAddr)> {
     let lookup = MemoryLookup::new();
-    let receiver = loopback_endpoint(&lookup, vec![RAW_ALPN.to_vec()]).await?;
-    let sender = match loopback_endpoint(&lookup, Vec::new()).await {
+    let receiver = sites[1].endpoint(&lookup, vec![RAW_ALPN.to_vec()]).await?;
+    let sender = match sites[0].endpoint(&lookup, Vec::new()).await {
         Ok(sender) => sender,
         Err(e) => {
             let _ = close_endpoint(&receiver).await;
             return Err(e);
         }
     };
-    let addr = loopback_addr(&receiver)?;
+    let addr = sites[1].addr(&receiver)?;
     Ok((sender, receiver, addr))
 }
 
@@ -392,6 +411,7 @@ async fn raw_pair() -> Result<(Endpoint, Endpoint, EndpointAddr)> {
 /// work returns the instant it did (the other returns `None`); the result
 /// is the span from just before `sender` started to that instant.
 async fn raw_run<S, R>(
+    sites: &[Site; 2],
     sender: impl FnOnce(Endpoint, EndpointAddr) -> S,
     receiver: impl FnOnce(Endpoint) -> R,
 ) -> Result<PeerRun>
@@ -399,7 +419,7 @@ where
     S: Future<Output = Result<Option<Instant>>>,
     R: Future<Output = Result<Option<Instant>>> + Send + 'static,
 {
-    let (sender_ep, receiver_ep, addr) = raw_pair().await?;
+    let (sender_ep, receiver_ep, addr) = raw_pair(sites).await?;
     let receiving = tokio::spawn(receiver(receiver_ep.clone()));
     let before = wire_bytes(&sender_ep);
     let start = Instant::now();
@@ -437,8 +457,14 @@ async fn accept_one(endpoint: &Endpoint) -> Result<iroh::endpoint::Connection> {
 /// Raw iroh stream: `bytes` bytes on one unidirectional stream between two
 /// loopback endpoints. See the module documentation for what is timed.
 pub(crate) async fn raw_iroh_stream(bytes: u64) -> Result<PeerRun> {
+    raw_iroh_stream_at(bytes, &[Site::Loopback, Site::Loopback]).await
+}
+
+/// [`raw_iroh_stream`] from a sender to a receiver at these sites.
+pub(crate) async fn raw_iroh_stream_at(bytes: u64, sites: &[Site; 2]) -> Result<PeerRun> {
     let chunk = pseudo_random(RAW_CHUNK, 0x7374_7265);
     raw_run(
+        sites,
         move |ep, addr| async move {
             let conn = ep.connect(addr, RAW_ALPN).await?;
             let mut send = conn.open_uni().await?;
@@ -477,6 +503,7 @@ pub(crate) async fn raw_iroh_stream(bytes: u64) -> Result<PeerRun> {
 pub(crate) async fn raw_iroh_round_trips(n: usize, size: usize) -> Result<PeerRun> {
     let request = pseudo_random(size, 0x7274_7269);
     raw_run(
+        &[Site::Loopback, Site::Loopback],
         move |ep, addr| async move {
             let conn = ep.connect(addr, RAW_ALPN).await?;
             let (mut send, mut recv) = conn.open_bi().await?;

@@ -15,7 +15,7 @@ use iroh_gossip::api::Event;
 use iroh_gossip::net::Gossip;
 use n0_future::StreamExt;
 
-use crate::peers::loopback_endpoint;
+use crate::site::Site;
 use crate::swarm::{settle, until};
 
 /// Bytes per message: about what kith broadcasts for a 1 KiB change (the
@@ -32,10 +32,16 @@ pub(crate) struct Raw {
 
 /// Runs `messages` broadcasts from one publisher to `n` subscribers.
 pub(crate) async fn run(n: usize, messages: usize) -> Result<Raw> {
+    run_at(&vec![Site::Loopback; n + 1], messages).await
+}
+
+/// [`run`] with the publisher at `sites[0]` and a subscriber at each other.
+pub(crate) async fn run_at(sites: &[Site], messages: usize) -> Result<Raw> {
+    let n = sites.len().saturating_sub(1);
     let lookup = MemoryLookup::new();
     let mut nodes = Vec::with_capacity(n + 1);
-    for _ in 0..=n {
-        let endpoint = loopback_endpoint(&lookup, Vec::new()).await?;
+    for site in sites {
+        let endpoint = site.endpoint(&lookup, Vec::new()).await?;
         let gossip = Gossip::builder().spawn(endpoint.clone());
         let router = Router::builder(endpoint.clone())
             .accept(iroh_gossip::ALPN, gossip.clone())

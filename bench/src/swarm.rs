@@ -8,7 +8,9 @@ use anyhow::{Context, Result, bail};
 use kith::caps::CapId;
 use kith::store::automerge::ROOT;
 use kith::store::automerge::transaction::Transactable;
-use kith::{NetworkMode, Node, Path};
+use kith::{CongestionControl, Node, Path};
+
+use crate::site::Site;
 
 /// How long the swarm may take to form before the scenario gives up.
 const FORM_TIMEOUT: Duration = Duration::from_secs(600);
@@ -24,14 +26,14 @@ pub(crate) struct Swarm {
     _dir: tempfile::TempDir,
 }
 
-async fn node(dir: &std::path::Path) -> Result<Node> {
-    Ok(Node::builder(dir)
-        .network(NetworkMode::LocalOnly)
+async fn node(site: &Site, dir: &std::path::Path, congestion: CongestionControl) -> Result<Node> {
+    site.kith(dir, |b| {
         // Only live push and its recovery move data in these scenarios.
-        .resync_interval(Duration::from_secs(3600))
-        .heartbeat_interval(Duration::from_secs(1))
-        .spawn()
-        .await?)
+        b.congestion_control(congestion)
+            .resync_interval(Duration::from_secs(3600))
+            .heartbeat_interval(Duration::from_secs(1))
+    })
+    .await
 }
 
 /// Resident set size of this process in bytes (Linux), 0 elsewhere.
@@ -63,12 +65,24 @@ impl Swarm {
     /// each, and waits until every friend is on the owner's full roster
     /// with at least one gossip neighbor in the topic.
     pub(crate) async fn form(n: usize) -> Result<Self> {
+        Self::form_at(&vec![Site::Loopback; n + 1]).await
+    }
+
+    /// [`Swarm::form`] with the owner at `sites[0]` and a friend at each
+    /// other site.
+    pub(crate) async fn form_at(sites: &[Site]) -> Result<Self> {
+        Self::form_with(sites, CongestionControl::default()).await
+    }
+
+    /// [`Swarm::form_at`] with this congestion control on every node.
+    pub(crate) async fn form_with(sites: &[Site], congestion: CongestionControl) -> Result<Self> {
+        let n = sites.len().saturating_sub(1);
         let dir = tempfile::tempdir()?;
-        let owner = node(&dir.path().join("owner")).await?;
+        let owner = node(&sites[0], &dir.path().join("owner"), congestion).await?;
         let before = rss();
         let mut friends = Vec::with_capacity(n);
-        for i in 0..n {
-            friends.push(node(&dir.path().join(format!("f{i}"))).await?);
+        for (i, site) in sites.iter().enumerate().skip(1) {
+            friends.push(node(site, &dir.path().join(format!("f{i}")), congestion).await?);
         }
         let feed = Path::parse("/feed")?;
         let mut caps = Vec::with_capacity(n);

@@ -65,8 +65,8 @@ pub use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 pub use live::{LiveMetrics, LiveTopic};
 pub use net::limits::PeerLimits;
 pub use node::{
-    Builder, NetworkMode, Node, PeerStatus, Route, SHUTDOWN_BOUND, SHUTDOWN_NETWORK,
-    SHUTDOWN_TASKS, SyncReport, prepare_device,
+    Builder, CongestionControl, NetworkMode, Node, PeerStatus, Route, SHUTDOWN_BOUND,
+    SHUTDOWN_NETWORK, SHUTDOWN_TASKS, SyncReport, prepare_device,
 };
 pub use proto::addr::Addr;
 pub use state::{DeletionStatus, NodeEvent};

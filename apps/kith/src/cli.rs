@@ -272,12 +272,24 @@ pub struct NetArgs {
     /// lookups by key. Also `discovery = "URL"` in `config.toml`.
     #[arg(long, value_name = "URL")]
     pub discovery: Option<String>,
+    /// Congestion control of the QUIC connections: `cubic` (the default)
+    /// or `bbr`, which random loss (mobile data, busy Wi-Fi) slows much
+    /// less, at the cost of some latency for live posts. Also
+    /// `congestion = "bbr"` in `config.toml`.
+    #[arg(long, value_name = "NAME")]
+    pub congestion: Option<String>,
 }
 
 impl NetArgs {
     /// These flags over the data folder's `config.toml`.
     fn load(self, data: &FsPath) -> Result<daemon::NetworkConfig, Error> {
-        daemon::NetworkConfig::load(data, self.relay, self.relay_ca, self.discovery)
+        daemon::NetworkConfig::load(
+            data,
+            self.relay,
+            self.relay_ca,
+            self.discovery,
+            self.congestion,
+        )
     }
 }
 
@@ -718,7 +730,10 @@ async fn device_join(
         builder = builder.network(kith::NetworkMode::LocalOnly);
     } else {
         let net = net.load(data)?;
-        builder = builder.network(net.mode()?).relay_ca(net.relay_ca.clone());
+        builder = builder
+            .network(net.mode()?)
+            .relay_ca(net.relay_ca.clone())
+            .congestion_control(net.congestion);
     }
     let node = builder.spawn().await.map_err(Error::from)?;
     let bar = spinner(show_progress(out), "copying your namespace".into());

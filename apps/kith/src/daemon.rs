@@ -168,6 +168,8 @@ pub struct NetworkConfig {
     pub relay_ca: Vec<Vec<u8>>,
     /// The pkarr server for lookups by key (`Some("none")`: no lookups).
     pub discovery: Option<String>,
+    /// The QUIC connections' congestion control.
+    pub congestion: kith::CongestionControl,
 }
 
 /// The data folder's network settings file.
@@ -180,6 +182,7 @@ struct ConfigFile {
     relays: Vec<String>,
     relay_ca: Option<PathBuf>,
     discovery: Option<String>,
+    congestion: Option<String>,
 }
 
 impl NetworkConfig {
@@ -193,6 +196,7 @@ impl NetworkConfig {
         relays: Vec<String>,
         relay_ca: Option<PathBuf>,
         discovery: Option<String>,
+        congestion: Option<String>,
     ) -> Result<Self> {
         let path = data.join(CONFIG_FILE);
         let file: ConfigFile = match std::fs::read_to_string(&path) {
@@ -237,10 +241,20 @@ impl NetworkConfig {
             }
             None => Vec::new(),
         };
+        let congestion = match congestion.or(file.congestion).as_deref() {
+            None | Some("cubic") => kith::CongestionControl::Cubic,
+            Some("bbr") => kith::CongestionControl::Bbr,
+            Some(other) => {
+                return Err(Error::BadInput(format!(
+                    "congestion control {other:?}: choose cubic or bbr"
+                )));
+            }
+        };
         Ok(Self {
             relays,
             relay_ca,
             discovery: discovery.or(file.discovery),
+            congestion,
         })
     }
 
@@ -355,7 +369,9 @@ pub async fn start_node(options: &ServeOptions) -> Result<Node> {
         options.network.mode()?
     });
     if !options.local_only {
-        builder = builder.relay_ca(options.network.relay_ca.clone());
+        builder = builder
+            .relay_ca(options.network.relay_ca.clone())
+            .congestion_control(options.network.congestion);
     }
     if let Some(addr) = options.listen {
         builder = builder.bind_addr(addr);
@@ -625,5 +641,42 @@ impl StopSignals {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn load(dir: &FsPath, congestion: Option<&str>) -> Result<NetworkConfig> {
+        NetworkConfig::load(dir, Vec::new(), None, None, congestion.map(str::to_string))
+    }
+
+    #[test]
+    fn network_settings_come_from_flags_over_config_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = load(dir.path(), None).unwrap();
+        assert_eq!(settings.congestion, kith::CongestionControl::Cubic);
+        assert!(settings.relays.is_empty());
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "relays = [\"https://relay.example.org/\"]\ncongestion = \"bbr\"\n",
+        )
+        .unwrap();
+        let settings = load(dir.path(), None).unwrap();
+        assert_eq!(settings.congestion, kith::CongestionControl::Bbr);
+        assert_eq!(
+            settings.relays,
+            vec!["https://relay.example.org/".to_string()]
+        );
+        let settings = load(dir.path(), Some("cubic")).unwrap();
+        assert_eq!(settings.congestion, kith::CongestionControl::Cubic);
+        let err = load(dir.path(), Some("reno")).unwrap_err().to_string();
+        assert!(err.contains("choose cubic or bbr"), "{err}");
+        std::fs::write(dir.path().join(CONFIG_FILE), "congestoin = \"bbr\"\n").unwrap();
+        let err = load(dir.path(), None).unwrap_err().to_string();
+        assert!(err.contains("unknown field"), "{err}");
     }
 }

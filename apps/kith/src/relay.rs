@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use iroh_relay::server::{CertConfig, QuicConfig, RelayConfig, Server, ServerConfig, TlsConfig};
+use iroh_relay::server::{
+    AcmeConfig, CertConfig, QuicConfig, RelayConfig, Server, ServerConfig, TlsConfig,
+};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde_json::json;
 
@@ -21,7 +23,7 @@ use crate::error::{Error, Result};
 
 /// `kith relay`.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("certificate").required(true).args(["cert", "self_signed"])))]
+#[command(group(clap::ArgGroup::new("certificate").required(true).args(["cert", "self_signed", "acme"])))]
 pub struct RelayArgs {
     /// Where plain HTTP listens (captive-portal checks; ACME needs port 80).
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:80")]
@@ -53,6 +55,39 @@ pub struct RelayArgs {
     /// Where to write the self-signed certificate (PEM).
     #[arg(long, value_name = "FILE")]
     pub write_cert: Option<PathBuf>,
+    /// Get the certificate for these names (comma-separated) from an ACME
+    /// certificate authority instead, Let's Encrypt unless
+    /// `--acme-directory`, and renew it while running. The relay answers
+    /// the TLS-ALPN-01 challenge itself on its HTTPS port, so each name
+    /// must point at this server and port 443 must reach `--https` from
+    /// the internet.
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        requires = "acme_cache"
+    )]
+    pub acme: Vec<String>,
+    /// Where the ACME account and certificates are kept across restarts
+    /// (needed: Let's Encrypt limits how often one name gets a new
+    /// certificate).
+    #[arg(long, value_name = "DIR", requires = "acme")]
+    pub acme_cache: Option<PathBuf>,
+    /// An email address the certificate authority may write to about the
+    /// certificates (expiry, revocation).
+    #[arg(long, value_name = "EMAIL", requires = "acme")]
+    pub acme_contact: Option<String>,
+    /// Use Let's Encrypt's staging service (certificates nobody trusts,
+    /// generous limits), to try the set-up first.
+    #[arg(long, requires = "acme", conflicts_with = "acme_directory")]
+    pub acme_staging: bool,
+    /// The directory URL of another ACME certificate authority.
+    #[arg(long, value_name = "URL", requires = "acme")]
+    pub acme_directory: Option<String>,
+    /// The root certificate (PEM) of that authority's own HTTPS, when it is
+    /// not a public one (a certificate authority of your own).
+    #[arg(long, value_name = "FILE", requires = "acme_directory")]
+    pub acme_ca: Option<PathBuf>,
     /// The relay's URL as nodes should use it (default: https:// and the
     /// first name of the certificate, with the HTTPS port).
     #[arg(long, value_name = "URL")]
@@ -81,17 +116,16 @@ pub struct RelayArgs {
 /// [`Error::BadInput`] for unreadable certificates or keys,
 /// [`Error::Unavailable`] if an address cannot be bound.
 pub async fn run(args: RelayArgs) -> Result<()> {
-    let (server_config, name) = tls(&args)?;
-    let mut relay = RelayConfig::new(args.http);
-    relay.tls = Some(TlsConfig::new(
-        args.https,
-        CertConfig::Manual {
-            server_config: server_config.clone(),
-        },
-    ));
-    // QUIC address discovery uses the same certificate.
+    let (cert, name) = certificate(&args)?;
+    // QUIC address discovery uses the same certificate: the same
+    // configuration, or (with ACME) the relay's, which resolves the
+    // certificate obtained.
     let mut quic = QuicConfig::new(args.quic);
-    quic.server_config = Some(server_config);
+    if let CertConfig::Manual { server_config } = &cert {
+        quic.server_config = Some(server_config.clone());
+    }
+    let mut relay = RelayConfig::new(args.http);
+    relay.tls = Some(TlsConfig::new(args.https, cert));
     let mut config = ServerConfig::default();
     config.relay = Some(relay);
     config.quic = Some(quic);
@@ -201,18 +235,81 @@ disabled = true
         .map_err(|e| Error::Unavailable(format!("cannot start the discovery server: {e}")))
 }
 
+/// The certificate as the relay server takes it, and the name to put in
+/// the URL.
+fn certificate(args: &RelayArgs) -> Result<(CertConfig, String)> {
+    if args.acme.is_empty() {
+        let (server_config, name) = tls(args)?;
+        return Ok((CertConfig::Manual { server_config }, name));
+    }
+    let Some(cache) = &args.acme_cache else {
+        return Err(Error::BadInput(
+            "with --acme, give --acme-cache DIR (where the account and certificates are kept)"
+                .into(),
+        ));
+    };
+    for name in &args.acme {
+        if name.parse::<std::net::IpAddr>().is_ok() || !name.contains('.') {
+            return Err(Error::BadInput(format!(
+                "--acme {name:?}: give the relay's DNS names (a certificate authority \
+                 certifies names, not addresses)"
+            )));
+        }
+    }
+    let mut acme = match &args.acme_directory {
+        Some(url) => AcmeConfig::new(url.clone()),
+        None => AcmeConfig::letsencrypt(!args.acme_staging),
+    }
+    .domains(args.acme.clone())
+    .cache_path(cache.clone());
+    if let Some(contact) = &args.acme_contact {
+        let contact = contact.strip_prefix("mailto:").unwrap_or(contact);
+        if !contact.contains('@') {
+            return Err(Error::BadInput(format!(
+                "--acme-contact {contact:?}: give an email address"
+            )));
+        }
+        acme = acme.contact(vec![format!("mailto:{contact}")]);
+    }
+    if let Some(ca) = &args.acme_ca {
+        acme = acme
+            .tls_config(iroh_relay::tls::CaTlsConfig::embedded().with_extra_roots(read_certs(ca)?));
+    }
+    std::fs::create_dir_all(cache)
+        .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", cache.display())))?;
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::BadInput(format!("TLS: {e}")))?
+    .with_no_client_auth();
+    Ok((
+        CertConfig::LetsEncrypt {
+            acme_config: acme,
+            server_config_builder: builder,
+        },
+        args.acme[0].clone(),
+    ))
+}
+
+/// The certificates of a PEM file (at least one).
+fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(|i| i.collect::<std::result::Result<_, _>>())
+        .map_err(|e| Error::BadInput(format!("cannot read {}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(Error::BadInput(format!(
+            "{} holds no certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
 /// The TLS configuration, and the name to put in the URL.
 fn tls(args: &RelayArgs) -> Result<(rustls::ServerConfig, String)> {
     let (certs, key, name) = if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-            .and_then(|i| i.collect::<std::result::Result<_, _>>())
-            .map_err(|e| Error::BadInput(format!("cannot read {}: {e}", cert.display())))?;
-        if certs.is_empty() {
-            return Err(Error::BadInput(format!(
-                "{} holds no certificate",
-                cert.display()
-            )));
-        }
+        let certs = read_certs(cert)?;
         let key = PrivateKeyDer::from_pem_file(key)
             .map_err(|e| Error::BadInput(format!("cannot read {}: {e}", key.display())))?;
         let Some(url) = args.url.clone() else {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use iroh::address_lookup::memory::MemoryLookup;
 use iroh::address_lookup::pkarr::{PkarrPublisher, PkarrResolver};
-use iroh::endpoint::{PortmapperConfig, presets};
+use iroh::endpoint::{ControllerFactory, PortmapperConfig, QuicTransportConfig, presets};
 use iroh::endpoint_info::AddrFilter;
 use iroh::protocol::Router;
 use iroh::{Endpoint, RelayMode, RelayUrl, SecretKey};
@@ -78,6 +78,23 @@ pub struct Builder {
     live: bool,
     relay_ca: Vec<Vec<u8>>,
     tell_back: bool,
+    congestion: CongestionControl,
+}
+
+/// How the node's QUIC connections (catch-up, blobs and live push alike)
+/// pace what they send. Measured on an impaired link by the `wan` bench.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CongestionControl {
+    /// CUBIC, iroh's default: backs off on every lost packet, so on a
+    /// lossy link (mobile data, busy Wi-Fi) bulk transfers slow down with
+    /// the loss rate and the round-trip time; small live messages go out
+    /// at once.
+    #[default]
+    Cubic,
+    /// BBR (version 3): paces by the measured bandwidth and round-trip
+    /// time, not by loss, so random loss costs bulk transfers little; it
+    /// delays small live messages more than CUBIC does.
+    Bbr,
 }
 
 /// Prepares a fresh data folder for a further device of an existing
@@ -115,7 +132,15 @@ impl Builder {
             live: true,
             relay_ca: Vec::new(),
             tell_back: true,
+            congestion: CongestionControl::default(),
         }
+    }
+
+    /// The congestion control of the node's QUIC connections (default
+    /// [`CongestionControl::Cubic`]).
+    pub fn congestion_control(mut self, congestion: CongestionControl) -> Self {
+        self.congestion = congestion;
+        self
     }
 
     /// Whether to push and receive changes live over gossip and poke
@@ -488,7 +513,16 @@ impl Builder {
                 b
             }
         };
+        let factory: Arc<dyn ControllerFactory + Send + Sync> = match self.congestion {
+            CongestionControl::Cubic => Arc::new(noq_proto::congestion::CubicConfig::default()),
+            CongestionControl::Bbr => Arc::new(noq_proto::congestion::Bbr3Config::default()),
+        };
         builder
+            .transport_config(
+                QuicTransportConfig::builder()
+                    .congestion_controller_factory(factory)
+                    .build(),
+            )
             .secret_key(secret.clone())
             .address_lookup(lookup.clone())
             .hooks(gate.clone())

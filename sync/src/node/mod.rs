@@ -14,7 +14,7 @@ mod status;
 mod tasks;
 
 pub use api::{SHUTDOWN_BOUND, SHUTDOWN_NETWORK, SHUTDOWN_TASKS};
-pub use builder::{Builder, NetworkMode, prepare_device};
+pub use builder::{Builder, CongestionControl, NetworkMode, prepare_device};
 pub use handle::Node;
 pub use pulls::SyncReport;
 pub use status::{PeerStatus, Route};
