@@ -86,7 +86,8 @@ async fn wan(opts: &Options) -> Result<Vec<Figure>> {
         eprintln!("  wan: catch-up through the relay only …");
         figures.extend(catchups(n, &via, Via::Relay, "relay only, 100 ms RTT, 1 % loss").await?);
         eprintln!("  wan: a blob through the relay …");
-        figures.push(blob(opts.scaled(64 << 20) as u64, &via).await?);
+        // At least 1 MiB: smaller blobs come with the catch-up itself.
+        figures.push(blob(opts.scaled(64 << 20).max(1 << 20) as u64, &via).await?);
         let stats = &net.stats;
         eprintln!(
             "  wan: the shim forwarded {} packets and dropped {}",
