@@ -1,0 +1,276 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The timeline index against the whole timeline read at once
+//! (`feed::timeline`, the reference): after posts, comments, edits, a
+//! deletion, a friend's deletion of everything they shared, a friend
+//! removed, a restart, and a damaged index.
+
+use kith::store::automerge::{ROOT, transaction::Transactable};
+use kith::store::{IndexOp, Options, Store};
+use kith::{DeviceId, NamespaceId, Path};
+use kith_app::feed::{self, Audience, Post};
+use kith_app::names::Names;
+use kith_app::timeline::{self, Cursor};
+
+fn p(s: &str) -> Path {
+    Path::parse(s).unwrap()
+}
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open(dir, Options::new(DeviceId::from_bytes([1; 32]))).unwrap()
+}
+
+/// Times of the posts written directly: after every post written now.
+const LATER: u64 = 2_000_000_000_000_000;
+
+/// Writes a post document directly, as a friend's node would have it, at
+/// `LATER + time` (at 0 for a `time` of 0).
+fn post(store: &Store, ns: &NamespaceId, path: &str, text: &str, time: u64) {
+    let time = if time == 0 { 0 } else { LATER + time };
+    store
+        .edit_document(ns, &p(path), |d| {
+            d.put(ROOT, "text", text)?;
+            d.put(ROOT, "time", time)
+        })
+        .unwrap()
+        .0
+        .unwrap();
+}
+
+fn comment(store: &Store, ns: &NamespaceId, id: &str, author: &NamespaceId, post_id: &str) {
+    store
+        .edit_document(ns, &p(&format!("/feed/comments/{id}")), |d| {
+            d.put(ROOT, "post_author", author.to_string())?;
+            d.put(ROOT, "post_id", post_id)?;
+            d.put(ROOT, "text", format!("comment {id}"))?;
+            d.put(ROOT, "time", 5u64)
+        })
+        .unwrap()
+        .0
+        .unwrap();
+}
+
+/// Every page of `limit` posts, one after the other.
+fn walk(store: &Store, me: &NamespaceId, friends: &[NamespaceId], limit: usize) -> Vec<Post> {
+    let names = Names::load(store, *me, friends).unwrap();
+    let mut out = Vec::new();
+    let mut before: Option<Cursor> = None;
+    for _ in 0..10_000 {
+        let page = timeline::page(store, me, friends, &names, before.as_ref(), limit).unwrap();
+        assert!(page.posts.len() <= limit);
+        out.extend(page.posts);
+        match page.next {
+            Some(c) => before = Some(c.to_string().parse().unwrap()),
+            None => return out,
+        }
+    }
+    panic!("the walk did not end");
+}
+
+/// The pages, at several sizes, show what the whole read shows.
+fn check(store: &Store, me: &NamespaceId, friends: &[NamespaceId]) -> Vec<Post> {
+    let names = Names::load(store, *me, friends).unwrap();
+    let whole = feed::timeline(store, me, friends, &names).unwrap();
+    for limit in [1, 3, 50, 500] {
+        let paged = walk(store, me, friends, limit);
+        let key = |p: &Post| (p.author.clone(), p.id.clone(), p.time, p.text.clone());
+        let got: Vec<_> = paged.iter().map(key).collect();
+        let want: Vec<_> = whole.iter().map(key).collect();
+        // Equal times may come in another order than the reference's.
+        let mut a = got.clone();
+        let mut b = want.clone();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "limit {limit}");
+        assert!(
+            paged.windows(2).all(|w| w[0].time >= w[1].time),
+            "newest first"
+        );
+        for post in &paged {
+            let reference = whole
+                .iter()
+                .find(|w| w.author == post.author && w.id == post.id)
+                .unwrap();
+            assert_eq!(post, reference, "limit {limit}");
+        }
+    }
+    whole
+}
+
+#[test]
+fn pages_show_what_the_whole_timeline_shows_through_writes_deletions_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = NamespaceId::from_bytes([10; 32]);
+    let bob = NamespaceId::from_bytes([11; 32]);
+    let carol = NamespaceId::from_bytes([12; 32]);
+    let stranger = NamespaceId::from_bytes([13; 32]);
+    let friends = [bob, carol];
+    {
+        let store = open(dir.path());
+        let names = Names::load(&store, me, &friends).unwrap();
+        for i in 0..7 {
+            feed::create_post(
+                &store,
+                &me,
+                &format!("mine {i}"),
+                Audience::ALL[i % 3],
+                Vec::new(),
+                &names,
+            )
+            .unwrap();
+        }
+        for i in 0..20u64 {
+            post(
+                &store,
+                &bob,
+                &format!("/feed/friends/b{i:02}"),
+                &format!("bob {i}"),
+                1_000 + i * 10,
+            );
+            post(
+                &store,
+                &carol,
+                &format!("/feed/close/c{i:02}"),
+                &format!("carol {i}"),
+                1_005 + i * 10,
+            );
+        }
+        // Same time, two authors; a post without a time; not posts.
+        post(&store, &bob, "/feed/friends/same", "same time", 1_100);
+        post(&store, &carol, "/feed/friends/same", "same time", 1_100);
+        post(&store, &bob, "/feed/friends/notime", "no time", 0);
+        post(&store, &bob, "/feed/friends/b01/deep", "too deep", 5_000);
+        post(&store, &bob, "/elsewhere/x", "not a feed", 5_000);
+        store
+            .put_blob(&bob, &p("/feed/friends/blob"), &b"a blob"[..], "text/plain")
+            .unwrap();
+        store
+            .put_blob(
+                &bob,
+                &p("/feed/friends/b02/photo.jpg"),
+                &b"jpeg"[..],
+                "image/jpeg",
+            )
+            .unwrap();
+        post(&store, &stranger, "/feed/friends/s1", "not a friend", 9_000);
+        comment(&store, &carol, "k1", &bob, "b03");
+        comment(&store, &me, "k2", &bob, "b03");
+        comment(&store, &stranger, "k3", &bob, "b03");
+        comment(&store, &bob, "k4", &carol, "nothing");
+        let whole = check(&store, &me, &friends);
+        assert_eq!(whole.len(), 7 + 40 + 3);
+        let b03 = whole.iter().find(|p| p.id == "b03").unwrap();
+        assert_eq!(b03.comments.len(), 2, "the stranger's comment is not shown");
+
+        // An edit moves a post; a post becomes a blob; a comment moves.
+        post(&store, &bob, "/feed/friends/b04", "bob 4 edited", 7_000);
+        store
+            .put_blob(
+                &carol,
+                &p("/feed/close/c05"),
+                &b"now a blob"[..],
+                "text/plain",
+            )
+            .unwrap();
+        comment(&store, &carol, "k1", &bob, "b05");
+        let whole = check(&store, &me, &friends);
+        assert_eq!(whole[0].text, "bob 4 edited");
+        assert_eq!(whole.len(), 7 + 40 + 3 - 1);
+
+        // A deleted post; a friend deletes all they shared.
+        let t = store.clock().now();
+        store
+            .apply_tombstone(&bob, &p("/feed/friends/b06"), t, &[])
+            .unwrap();
+        let whole = check(&store, &me, &friends);
+        assert!(!whole.iter().any(|p| p.id == "b06"));
+        let t = store.clock().now();
+        store.apply_tombstone(&carol, &p("/feed"), t, &[]).unwrap();
+        let whole = check(&store, &me, &friends);
+        assert!(!whole.iter().any(|p| p.author == carol.to_string()));
+        // Written after the deletion: shown again.
+        post(
+            &store,
+            &carol,
+            "/feed/friends/later",
+            "after the deletion",
+            8_000,
+        );
+        check(&store, &me, &friends);
+    }
+    // A restart keeps the index: nothing to read again.
+    let store = open(dir.path());
+    let progress =
+        timeline::catch_up(&store, &timeline::people(&me, &friends), &mut |_| {}).unwrap();
+    assert_eq!(progress.changes, 0, "{progress:?}");
+    assert!(!progress.rebuilt);
+    check(&store, &me, &friends);
+    // Writes while the app was not reading arrive with the next page.
+    post(&store, &bob, "/feed/friends/offline", "while away", 9_500);
+    assert_eq!(check(&store, &me, &friends)[0].text, "while away");
+    // A friend removed: their posts go; added again: back.
+    let whole = check(&store, &me, &[carol]);
+    assert!(!whole.iter().any(|p| p.author == bob.to_string()));
+    let whole = check(&store, &me, &friends);
+    assert!(whole.iter().any(|p| p.author == bob.to_string()));
+    // A damaged index is rebuilt from the logs.
+    let bad_key = [
+        timeline::KEY_PREFIX,
+        b"1",
+        &[0u8; 8],
+        bob.as_bytes(),
+        &[7u8; 3],
+    ]
+    .concat();
+    store
+        .write_index(&[IndexOp::Put {
+            key: bad_key.clone(),
+            value: vec![0xFF],
+        }])
+        .unwrap();
+    check(&store, &me, &friends);
+    assert_eq!(
+        store.index_get(&bad_key).unwrap(),
+        None,
+        "rebuilt without it"
+    );
+}
+
+#[test]
+fn posts_arriving_during_a_walk_appear_only_at_the_top() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let me = NamespaceId::from_bytes([10; 32]);
+    let bob = NamespaceId::from_bytes([11; 32]);
+    for i in 0..100u64 {
+        post(
+            &store,
+            &bob,
+            &format!("/feed/friends/{i:03}"),
+            &format!("{i}"),
+            1_000 + i,
+        );
+    }
+    let names = Names::load(&store, me, &[bob]).unwrap();
+    let mut seen = Vec::new();
+    let mut before = None;
+    let mut extra = 0u64;
+    loop {
+        let page = timeline::page(&store, &me, &[bob], &names, before.as_ref(), 7).unwrap();
+        seen.extend(page.posts.iter().map(|p| p.text.clone()));
+        // New posts (newer than all) and a deletion of one not seen yet.
+        post(
+            &store,
+            &bob,
+            &format!("/feed/friends/new{extra}"),
+            "new",
+            10_000 + extra,
+        );
+        extra += 1;
+        match page.next {
+            Some(c) => before = Some(c),
+            None => break,
+        }
+    }
+    let want: Vec<String> = (0..100).rev().map(|i| i.to_string()).collect();
+    assert_eq!(seen, want);
+}
