@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::http::{self, ApiConfig};
+use crate::timeline;
 
 /// The discovery file of a running daemon.
 pub const DAEMON_FILE: &str = "daemon.json";
@@ -387,6 +388,8 @@ pub struct Daemon {
     announce: bool,
     stop: CancellationToken,
     server: JoinHandle<()>,
+    /// Brings the timeline index up to date at start (see [`index_timeline`]).
+    indexer: JoinHandle<()>,
     _lock: Option<DaemonLock>,
 }
 
@@ -449,6 +452,7 @@ impl Daemon {
         );
         let stopped = stop.clone();
         let server = tokio::spawn(serve_http(listener, router, stopped));
+        let indexer = index_timeline(&node, stop.clone());
         if options.announce {
             let info = DaemonInfo {
                 http: addr,
@@ -466,6 +470,7 @@ impl Daemon {
             announce: options.announce,
             stop,
             server,
+            indexer,
             _lock: lock,
         })
     }
@@ -509,9 +514,49 @@ impl Daemon {
         {
             server.abort();
         }
+        // It stops after the batch it is writing.
+        let _ = self.indexer.await;
         self.node.shutdown().await?;
         Ok(())
     }
+}
+
+/// How often a long index build says how far it is.
+const INDEX_PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Brings the timeline index up to date in the background, so the first
+/// page need not: after an upgrade (or a damaged index) it is built from the
+/// change logs once, saying how far it is on stderr every couple of
+/// seconds; at an ordinary start it reads only what arrived since. Stops
+/// at `stop`, keeping what it wrote.
+fn index_timeline(node: &Node, stop: CancellationToken) -> JoinHandle<()> {
+    let store = node.store().clone();
+    let people = timeline::people(&node.namespace(), &node.friends());
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut last_said = started;
+        let mut said = false;
+        let result = timeline::catch_up(&store, &people, &mut |p| {
+            if last_said.elapsed() >= INDEX_PROGRESS_EVERY {
+                eprintln!(
+                    "indexing the timeline: {} changes read, {} of {} namespaces done",
+                    p.changes, p.done, p.namespaces
+                );
+                last_said = Instant::now();
+                said = true;
+            }
+            !stop.is_cancelled()
+        });
+        match result {
+            Ok(p) if said => eprintln!(
+                "timeline index ready: {} changes in {:.1} s",
+                p.changes,
+                started.elapsed().as_secs_f64()
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not index the timeline"),
+        }
+    })
 }
 
 /// Serves `router` on `listener` until `stop`, then lets open requests

@@ -259,7 +259,8 @@ pub struct Progress {
 
 /// Brings the index up to date with the logs of `people` (the own namespace
 /// and the friends'), and drops what it holds of anyone else. Calls
-/// `progress` after every batch. Blocks; cheap when nothing changed (one
+/// `progress` after every batch, and stops early (with what it committed
+/// kept) when that answers `false`. Blocks; cheap when nothing changed (one
 /// read of each log's tail).
 ///
 /// # Errors
@@ -267,7 +268,7 @@ pub struct Progress {
 pub fn catch_up(
     store: &Store,
     people: &[NamespaceId],
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<Progress> {
     let lock = writer_lock(store);
     let _one_writer = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -307,7 +308,9 @@ pub fn catch_up(
             );
             pending.commit()?;
             p.changes += changes.len() as u64;
-            progress(p);
+            if !progress(p) {
+                return Ok(p);
+            }
             if changes.len() < BATCH {
                 break;
             }
@@ -536,7 +539,7 @@ fn read_page(
 ) -> Result<Page> {
     let limit = check_limit(Some(limit))?;
     let people = people(me, friends);
-    catch_up(store, &people, &mut |_| {})?;
+    catch_up(store, &people, &mut |_| true)?;
     let allowed: HashSet<&NamespaceId> = people.iter().collect();
     let prefix = key(TAG_POST, &[]);
     let mut after = before.map(|c| key(TAG_POST, &[&c.0]));
@@ -651,7 +654,7 @@ pub fn posts_with_id(
     id: &str,
 ) -> Result<Vec<Post>> {
     let people = people(me, friends);
-    catch_up(store, &people, &mut |_| {})?;
+    catch_up(store, &people, &mut |_| true)?;
     let allowed: HashSet<&NamespaceId> = people.iter().collect();
     let mut out = Vec::new();
     for ns in &people {
