@@ -274,3 +274,87 @@ fn posts_arriving_during_a_walk_appear_only_at_the_top() {
     let want: Vec<String> = (0..100).rev().map(|i| i.to_string()).collect();
     assert_eq!(seen, want);
 }
+
+/// Measures the first page, a page deep in the past and the one-time index
+/// build at `KITH_TIMELINE_POSTS` posts (default 500) spread over 1 + 250
+/// namespaces. Not run by default:
+/// `cargo test -p kith-app --release --test timeline -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement; run it with --ignored --nocapture"]
+fn first_page_time_at_many_posts() {
+    use std::time::Instant;
+    let n: u64 = std::env::var("KITH_TIMELINE_POSTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let me = NamespaceId::from_bytes([1; 32]);
+    let friends: Vec<NamespaceId> = (0..250u32)
+        .map(|i| {
+            let mut b = [2; 32];
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            NamespaceId::from_bytes(b)
+        })
+        .collect();
+    let people = timeline::people(&me, &friends);
+    let started = Instant::now();
+    for i in 0..n {
+        let ns = &people[(i % people.len() as u64) as usize];
+        post(
+            &store,
+            ns,
+            &format!("/feed/friends/{i:016x}"),
+            "a post",
+            1 + i,
+        );
+    }
+    let written = started.elapsed();
+    let started = Instant::now();
+    let built = timeline::catch_up(&store, &people, &mut |_| true).unwrap();
+    let build = started.elapsed();
+    let started = Instant::now();
+    let names = Names::load(&store, me, &friends).unwrap();
+    let names_time = started.elapsed();
+    let mut noop = std::time::Duration::MAX;
+    for _ in 0..20 {
+        let started = Instant::now();
+        timeline::catch_up(&store, &people, &mut |_| true).unwrap();
+        noop = noop.min(started.elapsed());
+    }
+    let mut best = std::time::Duration::MAX;
+    let mut cursor = None;
+    for _ in 0..20 {
+        let started = Instant::now();
+        let page = timeline::page(&store, &me, &friends, &names, None, 50).unwrap();
+        best = best.min(started.elapsed());
+        assert_eq!(page.posts.len(), 50.min(n as usize));
+        cursor = page.next;
+    }
+    // Deep in the past: walk to the middle with the largest pages first.
+    let mut deep = None;
+    let mut seen = 50;
+    while let Some(c) = cursor {
+        if seen >= n as usize / 2 {
+            deep = Some(c);
+            break;
+        }
+        let limit = (n as usize / 2 - seen).clamp(1, 500);
+        let page = timeline::page(&store, &me, &friends, &names, Some(&c), limit).unwrap();
+        seen += page.posts.len();
+        cursor = page.next;
+    }
+    let mut deep_best = std::time::Duration::MAX;
+    if let Some(c) = deep {
+        for _ in 0..20 {
+            let started = Instant::now();
+            timeline::page(&store, &me, &friends, &names, Some(&c), 50).unwrap();
+            deep_best = deep_best.min(started.elapsed());
+        }
+    }
+    println!(
+        "{n} posts over {} namespaces: written in {written:.1?}, index built in {build:.1?} ({} changes), first page of 50 in {best:.2?}, a page of 50 at post {seen} in {deep_best:.2?} (best of 20 each; the names of 251 people, read once per request, {names_time:.2?}; the catch-up with nothing new, inside every page, {noop:.2?})",
+        people.len(),
+        built.changes
+    );
+}
