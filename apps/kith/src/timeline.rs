@@ -46,6 +46,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine as _;
@@ -187,15 +188,27 @@ fn mark_for_rebuild(store: &Store) -> Result<()> {
     Ok(())
 }
 
-/// One writer per store: the index is derived state, and two writers
-/// reading the log at different moments could leave the older view last.
-fn writer_lock(store: &Store) -> Arc<Mutex<()>> {
-    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
-    let mut locks = LOCKS
+/// The one writer of a store's index: the index is derived state, and two
+/// writers reading the log at different moments could leave the older view
+/// last.
+#[derive(Default)]
+struct Writer {
+    lock: Mutex<()>,
+    /// Log records read by a catch-up of more than one batch (a build after
+    /// an upgrade) while it runs; 0 otherwise.
+    building: AtomicU64,
+}
+
+fn writer(store: &Store) -> Arc<Writer> {
+    static WRITERS: OnceLock<Mutex<HashMap<PathBuf, Arc<Writer>>>> = OnceLock::new();
+    let mut writers = WRITERS
         .get_or_init(Mutex::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    locks.entry(store.dir().to_path_buf()).or_default().clone()
+    writers
+        .entry(store.dir().to_path_buf())
+        .or_default()
+        .clone()
 }
 
 /// Index writes gathered for one atomic batch; reads see them first, and a
@@ -260,18 +273,41 @@ pub struct Progress {
 /// Brings the index up to date with the logs of `people` (the own namespace
 /// and the friends'), and drops what it holds of anyone else. Calls
 /// `progress` after every batch, and stops early (with what it committed
-/// kept) when that answers `false`. Blocks; cheap when nothing changed (one
-/// read of each log's tail).
+/// kept) when that answers `false`. Blocks; cheap when nothing changed (no
+/// read of a log whose head it has reached). One catch-up runs at a time
+/// per store; another waits for it, except while a long one (a build after
+/// an upgrade) runs.
 ///
 /// # Errors
-/// Store errors.
+/// [`Error::Unavailable`] while a long catch-up runs in another thread
+/// (saying how far it is); store errors.
 pub fn catch_up(
     store: &Store,
     people: &[NamespaceId],
     progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<Progress> {
-    let lock = writer_lock(store);
-    let _one_writer = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let writer = writer(store);
+    let _one_writer = match writer.lock.try_lock() {
+        Ok(guard) => guard,
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => {
+            let read = writer.building.load(Ordering::Relaxed);
+            if read > 0 {
+                return Err(Error::Unavailable(format!(
+                    "the timeline is being indexed ({read} changes read so far); try again in a moment"
+                )));
+            }
+            writer.lock.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    };
+    // Whatever way this ends, a build is no longer running.
+    struct Built<'a>(&'a AtomicU64);
+    impl Drop for Built<'_> {
+        fn drop(&mut self) {
+            self.0.store(0, Ordering::Relaxed);
+        }
+    }
+    let _built = Built(&writer.building);
     let mut p = Progress {
         namespaces: people.len(),
         ..Progress::default()
@@ -292,6 +328,12 @@ pub fn catch_up(
     }
     for ns in people {
         let mut seq = read_to.get(ns).copied().unwrap_or(0);
+        // The log's head is kept in memory: a namespace without news costs
+        // no read of its log.
+        if store.current_seq(ns)? <= seq {
+            p.done += 1;
+            continue;
+        }
         loop {
             let changes = store.changes_since(ns, seq, BATCH)?;
             let Some(last) = changes.last().map(|c| c.seq) else {
@@ -308,6 +350,9 @@ pub fn catch_up(
             );
             pending.commit()?;
             p.changes += changes.len() as u64;
+            if p.changes > BATCH as u64 {
+                writer.building.store(p.changes, Ordering::Relaxed);
+            }
             if !progress(p) {
                 return Ok(p);
             }

@@ -137,6 +137,8 @@ async function refresh() {
     } while (refreshAgain);
   } catch (err) {
     showError(err);
+    // 503: the daemon is still building its timeline index; ask again soon.
+    if (err && err.status === 503) setTimeout(() => scheduleRefresh('retry'), 2000);
   } finally {
     refreshing = false;
   }
