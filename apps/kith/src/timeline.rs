@@ -20,7 +20,9 @@
 //! needs (its document, its attachments' entries, its comments through the
 //! comment index), so the first page costs the same at 500 posts and at a
 //! million. Before reading, [`page`] catches the index up, which reads only
-//! the changes since the last read (nothing at all when nothing changed).
+//! the changes since the last catch-up (nothing at all when nothing
+//! changed); `kith serve` also catches up in the background after every
+//! burst of changes (`daemon.rs`), so pages seldom find anything to do.
 //!
 //! What a page shows is exactly what [`feed::timeline`] shows (the whole
 //! timeline read at once, kept as the reference): documents directly under
@@ -194,8 +196,8 @@ fn mark_for_rebuild(store: &Store) -> Result<()> {
 #[derive(Default)]
 struct Writer {
     lock: Mutex<()>,
-    /// Log records read by a catch-up of more than one batch (a build after
-    /// an upgrade) while it runs; 0 otherwise.
+    /// Log records read by a build from nothing (after an upgrade, or of a
+    /// damaged index) of more than one batch, while it runs; 0 otherwise.
     building: AtomicU64,
 }
 
@@ -275,12 +277,12 @@ pub struct Progress {
 /// `progress` after every batch, and stops early (with what it committed
 /// kept) when that answers `false`. Blocks; cheap when nothing changed (no
 /// read of a log whose head it has reached). One catch-up runs at a time
-/// per store; another waits for it, except while a long one (a build after
-/// an upgrade) runs.
+/// per store; another waits for it, except while a build from nothing runs
+/// (after an upgrade, or of a damaged index), which can take minutes.
 ///
 /// # Errors
-/// [`Error::Unavailable`] while a long catch-up runs in another thread
-/// (saying how far it is); store errors.
+/// [`Error::Unavailable`] while such a build runs in another thread (saying
+/// how far it is); store errors.
 pub fn catch_up(
     store: &Store,
     people: &[NamespaceId],
@@ -350,7 +352,7 @@ pub fn catch_up(
             );
             pending.commit()?;
             p.changes += changes.len() as u64;
-            if p.changes > BATCH as u64 {
+            if p.rebuilt && p.changes > BATCH as u64 {
                 writer.building.store(p.changes, Ordering::Relaxed);
             }
             if !progress(p) {

@@ -1470,3 +1470,51 @@ async fn deleted_revoked_and_unfriended_posts_leave_the_pages() {
         p.daemon.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn the_daemon_indexes_posts_and_drops_deleted_ones_without_a_page_read() {
+    let alice = person("alice").await;
+    let store = alice.daemon.node().store().clone();
+    let ns = alice.daemon.node().namespace();
+    // The index's path keys of alice's namespace (see the timeline module).
+    let prefix = [kith_app::timeline::KEY_PREFIX, b"3", ns.as_bytes()].concat();
+    let indexed = move || {
+        store
+            .index_scan(&prefix, None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| {
+                kith::Path::from_encoded(&k[prefix.len()..])
+                    .unwrap()
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    let until = async |what: &str, ok: &dyn Fn(&[String]) -> bool| {
+        tokio::time::timeout(WAIT, async {
+            while !ok(&indexed()) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}: the index holds {:?}", indexed()));
+    };
+    let post = alice
+        .ok(
+            Method::POST,
+            "/api/feed/posts",
+            Some(json!({ "text": "soon gone", "audience": "friends" })),
+        )
+        .await;
+    let path = post["path"].as_str().unwrap().to_string();
+    until("the post is indexed", &|keys| keys.contains(&path)).await;
+    let id = post["id"].as_str().unwrap();
+    alice
+        .ok(Method::DELETE, &format!("/api/feed/posts/{id}"), None)
+        .await;
+    until("the deleted post leaves the index", &|keys| {
+        !keys.contains(&path)
+    })
+    .await;
+    alice.daemon.shutdown().await.unwrap();
+}
