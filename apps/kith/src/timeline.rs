@@ -71,6 +71,8 @@ pub const KEY_PREFIX: &[u8] = b"timeline/";
 const FORMAT: u8 = 1;
 /// Changes read from a log, and index items scanned, per batch.
 const BATCH: usize = 1000;
+/// How often a long build in a page read says how far it is.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// Longest cursor text accepted (a cursor is 76 characters).
 const MAX_CURSOR_TEXT: usize = 128;
 const CURSOR_VERSION: u8 = 1;
@@ -586,7 +588,19 @@ fn read_page(
 ) -> Result<Page> {
     let limit = check_limit(Some(limit))?;
     let people = people(me, friends);
-    catch_up(store, &people, &mut |_| true)?;
+    // A build from nothing in this thread (the CLI without a daemon, after
+    // an upgrade) says how far it is: it can take minutes.
+    let mut last_said = std::time::Instant::now();
+    catch_up(store, &people, &mut |p| {
+        if p.rebuilt && last_said.elapsed() >= PROGRESS_EVERY {
+            eprintln!(
+                "indexing the timeline (once): {} changes read, {} of {} namespaces done",
+                p.changes, p.done, p.namespaces
+            );
+            last_said = std::time::Instant::now();
+        }
+        true
+    })?;
     let allowed: HashSet<&NamespaceId> = people.iter().collect();
     let prefix = key(TAG_POST, &[]);
     let mut after = before.map(|c| key(TAG_POST, &[&c.0]));
