@@ -22,6 +22,10 @@ pub enum Limit {
     RecordId,
     /// Length of a media type ([`MAX_MEDIA_TYPE_LEN`](crate::MAX_MEDIA_TYPE_LEN)).
     MediaType,
+    /// Length of an index key ([`MAX_INDEX_KEY_LEN`](crate::MAX_INDEX_KEY_LEN)).
+    IndexKey,
+    /// Length of an index value ([`MAX_INDEX_VALUE_LEN`](crate::MAX_INDEX_VALUE_LEN)).
+    IndexValue,
 }
 
 /// Everything that can go wrong in the store.

@@ -12,6 +12,7 @@
 //! | `vault`    | `d` ‖ ns ‖ path                                 | key slot (4, BE)       |
 //! | `vault`    | `b` ‖ hash                                      | key slot (4, BE)       |
 //! | `vault`    | `x` ‖ slot (4, BE)                              | empty: erasure pending |
+//! | `index`    | opaque (the application's derived indexes)      | opaque                 |
 //!
 //! `path` is [`Path::encoded`]: every component followed by NUL. Components
 //! are UTF-8, which never contains the byte 0xFF, so `path ‖ 0xFF` can never

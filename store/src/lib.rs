@@ -17,7 +17,10 @@
 //!   it before returning (see below) and refuses anything older than the
 //!   deletion from then on; [`Store::compact`] reclaims the space;
 //! - opaque **records** (signed capabilities, receipts, an outbox) written
-//!   atomically with the data they relate to.
+//!   atomically with the data they relate to;
+//! - **derived indexes** ([`Store::write_index`], [`Store::index_scan`]):
+//!   ordered opaque keys an application derives from the change log, such
+//!   as a timeline by time.
 //!
 //! **Erasure.** Every document and blob is encrypted at rest
 //! (XChaCha20-Poly1305 for document chunks, XChaCha20 for blob files) under
@@ -64,6 +67,7 @@ mod blobs;
 mod codec;
 mod entry;
 mod error;
+mod index;
 mod keys;
 mod options;
 mod records;
@@ -75,6 +79,7 @@ pub use automerge;
 pub use blobs::{BlobReader, PartialBlob};
 pub use entry::{BlobHash, Entry, EntryKind, MAX_MEDIA_TYPE_LEN};
 pub use error::{Error, Limit, Result};
+pub use index::{IndexOp, MAX_INDEX_KEY_LEN, MAX_INDEX_VALUE_LEN};
 pub use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 pub use options::{Durability, Limits, Options};
 pub use records::{MAX_RECORD_ID_LEN, RecordKind, RecordOp};

@@ -14,6 +14,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::blobs::{BlobFiles, BlobReader, PartialBlob, TempBlob};
 use crate::codec::{Reader, Writer};
 use crate::error::Limit;
+use crate::index::IndexOp;
 use crate::keys;
 use crate::options::{Durability, Limits, Options};
 use crate::records::{RecordKind, RecordOp};
@@ -168,6 +169,8 @@ struct Inner {
     /// Which vault slot holds which document's or blob's key, and the slots
     /// whose erasure is pending.
     vault_map: Keyspace,
+    /// Derived indexes of the application (opaque; see `index.rs`).
+    index: Keyspace,
     /// Filler written only by [`Store::compact`] to make fjall start a new
     /// journal file; empty otherwise.
     scratch: Keyspace,
@@ -219,6 +222,7 @@ impl Store {
         let records = ks("records")?;
         let meta = ks("meta")?;
         let vault_map = ks("vault")?;
+        let index = ks("index")?;
         let scratch = ks("scratch")?;
         let sync = options.durability == Durability::Sync;
         let blobs = BlobFiles::open(dir.join("blobs"), sync)?;
@@ -238,6 +242,7 @@ impl Store {
             records,
             meta,
             vault_map,
+            index,
             scratch,
             blobs,
             vault,
@@ -1187,6 +1192,95 @@ impl Store {
         self.remove_record(RecordKind::Outbox, dest, &id.to_be_bytes())
     }
 
+    // ----- derived indexes -----------------------------------------------
+
+    /// Writes index operations in one atomic batch, in order. Blocks.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] for an empty or oversize key or an oversize value
+    /// (nothing is written then), storage errors.
+    pub fn write_index(&self, ops: &[IndexOp]) -> Result<()> {
+        let inner = &self.inner;
+        for op in ops {
+            let key = op.key();
+            if key.is_empty() || key.len() > crate::MAX_INDEX_KEY_LEN {
+                return Err(Error::TooLarge {
+                    limit: Limit::IndexKey,
+                    size: key.len() as u64,
+                    max: crate::MAX_INDEX_KEY_LEN as u64,
+                });
+            }
+            if let IndexOp::Put { value, .. } = op
+                && value.len() > crate::MAX_INDEX_VALUE_LEN
+            {
+                return Err(Error::TooLarge {
+                    limit: Limit::IndexValue,
+                    size: value.len() as u64,
+                    max: crate::MAX_INDEX_VALUE_LEN as u64,
+                });
+            }
+        }
+        let mut batch = inner.batch();
+        for op in ops {
+            match op {
+                IndexOp::Put { key, value } => {
+                    batch.insert(&inner.index, key.as_slice(), value.as_slice());
+                }
+                IndexOp::Remove { key } => batch.remove(&inner.index, key.as_slice()),
+            }
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// The value of one index key, if stored. Blocks on a read.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn index_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if key.is_empty() || key.len() > crate::MAX_INDEX_KEY_LEN {
+            return Ok(None);
+        }
+        Ok(self.inner.index.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Up to `limit` index items whose keys start with `prefix`, in key
+    /// order, from the first key after `after` (all of them without it), as
+    /// (key, value). Reads only what it returns. Blocks on reads.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn index_scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let lower = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a.to_vec()),
+            _ => Bound::Included(prefix.to_vec()),
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        if limit == 0 {
+            return Ok(out);
+        }
+        for guard in self
+            .inner
+            .index
+            .range::<Vec<u8>, _>((lower, Bound::Unbounded))
+        {
+            let (key, value) = guard.into_inner()?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key.to_vec(), value.to_vec()));
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Flushes everything written so far to disk (fsync), whatever the
     /// durability mode. Blocks.
     ///
@@ -1273,7 +1367,7 @@ struct LoadedDoc {
 }
 
 impl Inner {
-    fn keyspaces(&self) -> [&Keyspace; 9] {
+    fn keyspaces(&self) -> [&Keyspace; 10] {
         [
             &self.entries,
             &self.docs,
@@ -1283,6 +1377,7 @@ impl Inner {
             &self.records,
             &self.meta,
             &self.vault_map,
+            &self.index,
             &self.scratch,
         ]
     }

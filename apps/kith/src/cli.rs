@@ -357,8 +357,18 @@ pub enum FeedCommand {
         #[command(flatten)]
         out: Output,
     },
-    /// Your posts and friends', newest first, with comments.
+    /// Your posts and friends', newest first, with comments: the newest
+    /// page, or the page before CURSOR; `--all` reads every page.
     Timeline {
+        /// Posts per page (1 to 500; default 50).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Start after this cursor (printed at the end of the previous page).
+        #[arg(long, value_name = "CURSOR", conflicts_with = "all")]
+        before: Option<String>,
+        /// Read every page, one after the other, down to the oldest post.
+        #[arg(long)]
+        all: bool,
         /// Output format.
         #[command(flatten)]
         out: Output,
@@ -1324,6 +1334,59 @@ fn print_post(p: &Value) {
     }
 }
 
+/// `kith feed timeline`: one page (the newest, or the one after `before`),
+/// or with `all` every page in turn; says how to read the next page.
+async fn timeline(
+    c: &Client,
+    limit: Option<usize>,
+    before: Option<String>,
+    all: bool,
+    out: &Output,
+) -> CliResult {
+    let mut before = before;
+    let mut shown = 0usize;
+    loop {
+        let mut route = String::from("/api/feed");
+        let mut sep = '?';
+        if let Some(n) = limit {
+            route.push_str(&format!("{sep}limit={n}"));
+            sep = '&';
+        }
+        if let Some(cursor) = &before {
+            route.push_str(&format!("{sep}before={}", percent_encode(cursor)));
+        }
+        let t: Value = c.call(Method::GET, &route, None).await?;
+        let posts = t["posts"].as_array().cloned().unwrap_or_default();
+        let next = t["next"].as_str().map(str::to_string);
+        shown += posts.len();
+        if out.json && all {
+            for p in &posts {
+                print_json(p);
+            }
+        } else if out.json {
+            print_json(&t);
+        } else {
+            if shown == 0 {
+                out!("no posts yet");
+            }
+            for p in &posts {
+                print_post(p);
+            }
+        }
+        match next {
+            Some(cursor) if all => before = Some(cursor),
+            Some(cursor) => {
+                if !out.json {
+                    let limit = limit.map(|n| format!(" --limit {n}")).unwrap_or_default();
+                    out!("older posts: kith feed timeline{limit} --before {cursor}");
+                }
+                return Ok(());
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
 async fn feed(c: &Client, f: FeedCommand) -> CliResult {
     match f {
         FeedCommand::Post {
@@ -1371,25 +1434,18 @@ async fn feed(c: &Client, f: FeedCommand) -> CliResult {
                 eprintln!("{warning}");
             }
         }
-        FeedCommand::Timeline { out } => {
-            let t: Value = c.call(Method::GET, "/api/feed", None).await?;
-            if out.json {
-                print_json(&t);
-            } else {
-                let posts = t["posts"].as_array().cloned().unwrap_or_default();
-                if posts.is_empty() {
-                    out!("no posts yet");
-                }
-                for p in posts {
-                    print_post(&p);
-                }
-            }
-        }
+        FeedCommand::Timeline {
+            limit,
+            before,
+            all,
+            out,
+        } => timeline(c, limit, before, all, &out).await?,
         FeedCommand::Comment { post, text, out } => {
             let (author, id) = match post.rsplit_once('/') {
                 Some((a, i)) => (a.to_string(), i.to_string()),
                 None => {
-                    let t: Value = c.call(Method::GET, "/api/feed", None).await?;
+                    let route = format!("/api/feed/posts/{}", percent_encode(&post));
+                    let t: Value = c.call(Method::GET, &route, None).await?;
                     let author = t["posts"]
                         .as_array()
                         .into_iter()

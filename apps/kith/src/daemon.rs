@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::http::{self, ApiConfig};
+use crate::timeline;
 
 /// The discovery file of a running daemon.
 pub const DAEMON_FILE: &str = "daemon.json";
@@ -403,6 +404,8 @@ pub struct Daemon {
     announce: bool,
     stop: CancellationToken,
     server: JoinHandle<()>,
+    /// Keeps the timeline index up to date (see [`keep_timeline`]).
+    indexer: JoinHandle<()>,
     _lock: Option<DaemonLock>,
 }
 
@@ -465,6 +468,7 @@ impl Daemon {
         );
         let stopped = stop.clone();
         let server = tokio::spawn(serve_http(listener, router, stopped));
+        let indexer = keep_timeline(&node, stop.clone());
         if options.announce {
             let info = DaemonInfo {
                 http: addr,
@@ -482,6 +486,7 @@ impl Daemon {
             announce: options.announce,
             stop,
             server,
+            indexer,
             _lock: lock,
         })
     }
@@ -525,9 +530,96 @@ impl Daemon {
         {
             server.abort();
         }
+        // It stops after the batch it is writing.
+        let _ = tokio::time::timeout(HTTP_SHUTDOWN_GRACE, self.indexer).await;
         self.node.shutdown().await?;
         Ok(())
     }
+}
+
+/// How often a long index build says how far it is.
+const INDEX_PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// How often the timeline keeper looks for new friends to watch without
+/// being woken by a change.
+const INDEX_FRIENDS_EVERY: Duration = Duration::from_secs(30);
+
+/// Keeps the timeline index up to date in the background, so pages rarely
+/// have anything to catch up on themselves and a deleted post's path leaves
+/// the index right after the deletion. At start it reads what arrived since
+/// the last run; after an upgrade (or of a damaged index) it builds the
+/// index from the change logs once, saying how far it is on stderr every
+/// couple of seconds. Then it catches up after every burst of changes to
+/// the own or a friend's namespace. Stops at `stop`, keeping what it wrote.
+fn keep_timeline(node: &Node, stop: CancellationToken) -> JoinHandle<()> {
+    let node = node.clone();
+    tokio::spawn(async move {
+        // Capacity 1: changes during a catch-up coalesce into one more.
+        let (wake, mut woken) = tokio::sync::mpsc::channel::<()>(1);
+        let mut watched = std::collections::HashSet::new();
+        let mut first = true;
+        let mut ticks = tokio::time::interval(INDEX_FRIENDS_EVERY);
+        loop {
+            // Watch before reading, so no change falls in between.
+            let people = timeline::people(&node.namespace(), &node.friends());
+            for ns in &people {
+                if watched.insert(*ns) {
+                    let mut watcher = node.watch(ns, &kith::Path::root());
+                    let (wake, stop) = (wake.clone(), stop.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::select! {
+                                ev = watcher.recv() => match ev {
+                                    Some(_) => { let _ = wake.try_send(()); }
+                                    None => return,
+                                },
+                                () = stop.cancelled() => return,
+                            }
+                        }
+                    });
+                }
+            }
+            let store = node.store().clone();
+            let stopping = stop.clone();
+            let verbose = std::mem::take(&mut first);
+            let caught_up = tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
+                let mut last_said = started;
+                let mut said = false;
+                let result = timeline::catch_up(&store, &people, &mut |p| {
+                    if verbose && last_said.elapsed() >= INDEX_PROGRESS_EVERY {
+                        eprintln!(
+                            "indexing the timeline: {} changes read, {} of {} namespaces done",
+                            p.changes, p.done, p.namespaces
+                        );
+                        last_said = Instant::now();
+                        said = true;
+                    }
+                    !stopping.is_cancelled()
+                });
+                if let (Ok(p), true) = (&result, said) {
+                    eprintln!(
+                        "timeline index ready: {} changes in {:.1} s",
+                        p.changes,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                result
+            })
+            .await;
+            match caught_up {
+                Ok(Ok(_)) => {}
+                // A page being read catches up itself; try again on the
+                // next change.
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not update the timeline index"),
+                Err(e) => tracing::warn!(error = %e, "the timeline index task failed"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = woken.recv() => {}
+                _ = ticks.tick() => {}
+            }
+        }
+    })
 }
 
 /// Serves `router` on `listener` until `stop`, then lets open requests

@@ -278,7 +278,7 @@ pub fn create_post(
         .ok_or_else(|| Error::NotFound(format!("post {path} vanished while being written")))
 }
 
-fn read_post(
+pub(crate) fn read_post(
     store: &Store,
     author: &NamespaceId,
     path: &Path,

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result, blocking};
 use crate::feed::{self, Audience, NewAttachment};
 use crate::names::{self, Names};
+use crate::timeline;
 
 /// Events an SSE client may fall behind by before events are dropped.
 const EVENTS_CAPACITY: usize = 256;
@@ -242,7 +243,10 @@ pub fn router(node: Node, config: ApiConfig, stop: CancellationToken) -> Router 
         .route("/api/entry/", delete(delete_root))
         .route("/api/feed", get(timeline))
         .route("/api/feed/posts", post(create_post))
-        .route("/api/feed/posts/{id}", delete(delete_post))
+        .route(
+            "/api/feed/posts/{id}",
+            get(posts_with_id).delete(delete_post),
+        )
         .route("/api/feed/comments", post(comment))
         .route("/api/profile", get(profile).put(set_profile))
         .route(
@@ -1097,10 +1101,54 @@ async fn delete_existing(s: &AppState, path: Path) -> ApiResult<Json<Value>> {
 
 // ----- feed -------------------------------------------------------------------
 
-async fn timeline(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+#[derive(Deserialize)]
+struct FeedQuery {
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+async fn timeline(
+    State(s): State<AppState>,
+    query: std::result::Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
+    let limit = match q.limit.as_deref() {
+        None => None,
+        Some(text) => Some(text.parse::<usize>().map_err(|_| {
+            ApiError::bad(format!(
+                "limit {:?} is not a number of posts (1 to {})",
+                text.chars().take(40).collect::<String>(),
+                timeline::MAX_LIMIT
+            ))
+        })?),
+    };
+    let limit = timeline::check_limit(limit)?;
+    let before = q
+        .before
+        .as_deref()
+        .map(str::parse::<timeline::Cursor>)
+        .transpose()?;
+    let friends = s.node().friends();
+    let page = s
+        .with_store(move |store, me, names| {
+            timeline::page(store, me, &friends, names, before.as_ref(), limit)
+        })
+        .await?;
+    Ok(Json(json!({
+        "posts": page.posts,
+        "next": page.next.map(|c| c.to_string()),
+    })))
+}
+
+async fn posts_with_id(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
     let friends = s.node().friends();
     let posts = s
-        .with_store(move |store, me, names| feed::timeline(store, me, &friends, names))
+        .with_store(move |store, me, names| {
+            timeline::posts_with_id(store, me, &friends, names, &id)
+        })
         .await?;
     Ok(Json(json!({ "posts": posts })))
 }

@@ -42,6 +42,7 @@ pub mod names;
 pub mod profile;
 pub mod receipts;
 pub mod relay;
+pub mod timeline;
 mod urls;
 mod web;
 

@@ -10,7 +10,9 @@
 //! a reload, image and alice's picture rendered; bob comments and
 //! alice's page shows the comment; alice deletes the post;
 //! bob's page removes it; alice's page shows it deleted on 1 of 1 friends'
-//! devices. Screenshots of every step land in `target/browser-artifacts/`.
+//! devices; alice's page shows the newest page of 45 more posts and loads
+//! older pages as she scrolls, each post once, newest first, with a new
+//! post still appearing on top. Screenshots of every step land in `target/browser-artifacts/`.
 //!
 //! Needs `/usr/bin/chromium` (or `KITH_CHROMIUM`), `node`, and `npm ci` run
 //! in `tests/browser/` (`.ci/run` does all three). Without them the test
@@ -162,7 +164,11 @@ fn a_post_with_an_image_reaches_a_friend_live_and_its_deletion_is_confirmed() {
         "the browser script failed ({status}); its output is above, screenshots in {}",
         shots.display()
     );
-    for shot in ["4-bob-sees-post.png", "7-alice-deletion-confirmed.png"] {
+    for shot in [
+        "4-bob-sees-post.png",
+        "7-alice-deletion-confirmed.png",
+        "9-alice-scrolled-to-the-oldest.png",
+    ] {
         assert!(shots.join(shot).is_file(), "no screenshot {shot}");
     }
     println!("screenshots in {}", shots.display());

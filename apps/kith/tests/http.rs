@@ -1209,3 +1209,312 @@ async fn a_client_that_never_finishes_its_header_is_closed() {
     // The daemon still serves others.
     alice.ok(Method::GET, "/api/id", None).await;
 }
+
+/// Every page of `alice`'s timeline of `limit` posts, from the top; calls
+/// `between` after each page (to write while the walk goes on).
+async fn walk_timeline(
+    p: &Person,
+    limit: usize,
+    mut between: impl AsyncFnMut(usize),
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut before: Option<String> = None;
+    for page in 0.. {
+        assert!(page < 10_000, "the walk does not end");
+        let route = match &before {
+            Some(c) => format!("/api/feed?limit={limit}&before={c}"),
+            None => format!("/api/feed?limit={limit}"),
+        };
+        let v = p.ok(Method::GET, &route, None).await;
+        let posts = v["posts"].as_array().unwrap();
+        assert!(posts.len() <= limit, "{route}: {} posts", posts.len());
+        out.extend(posts.iter().cloned());
+        between(page).await;
+        match v["next"].as_str() {
+            Some(c) => before = Some(c.to_string()),
+            None => {
+                assert!(v["next"].is_null(), "{v}");
+                return out;
+            }
+        }
+    }
+    unreachable!()
+}
+
+fn post_key(p: &Value) -> (String, String) {
+    (
+        p["author"].as_str().unwrap().to_string(),
+        p["id"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn a_timeline_of_many_friends_is_walked_page_by_page_while_posts_arrive() {
+    let alice = person("alice").await;
+    let mut friends = Vec::new();
+    for name in ["bob", "carol", "dave"] {
+        let f = person(name).await;
+        alice.befriend(&f, name).await;
+        f.befriend(&alice, "alice").await;
+        friends.push((name, f));
+    }
+    // 3 friends and alice: 240 posts, interleaved in time.
+    let mut expected = Vec::new();
+    for i in 0..60 {
+        for who in std::iter::once(&alice).chain(friends.iter().map(|(_, f)| f)) {
+            let post = who
+                .ok(
+                    Method::POST,
+                    "/api/feed/posts",
+                    Some(json!({ "text": format!("post {i}"), "audience": "friends" })),
+                )
+                .await;
+            expected.push(post_key(&post));
+        }
+    }
+    for (name, _) in &friends {
+        alice
+            .ok(Method::POST, &format!("/api/sync/{name}"), None)
+            .await;
+    }
+    // Newest first is the reverse of the order they were written in.
+    expected.reverse();
+
+    // A walk in pages of 7; after every page alice and bob post again.
+    let bob = &friends[0].1;
+    let mut added = Vec::new();
+    let walked = walk_timeline(&alice, 7, async |page| {
+        for who in [&alice, bob] {
+            let post = who
+                .ok(
+                    Method::POST,
+                    "/api/feed/posts",
+                    Some(
+                        json!({ "text": format!("during the walk {page}"), "audience": "friends" }),
+                    ),
+                )
+                .await;
+            added.push(post_key(&post));
+        }
+        alice.ok(Method::POST, "/api/sync/bob", None).await;
+    })
+    .await;
+    let got: Vec<_> = walked.iter().map(post_key).collect();
+    assert_eq!(got.len(), expected.len(), "every post once, nothing new");
+    assert_eq!(got, expected, "newest first");
+    let times: Vec<u64> = walked.iter().map(|p| p["time"].as_u64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]));
+
+    // A new walk from the top: the posts written meanwhile come first.
+    let again = walk_timeline(&alice, 100, async |_| {}).await;
+    let got: Vec<_> = again.iter().map(post_key).collect();
+    added.reverse();
+    assert_eq!(got[..added.len()], added[..]);
+    assert_eq!(got[added.len()..], expected[..]);
+    // The default page is 50 posts.
+    let first = alice.ok(Method::GET, "/api/feed", None).await;
+    assert_eq!(first["posts"].as_array().unwrap().len(), 50);
+    assert!(first["next"].is_string());
+    // A post found by its id, with its author.
+    let (author, id) = &expected[0];
+    let found = alice
+        .ok(Method::GET, &format!("/api/feed/posts/{id}"), None)
+        .await;
+    assert_eq!(found["posts"][0]["author"], author.as_str());
+    let none = alice.ok(Method::GET, "/api/feed/posts/nope", None).await;
+    assert_eq!(none["posts"], json!([]));
+
+    alice.daemon.shutdown().await.unwrap();
+    for (_, f) in friends {
+        f.daemon.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn bad_limits_and_cursors_are_refused() {
+    let alice = person("alice").await;
+    for i in 0..3 {
+        alice
+            .ok(
+                Method::POST,
+                "/api/feed/posts",
+                Some(json!({ "text": format!("{i}"), "audience": "me" })),
+            )
+            .await;
+    }
+    let long = "A".repeat(10_000);
+    for query in [
+        "limit=0".to_string(),
+        "limit=501".to_string(),
+        "limit=-1".to_string(),
+        "limit=abc".to_string(),
+        "limit=99999999999999999999999".to_string(),
+        "limit=".to_string(),
+        "before=".to_string(),
+        "before=not-a-cursor".to_string(),
+        "before=%00%FF".to_string(),
+        format!("before={long}"),
+        // A cursor of another version, and one cut short.
+        "before=CQcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH"
+            .to_string(),
+        "before=AQcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH".to_string(),
+    ] {
+        let (s, v) = alice
+            .call(Method::GET, &format!("/api/feed?{query}"), None)
+            .await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("bad_request")),
+            "{query}: {v}"
+        );
+        assert!(v["error"].as_str().unwrap().len() < 300, "{v}");
+    }
+    // The largest page, and the last page, which has no next.
+    let v = alice.ok(Method::GET, "/api/feed?limit=500", None).await;
+    assert_eq!(v["posts"].as_array().unwrap().len(), 3);
+    assert!(v["next"].is_null());
+    let v = alice.ok(Method::GET, "/api/feed?limit=2", None).await;
+    let next = v["next"].as_str().unwrap();
+    let v = alice
+        .ok(
+            Method::GET,
+            &format!("/api/feed?limit=2&before={next}"),
+            None,
+        )
+        .await;
+    assert_eq!(v["posts"].as_array().unwrap().len(), 1);
+    assert!(v["next"].is_null());
+    alice.daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn deleted_revoked_and_unfriended_posts_leave_the_pages() {
+    let alice = person("alice").await;
+    let bob = person("bob").await;
+    alice.befriend(&bob, "bob").await;
+    bob.befriend(&alice, "alice").await;
+    alice
+        .ok(
+            Method::POST,
+            "/api/grants",
+            Some(json!({ "friend": "bob", "prefix": "/feed/close" })),
+        )
+        .await;
+    let mut posts = Vec::new();
+    for (text, audience) in [("one", "friends"), ("two", "friends"), ("close", "close")] {
+        let p = alice
+            .ok(
+                Method::POST,
+                "/api/feed/posts",
+                Some(json!({ "text": text, "audience": audience })),
+            )
+            .await;
+        posts.push(p);
+    }
+    bob.ok(Method::POST, "/api/sync/alice", None).await;
+    let texts = async |p: &Person| -> Vec<String> {
+        walk_timeline(p, 1, async |_| {})
+            .await
+            .iter()
+            .map(|p| p["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(texts(&bob).await, ["close", "two", "one"]);
+
+    // A deleted post (a tombstone reaches bob).
+    let id = posts[0]["id"].as_str().unwrap();
+    alice
+        .ok(Method::DELETE, &format!("/api/feed/posts/{id}"), None)
+        .await;
+    bob.ok(Method::POST, "/api/sync/alice", None).await;
+    assert_eq!(texts(&bob).await, ["close", "two"]);
+    assert_eq!(texts(&alice).await, ["close", "two"]);
+
+    // A revoked grant whose data bob is asked to delete.
+    alice
+        .ok(
+            Method::POST,
+            "/api/revoke",
+            Some(json!({ "friend": "bob", "prefix": "/feed/close", "delete": true })),
+        )
+        .await;
+    bob.ok(Method::POST, "/api/sync/alice", None).await;
+    assert_eq!(texts(&bob).await, ["two"]);
+    assert_eq!(texts(&alice).await, ["close", "two"], "alice keeps hers");
+
+    // Bob removes alice as a friend: her posts leave his timeline.
+    bob.ok(
+        Method::POST,
+        "/api/feed/posts",
+        Some(json!({ "text": "bob's", "audience": "friends" })),
+    )
+    .await;
+    let (s, _) = bob.call(Method::DELETE, "/api/friends/alice", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(texts(&bob).await, ["bob's"]);
+    // And a restart keeps all of that.
+    let dir = bob._dir;
+    bob.daemon.shutdown().await.unwrap();
+    let mut options = ServeOptions::new(dir.path());
+    options.local_only = true;
+    options.resync = Some(Duration::from_secs(3600));
+    let daemon = Daemon::start(options).await.unwrap();
+    let api = Client::remote(daemon.addr(), daemon.token());
+    let bob = Person {
+        _dir: dir,
+        daemon,
+        api,
+    };
+    assert_eq!(texts(&bob).await, ["bob's"]);
+    for p in [alice, bob] {
+        p.daemon.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_daemon_indexes_posts_and_drops_deleted_ones_without_a_page_read() {
+    let alice = person("alice").await;
+    let store = alice.daemon.node().store().clone();
+    let ns = alice.daemon.node().namespace();
+    // The index's path keys of alice's namespace (see the timeline module).
+    let prefix = [kith_app::timeline::KEY_PREFIX, b"3", ns.as_bytes()].concat();
+    let indexed = move || {
+        store
+            .index_scan(&prefix, None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| {
+                kith::Path::from_encoded(&k[prefix.len()..])
+                    .unwrap()
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    let until = async |what: &str, ok: &dyn Fn(&[String]) -> bool| {
+        tokio::time::timeout(WAIT, async {
+            while !ok(&indexed()) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}: the index holds {:?}", indexed()));
+    };
+    let post = alice
+        .ok(
+            Method::POST,
+            "/api/feed/posts",
+            Some(json!({ "text": "soon gone", "audience": "friends" })),
+        )
+        .await;
+    let path = post["path"].as_str().unwrap().to_string();
+    until("the post is indexed", &|keys| keys.contains(&path)).await;
+    let id = post["id"].as_str().unwrap();
+    alice
+        .ok(Method::DELETE, &format!("/api/feed/posts/{id}"), None)
+        .await;
+    until("the deleted post leaves the index", &|keys| {
+        !keys.contains(&path)
+    })
+    .await;
+    alice.daemon.shutdown().await.unwrap();
+}

@@ -1,7 +1,9 @@
 // The kith feed page: timeline, composer, comments, friends and grants,
 // deletions with their receipts. State comes from the daemon's HTTP API
 // (API.md); the page re-reads the feed and the deletions whenever the event
-// stream says something changed, and keeps what the user is typing.
+// stream says something changed, and keeps what the user is typing. The
+// timeline is read in pages: the newest first, older ones as the reader
+// scrolls down to the end of the list (or presses "Show older posts").
 
 import { api, follow, base64Of } from './client.js';
 import { h, timeEl, relativeTime, initial, hueOf, shortId, isLocalApiUrl, sizeText } from './dom.js';
@@ -41,7 +43,19 @@ const state = {
   /** Rendered posts by `author/id`: { el, sig, commentsSig }. */
   posts: new Map(),
   firstFeed: true,
+  /** The timeline as read so far, newest first, and how many posts of it to keep reading. */
+  feedPosts: [],
+  wanted: 0,
+  /** Where the next older page starts (the last page's `next`); null at the end. */
+  next: null,
+  /** The deletions as last read. */
+  deletions: [],
 };
+
+/** Posts per page of the timeline (the API allows 1 to 500). */
+const PAGE_SIZE = 20;
+/** Largest page the API answers. */
+const MAX_PAGE = 500;
 
 // ---------------------------------------------------------------- notices
 
@@ -123,6 +137,8 @@ async function refresh() {
     } while (refreshAgain);
   } catch (err) {
     showError(err);
+    // 503: the daemon is still building its timeline index; ask again soon.
+    if (err && err.status === 503) setTimeout(() => scheduleRefresh('retry'), 2000);
   } finally {
     refreshing = false;
   }
@@ -136,11 +152,79 @@ function setConnection(live) {
 
 // ------------------------------------------------------------------- feed
 
-async function loadFeed() {
-  const [feed, deletions] = await Promise.all([api.feed(), api.deletions()]);
-  const posts = Array.isArray(feed && feed.posts) ? feed.posts : [];
-  const dels = Array.isArray(deletions) ? deletions : [];
-  renderFeed(posts, dels);
+/** One read of the timeline at a time: a refresh and a scroll never interleave. */
+let feedTurn = Promise.resolve();
+function inTurn(work) {
+  const run = feedTurn.then(work);
+  feedTurn = run.catch(() => {});
+  return run;
+}
+
+/** One page: its posts and the cursor after it (null at the end). */
+async function feedPage(limit, before) {
+  const page = await api.feed(limit, before);
+  return {
+    posts: Array.isArray(page && page.posts) ? page.posts : [],
+    next: page && typeof page.next === 'string' ? page.next : null,
+  };
+}
+
+/** Re-reads the timeline from the top, as many posts as are shown (at least a page). */
+function loadFeed() {
+  return inTurn(async () => {
+    const wanted = Math.max(state.wanted, PAGE_SIZE);
+    // New posts push the shown ones down: read on until the oldest one shown
+    // is in again (or a page more than was shown, if it was deleted).
+    const oldest = state.feedPosts.length ? state.feedPosts[state.feedPosts.length - 1] : null;
+    const isOldest = (p) => oldest && p.author === oldest.author && p.id === oldest.id;
+    const deletions = api.deletions();
+    let posts = [];
+    let next = null;
+    let reached = !oldest;
+    do {
+      const page = await feedPage(Math.min(Math.max(wanted - posts.length, PAGE_SIZE), MAX_PAGE), next);
+      posts = posts.concat(page.posts);
+      next = page.next;
+      reached = reached || page.posts.some(isOldest);
+    } while (next && (posts.length < wanted || (!reached && posts.length < wanted + PAGE_SIZE)));
+    const dels = await deletions;
+    state.deletions = Array.isArray(dels) ? dels : [];
+    state.feedPosts = posts;
+    state.wanted = wanted;
+    state.next = next;
+    renderFeed(posts, state.deletions);
+  });
+}
+
+/** Reads the next older page and adds it at the end. */
+function loadOlder() {
+  return inTurn(async () => {
+    if (!state.next) return;
+    const page = await feedPage(PAGE_SIZE, state.next);
+    state.feedPosts = state.feedPosts.concat(page.posts);
+    state.wanted = state.feedPosts.length;
+    state.next = page.next;
+    renderFeed(state.feedPosts, state.deletions, true);
+    if (page.posts.length) announce(`${page.posts.length} older posts`);
+  });
+}
+
+/** Loads older posts when the end of the list comes into view; the button does the same. */
+function setupOlderPosts() {
+  const more = $('#timeline-more');
+  const button = $('#more-posts');
+  button.addEventListener('click', () => busy(button, loadOlder));
+  if (!('IntersectionObserver' in window)) return;
+  const observer = new IntersectionObserver((entries) => {
+    if (!entries.some((e) => e.isIntersecting) || !state.next) return;
+    busy(null, async () => {
+      await loadOlder();
+      // Still in view (a short page): look again, which loads the next one.
+      observer.unobserve(more);
+      observer.observe(more);
+    });
+  }, { rootMargin: '400px 0px' });
+  observer.observe(more);
 }
 
 /** "deleted on k of n friends' devices", the receipt count of one deletion. */
@@ -158,15 +242,16 @@ function deletionIdOf(post) {
   return typeof d === 'string' ? d : d.id || null;
 }
 
-function renderFeed(posts, deletions) {
+/** Shows `posts`; `older`: they come from scrolling down, so none is announced as new. */
+function renderFeed(posts, deletions, older = false) {
   const byId = new Map(deletions.map((d) => [d.id, d]));
-  renderTimeline(posts, byId);
+  renderTimeline(posts, byId, older);
   const shown = new Set(posts.map(deletionIdOf).filter(Boolean));
   renderDeletions(deletions.filter((d) => !shown.has(d.id)));
   state.firstFeed = false;
 }
 
-function renderTimeline(posts, deletionsById) {
+function renderTimeline(posts, deletionsById, older) {
   const list = $('#timeline');
   const seen = new Set();
   let prev = null;
@@ -180,7 +265,7 @@ function renderTimeline(posts, deletionsById) {
     if (!entry) {
       entry = createPost(post);
       state.posts.set(key, entry);
-      if (!state.firstFeed && !post.mine) fresh.push(post);
+      if (!state.firstFeed && !older && !post.mine) fresh.push(post);
     }
     updatePost(entry, post, deletion);
     const expected = prev ? prev.nextSibling : list.firstChild;
@@ -194,6 +279,7 @@ function renderTimeline(posts, deletionsById) {
     }
   }
   $('#timeline-empty').hidden = posts.length > 0;
+  $('#timeline-more').hidden = !state.next;
   if (fresh.length === 1) announce(`New post from ${fresh[0].author_name || 'a friend'}`);
   else if (fresh.length > 1) announce(`${fresh.length} new posts`);
 }
@@ -652,6 +738,7 @@ async function start() {
   window.addEventListener('hashchange', () => showView(location.hash === '#friends' ? 'friends' : 'feed'));
   setupComposer();
   setupFriends();
+  setupOlderPosts();
   showView(location.hash === '#friends' ? 'friends' : 'feed');
 
   try {

@@ -59,7 +59,8 @@ export const api = {
   removeFriend: (friend) => call('DELETE', '/api/friends/' + seg(friend)),
   grant: (friend, prefix) => call('POST', '/api/grants', { friend, prefix }),
   revoke: (friend, prefix, del) => call('POST', '/api/revoke', { friend, prefix, delete: del }),
-  feed: () => call('GET', '/api/feed'),
+  /** One page of the timeline: `{ posts, next }`; pass `next` as `before` for the page after it. */
+  feed: (limit, before) => call('GET', '/api/feed?limit=' + limit + (before ? '&before=' + seg(before) : '')),
   post: (text, audience, attachments) => call('POST', '/api/feed/posts', { text, audience, attachments }),
   deletePost: (id) => call('DELETE', '/api/feed/posts/' + seg(id)),
   comment: (author, id, text) => call('POST', '/api/feed/comments', { post: { author, id }, text }),

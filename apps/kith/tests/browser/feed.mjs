@@ -10,7 +10,10 @@
 // page shows it without a reload, image and alice's picture rendered; bob comments and alice's
 // page shows the comment; alice deletes the post; bob's
 // page removes it; alice's page shows the deletion confirmed on 1 of 1
-// friends' devices. Screenshots of each step go to <screenshotDir>.
+// friends' devices; with 45 more posts alice's page shows the newest 20 and
+// loads older pages as she scrolls, down to the oldest, each post once, and
+// a new post still appears on top. Screenshots of each step go to
+// <screenshotDir>.
 //
 // Every wait is one of playwright's auto-waiting calls with a timeout; there
 // are no fixed sleeps. Exit status 0 means every step passed.
@@ -267,6 +270,67 @@ try {
   begin("alice's page shows the deletion confirmed on 1 of 1 friends' devices");
   await alice.getByText("Deleted on 1 of 1 friends' devices").waitFor({ timeout: LIVE_MS });
   await shot('alice', '7-alice-deletion-confirmed');
+
+  begin("alice's page shows the newest page and loads older posts as she scrolls");
+  const OLDER = 45;
+  await alice.evaluate(async (n) => {
+    for (let i = 0; i < n; i++) {
+      const res = await fetch('/api/feed/posts', {
+        method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ text: `older ${i}`, audience: 'me' }),
+      });
+      if (res.status !== 201) throw new Error(`posting answered ${res.status}`);
+    }
+  }, OLDER);
+  const articles = alice.locator('#timeline article');
+  const articleTexts = () => alice.locator('#timeline article .text').allTextContents();
+  // The newest page: 20 posts, the newest on top, a way to older ones.
+  await alice.waitForFunction(
+    (newest) => {
+      const first = document.querySelector('#timeline article .text');
+      return first && first.textContent === newest && document.querySelectorAll('#timeline article').length === 20;
+    },
+    `older ${OLDER - 1}`,
+    { timeout: LIVE_MS },
+  ).catch(async () => {
+    throw new Error(`the first page is not the newest 20 posts: ${JSON.stringify(await articleTexts())}`);
+  });
+  await alice.locator('#timeline-more').waitFor({ state: 'visible', timeout: LOCAL_MS });
+  await shot('alice', '8-alice-first-page');
+  // Scrolling to the end of the list loads the next pages, down to the oldest.
+  for (let shown = 20; shown < OLDER;) {
+    await alice.evaluate(() => window.scrollTo(0, document.documentElement.scrollHeight));
+    await alice.waitForFunction(
+      (before) => document.querySelectorAll('#timeline article').length > before,
+      shown,
+      { timeout: LOCAL_MS },
+    ).catch(() => { throw new Error(`scrolling down did not load older posts beyond ${shown}`); });
+    shown = await articles.count();
+  }
+  const all = await articleTexts();
+  const want = Array.from({ length: OLDER }, (_, i) => `older ${OLDER - 1 - i}`);
+  if (JSON.stringify(all) !== JSON.stringify(want)) {
+    throw new Error(`after scrolling the timeline is not every post once, newest first: ${JSON.stringify(all)}`);
+  }
+  await alice.locator('#timeline-more').waitFor({ state: 'hidden', timeout: LOCAL_MS });
+  await shot('alice', '9-alice-scrolled-to-the-oldest');
+  // A new post still appears at the top, and the older ones stay.
+  await alice.evaluate(async () => {
+    await fetch('/api/feed/posts', {
+      method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ text: 'newest of all', audience: 'me' }),
+    });
+  });
+  await alice.waitForFunction(
+    (n) => {
+      const texts = [...document.querySelectorAll('#timeline article .text')].map((e) => e.textContent);
+      return texts[0] === 'newest of all' && texts.length === n + 1 && texts[n] === 'older 0';
+    },
+    OLDER,
+    { timeout: LIVE_MS },
+  ).catch(async () => {
+    throw new Error(`a new post did not appear on top of the scrolled timeline: ${JSON.stringify(await articleTexts())}`);
+  });
 
   begin('neither page reloaded');
   for (const [who, page] of Object.entries(pages)) {
