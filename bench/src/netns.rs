@@ -117,6 +117,7 @@ pub(crate) struct Net {
 pub(crate) struct Host {
     /// The host's address.
     pub(crate) ip: Ipv4Addr,
+    handle: tokio::runtime::Handle,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -124,10 +125,7 @@ impl Host {
     /// A handle to the runtime whose threads live in this host's namespace:
     /// what is spawned on it opens its sockets there.
     pub(crate) fn handle(&self) -> tokio::runtime::Handle {
-        self.runtime
-            .as_ref()
-            .map(|r| r.handle().clone())
-            .expect("the runtime lives as long as the host")
+        self.handle.clone()
     }
 }
 
@@ -273,6 +271,7 @@ impl Net {
         let runtime = runtime_in(&ns, workers)?;
         Ok(Host {
             ip,
+            handle: runtime.handle().clone(),
             runtime: Some(runtime),
         })
     }

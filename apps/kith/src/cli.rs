@@ -213,7 +213,7 @@ pub enum Command {
     /// friends: nodes behind NATs reach each other through it. It sees only
     /// encrypted QUIC packets between devices it cannot read. Point nodes at
     /// it with `kith serve --relay URL`.
-    Relay(crate::relay::RelayArgs),
+    Relay(Box<crate::relay::RelayArgs>),
     /// Start three local nodes (alice, bob, carol), befriended, with sample
     /// posts and grants, each serving its page; print the three URLs.
     Demo {
@@ -615,7 +615,7 @@ pub async fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Serve(args) => serve(&data, args).await,
         Command::Demo { dir, out } => crate::demo::run(dir, out.json).await.map_err(Into::into),
-        Command::Relay(args) => crate::relay::run(args).await.map_err(Into::into),
+        Command::Relay(args) => crate::relay::run(*args).await.map_err(Into::into),
         Command::Device(DeviceCommand::Join {
             invite,
             local_only,
