@@ -25,7 +25,8 @@ use crate::error::{Error, Result};
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("certificate").required(true).args(["cert", "self_signed", "acme"])))]
 pub struct RelayArgs {
-    /// Where plain HTTP listens (captive-portal checks; ACME needs port 80).
+    /// Where plain HTTP listens (captive-portal checks; `--acme` is answered
+    /// on the HTTPS port instead).
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:80")]
     pub http: SocketAddr,
     /// Where the relay itself listens, over HTTPS.
