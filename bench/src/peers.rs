@@ -63,7 +63,7 @@ use n0_future::StreamExt;
 
 use crate::Options;
 use crate::report::Figure;
-use crate::site::Site;
+use crate::site::{SETUP, Site, within};
 
 const SCENARIO: &str = "peers";
 
@@ -71,8 +71,6 @@ const SCENARIO: &str = "peers";
 const WAIT: Duration = Duration::from_secs(60);
 /// Longest wait for one shutdown step (a router, a store, an endpoint).
 const SHUTDOWN: Duration = Duration::from_secs(10);
-/// Longest wait for a setup step (binding, spawning, one write).
-pub(crate) const SETUP: Duration = Duration::from_secs(30);
 
 /// ALPN of the raw stream and round-trip peers.
 const RAW_ALPN: &[u8] = b"kith-bench/raw/0";
@@ -97,18 +95,6 @@ pub(crate) struct PeerRun {
     /// UDP payload bytes sent plus received by one endpoint during the timed
     /// span, when iroh's endpoint metrics are available.
     pub(crate) bytes: Option<u64>,
-}
-
-/// Awaits `fut` for at most `limit`; running out of time is reported as a
-/// stall of `what`.
-pub(crate) async fn within<T>(
-    limit: Duration,
-    what: &str,
-    fut: impl Future<Output = T>,
-) -> Result<T> {
-    tokio::time::timeout(limit, fut)
-        .await
-        .map_err(|_| anyhow!("peer stalled: {what} did not finish within {limit:?}"))
 }
 
 /// UDP payload bytes the endpoint has sent and received so far, or `None`

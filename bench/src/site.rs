@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use iroh::address_lookup::memory::MemoryLookup;
@@ -12,7 +13,20 @@ use iroh::endpoint::{PortmapperConfig, presets};
 use iroh::{Endpoint, EndpointAddr, RelayMode, RelayUrl, TransportAddr};
 use kith::{NetworkMode, Node};
 
-use crate::peers::{SETUP, within};
+/// Longest wait for a setup step (binding, spawning, one write).
+pub(crate) const SETUP: Duration = Duration::from_secs(30);
+
+/// Awaits `fut` for at most `limit`; running out of time is reported as a
+/// stall of `what`.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl Future<Output = T>,
+) -> Result<T> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| anyhow!("peer stalled: {what} did not finish within {limit:?}"))
+}
 
 /// A relay the hosts use: its URL and the certificate (DER) to trust for it.
 #[derive(Debug)]
