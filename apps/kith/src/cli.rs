@@ -21,6 +21,8 @@ use crate::client::{self, Client};
 use crate::daemon::{self, Daemon, ServeOptions};
 use crate::error::Error;
 use crate::feed::percent_encode;
+pub use crate::output::Failure;
+use crate::output::{human_duration, json_text, print_json, short, time_text};
 use crate::receipts;
 
 /// The `kith` command line.
@@ -414,57 +416,6 @@ pub enum DeviceCommand {
     },
 }
 
-/// A command's failure: a one-line reason and, for common cases, a hint.
-#[derive(Debug)]
-pub struct Failure {
-    /// What went wrong.
-    pub message: String,
-    /// What to do about it.
-    pub hint: Option<String>,
-}
-
-impl From<Error> for Failure {
-    fn from(e: Error) -> Self {
-        let message = e.to_string();
-        let hint = match &e {
-            Error::UnknownFriend(_) => Some("`kith friend ls` lists your friends and their names"),
-            Error::Remote { code, message, .. } => match code.as_str() {
-                "unknown_friend" => Some("`kith friend ls` lists your friends and their names"),
-                "not_found" if message.contains("not granted") => Some(
-                    "ask them to `kith grant` you the path, then catch up with `kith sync FRIEND`",
-                ),
-                "refused" => Some("the friend has not granted you this path"),
-                "unreachable" => Some(
-                    "is the friend's node running? If their address changed, add a fresh ticket",
-                ),
-                "not_allowed" => Some("only the device holding the namespace key can do this"),
-                "whole_namespace" => {
-                    Some("`kith rm / --all` deletes everything, here and on friends' devices")
-                }
-                _ => None,
-            },
-            Error::Node(kith::Error::NotFriend(_)) => {
-                Some("`kith friend ls` lists your friends and their names")
-            }
-            _ => None,
-        };
-        Self {
-            message,
-            hint: hint.map(str::to_string),
-        }
-    }
-}
-
-impl Failure {
-    /// A failure with its message and an optional hint.
-    pub(crate) fn new(message: impl Into<String>, hint: Option<&str>) -> Self {
-        Self {
-            message: message.into(),
-            hint: hint.map(str::to_string),
-        }
-    }
-}
-
 /// Transfers from this size on show a progress bar on a terminal.
 const LARGE_TRANSFER: u64 = 4 << 20;
 
@@ -477,22 +428,6 @@ pub fn data_dir(given: Option<PathBuf>) -> PathBuf {
             .map(|d| d.join("kith"))
             .unwrap_or_else(|| PathBuf::from("kith-data"))
     })
-}
-
-/// Prints `v` as the output of `--json`: indented for a person when
-/// standard output is a terminal, else on one line (what scripts, `jq` and
-/// the tests read: one line per object).
-pub(crate) fn print_json(v: &Value) {
-    out!("{}", json_text(v, std::io::stdout().is_terminal()));
-}
-
-/// `v` as JSON text: indented if `pretty`, else on one line.
-fn json_text(v: &Value, pretty: bool) -> String {
-    if pretty {
-        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
-    } else {
-        v.to_string()
-    }
 }
 
 fn show_progress(out: Output) -> bool {
@@ -547,38 +482,6 @@ fn url_path(path: &str) -> String {
         .map(percent_encode)
         .collect::<Vec<_>>()
         .join("/")
-}
-
-pub(crate) fn short(id: &str) -> &str {
-    id.get(..10).unwrap_or(id)
-}
-
-pub(crate) fn time_text(micros: u64) -> String {
-    // Seconds since the epoch as UTC date and time, without a date crate.
-    let secs = micros / 1_000_000;
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), after Howard Hinnant.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// A media type from a file name's extension.
@@ -1545,17 +1448,6 @@ fn print_status(st: &Value) {
     }
 }
 
-/// `ms` as a short human duration.
-pub(crate) fn human_duration(ms: u64) -> String {
-    match ms / 1000 {
-        0 => format!("{ms} ms"),
-        s @ 1..=119 => format!("{s} s"),
-        s @ 120..=7199 => format!("{} min", s / 60),
-        s @ 7200..=172_799 => format!("{} h", s / 3600),
-        s => format!("{} d", s / 86_400),
-    }
-}
-
 /// A warning when no friend may read the post `p` yet (its audience was
 /// granted to nobody), so that it reaches no one; none for the private
 /// audience.
@@ -1586,32 +1478,6 @@ async fn unheard(c: &Client, p: &Value) -> Result<Option<String>, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_are_utc_calendar_dates() {
-        assert_eq!(time_text(0), "1970-01-01 00:00:00");
-        assert_eq!(time_text(1_700_000_000_000_000), "2023-11-14 22:13:20");
-    }
-
-    #[test]
-    fn json_is_indented_on_a_terminal_and_one_line_when_piped() {
-        let v = json!({ "path": "/feed/friends/1", "kind": "doc", "tags": ["a", "b"] });
-        let piped = json_text(&v, false);
-        assert!(!piped.contains('\n'), "{piped}");
-        assert!(
-            piped.starts_with('{') && piped.contains(r#""tags":["a","b"]"#),
-            "{piped}"
-        );
-        assert_eq!(serde_json::from_str::<Value>(&piped).unwrap(), v);
-        let terminal = json_text(&v, true);
-        assert!(terminal.lines().count() > 1, "{terminal}");
-        assert!(
-            terminal.contains("\n  \"path\": \"/feed/friends/1\""),
-            "{terminal}"
-        );
-        let back: Value = serde_json::from_str(&terminal).unwrap();
-        assert_eq!(back, v);
-    }
 
     #[test]
     fn the_command_line_parses() {

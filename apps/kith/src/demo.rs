@@ -71,7 +71,7 @@ pub async fn run(dir: Option<PathBuf>, json_out: bool) -> Result<()> {
                 .zip(&urls)
                 .map(|(n, u)| ((*n).to_string(), json!(u)))
                 .collect();
-            crate::cli::print_json(&Value::Object(map));
+            crate::output::print_json(&Value::Object(map));
         } else {
             out!(
                 "kith demo: three friends on this machine (data in {})",

@@ -39,6 +39,7 @@ mod error;
 pub mod feed;
 pub mod http;
 pub mod names;
+pub mod output;
 pub mod profile;
 pub mod receipts;
 pub mod relay;

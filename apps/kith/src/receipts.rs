@@ -20,8 +20,8 @@ use futures_util::StreamExt;
 use kith::Timestamp;
 use serde_json::Value;
 
-use crate::cli::{Failure, human_duration, print_json, short, time_text};
 use crate::client::{self, Client};
+use crate::output::{Failure, human_duration, print_json, short, time_text};
 
 /// How long `kith receipts --wait` waits unless `--timeout` says otherwise,
 /// in seconds.

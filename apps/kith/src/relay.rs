@@ -165,7 +165,7 @@ pub async fn run(args: RelayArgs) -> Result<()> {
     // Caught before saying it runs: a stop right after is a clean one.
     let stop = crate::daemon::StopSignals::listen();
     if args.json {
-        crate::cli::print_json(&json!({
+        crate::output::print_json(&json!({
             "url": url,
             "http": server.http_addr().map(|a| a.to_string()),
             "https": https.map(|a| a.to_string()),
