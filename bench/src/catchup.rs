@@ -224,6 +224,62 @@ pub(crate) async fn put_random_blob(node: &Node, path: &Path, size: u64, seed: u
     .await?
 }
 
+/// One round of a blob fetch: the owner and the friend, still running.
+pub(crate) struct BlobRound {
+    /// The friend's fetch, MB/s.
+    pub(crate) rate: f64,
+    /// The node that stored the blob.
+    pub(crate) owner: Node,
+    /// The node that fetched it.
+    pub(crate) friend: Node,
+    _dir: tempfile::TempDir,
+}
+
+impl BlobRound {
+    /// Stops both nodes.
+    pub(crate) async fn shutdown(self) -> Result<()> {
+        self.owner.shutdown().await?;
+        self.friend.shutdown().await?;
+        Ok(())
+    }
+}
+
+/// An owner at `sites[0]` stores a blob of `size` pseudo-random bytes
+/// (different for every `seed`); a friend at `sites[1]` catches up, then
+/// fetches it, timed from the request until the content is verified and
+/// stored.
+pub(crate) async fn blob_round(size: u64, seed: u64, sites: &[Site; 2]) -> Result<BlobRound> {
+    let dir = tempfile::tempdir()?;
+    let (owner, friend) = pair_at(dir.path(), &sites[0], &sites[1]).await?;
+    let path = Path::parse("/feed/video.mp4")?;
+    put_random_blob(&owner, &path, size, seed).await?;
+    friend.sync_now(&owner.namespace()).await?;
+    let started = std::time::Instant::now();
+    let received = friend.fetch(&owner.namespace(), &path).await?;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(received >= size, "fetched {received} of {size} bytes");
+    Ok(BlobRound {
+        rate: size as f64 / 1e6 / elapsed.as_secs_f64(),
+        owner,
+        friend,
+        _dir: dir,
+    })
+}
+
+/// A raw iroh stream of `size` bytes from `sites[0]` to `sites[1]`, MB/s;
+/// `None` (said on stderr) when the peer failed the round.
+pub(crate) async fn raw_stream_rate(size: u64, sites: &[Site; 2]) -> Option<f64> {
+    match peers::raw_iroh_stream_at(size, sites).await {
+        Ok(run) => {
+            Some(size as f64 / 1e6 / run.duration.max(Duration::from_micros(1)).as_secs_f64())
+        }
+        Err(e) => {
+            eprintln!("  raw iroh stream failed a round: {e:#}");
+            None
+        }
+    }
+}
+
 /// Runs the `blobs` scenario.
 pub(crate) fn run_blobs(opts: &Options) -> Result<Vec<Figure>> {
     runtime()?.block_on(blobs(opts))
@@ -233,24 +289,12 @@ async fn blobs(opts: &Options) -> Result<Vec<Figure>> {
     let size = opts.scaled(256 << 20) as u64;
     let mut kith = Vec::new();
     let mut raw = Vec::new();
+    let loopback = [Site::Loopback, Site::Loopback];
     for round in 0..ROUNDS {
-        let dir = tempfile::tempdir()?;
-        let (owner, friend) = pair(dir.path()).await?;
-        let path = Path::parse("/feed/video.mp4")?;
-        put_random_blob(&owner, &path, size, round as u64).await?;
-        friend.sync_now(&owner.namespace()).await?;
-        let started = std::time::Instant::now();
-        let received = friend.fetch(&owner.namespace(), &path).await?;
-        let elapsed = started.elapsed();
-        anyhow::ensure!(received >= size, "fetched {received} of {size} bytes");
-        kith.push(size as f64 / 1e6 / elapsed.as_secs_f64());
-        owner.shutdown().await?;
-        friend.shutdown().await?;
-        match peers::raw_iroh_stream(size).await {
-            Ok(run) => raw
-                .push(size as f64 / 1e6 / run.duration.max(Duration::from_micros(1)).as_secs_f64()),
-            Err(e) => eprintln!("raw iroh stream failed a round: {e:#}"),
-        }
+        let done = blob_round(size, round as u64, &loopback).await?;
+        kith.push(done.rate);
+        done.shutdown().await?;
+        raw.extend(raw_stream_rate(size, &loopback).await);
     }
     let mib = size >> 20;
     let mut figure = Figure::new(

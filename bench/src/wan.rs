@@ -31,7 +31,7 @@ use kith::{CongestionControl, Node, Route};
 use rustls_pki_types::PrivateKeyDer;
 
 use crate::Options;
-use crate::catchup::{fresh_catchup, median, pair_at, pair_with, put_random_blob};
+use crate::catchup::{blob_round, fresh_catchup, median, pair_with, raw_stream_rate};
 use crate::fanout;
 use crate::netns::{Host, Impairment, Net, RELAY_HOST};
 use crate::peers::{self, DocsStore};
@@ -247,26 +247,13 @@ async fn blob(size: u64, sites: &[Site; 2]) -> Result<Figure> {
     let mut kith = Vec::new();
     let mut raw = Vec::new();
     for round in 0..ROUNDS {
-        let dir = tempfile::tempdir()?;
-        let (owner, friend) = pair_at(dir.path(), &sites[0], &sites[1]).await?;
-        let path = kith::Path::parse("/feed/video.mp4")?;
-        put_random_blob(&owner, &path, size, round as u64).await?;
-        friend.sync_now(&owner.namespace()).await?;
-        let started = std::time::Instant::now();
-        let received = friend.fetch(&owner.namespace(), &path).await?;
-        let elapsed = started.elapsed();
-        anyhow::ensure!(received >= size, "fetched {received} of {size} bytes");
-        check_route(&friend, &owner, Via::Relay).await?;
-        kith.push(size as f64 / 1e6 / elapsed.as_secs_f64());
-        owner.shutdown().await?;
-        friend.shutdown().await?;
+        let done = blob_round(size, round as u64, sites).await?;
+        check_route(&done.friend, &done.owner, Via::Relay).await?;
+        kith.push(done.rate);
+        done.shutdown().await?;
         // The raw stream goes from the owner's host to the friend's, as
         // the blob did.
-        match peers::raw_iroh_stream_at(size, sites).await {
-            Ok(run) => raw
-                .push(size as f64 / 1e6 / run.duration.max(Duration::from_micros(1)).as_secs_f64()),
-            Err(e) => eprintln!("  wan: raw iroh stream through the relay failed a round: {e:#}"),
-        }
+        raw.extend(raw_stream_rate(size, sites).await);
     }
     let mut figure = Figure::new(
         SCENARIO,

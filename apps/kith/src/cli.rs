@@ -1087,20 +1087,13 @@ async fn get(c: &Client, args: Vec<String>, out: Option<PathBuf>, json_out: bool
         [ns, path] => (ns.clone(), path.clone()),
         _ => return Err(Failure::new("give [NAMESPACE|FRIEND] PATH", None)),
     };
-    let req = Request::builder()
-        .uri(format!(
+    let res = c
+        .get(&format!(
             "/api/entry/{}/{}",
             percent_encode(&ns),
             url_path(&path)
         ))
-        .body(Body::empty())
-        .map_err(|e| Failure::new(format!("bad request: {e}"), None))?;
-    let res = c.send(req).await?;
-    let status = res.status();
-    if !status.is_success() {
-        let bytes = client::read_body(res).await?;
-        return Err(client::remote_error(status, &bytes).into());
-    }
+        .await?;
     let is_json = res
         .headers()
         .get(header::CONTENT_TYPE)

@@ -300,6 +300,26 @@ impl Client {
         decode(status, &bytes)
     }
 
+    /// Sends `GET uri` and returns the answer with its body unread (a file,
+    /// an event stream); an error answer becomes [`Error::Remote`].
+    ///
+    /// # Errors
+    /// [`Error::Remote`], transport errors.
+    pub async fn get(&self, uri: &str) -> Result<Response<Body>> {
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(uri)
+            .body(Body::empty())
+            .map_err(|e| Error::BadInput(format!("bad request: {e}")))?;
+        let res = self.send(req).await?;
+        let status = res.status();
+        if !status.is_success() {
+            let bytes = read_body(res).await?;
+            return Err(remote_error(status, &bytes));
+        }
+        Ok(res)
+    }
+
     /// Stops the node of an in-process client.
     ///
     /// # Errors

@@ -14,13 +14,13 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use axum::body::{Body, BodyDataStream};
-use axum::http::{Method, Request};
+use axum::body::BodyDataStream;
+use axum::http::Method;
 use futures_util::StreamExt;
 use kith::Timestamp;
 use serde_json::Value;
 
-use crate::client::{self, Client};
+use crate::client::Client;
 use crate::output::{Failure, human_duration, print_json, short, time_text};
 
 /// How long `kith receipts --wait` waits unless `--timeout` says otherwise,
@@ -261,17 +261,7 @@ struct EventStream {
 
 impl EventStream {
     async fn open(c: &Client) -> Result<Self, Failure> {
-        let req = Request::builder()
-            .method(Method::GET)
-            .uri("/api/events")
-            .body(Body::empty())
-            .map_err(|e| Failure::new(format!("bad request: {e}"), None))?;
-        let res = c.send(req).await?;
-        let status = res.status();
-        if !status.is_success() {
-            let bytes = client::read_body(res).await?;
-            return Err(client::remote_error(status, &bytes).into());
-        }
+        let res = c.get("/api/events").await?;
         Ok(Self {
             body: res.into_body().into_data_stream(),
             buf: Vec::new(),
