@@ -16,6 +16,10 @@
 //!   50 ms one-way latency on every path: p50/p99 of (change, friend), as in
 //!   `fanout`, beside raw iroh-gossip on the same hosts.
 //!
+//! kith runs with each congestion control: auto (the default: BBR for its
+//! own connections on long paths, CUBIC for gossip), CUBIC everywhere and
+//! BBR everywhere.
+//!
 //! kith's route is checked after each catch-up (`Node::peers`): direct on
 //! the direct link, the relay's URL on the relay-only one; a run that used
 //! the other path is an error, not a figure. Needs root (see
@@ -148,14 +152,22 @@ async fn start_relay(host: &Host) -> Result<(Server, Arc<RelayAt>)> {
     Ok((server, Arc::new(at)))
 }
 
+/// The congestion controls kith is measured with, and how figures name
+/// them.
+const CONGESTION: [(CongestionControl, &str); 3] = [
+    (CongestionControl::Auto, "auto (the default)"),
+    (CongestionControl::Cubic, "CUBIC everywhere"),
+    (CongestionControl::Bbr, "BBR everywhere"),
+];
+
 /// kith's fresh catch-up of `n` documents from `sites[0]` to `sites[1]`
 /// (median of [`ROUNDS`]), beside iroh-docs with a file store.
 async fn catchups(n: usize, sites: &[Site; 2], path: Via, link: &str) -> Result<Vec<Figure>> {
-    let mut cubic = Vec::new();
-    let mut bbr = Vec::new();
+    let mut kith = vec![Vec::new(); CONGESTION.len()];
     for _ in 0..ROUNDS {
-        cubic.push(kith_catchup(n, sites, path, CongestionControl::Cubic).await?);
-        bbr.push(kith_catchup(n, sites, path, CongestionControl::Bbr).await?);
+        for ((congestion, _), times) in CONGESTION.iter().zip(&mut kith) {
+            times.push(kith_catchup(n, sites, path, *congestion).await?);
+        }
     }
     let (mut complete, mut entries, mut stalled) = (Vec::new(), Vec::new(), 0);
     for _ in 0..ROUNDS {
@@ -188,7 +200,7 @@ async fn catchups(n: usize, sites: &[Site; 2], path: Via, link: &str) -> Result<
         }
     }
     let mut figures = Vec::new();
-    for (how, times) in [("CUBIC, the default", cubic), ("BBR", bbr)] {
+    for ((_, how), times) in CONGESTION.iter().zip(kith) {
         let name = format!("fresh catch-up ({n} docs × ~1 KiB), {link}, {how}");
         let kith = median(times);
         let before = figures.len();
@@ -286,21 +298,17 @@ async fn live_push(opts: &Options) -> Result<Vec<Figure>> {
     }
     let sites: Vec<Site> = hosts.iter().map(|h| Site::on(h, None)).collect();
     let mut kith = Vec::new();
-    for congestion in [CongestionControl::Cubic, CongestionControl::Bbr] {
+    for (congestion, how) in CONGESTION {
         let swarm = Swarm::form_with(&sites, congestion).await?;
         let measured = fanout::measure(&swarm, changes).await?;
         swarm.shutdown().await?;
-        kith.push((congestion, measured.latencies));
+        kith.push((how, measured.latencies));
     }
     eprintln!("  wan: the same with raw iroh-gossip …");
     let raw = rawgossip::run_at(&sites, changes).await?;
     let peer = "raw iroh-gossip (CUBIC), same hosts";
     let mut figures = Vec::new();
-    for (congestion, lat) in kith {
-        let how = match congestion {
-            CongestionControl::Cubic => "CUBIC, the default",
-            CongestionControl::Bbr => "BBR",
-        };
+    for (how, lat) in kith {
         for (q, at) in [("p50", 0.5), ("p99", 0.99)] {
             figures.push(
                 Figure::new(

@@ -288,9 +288,8 @@ impl Live {
         for t in tasks {
             let _ = t.await;
         }
-        // Gossip itself is shut down by the router, with the endpoint
-        // (`Node::shutdown`): shutting it down here too only made the
-        // router's call fail.
+        // Gossip itself is shut down by the accept loop, with the
+        // endpoint (`Node::shutdown`).
     }
 
     fn request(&self, r: Work) {

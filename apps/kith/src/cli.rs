@@ -274,10 +274,12 @@ pub struct NetArgs {
     /// lookups by key. Also `discovery = "URL"` in `config.toml`.
     #[arg(long, value_name = "URL")]
     pub discovery: Option<String>,
-    /// Congestion control of the QUIC connections: `cubic` (the default)
-    /// or `bbr`, which random loss (mobile data, busy Wi-Fi) slows much
-    /// less, at the cost of some latency for live posts. Also
-    /// `congestion = "bbr"` in `config.toml`.
+    /// Congestion control of the QUIC connections: `auto` (the default:
+    /// catch-up and blobs use BBR on paths with a round trip of 20 ms or
+    /// more, which random loss on mobile data or busy Wi-Fi slows much
+    /// less, and CUBIC on shorter ones; live posts always CUBIC), `cubic`
+    /// or `bbr` for every connection. Also `congestion = "bbr"` in
+    /// `config.toml`.
     #[arg(long, value_name = "NAME")]
     pub congestion: Option<String>,
 }

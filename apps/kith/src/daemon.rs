@@ -243,11 +243,12 @@ impl NetworkConfig {
             None => Vec::new(),
         };
         let congestion = match congestion.or(file.congestion).as_deref() {
-            None | Some("cubic") => kith::CongestionControl::Cubic,
+            None | Some("auto") => kith::CongestionControl::Auto,
+            Some("cubic") => kith::CongestionControl::Cubic,
             Some("bbr") => kith::CongestionControl::Bbr,
             Some(other) => {
                 return Err(Error::BadInput(format!(
-                    "congestion control {other:?}: choose cubic or bbr"
+                    "congestion control {other:?}: choose auto, cubic or bbr"
                 )));
             }
         };
@@ -750,7 +751,7 @@ mod tests {
     fn network_settings_come_from_flags_over_config_toml() {
         let dir = tempfile::tempdir().unwrap();
         let settings = load(dir.path(), None).unwrap();
-        assert_eq!(settings.congestion, kith::CongestionControl::Cubic);
+        assert_eq!(settings.congestion, kith::CongestionControl::Auto);
         assert!(settings.relays.is_empty());
         std::fs::write(
             dir.path().join(CONFIG_FILE),
@@ -766,7 +767,7 @@ mod tests {
         let settings = load(dir.path(), Some("cubic")).unwrap();
         assert_eq!(settings.congestion, kith::CongestionControl::Cubic);
         let err = load(dir.path(), Some("reno")).unwrap_err().to_string();
-        assert!(err.contains("choose cubic or bbr"), "{err}");
+        assert!(err.contains("choose auto, cubic or bbr"), "{err}");
         std::fs::write(dir.path().join(CONFIG_FILE), "congestoin = \"bbr\"\n").unwrap();
         let err = load(dir.path(), None).unwrap_err().to_string();
         assert!(err.contains("unknown field"), "{err}");

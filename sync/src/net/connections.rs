@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use iroh::Endpoint;
-use iroh::endpoint::Connection;
+use iroh::endpoint::{ConnectOptions, Connection, QuicTransportConfig};
 use kith_types::DeviceId;
 
 use super::gate::Gate;
@@ -54,6 +54,8 @@ pub(crate) struct Connections {
     endpoint: Endpoint,
     gate: Gate,
     connect_timeout: Duration,
+    /// The transport of the connections this node dials.
+    transport: QuicTransportConfig,
     open: tokio::sync::Mutex<HashMap<DeviceId, Cached>>,
     /// Serves the streams other devices open on connections this node
     /// dialed (set once the protocol handler exists).
@@ -61,13 +63,19 @@ pub(crate) struct Connections {
 }
 
 impl Connections {
-    /// Connections over `endpoint`, each tracked by `gate`; connecting
-    /// gives up after `connect_timeout`.
-    pub(crate) fn new(endpoint: Endpoint, gate: Gate, connect_timeout: Duration) -> Self {
+    /// Connections over `endpoint` with `transport`, each tracked by
+    /// `gate`; connecting gives up after `connect_timeout`.
+    pub(crate) fn new(
+        endpoint: Endpoint,
+        gate: Gate,
+        connect_timeout: Duration,
+        transport: QuicTransportConfig,
+    ) -> Self {
         Self {
             endpoint,
             gate,
             connect_timeout,
+            transport,
             open: tokio::sync::Mutex::new(HashMap::new()),
             server: std::sync::OnceLock::new(),
         }
@@ -110,10 +118,18 @@ impl Connections {
         let addr = super::addrs::endpoint_addr(&device, addrs)?;
         let started = Instant::now();
         tracing::trace!(device = %device.fmt_short(), ?addrs, "connecting");
-        let conn = tokio::time::timeout(self.connect_timeout, self.endpoint.connect(addr, ALPN))
+        let options = ConnectOptions::new().with_transport_config(self.transport.clone());
+        let connecting = async {
+            self.endpoint
+                .connect_with_opts(addr, ALPN, options)
+                .await
+                .map_err(Error::network)?
+                .await
+                .map_err(Error::network)
+        };
+        let conn = tokio::time::timeout(self.connect_timeout, connecting)
             .await
-            .map_err(|_| Error::Timeout("connecting"))?
-            .map_err(Error::network)?;
+            .map_err(|_| Error::Timeout("connecting"))??;
         tracing::trace!(device = %device.fmt_short(), took = ?started.elapsed(), "connected");
         self.gate.track(device, &conn);
         if let Some(serve) = self.server.get() {

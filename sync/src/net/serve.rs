@@ -23,7 +23,7 @@ const RATE_LIMITED_CODE: u32 = 429;
 /// How long streams being served get to end once the node shuts down.
 const SHUTDOWN_STREAMS: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The catch-up protocol handler registered with the router.
+/// The catch-up protocol handler, given its connections by the accept loop.
 #[derive(Debug, Clone)]
 pub(crate) struct SyncProtocol {
     pub(crate) shared: Arc<Shared>,
@@ -31,7 +31,7 @@ pub(crate) struct SyncProtocol {
     budgets: Arc<PeerBudgets>,
     /// Where a poke's sync is asked of the node.
     requests: Sender<Work>,
-    /// The streams being served, aborted when the router shuts down (so
+    /// The streams being served, aborted when the accept loop shuts down (so
     /// none holds the store after the node stopped).
     pub(crate) streams: Arc<parking_lot::Mutex<tokio::task::JoinSet<()>>>,
     /// Where accepted connections are offered for this node's own requests.

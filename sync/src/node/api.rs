@@ -507,9 +507,8 @@ impl Node {
             tracing::warn!("live push did not stop within {SHUTDOWN_TASKS:?}; dropping it");
         }
         self.inner.connections.close_all().await;
-        match tokio::time::timeout(SHUTDOWN_NETWORK, self.inner.router.shutdown()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(%e, "router shutdown failed"),
+        match tokio::time::timeout(SHUTDOWN_NETWORK, self.inner.acceptor.shutdown()).await {
+            Ok(()) => {}
             Err(_) => tracing::warn!(
                 "the endpoint did not close within {SHUTDOWN_NETWORK:?}; dropping it"
             ),

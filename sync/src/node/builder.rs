@@ -10,7 +10,6 @@ use iroh::address_lookup::memory::MemoryLookup;
 use iroh::address_lookup::pkarr::{PkarrPublisher, PkarrResolver};
 use iroh::endpoint::{ControllerFactory, PortmapperConfig, QuicTransportConfig, presets};
 use iroh::endpoint_info::AddrFilter;
-use iroh::protocol::Router;
 use iroh::{Endpoint, RelayMode, RelayUrl, SecretKey};
 use kith_store::{Durability, Options as StoreOptions, Store};
 use kith_types::DeviceId;
@@ -21,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::live::{Live, LiveConfig};
 use crate::net;
+use crate::net::accept::Acceptor;
 use crate::net::connections::Connections;
 use crate::net::fetch::Downloads;
 use crate::net::gate::Gate;
@@ -81,20 +81,52 @@ pub struct Builder {
     congestion: CongestionControl,
 }
 
-/// How the node's QUIC connections (catch-up, blobs and live push alike)
-/// pace what they send. Measured on an impaired link by the `wan` bench.
+/// How the node's QUIC connections pace what they send. Measured on an
+/// impaired link by the `wan` bench.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum CongestionControl {
-    /// CUBIC, iroh's default: backs off on every lost packet, so on a
-    /// lossy link (mobile data, busy Wi-Fi) bulk transfers slow down with
-    /// the loss rate and the round-trip time; small live messages go out
-    /// at once.
+    /// kith's own connections (catch-up, blobs, pokes) pace each network
+    /// path by its round trip: BBR where the shortest round trip is 20 ms
+    /// or more (across the internet, through a relay), CUBIC on shorter
+    /// paths (a LAN, loopback); live push over gossip uses CUBIC.
     #[default]
+    Auto,
+    /// CUBIC everywhere, iroh's default: backs off on every lost packet, so
+    /// on a lossy link (mobile data, busy Wi-Fi) bulk transfers slow down
+    /// with the loss rate and the round-trip time; small live messages go
+    /// out at once.
     Cubic,
-    /// BBR (version 3): paces by the measured bandwidth and round-trip
-    /// time, not by loss, so random loss costs bulk transfers little; it
-    /// delays small live messages more than CUBIC does.
+    /// BBR (version 3) everywhere: paces by the measured bandwidth and
+    /// round-trip time, not by loss, so random loss costs bulk transfers
+    /// little; it delays small live messages more than CUBIC does.
     Bbr,
+}
+
+impl CongestionControl {
+    /// The transport of the endpoint: gossip's connections, and any other
+    /// the endpoint makes.
+    fn endpoint_transport(self) -> QuicTransportConfig {
+        let factory: Arc<dyn ControllerFactory + Send + Sync> = match self {
+            Self::Auto | Self::Cubic => Arc::new(noq_proto::congestion::CubicConfig::default()),
+            Self::Bbr => Arc::new(noq_proto::congestion::Bbr3Config::default()),
+        };
+        transport(factory)
+    }
+
+    /// The transport of kith's own connections, dialed and accepted.
+    fn kith_transport(self) -> QuicTransportConfig {
+        match self {
+            Self::Auto => transport(Arc::new(net::pacing::ByPathConfig::default())),
+            Self::Cubic | Self::Bbr => self.endpoint_transport(),
+        }
+    }
+}
+
+/// A QUIC transport paced by `factory`'s controllers.
+fn transport(factory: Arc<dyn ControllerFactory + Send + Sync>) -> QuicTransportConfig {
+    QuicTransportConfig::builder()
+        .congestion_controller_factory(factory)
+        .build()
 }
 
 /// Prepares a fresh data folder for a further device of an existing
@@ -137,7 +169,7 @@ impl Builder {
     }
 
     /// The congestion control of the node's QUIC connections (default
-    /// [`CongestionControl::Cubic`]).
+    /// [`CongestionControl::Auto`]).
     pub fn congestion_control(mut self, congestion: CongestionControl) -> Self {
         self.congestion = congestion;
         self
@@ -326,10 +358,12 @@ impl Builder {
         let gossip = iroh_gossip::Gossip::builder()
             .max_message_size(self.gossip_max_message_size)
             .spawn(endpoint.clone());
+        let kith_transport = self.congestion.kith_transport();
         let connections = Arc::new(Connections::new(
             endpoint.clone(),
             gate,
             self.connect_timeout,
+            kith_transport.clone(),
         ));
         let protocol = SyncProtocol::new(
             shared.clone(),
@@ -337,10 +371,15 @@ impl Builder {
             requests_tx.clone(),
         );
         protocol.pair(&connections);
-        let router = Router::builder(endpoint.clone())
-            .accept(ALPN, protocol)
-            .accept(iroh_gossip::ALPN, gossip.clone())
-            .spawn();
+        let acceptor = Acceptor::spawn(
+            endpoint.clone(),
+            protocol,
+            gossip.clone(),
+            endpoint
+                .create_server_config_builder(vec![ALPN.to_vec()])
+                .set_transport_config(kith_transport)
+                .build(),
+        );
         // Gossip finds peers by id: give it every address known.
         for (device, addrs) in shared.known_addresses() {
             if !addrs.is_empty()
@@ -367,7 +406,7 @@ impl Builder {
                 shared,
                 downloads: Downloads::default(),
                 endpoint,
-                router,
+                acceptor,
                 lookup,
                 settings: Settings {
                     relays: match &self.network {
@@ -513,20 +552,12 @@ impl Builder {
                 b
             }
         };
-        let factory: Arc<dyn ControllerFactory + Send + Sync> = match self.congestion {
-            CongestionControl::Cubic => Arc::new(noq_proto::congestion::CubicConfig::default()),
-            CongestionControl::Bbr => Arc::new(noq_proto::congestion::Bbr3Config::default()),
-        };
         builder
-            .transport_config(
-                QuicTransportConfig::builder()
-                    .congestion_controller_factory(factory)
-                    .build(),
-            )
+            .transport_config(self.congestion.endpoint_transport())
             .secret_key(secret.clone())
             .address_lookup(lookup.clone())
             .hooks(gate.clone())
-            .alpns(vec![ALPN.to_vec()])
+            .alpns(vec![ALPN.to_vec(), iroh_gossip::ALPN.to_vec()])
             .bind()
             .await
             .map_err(Error::network)

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use iroh::Endpoint;
 use iroh::address_lookup::memory::MemoryLookup;
-use iroh::protocol::Router;
 use kith_types::NamespaceId;
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
@@ -39,7 +38,7 @@ pub(super) struct Inner {
     /// Blob fetches in progress, one per blob.
     pub(super) downloads: Downloads,
     pub(super) endpoint: Endpoint,
-    pub(super) router: Router,
+    pub(super) acceptor: crate::net::accept::Acceptor,
     pub(super) lookup: MemoryLookup,
     pub(super) settings: Settings,
     pub(super) subscriptions: Mutex<HashMap<NamespaceId, JoinHandle<()>>>,
