@@ -476,3 +476,84 @@ async fn an_expired_cap_gives_nothing() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// The namespace key a node keeps in its data folder.
+fn namespace_key_of(dir: &std::path::Path) -> NamespaceKey {
+    let text = std::fs::read_to_string(dir.join("identity/namespace.key")).unwrap();
+    NamespaceKey::import_text(text.trim()).unwrap()
+}
+
+/// Scopes pushed alone on a stream (a re-key) are taken only from a
+/// serving device of their owner, and only if every one checks out: a
+/// friend can neither plant a scope of another namespace nor one of its own
+/// outside what it granted, and what the member holds stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_scopes_are_taken_only_from_their_owner() {
+    use kith::caps::{Roster, Scope, ScopeSecret};
+    let (da, db, dc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let live = |dir: std::path::PathBuf| async move {
+        Node::builder(dir)
+            .network(kith::NetworkMode::LocalOnly)
+            .spawn()
+            .await
+            .unwrap()
+    };
+    let a = live(da.path().to_path_buf()).await;
+    let b = live(db.path().to_path_buf()).await;
+    let c = spawn(dc.path()).await;
+    befriend(&a, &b).await;
+    a.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
+    b.subscribe(&a.namespace()).await.unwrap();
+    tokio::time::timeout(common::WAIT, async {
+        while b.live_topics().len() != 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("b never joined a's topic");
+    let held = b.live_topics();
+    befriend(&b, &c).await;
+
+    let (c_secret, _) = keys_of(dc.path());
+    let c_key = namespace_key_of(dc.path());
+    let (ep, conn) = raw_connect(c_secret, &b).await.unwrap();
+    let mut rng = rand::rng();
+    // A scope of a's namespace whose roster c signed: not a's roster.
+    let planted = Scope::new(a.namespace(), p("/feed"), 7, ScopeSecret::random(&mut rng));
+    let roster = Roster::issue(&c_key, p("/feed"), 7, [b.device()]).unwrap();
+    // One of c's own, but c granted b nothing.
+    let own = Scope::new(c.namespace(), p("/x"), 0, ScopeSecret::random(&mut rng));
+    let own_roster = Roster::issue(&c_key, p("/x"), 0, [b.device()]).unwrap();
+    for items in [
+        vec![(planted.encode(), roster.encode())],
+        vec![(own.encode(), own_roster.encode())],
+        vec![(b"garbage".to_vec(), own_roster.encode())],
+    ] {
+        let answer = exchange(&conn, &frame(&Message::Scopes { items })).await;
+        assert_eq!(
+            refusals(&answer),
+            vec![RefusalCode::Unauthorized],
+            "{answer:?}"
+        );
+        assert!(!answer.contains(&Message::ScopesTaken), "{answer:?}");
+    }
+    ep.close().await;
+    assert_eq!(b.live_topics(), held, "pushed scopes changed what b holds");
+    assert_eq!(b.live_metrics().rekeys_taken, 0);
+    // B still follows a's feed live.
+    write_docs(&a, "/feed/after", 3).await;
+    tokio::time::timeout(common::WAIT, async {
+        while list(&b, &a.namespace(), "/feed/after").len() != 3 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("b stopped receiving a's posts");
+    for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
+}

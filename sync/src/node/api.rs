@@ -417,11 +417,17 @@ impl Node {
     /// Counters of live push: how changes arrived (live or by recovery),
     /// what was published and dropped.
     pub fn live_metrics(&self) -> LiveMetrics {
-        self.inner
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut m = self
+            .inner
             .live
             .as_ref()
             .map(|l| l.metrics())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let rekeys = &self.inner.shared.rekeys;
+        m.rekeys_pushed = rekeys.pushed.load(Relaxed);
+        m.rekeys_taken = rekeys.taken.load(Relaxed);
+        m
     }
 
     /// Bytes this node's endpoint has sent since it started, over every
