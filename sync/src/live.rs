@@ -9,11 +9,8 @@
 //! receive. Gossip loses members silently, so the owner's devices also
 //! publish heartbeats; a member that sees a gap, or hears nothing for the
 //! silence interval, re-joins with fresh bootstrap peers from the roster and
-//! catches up over the direct channel. A publisher sends its recent
-//! messages again to a neighbor that arrives (a member joining a new
-//! epoch's topic receives the change written right after the re-key live),
-//! and pokes the members only when a topic stays without neighbors.
-//! Counters in [`LiveMetrics`] tell how changes arrived.
+//! catches up over the direct channel. Counters in [`LiveMetrics`] tell how
+//! changes arrived.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -44,14 +41,6 @@ const RANDOM_BOOTSTRAP: usize = 2;
 const RELINK_PAUSE: Duration = Duration::from_millis(300);
 /// Least time between two heartbeats sent because a neighbor arrived.
 const NEIGHBOR_HEARTBEAT_GAP: Duration = Duration::from_secs(1);
-/// How many of its latest messages a publisher keeps per topic, to send
-/// again when a neighbor arrives.
-const RECENT_MAX: usize = 16;
-/// How long a published message is sent again to arriving neighbors.
-const RECENT_AGE: Duration = Duration::from_secs(10);
-/// How long a change published into a topic without neighbors waits for
-/// one before the members are poked to catch up instead.
-const ALONE_GRACE: Duration = Duration::from_secs(1);
 /// Settings of live push.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LiveConfig {
@@ -97,11 +86,6 @@ pub struct LiveMetrics {
     pub gossip_messages_sent: u64,
     /// Bytes of those gossip messages (before QUIC framing).
     pub gossip_bytes_sent: u64,
-    /// New scope epochs (re-keys) this node pushed to members, alone on a
-    /// stream, that the member took: each saved it a catch-up.
-    pub rekeys_pushed: u64,
-    /// Re-keys pushed to this node by owners' devices and taken.
-    pub rekeys_taken: u64,
 }
 
 /// A scope's gossip topic this node has joined.
@@ -166,54 +150,9 @@ struct Topic {
     health: Arc<Health>,
     /// When a heartbeat last went out because a neighbor arrived.
     last_heartbeat: Mutex<Option<std::time::Instant>>,
-    /// This device's latest messages in the topic (at most
-    /// [`RECENT_MAX`], none older than [`RECENT_AGE`]).
-    recent: Arc<Mutex<Recent>>,
     /// The devices this node joined the topic through.
     contacts: Mutex<HashSet<DeviceId>>,
     task: JoinHandle<()>,
-}
-
-/// Where a change is published: the scope, its topic's sender, this
-/// device's counter there, the topic's health and recent messages.
-type Target = (
-    Scope,
-    GossipSender,
-    Arc<AtomicU64>,
-    Arc<Health>,
-    Arc<Mutex<Recent>>,
-);
-
-/// A publisher's latest messages in one topic.
-#[derive(Debug, Default)]
-struct Recent(std::collections::VecDeque<(std::time::Instant, PushBody)>);
-
-impl Recent {
-    /// Keeps `body`, dropping what is beyond [`RECENT_MAX`] or
-    /// [`RECENT_AGE`].
-    fn push(&mut self, body: PushBody) {
-        self.0.push_back((std::time::Instant::now(), body));
-        while self.0.len() > RECENT_MAX {
-            self.0.pop_front();
-        }
-        self.expire();
-    }
-
-    /// The messages young enough to be sent again, oldest first.
-    fn fresh(&mut self) -> Vec<PushBody> {
-        self.expire();
-        self.0.iter().map(|(_, b)| b.clone()).collect()
-    }
-
-    fn expire(&mut self) {
-        while self
-            .0
-            .front()
-            .is_some_and(|(at, _)| at.elapsed() > RECENT_AGE)
-        {
-            self.0.pop_front();
-        }
-    }
 }
 
 /// What a topic's listener last saw.
@@ -221,8 +160,6 @@ impl Recent {
 struct Health {
     /// Direct gossip neighbors in this topic now.
     neighbors: AtomicU64,
-    /// Woken when the topic has neighbors.
-    arrived: tokio::sync::Notify,
     /// When a message of the scope last passed every check (data or
     /// heartbeat), with nothing found missing.
     in_step: Mutex<Option<std::time::Instant>>,
@@ -453,7 +390,6 @@ impl Live {
                     counter: self.topic_counters.lock().entry(id).or_default().clone(),
                     health,
                     last_heartbeat: Mutex::new(None),
-                    recent: Arc::default(),
                     contacts: Mutex::new(contacts),
                     task,
                 },
@@ -553,11 +489,9 @@ impl Live {
         loop {
             let wake = lonely.next_check().min(last_heard + silence);
             let next = tokio::time::timeout_at(wake, receiver.next()).await;
-            let neighbors = receiver.neighbors().count() as u64;
-            health.neighbors.store(neighbors, Ordering::Relaxed);
-            if neighbors > 0 {
-                health.arrived.notify_waiters();
-            }
+            health
+                .neighbors
+                .store(receiver.neighbors().count() as u64, Ordering::Relaxed);
             let Some(live) = weak.upgrade() else { return };
             if lonely.due(receiver.is_joined()) {
                 let peers = live.rejoin_peers(&scope, &roster);
@@ -652,13 +586,10 @@ impl Live {
         self.reconcile().await;
     }
 
-    /// Sends this device's recent messages in `topic` (of this namespace)
-    /// again, then a heartbeat, unless that was done within
-    /// [`NEIGHBOR_HEARTBEAT_GAP`]: a neighbor that just arrived (a member
-    /// joining a new epoch's topic, or one whose links broke) receives
-    /// what it missed live, and learns the counter, so it catches up with
-    /// anything older. Each message is sealed afresh: gossip drops a
-    /// message it has seen, and members drop a counter they applied.
+    /// Publishes a heartbeat into `topic` (of this namespace) now, unless
+    /// one went out within [`NEIGHBOR_HEARTBEAT_GAP`]: a neighbor that just
+    /// arrived learns the counter and catches up with what it missed (a
+    /// change published while the topic had no neighbors reached no one).
     async fn heartbeat_now(&self, topic: &[u8; 32]) {
         let target = {
             let topics = self.topics.lock();
@@ -674,22 +605,13 @@ impl Live {
                     t.scope.clone(),
                     t.sender.clone(),
                     t.counter.load(Ordering::Relaxed),
-                    t.recent.lock().fresh(),
                 ))
             })
         };
-        let Some((scope, sender, counter, recent)) = target else {
+        let Some((scope, sender, counter)) = target else {
             return;
         };
-        tracing::debug!(prefix = %scope.prefix(), counter, again = recent.len(), "a neighbor arrived; sending the recent messages and a heartbeat");
-        for body in recent {
-            if let Some(bytes) = self.seal(&scope, &body)
-                && let Err(e) =
-                    gossip_call("sending again", sender.broadcast(Bytes::from(bytes))).await
-            {
-                tracing::debug!(%e, "sending a recent message again failed");
-            }
-        }
+        tracing::debug!(prefix = %scope.prefix(), counter, "a neighbor arrived; sending a heartbeat");
         self.send_heartbeat(&scope, &sender, counter).await;
     }
 
@@ -786,7 +708,7 @@ impl Live {
     async fn publish(&self, path: &Path, kind: PushKind) {
         let ns = self.shared.namespace();
         let is_tombstone = matches!(kind, PushKind::Tombstone { .. });
-        let targets: Vec<Target> = self
+        let targets: Vec<(Scope, GossipSender, Arc<AtomicU64>, bool)> = self
             .topics
             .lock()
             .values()
@@ -799,13 +721,8 @@ impl Live {
                     }
             })
             .map(|t| {
-                (
-                    t.scope.clone(),
-                    t.sender.clone(),
-                    t.counter.clone(),
-                    t.health.clone(),
-                    t.recent.clone(),
-                )
+                let alone = t.health.neighbors.load(Ordering::Relaxed) == 0;
+                (t.scope.clone(), t.sender.clone(), t.counter.clone(), alone)
             })
             .collect();
         // A scope whose topic is being joined again: the change is counted,
@@ -824,9 +741,20 @@ impl Live {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
         }
-        for (scope, sender, counter, health, recent) in targets {
-            if health.neighbors.load(Ordering::Relaxed) == 0 {
-                self.poke_if_still_alone(&scope, health);
+        for (scope, sender, counter, alone) in targets {
+            if alone {
+                // Gossip would carry this to no one (the node has just
+                // started, or lost its links): the members are told
+                // directly to catch up.
+                let me = self.shared.identity.device();
+                let members: Vec<DeviceId> = self
+                    .roster_of(&scope)
+                    .map(|r| r.members().iter().filter(|m| **m != me).copied().collect())
+                    .unwrap_or_default();
+                tracing::debug!(prefix = %scope.prefix(), members = members.len(), "no gossip neighbors to publish to; poking the members");
+                if !members.is_empty() {
+                    self.request(Work::Poke { devices: members });
+                }
             }
             let body = PushBody {
                 session: self.session,
@@ -841,7 +769,6 @@ impl Live {
                         tracing::info!(%e, "gossip broadcast failed");
                     }
                     bump(&self.counters.published);
-                    recent.lock().push(body);
                 }
                 None => {
                     // Too large even as an announcement: members see the
@@ -850,37 +777,6 @@ impl Live {
                 }
             }
         }
-    }
-
-    /// A change goes into `scope`'s topic while it has no gossip neighbors
-    /// (the node has just started, lost its links, or the topic of a new
-    /// epoch is still forming). A neighbor that arrives within
-    /// [`ALONE_GRACE`] is sent the change again ([`Live::heartbeat_now`]);
-    /// if none does, the members are told directly to catch up.
-    fn poke_if_still_alone(&self, scope: &Scope, health: Arc<Health>) {
-        let me = self.shared.identity.device();
-        let members: Vec<DeviceId> = self
-            .roster_of(scope)
-            .map(|r| r.members().iter().filter(|m| **m != me).copied().collect())
-            .unwrap_or_default();
-        if members.is_empty() {
-            return;
-        }
-        let requests = self.requests.clone();
-        let prefix = scope.prefix().clone();
-        tokio::spawn(async move {
-            let until = tokio::time::Instant::now() + ALONE_GRACE;
-            while health.neighbors.load(Ordering::Relaxed) == 0 {
-                if tokio::time::Instant::now() >= until {
-                    tracing::debug!(%prefix, members = members.len(), "no gossip neighbors to publish to; poking the members");
-                    if let Err(e) = requests.try_send(Work::Poke { devices: members }) {
-                        tracing::warn!(%e, "could not queue the pokes of members");
-                    }
-                    return;
-                }
-                let _ = tokio::time::timeout_at(until, health.arrived.notified()).await;
-            }
-        });
     }
 
     /// Signs and seals a body; `None` if it does not fit one gossip message.

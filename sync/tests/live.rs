@@ -123,16 +123,6 @@ async fn live_push_and_revocation_that_rekeys() {
     }
     // C, which was not sent the new epoch, still sits on the old topic.
     assert_eq!(c.live_topics().first().map(|t| t.epoch), Some(0));
-    // The new epoch was pushed to B and D, not left to their catch-ups.
-    assert!(
-        a.live_metrics().rekeys_pushed >= 2,
-        "{:?}",
-        a.live_metrics()
-    );
-    for f in [&b, &d] {
-        assert!(f.live_metrics().rekeys_taken >= 1, "{:?}", f.live_metrics());
-    }
-    assert_eq!(c.live_metrics().rekeys_taken, 0);
 
     let live_before: Vec<u64> = [&b, &d]
         .iter()

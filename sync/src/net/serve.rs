@@ -196,13 +196,6 @@ async fn serve_stream(
             poked(&shared, requests, remote, msg == Message::Back);
             break;
         }
-        let msg = match msg {
-            Message::Scopes { items } if session.requester().is_none() => {
-                take_scopes(&shared, budget, conn, remote, &mut send, items).await?;
-                break;
-            }
-            other => other,
-        };
         let shared2 = shared.clone();
         let (returned, outputs) = tokio::task::spawn_blocking(move || {
             let outputs = session.handle(msg, Timestamp::wall_clock(), &OwnerSource(&shared2));
@@ -251,53 +244,8 @@ async fn serve_stream(
     Ok(())
 }
 
-/// A device pushes scopes alone on a stream (a re-key): they are taken
-/// if it serves a namespace this node syncs and they pass the checks of a
-/// catch-up's; it is told `ScopesTaken`, or why not.
-async fn take_scopes(
-    shared: &Arc<Shared>,
-    budget: &PeerBudget,
-    conn: &Connection,
-    remote: DeviceId,
-    send: &mut SendStream,
-    items: Vec<(Vec<u8>, Vec<u8>)>,
-) -> Result<()> {
-    let s2 = shared.clone();
-    let taken = tokio::task::spawn_blocking(move || {
-        s2.take_pushed_scopes(&remote, &items, Timestamp::wall_clock())
-    })
-    .await
-    .map_err(|e| Error::Protocol(format!("taking scopes failed: {e}")))?;
-    match taken {
-        Ok(owner) => {
-            shared
-                .rekeys
-                .taken
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(remote = %remote.fmt_short(), owner = %owner.fmt_short(), "took pushed scopes");
-            write_msg(send, &Message::ScopesTaken).await?;
-        }
-        Err(e @ Error::NotAllowed(_)) => {
-            tracing::info!(remote = %remote.fmt_short(), %e, "refusing pushed scopes");
-            write_msg(
-                send,
-                &Message::refused(RefusalCode::Unauthorized, None, e.to_string()),
-            )
-            .await?;
-            note_refusal(budget, conn, send, remote).await;
-        }
-        Err(e) => {
-            tracing::error!(remote = %remote.fmt_short(), %e, "could not take pushed scopes");
-            write_msg(
-                send,
-                &Message::refused(RefusalCode::Internal, None, "internal error"),
-            )
-            .await?;
-        }
-    }
-    Ok(())
-}
-
+/// A device of a friend (or of this namespace) says something is owed to
+/// this node: sync with that namespace now.
 /// A known device pokes this one (`back`: it says it has just started or
 /// moved): the node catches up with its namespace (and, if it is back,
 /// re-links to it).

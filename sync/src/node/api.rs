@@ -417,17 +417,11 @@ impl Node {
     /// Counters of live push: how changes arrived (live or by recovery),
     /// what was published and dropped.
     pub fn live_metrics(&self) -> LiveMetrics {
-        use std::sync::atomic::Ordering::Relaxed;
-        let mut m = self
-            .inner
+        self.inner
             .live
             .as_ref()
             .map(|l| l.metrics())
-            .unwrap_or_default();
-        let rekeys = &self.inner.shared.rekeys;
-        m.rekeys_pushed = rekeys.pushed.load(Relaxed);
-        m.rekeys_taken = rekeys.taken.load(Relaxed);
-        m
+            .unwrap_or_default()
     }
 
     /// Bytes this node's endpoint has sent since it started, over every

@@ -188,24 +188,20 @@ impl Node {
                     // does: a new epoch, owed to the remaining members.
                     s2.scopes_follow_grants()?;
                 }
-                // A device owed only scopes is sent them (a re-key); one
-                // owed a deletion is poked, and its catch-up carries both.
-                let deletions = s2.devices_owed_tombstones()?;
-                let mut owed: Vec<(DeviceId, bool)> = s2
-                    .devices_owed_scopes()?
-                    .into_iter()
-                    .filter(|d| !deletions.contains(d))
-                    .map(|d| (d, true))
-                    .collect();
-                owed.extend(deletions.into_iter().map(|d| (d, false)));
+                let mut owed = s2.devices_owed_scopes()?;
+                for d in s2.devices_owed_tombstones()? {
+                    if !owed.contains(&d) {
+                        owed.push(d);
+                    }
+                }
                 Ok(owed)
             })
             .await;
             match owed {
                 Ok(owed) => {
-                    next_try.retain(|d, _| owed.iter().any(|(o, _)| o == d));
+                    next_try.retain(|d, _| owed.contains(d));
                     let now = Instant::now();
-                    for (device, scopes_only) in owed {
+                    for device in owed {
                         let (at, wait) = next_try
                             .get(&device)
                             .copied()
@@ -219,14 +215,6 @@ impl Node {
                             inner: inner.clone(),
                         };
                         inner.spawn_tracked(async move {
-                            if scopes_only {
-                                match node.push_scopes(device).await {
-                                    Ok(()) => return,
-                                    Err(e) => {
-                                        tracing::debug!(device = %device.fmt_short(), %e, "pushing scopes failed; poking instead");
-                                    }
-                                }
-                            }
                             if let Err(e) = node.poke(device).await {
                                 tracing::debug!(device = %device.fmt_short(), %e, "poke failed; will retry");
                             }
@@ -267,86 +255,6 @@ impl Node {
         self.tell(device, crate::proto::wire::Message::Poke).await
     }
 
-    /// Sends `device` the scopes it belongs to, alone on a stream (a
-    /// re-key, PROTOCOL.md section 7.5), and records them as sent once it
-    /// answers that it took them. A device removed from every scope is
-    /// poked instead: its catch-up tells it so.
-    pub(super) async fn push_scopes(&self, device: DeviceId) -> Result<()> {
-        use crate::proto::serve::{scope_versions, scopes_for};
-        use crate::proto::wire::Message;
-        let shared = self.inner.shared.clone();
-        let scopes = blocking(move || {
-            let me = shared.namespace();
-            let namespace = shared
-                .known
-                .read()
-                .acting_for(&device, &me)
-                .ok_or(Error::NotAllowed("the device acts for no known namespace"))?;
-            let src = crate::state::OwnerSource(&shared);
-            Ok(scopes_for(
-                &src,
-                &device,
-                &namespace,
-                namespace == me,
-                Timestamp::wall_clock(),
-            ))
-        })
-        .await?;
-        if scopes.is_empty() {
-            return self.poke(device).await;
-        }
-        let versions = scope_versions(&scopes);
-        let msg = Message::Scopes {
-            items: scopes
-                .iter()
-                .map(|(s, r)| (s.encode(), r.encode()))
-                .collect(),
-        };
-        match self.ask(device, msg).await? {
-            Some(Message::ScopesTaken) => {}
-            Some(Message::Refused { code, reason, .. }) => {
-                return Err(Error::Protocol(format!(
-                    "scopes refused: {code:?}: {reason}"
-                )));
-            }
-            other => {
-                return Err(Error::Protocol(format!(
-                    "unexpected answer to scopes: {}",
-                    other.as_ref().map_or("none", Message::name)
-                )));
-            }
-        }
-        let shared = self.inner.shared.clone();
-        blocking(move || shared.record_scopes_sent(&device, &versions)).await?;
-        self.inner
-            .shared
-            .rekeys
-            .pushed
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::debug!(device = %device.fmt_short(), scopes = scopes.len(), "pushed scopes");
-        Ok(())
-    }
-
-    /// Opens a stream to `device` and sends `msg` alone on it.
-    async fn send_alone(
-        &self,
-        device: DeviceId,
-        msg: &crate::proto::wire::Message,
-    ) -> Result<(iroh::endpoint::SendStream, iroh::endpoint::RecvStream)> {
-        let shared = self.inner.shared.clone();
-        let (_, addrs) = shared
-            .device_addrs(&device)
-            .ok_or(Error::Protocol("no address known for the device".into()))?;
-        let conn = self.connect(device, &addrs).await?;
-        let (mut send, recv) = net::frames::within("opening a stream", async {
-            conn.open_bi().await.map_err(Error::network)
-        })
-        .await?;
-        net::frames::write_msg(&mut send, msg).await?;
-        send.finish().map_err(Error::network)?;
-        Ok((send, recv))
-    }
-
     /// Sends `msg` alone on a stream to `device`, and waits (bounded) until
     /// it was received.
     pub(super) async fn tell(
@@ -354,25 +262,18 @@ impl Node {
         device: DeviceId,
         msg: crate::proto::wire::Message,
     ) -> Result<()> {
-        let (send, _recv) = self.send_alone(device, &msg).await?;
+        let shared = self.inner.shared.clone();
+        let (_, addrs) = shared
+            .device_addrs(&device)
+            .ok_or(Error::Protocol("no address known for the device".into()))?;
+        let conn = self.connect(device, &addrs).await?;
+        let (mut send, _recv) = net::frames::within("opening a stream", async {
+            conn.open_bi().await.map_err(Error::network)
+        })
+        .await?;
+        net::frames::write_msg(&mut send, &msg).await?;
+        send.finish().map_err(Error::network)?;
         let _ = tokio::time::timeout(self.inner.settings.connect_timeout, send.stopped()).await;
         Ok(())
-    }
-
-    /// Sends `msg` alone on a stream to `device` and reads its answer
-    /// (bounded by the connect timeout); `None` if it sent none.
-    async fn ask(
-        &self,
-        device: DeviceId,
-        msg: crate::proto::wire::Message,
-    ) -> Result<Option<crate::proto::wire::Message>> {
-        let (_send, mut recv) = self.send_alone(device, &msg).await?;
-        let answer = tokio::time::timeout(
-            self.inner.settings.connect_timeout,
-            net::frames::read_msg(&mut recv),
-        )
-        .await
-        .map_err(|_| Error::Timeout("an answer"))??;
-        Ok(answer.map(|(m, _)| m))
     }
 }

@@ -280,12 +280,30 @@ impl Fetch {
     }
 
     fn scopes(&mut self, items: &[(Vec<u8>, Vec<u8>)], replica: &impl Replica) -> Result<()> {
-        let checked = check_scopes(&self.owner, &self.prefixes, items);
-        for _ in 0..checked.foreign {
-            self.reject("a scope outside this node's grants or with a foreign roster");
+        let owner = self.owner;
+        let mut ok = Vec::new();
+        for (scope, roster) in items {
+            let checked = Scope::decode(scope).and_then(|scope| {
+                let roster = Roster::decode(roster)?;
+                roster.verify()?;
+                Ok((scope, roster))
+            });
+            match checked {
+                Ok((scope, roster))
+                    if scope.namespace() == owner
+                        && roster.is_for(&scope)
+                        && self.prefixes.iter().any(|p| p.is_prefix_of(scope.prefix())) =>
+                {
+                    ok.push((scope, roster));
+                }
+                Ok(_) => self.reject("a scope outside this node's grants or with a foreign roster"),
+                Err(e) => {
+                    tracing::info!(%e, "rejecting an invalid scope");
+                    self.report.refused += 1;
+                }
+            }
         }
-        self.report.refused += checked.invalid as u64;
-        replica.store_scopes(&self.owner, &checked.ok)
+        replica.store_scopes(&owner, &ok)
     }
 
     fn welcome(
@@ -359,7 +377,23 @@ impl Fetch {
         replica.store_caps(&owner, &caps, &revocations)?;
         self.owner_certs = certs;
         self.device_revocations = dev_revs;
-        self.prefixes = synced_prefixes(&owner, &self.me, caps, revocations, now);
+        self.prefixes = if self.me == owner {
+            vec![Path::root()]
+        } else {
+            let grants = kith_caps::Grants::new(owner, caps, revocations);
+            let mut prefixes: Vec<Path> = grants
+                .caps()
+                .iter()
+                .filter(|c| grants.may_read(c.prefix(), &self.me, now).is_allowed())
+                .map(|c| c.prefix().clone())
+                .collect();
+            prefixes.sort();
+            prefixes.dedup();
+            // A prefix inside another granted one adds nothing.
+            let all = prefixes.clone();
+            prefixes.retain(|p| !all.iter().any(|q| q != p && q.is_prefix_of(p)));
+            prefixes
+        };
         self.report.prefixes = self.prefixes.clone();
         let saved = replica.cursors(&owner, &self.server)?;
         let cursors: Vec<(Path, u64)> = self
@@ -511,81 +545,6 @@ impl Fetch {
         self.state = State::Done;
         Ok(())
     }
-}
-
-/// The prefixes `me` syncs from `owner` with these caps and revocations
-/// (verified, of `owner`): everything for its own namespace, else each
-/// prefix granted to `me` and readable `now`, less those inside another.
-pub(crate) fn synced_prefixes(
-    owner: &NamespaceId,
-    me: &NamespaceId,
-    caps: Vec<ReadCap>,
-    revocations: Vec<Revocation>,
-    now: Timestamp,
-) -> Vec<Path> {
-    if me == owner {
-        return vec![Path::root()];
-    }
-    let grants = kith_caps::Grants::new(*owner, caps, revocations);
-    let mut prefixes: Vec<Path> = grants
-        .caps()
-        .iter()
-        .filter(|c| grants.may_read(c.prefix(), me, now).is_allowed())
-        .map(|c| c.prefix().clone())
-        .collect();
-    prefixes.sort();
-    prefixes.dedup();
-    // A prefix inside another granted one adds nothing.
-    let all = prefixes.clone();
-    prefixes.retain(|p| !all.iter().any(|q| q != p && q.is_prefix_of(p)));
-    prefixes
-}
-
-/// The scopes of a `Scopes` message that pass the checks of a member
-/// (PROTOCOL.md section 7.3), and how many did not.
-#[derive(Debug, Default)]
-pub(crate) struct CheckedScopes {
-    /// Scopes of `owner`, inside the synced prefixes, each with its roster.
-    pub(crate) ok: Vec<(Scope, Roster)>,
-    /// Well-formed, but of another namespace, outside the synced prefixes,
-    /// or with a roster of another scope.
-    pub(crate) foreign: usize,
-    /// Undecodable, or a roster whose signature does not verify.
-    pub(crate) invalid: usize,
-}
-
-/// Checks `items` sent by a serving device of `owner` to a member that
-/// syncs `prefixes`: each scope must decode and be `owner`'s, inside one of
-/// `prefixes`, with a roster for that very scope (same namespace, prefix
-/// and epoch) whose signature verifies.
-pub(crate) fn check_scopes(
-    owner: &NamespaceId,
-    prefixes: &[Path],
-    items: &[(Vec<u8>, Vec<u8>)],
-) -> CheckedScopes {
-    let mut checked = CheckedScopes::default();
-    for (scope, roster) in items {
-        let decoded = Scope::decode(scope).and_then(|scope| {
-            let roster = Roster::decode(roster)?;
-            roster.verify()?;
-            Ok((scope, roster))
-        });
-        match decoded {
-            Ok((scope, roster))
-                if scope.namespace() == *owner
-                    && roster.is_for(&scope)
-                    && prefixes.iter().any(|p| p.is_prefix_of(scope.prefix())) =>
-            {
-                checked.ok.push((scope, roster));
-            }
-            Ok(_) => checked.foreign += 1,
-            Err(e) => {
-                tracing::info!(%e, "rejecting an invalid scope");
-                checked.invalid += 1;
-            }
-        }
-    }
-    checked
 }
 
 /// Store refusals that are the rules working, not failures: a deleted or

@@ -20,36 +20,6 @@ use super::addr::Addr;
 use super::error::Result;
 use super::wire::{MAX_ADDRESSED_DEVICES, MAX_BATCH, Message, RefusalCode, WireEntry, WireKind};
 
-/// The owner's scopes that go to `device` (of `namespace`; `own_device`
-/// if that is the owner's): every scope for an own device; for a friend's,
-/// those whose roster lists it and whose prefix its namespace may read
-/// `now`. Scope secrets go to members only.
-pub(crate) fn scopes_for(
-    src: &impl Source,
-    device: &DeviceId,
-    namespace: &NamespaceId,
-    own_device: bool,
-    now: Timestamp,
-) -> Vec<(Scope, Roster)> {
-    let grants = src.grants();
-    src.scopes()
-        .into_iter()
-        .filter(|(scope, roster)| {
-            own_device
-                || (roster.contains(device)
-                    && grants.may_read(scope.prefix(), namespace, now).is_allowed())
-        })
-        .collect()
-}
-
-/// Each scope's prefix with the roster version a member holding it has.
-pub(crate) fn scope_versions(scopes: &[(Scope, Roster)]) -> Vec<(Path, u64)> {
-    scopes
-        .iter()
-        .map(|(s, r)| (s.prefix().clone(), roster_version(s, r)))
-        .collect()
-}
-
 /// What a member device was last sent of a scope, as one number that grows
 /// with every change the member must hear of: the epoch, then (within an
 /// epoch, where rosters only grow) the roster's size. A member on an older
@@ -347,9 +317,22 @@ impl Serve {
         }
         // Scope secrets go to members only: own devices, and friends that may
         // read the scope's prefix and whose device is on its roster.
-        let scopes = scopes_for(src, &self.remote, &namespace, own_device, now);
+        let scopes: Vec<(Scope, Roster)> = src
+            .scopes()
+            .into_iter()
+            .filter(|(scope, roster)| {
+                own_device
+                    || (roster.contains(&self.remote)
+                        && grants
+                            .may_read(scope.prefix(), &namespace, now)
+                            .is_allowed())
+            })
+            .collect();
         if !scopes.is_empty() {
-            let versions = scope_versions(&scopes);
+            let versions: Vec<(Path, u64)> = scopes
+                .iter()
+                .map(|(s, r)| (s.prefix().clone(), roster_version(s, r)))
+                .collect();
             if let Err(e) = src.scopes_sent(&self.remote, &versions) {
                 tracing::warn!(%e, "could not record the scopes sent");
             }

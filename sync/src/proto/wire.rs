@@ -228,9 +228,6 @@ pub enum Message {
         /// (scope, roster) encodings.
         items: Vec<(Vec<u8>, Vec<u8>)>,
     },
-    /// Member → owner's device, answering `Scopes` sent alone on a stream
-    /// (a re-key): the scopes were checked and are held now.
-    ScopesTaken,
     /// Owner → friend (or own device), alone on a stream: something is owed
     /// to you (a new scope epoch, a deletion); sync with me now.
     Poke,
@@ -282,7 +279,6 @@ const TAG_SCOPES: u8 = 18;
 const TAG_POKE: u8 = 19;
 const TAG_ADDRESSES: u8 = 20;
 const TAG_BACK: u8 = 21;
-const TAG_SCOPES_TAKEN: u8 = 22;
 /// Longest scope or roster encoding carried in `Scopes`: a full roster on
 /// the longest prefix (a scope's encoding is far shorter).
 pub const MAX_SCOPE_ITEM_LEN: usize = kith_caps::Roster::MAX_ENCODED_LEN;
@@ -324,7 +320,6 @@ impl Message {
             Message::Scopes { .. } => "Scopes",
             Message::Poke => "Poke",
             Message::Back => "Back",
-            Message::ScopesTaken => "ScopesTaken",
             Message::Addresses { .. } => "Addresses",
             Message::Refused { .. } => "Refused",
         }
@@ -454,7 +449,6 @@ impl Message {
             }
             Message::Poke => w.u8(TAG_POKE),
             Message::Back => w.u8(TAG_BACK),
-            Message::ScopesTaken => w.u8(TAG_SCOPES_TAKEN),
             Message::Addresses { devices } => {
                 w.u8(TAG_ADDRESSES);
                 w.list(devices, |w, (device, addrs)| {
@@ -557,7 +551,6 @@ impl Message {
             },
             TAG_POKE => Message::Poke,
             TAG_BACK => Message::Back,
-            TAG_SCOPES_TAKEN => Message::ScopesTaken,
             TAG_ADDRESSES => Message::Addresses {
                 devices: r.list(MAX_ADDRESSED_DEVICES, |r| {
                     Ok((DeviceId::from_bytes(r.array()?), Addr::decode_list(r)?))
@@ -764,7 +757,6 @@ mod tests {
                 .prop_map(|items| Message::Scopes { items }),
             Just(Message::Poke),
             Just(Message::Back),
-            Just(Message::ScopesTaken),
             prop::collection::vec(
                 (
                     any::<[u8; 32]>(),

@@ -15,12 +15,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use kith_caps::{Rights, Roster, Scope};
+use kith_caps::{Roster, Scope};
 use kith_store::{RecordKind, RecordOp};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
-use crate::error::{Error, Result};
-use crate::proto::fetch::{Replica, check_scopes, synced_prefixes};
+use crate::error::Result;
 use crate::proto::serve::roster_version;
 
 use super::records::{decode_cursors, encode_cursors, encode_held, sent_id};
@@ -114,63 +113,6 @@ impl Shared {
         }
         self.put_scopes(owner, mine, true)?;
         Ok(())
-    }
-
-    /// Takes the scopes `from` pushed alone on a stream (a re-key,
-    /// PROTOCOL.md section 7.5). `from` must be a serving device, not
-    /// revoked, of a namespace this node syncs (its own or a friend's) as
-    /// this node knows it from earlier catch-ups; every scope must pass the
-    /// checks of a catch-up's (section 7.3), or none is taken; they replace
-    /// what this node holds of that owner as in a catch-up. Returns the
-    /// owner.
-    pub(crate) fn take_pushed_scopes(
-        &self,
-        from: &DeviceId,
-        items: &[(Vec<u8>, Vec<u8>)],
-        now: Timestamp,
-    ) -> Result<NamespaceId> {
-        let me = self.namespace();
-        let owner = self
-            .known
-            .read()
-            .acting_for(from, &me)
-            .ok_or(Error::NotAllowed(
-                "scopes from a device that acts for no known namespace",
-            ))?;
-        let replica = super::replica::FriendReplica(self);
-        let (certs, mut revocations) = replica.devices(&owner).unwrap_or_default();
-        for known in replica.owner_device_revocations(&owner) {
-            if !revocations.contains(&known) {
-                revocations.push(known);
-            }
-        }
-        if !kith_caps::may_act(&owner, from, Rights::SERVE, &certs, &revocations, now).is_allowed()
-        {
-            return Err(Error::NotAllowed(
-                "scopes from a device that may not serve its namespace",
-            ));
-        }
-        let prefixes = if owner == me {
-            synced_prefixes(&owner, &me, Vec::new(), Vec::new(), now)
-        } else {
-            let (caps, cap_revocations) = self.caps_from(&owner)?;
-            synced_prefixes(&owner, &me, caps, cap_revocations, now)
-        };
-        let checked = check_scopes(&owner, &prefixes, items);
-        if checked.foreign + checked.invalid > 0 {
-            // An owner's device never sends a scope that fails: take none.
-            tracing::warn!(
-                from = %from.fmt_short(),
-                foreign = checked.foreign,
-                invalid = checked.invalid,
-                "rejected pushed scopes"
-            );
-            return Err(Error::NotAllowed(
-                "a scope outside this node's grants, with a foreign roster or invalid",
-            ));
-        }
-        self.store_scopes(&owner, &checked.ok)?;
-        Ok(owner)
     }
 
     /// The owner's scopes for catch-up answers.

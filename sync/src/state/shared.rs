@@ -40,20 +40,8 @@ pub(crate) struct Shared {
     /// This device's own current addresses (the endpoint's), handed over
     /// to the devices it serves.
     pub(crate) here: RwLock<Vec<crate::proto::addr::Addr>>,
-    /// Re-keys pushed to members and taken from owners (PROTOCOL.md
-    /// section 7.5).
-    pub(crate) rekeys: Rekeys,
     /// Told the admitted devices whenever they change.
     admission: Arc<dyn Admission>,
-}
-
-/// Counts of re-keys: scopes pushed alone on a stream.
-#[derive(Debug, Default)]
-pub(crate) struct Rekeys {
-    /// Pushed by this device and taken by the member.
-    pub(crate) pushed: std::sync::atomic::AtomicU64,
-    /// Pushed to this device by an owner's and taken.
-    pub(crate) taken: std::sync::atomic::AtomicU64,
 }
 
 /// What the node's drivers are told, synchronously, when the set of devices
@@ -139,7 +127,6 @@ impl Shared {
             here: RwLock::new(Vec::new()),
             contacts: parking_lot::Mutex::new(std::collections::HashMap::new()),
             moved: tokio::sync::broadcast::channel(EVENTS).0,
-            rekeys: Rekeys::default(),
             admission,
         };
         shared.refresh_gate();
