@@ -161,7 +161,7 @@ function setConnection(live) {
 /** The event stream opened or closed; closed on a paired page: is the site still approved? */
 function streamState(open, err) {
   setConnection(open);
-  if (!open) connectionLost(err || new Error('the event stream closed')).catch(() => {});
+  if (!open) connectionLost(err || { status: 0, message: 'the event stream closed' }).catch(() => {});
 }
 
 // ---------------------------------------------------------------- offline
@@ -294,6 +294,8 @@ function loadFeed() {
     const oldest = state.feedPosts.length ? state.feedPosts[state.feedPosts.length - 1] : null;
     const isOldest = (p) => oldest && p.author === oldest.author && p.id === oldest.id;
     const deletions = api.deletions();
+    // Read beside the pages; if a page fails first, its failure is the one reported.
+    deletions.catch(() => {});
     let posts = [];
     let next = null;
     let reached = !oldest;
