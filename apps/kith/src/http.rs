@@ -1543,7 +1543,7 @@ async fn pump_events(
     site: Option<Origin>,
 ) {
     let node = s.node().clone();
-    let mut revocations = s.inner.origins.revocations();
+    let mut origins_changed = s.inner.origins.changes();
     let (wtx, mut wrx) = mpsc::channel::<(NamespaceId, WatchEvent)>(EVENTS_CAPACITY);
     let mut watched = HashSet::new();
     let watch = |ns: NamespaceId, watched: &mut HashSet<NamespaceId>| {
@@ -1572,11 +1572,16 @@ async fn pump_events(
         let event = tokio::select! {
             () = tx.closed() => return,
             () = s.inner.stop.cancelled() => return,
-            changed = revocations.changed(), if site.is_some() => {
-                if changed.is_err() || site.as_ref().is_some_and(|o| !s.inner.origins.is_allowed(o)) {
+            changed = origins_changed.changed() => {
+                if changed.is_err() {
                     return;
                 }
-                continue;
+                match &site {
+                    Some(o) if !s.inner.origins.is_allowed(o) => return,
+                    // A web app is not told about other origins.
+                    Some(_) => continue,
+                    None => sse_event("web", json!({})),
+                }
             }
             Some((ns, ev)) = wrx.recv() => match ev {
                 WatchEvent::Change(change) => {

@@ -246,8 +246,9 @@ struct Inner {
     /// `None`: kept in memory only (tests).
     file: Option<PathBuf>,
     state: Mutex<State>,
-    /// Bumped on every revocation, so open event streams can end.
-    revoked: watch::Sender<u64>,
+    /// Bumped on every change (a request, an approval, a revocation): the
+    /// owner's page shows them, and a revoked origin's event streams end.
+    changed: watch::Sender<u64>,
 }
 
 fn now_ms() -> u64 {
@@ -310,7 +311,7 @@ impl Origins {
                     allowed,
                     pending: Vec::new(),
                 }),
-                revoked: watch::channel(0).0,
+                changed: watch::channel(0).0,
             }),
         })
     }
@@ -404,6 +405,8 @@ impl Origins {
             asked: Instant::now(),
             approved: false,
         });
+        drop(state);
+        self.changed();
         let ttl = u64::try_from(PAIRING_TTL.as_millis()).unwrap_or(u64::MAX);
         Asked {
             request,
@@ -499,10 +502,10 @@ impl Origins {
                 return Err(e);
             }
         }
-        match request {
+        let allowance = match request {
             Some(i) => {
                 state.pending[i].approved = true;
-                Ok(Allowance::Paired)
+                Allowance::Paired
             }
             None => {
                 let token = state
@@ -511,9 +514,12 @@ impl Origins {
                     .find(|(o, _)| o == origin)
                     .map(|(_, a)| a.token.clone())
                     .unwrap_or_default();
-                Ok(Allowance::Token(token))
+                Allowance::Token(token)
             }
-        }
+        };
+        drop(state);
+        self.changed();
+        Ok(allowance)
     }
 
     /// Forgets `origin` and its token (and its pairing requests), at once.
@@ -538,13 +544,17 @@ impl Origins {
         }
         state.pending.retain(|p| p.origin != *origin);
         drop(state);
-        self.inner.revoked.send_modify(|n| *n = n.wrapping_add(1));
+        self.changed();
         Ok(())
     }
 
-    /// Changes with every revocation.
-    pub(crate) fn revocations(&self) -> watch::Receiver<u64> {
-        self.inner.revoked.subscribe()
+    fn changed(&self) {
+        self.inner.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes with every request, approval and revocation.
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changed.subscribe()
     }
 }
 

@@ -123,6 +123,10 @@ let friendsDirty = false;
 
 /** Coalesces bursts of events into one re-read of feed and deletions. */
 function scheduleRefresh(kind) {
+  if (kind === 'web') {
+    if (!$('#view-friends').hidden) loadApps().catch(showError);
+    return;
+  }
   if (kind === 'friend' || kind === 'open') friendsDirty = true;
   clearTimeout(refreshTimer);
   refreshTimer = setTimeout(refresh, 60);
@@ -669,7 +673,57 @@ function setupComposer() {
 // ---------------------------------------------------------------- friends
 
 async function loadFriendsView() {
-  await Promise.all([loadFriends(), loadTicket(), loadProfile()]);
+  await Promise.all([loadFriends(), loadTicket(), loadProfile(), loadApps()]);
+}
+
+// ------------------------------------------------------------------ apps
+
+/** The sites allowed to use this node and those asking to: on the node's own page only. */
+async function loadApps() {
+  const card = $('#apps-card');
+  if (api.paired) {
+    card.hidden = true;
+    return;
+  }
+  const web = await api.webOrigins();
+  const pending = Array.isArray(web && web.pending) ? web.pending : [];
+  const origins = Array.isArray(web && web.origins) ? web.origins : [];
+  card.hidden = false;
+  $('#apps-empty').hidden = origins.length > 0 || pending.length > 0;
+  $('#pending-list').replaceChildren(...pending.map((p) => {
+    const allow = h('button', { type: 'button', class: 'primary', 'aria-label': `Allow ${p.origin} with the code ${p.code}` }, 'Allow');
+    allow.addEventListener('click', () => busy(allow, async () => {
+      await api.allowOrigin(p.origin, p.code);
+      announce(`${p.origin} may now use your kith`);
+      await loadApps();
+    }));
+    return h('li', { class: 'friend' },
+      h('p', {}, h('span', { class: 'mono' }, p.origin), ' asks to connect with the code ',
+        h('strong', { class: 'pair-code mono' }, p.code)),
+      h('div', { class: 'friend-actions' }, allow));
+  }));
+  $('#origin-list').replaceChildren(...origins.map((o) => {
+    const box = h('div', { class: 'friend-actions' });
+    const idle = () => box.replaceChildren(h('button', {
+      type: 'button', class: 'danger', 'aria-label': `Revoke ${o.origin}`, onclick: confirmRevoke,
+    }, 'Revoke'));
+    function confirmRevoke() {
+      const yes = h('button', { type: 'button', class: 'danger', 'aria-label': `Confirm revoke ${o.origin}` }, 'Confirm');
+      yes.addEventListener('click', () => busy(yes, async () => {
+        await api.revokeOrigin(o.origin);
+        announce(`${o.origin} can no longer use your kith`);
+        await loadApps();
+      }));
+      box.replaceChildren(h('span', { class: 'hint' }, `Stop ${o.origin} using your kith?`), yes,
+        h('button', { type: 'button', class: 'link', onclick: idle }, 'Cancel'));
+      yes.focus();
+    }
+    idle();
+    return h('li', { class: 'friend' },
+      h('p', {}, h('span', { class: 'mono' }, o.origin), ' ',
+        h('span', { class: 'hint' }, 'allowed ', timeEl(o.added_ms * 1000))),
+      box);
+  }));
 }
 
 async function loadTicket() {
@@ -930,6 +984,8 @@ function setupPairing() {
       const pairing = await pair(node);
       $('#pair-code').textContent = pairing.code;
       $('#pair-command').textContent = `kith web allow ${pairing.origin} --code ${pairing.code}`;
+      const nodePage = $('#pair-node-page');
+      nodePage.href = createClient({ node }).node + '/#friends';
       $('#pair-code-box').hidden = false;
       $('#pair-reason').hidden = true;
       announce(`Approve the code ${pairing.code} on your kith node`);

@@ -351,6 +351,21 @@ export function createClient(options = {}) {
     sync: (friend) => call('POST', '/api/sync/' + seg(friend)),
 
     /**
+     * The web origins allowed to use the node, and the pairing requests
+     * waiting (only for the node's own page and the CLI, never a paired site).
+     * @returns {Promise<{ origins: { origin: string, added_ms: number }[], pending: { origin: string, code: string, expires_in_s: number }[] }>}
+     */
+    webOrigins: () => call('GET', '/api/web/origins'),
+    /**
+     * Approves the pairing request of `origin` that shows `code`.
+     * @param {string} origin
+     * @param {string} code
+     */
+    allowOrigin: (origin, code) => call('POST', '/api/web/origins', { origin, code }),
+    /** Takes back an origin's token at once. @param {string} origin */
+    revokeOrigin: (origin) => call('DELETE', '/api/web/origins?origin=' + seg(origin)),
+
+    /**
      * Follows the node's server-sent events (`/api/events`). `onEvent`
      * gets every event, and `{ kind: 'open' }` each time the stream
      * (re)opens, since events sent while it was closed are lost; `onState`

@@ -17,7 +17,8 @@
 //    second origin: the node refuses it before pairing; the page pairs (the
 //    code it shows is approved with `kith web allow ORIGIN --code CODE`),
 //    posts, shows bob's post live; after `kith web revoke ORIGIN` it is
-//    refused again and says so.
+//    refused again and says so. It pairs again through the node's own page
+//    ("Apps on other sites": the waiting code, Allow), which revokes it too.
 //
 // Every wait is one of playwright's waiting calls with a timeout; no fixed
 // sleeps. Exit status 0 means every step passed.
@@ -170,9 +171,11 @@ async function shot(who, name) {
   if (page) await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
 }
 
-/** The same screenshot, desktop and phone (390 px wide). */
+/** The same screenshot of the whole page, desktop and phone (390 px wide). */
 async function shots2(who, name) {
   const page = pages[who];
+  // From the top: the sticky header then sits where it belongs.
+  await page.evaluate(() => window.scrollTo(0, 0));
   await page.setViewportSize({ width: 1280, height: 900 });
   await shot(who, `${name}-desktop`);
   await page.setViewportSize({ width: 390, height: 844 });
@@ -218,15 +221,16 @@ try {
     await alice.getByRole('button', { name: 'Post', exact: true }).click();
     await alice.getByRole('article').filter({ hasText: text }).waitFor({ timeout: LOCAL_MS });
   }
+  await shots2('alice', 'webapp-feed');
   const receiptedPost = alice.getByRole('article').filter({ hasText: receipted });
   await receiptedPost.getByRole('button', { name: 'Delete post' }).click();
   await receiptedPost.getByRole('button', { name: 'Confirm delete' }).click();
   await receiptedPost.waitFor({ state: 'detached', timeout: LOCAL_MS });
   await alice.getByText("Deleted on 1 of 1 friends' devices").first().waitFor({ timeout: LIVE_MS });
-  await alice.locator('#deletions').scrollIntoViewIfNeeded({ timeout: LOCAL_MS });
+  // Who confirmed, and when.
+  await alice.locator('#deletions summary').first().click();
+  await alice.locator('#deletions .devices').getByText(/bob · device .* · confirmed/).first().waitFor({ timeout: LOCAL_MS });
   await shots2('alice', 'webapp-receipts');
-  await alice.evaluate(() => window.scrollTo(0, 0));
-  await shots2('alice', 'webapp-feed');
   await alice.getByRole('button', { name: 'Friends', exact: true }).click();
   await alice.getByRole('group', { name: 'bob can read' }).waitFor({ timeout: LOCAL_MS });
   await alice.getByRole('textbox', { name: 'My ticket' }).waitFor({ timeout: LOCAL_MS });
@@ -319,6 +323,20 @@ try {
   if (left.length) throw new Error(`the revoked page still keeps ${left.join(', ')}`);
   if ((await app.locator('#timeline article').count()) !== 0) throw new Error('the revoked page still shows posts');
   await shot('app', 'webapp-site-revoked');
+
+  begin("the page pairs again, approved on the node's own page, and is revoked there");
+  await app.getByRole('button', { name: 'Connect', exact: true }).click();
+  await codeEl.waitFor({ timeout: LOCAL_MS });
+  const again = (await codeEl.textContent()).trim();
+  await alice.getByRole('button', { name: 'Friends', exact: true }).click();
+  await alice.getByRole('button', { name: `Allow ${siteOrigin} with the code ${again}` }).click({ timeout: LIVE_MS });
+  await app.getByRole('article').filter({ hasText: keep }).waitFor({ timeout: LIVE_MS });
+  await alice.getByRole('list', { name: 'Sites allowed' }).getByText(siteOrigin).waitFor({ timeout: LOCAL_MS });
+  await shots2('alice', 'webapp-apps');
+  await alice.getByRole('button', { name: `Revoke ${siteOrigin}` }).click();
+  await alice.getByRole('button', { name: `Confirm revoke ${siteOrigin}` }).click();
+  await app.getByText(/does not \(or no longer\) allow this site/).waitFor({ timeout: LIVE_MS });
+  await alice.getByText('No site is allowed to use your kith.').waitFor({ timeout: LOCAL_MS });
 
   if (problems.length) throw new Error(problems.join('\n'));
   log('all steps passed');
