@@ -114,18 +114,25 @@ pub fn exported_files() -> Vec<(&'static str, Vec<u8>)> {
         .collect()
 }
 
+/// The file an export leaves in its folder, so that exporting again knows
+/// the files there are its own.
+const EXPORT_MARK: &str = ".kith-export";
+
 /// Writes the page's files into `dir` for any static web server
 /// (`kith web export DIR`), and returns their relative paths.
 ///
-/// `dir` is created if missing; an existing one may hold only files of an
-/// earlier export (they are replaced), so nothing else is overwritten.
+/// `dir` is created if missing; an existing one must be empty or hold an
+/// earlier export (its mark and the page's files, which are replaced), so
+/// nothing else is ever overwritten.
 ///
 /// # Errors
 /// [`Error::Conflict`] when `dir` holds anything else, [`Error::Io`] when a
 /// file cannot be written.
 pub fn export(dir: &std::path::Path) -> Result<Vec<String>> {
     let files = exported_files();
-    let ours = |rel: &str| files.iter().any(|(n, _)| *n == rel) || rel == "icons";
+    let ours =
+        |rel: &str| files.iter().any(|(n, _)| *n == rel) || rel == "icons" || rel == EXPORT_MARK;
+    let exported_before = dir.join(EXPORT_MARK).is_file();
     if dir.exists() {
         let mut strangers = Vec::new();
         for entry in std::fs::read_dir(dir)? {
@@ -138,7 +145,7 @@ pub fn export(dir: &std::path::Path) -> Result<Vec<String>> {
                         strangers.push(icon);
                     }
                 }
-            } else if !ours(&name) {
+            } else if !ours(&name) || !exported_before {
                 strangers.push(name);
             }
         }
@@ -151,6 +158,11 @@ pub fn export(dir: &std::path::Path) -> Result<Vec<String>> {
             )));
         }
     }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join(EXPORT_MARK),
+        "The feed page's files, written by `kith web export`: exporting again replaces them.\n",
+    )?;
     let mut written = Vec::new();
     for (name, bytes) in &files {
         let path = dir.join(name);
@@ -268,6 +280,15 @@ mod tests {
         assert!(site.join("index.html").is_file() && site.join("sw.js").is_file());
         // Again into the same folder: replaced.
         super::export(&site).unwrap();
+        // A folder of someone else's files with the same names: untouched.
+        let other = dir.path().join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("index.html"), "mine").unwrap();
+        assert!(super::export(&other).is_err());
+        assert_eq!(
+            std::fs::read_to_string(other.join("index.html")).unwrap(),
+            "mine"
+        );
         std::fs::write(site.join("notes.txt"), "mine").unwrap();
         let err = super::export(&site).unwrap_err();
         assert!(err.to_string().contains("notes.txt"), "{err}");
