@@ -390,6 +390,9 @@ async fn guard_site(state: &AppState, mut req: Request, next: Next, origin: &str
         req.extensions_mut().insert(Caller::Pairing(parsed.clone()));
         let mut res = next.run(req).await;
         allow_cors(&mut res, &parsed);
+        // A claim's answer carries the token: never kept by a cache.
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return res;
     }
     if !state.inner.origins.is_allowed(&parsed) {
@@ -624,7 +627,10 @@ async fn id(State(s): State<AppState>) -> ApiResult<Json<Value>> {
 /// `GET /api/status`: where this device is, and per other known device
 /// whether it is reachable now, over which path, and what was last
 /// exchanged with it (since the daemon started).
-async fn status(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+async fn status(
+    State(s): State<AppState>,
+    caller: Option<Extension<Caller>>,
+) -> ApiResult<Json<Value>> {
     let names = s.names().await?;
     let peers = s.node().peers().await?;
     let when = |t: &Option<Timestamp>| t.map(|t| t.as_micros() / 1000);
@@ -660,7 +666,11 @@ async fn status(State(s): State<AppState>) -> ApiResult<Json<Value>> {
         "device": s.node().device().to_string(),
         "addresses": s.node().here().iter().map(ToString::to_string).collect::<Vec<_>>(),
         "peers": peers,
-        "web_origins": s.inner.origins.list(),
+        // A web app is not told which other sites are allowed.
+        "web_origins": match caller {
+            Some(Extension(Caller::Site(_))) => Vec::new(),
+            _ => s.inner.origins.list(),
+        },
     })))
 }
 

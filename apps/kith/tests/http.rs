@@ -557,7 +557,7 @@ async fn only_an_approved_origin_gets_cors_and_only_with_its_own_token() {
         (StatusCode::CREATED, &json!(true)),
         "{v}"
     );
-    let (s, _, v) = from_site(
+    let (s, h, v) = from_site(
         addr,
         "",
         Method::POST,
@@ -567,6 +567,8 @@ async fn only_an_approved_origin_gets_cors_and_only_with_its_own_token() {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    // The answer carrying the token is never cached.
+    assert_eq!(h.get(header::CACHE_CONTROL).unwrap(), "no-store");
     let token = v["token"].as_str().unwrap().to_string();
     assert_ne!(token, owner);
     // Handed over once.
@@ -645,6 +647,9 @@ async fn only_an_approved_origin_gets_cors_and_only_with_its_own_token() {
             "{path}"
         );
     }
+    // A web app is not told which sites are allowed.
+    let (s, _, v) = from_site(addr, &token, Method::GET, "/api/status", Some(site), None).await;
+    assert_eq!((s, &v["web_origins"]), (StatusCode::OK, &json!([])), "{v}");
     // GET /api/pair tells the page it is approved.
     let (s, _, v) = from_site(addr, "", Method::GET, "/api/pair", Some(site), None).await;
     assert_eq!((s, &v["approved"]), (StatusCode::OK, &json!(true)));
