@@ -397,7 +397,7 @@ async fn guard_site(state: &AppState, mut req: Request, next: Next, origin: &str
     }
     if !state.inner.origins.is_allowed(&parsed) {
         return refuse(format!(
-            "{parsed} is not allowed to use this kith node: pair it from its page, or run `kith web allow {parsed}`"
+            "{parsed} is not allowed to use this kith node: press Connect on its page and approve the code it shows (`kith web allow {parsed} --code CODE`)"
         ));
     }
     if req.method() == Method::OPTIONS {

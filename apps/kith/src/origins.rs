@@ -600,6 +600,42 @@ mod tests {
     }
 
     #[test]
+    fn any_text_parses_or_is_refused_without_panicking_and_origins_are_stable() {
+        // A small deterministic generator (xorshift) over the characters
+        // that matter to the parser, plus some of anything.
+        let alphabet: Vec<char> = "htps:/[]@?#.-0123456789abcXYZ_é\0 ".chars().collect();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let len = usize::try_from(next() % 40).unwrap();
+            let mut text: String = (0..len)
+                .map(|_| alphabet[usize::try_from(next()).unwrap() % alphabet.len()])
+                .collect();
+            if next() % 2 == 0 {
+                text.insert_str(
+                    0,
+                    if next() % 2 == 0 {
+                        "http://"
+                    } else {
+                        "https://"
+                    },
+                );
+            }
+            if let Ok(origin) = Origin::parse(&text) {
+                // What is accepted is in the form browsers send, and stays so.
+                let again = Origin::parse(origin.as_str()).unwrap();
+                assert_eq!(again, origin, "{text:?}");
+                assert!(!origin.as_str()[8..].contains('/'), "{text:?}");
+            }
+        }
+    }
+
+    #[test]
     fn a_pairing_needs_the_code_and_hands_the_token_over_once() {
         let origins = Origins::load(None).unwrap();
         let site = Origin::parse("http://localhost:8080").unwrap();
