@@ -314,6 +314,12 @@ export function createClient(options = {}) {
      */
     feed: (limit, before) => call('GET', '/api/feed?limit=' + limit + (before ? '&before=' + seg(before) : '')),
     /**
+     * The posts with this id (own and friends': one per author who has one).
+     * @param {string} id
+     * @returns {Promise<{ posts: Post[] }>}
+     */
+    postsWithId: (id) => call('GET', '/api/feed/posts/' + seg(id)),
+    /**
      * @param {string} text
      * @param {'friends'|'close'|'me'} audience
      * @param {{ name: string, media_type: string, data: string }[]} [attachments] `data` in base64 ({@link base64Of}).
@@ -340,6 +346,11 @@ export function createClient(options = {}) {
      * @param {Blob} file
      */
     setAvatar: (file) => call('PUT', '/api/profile/avatar', file, file.type || 'application/octet-stream'),
+    /**
+     * Deletes the profile picture, here and on friends' devices.
+     * @returns {Promise<{ deletion: string }>}
+     */
+    removeAvatar: () => call('DELETE', '/api/profile/avatar'),
     /** @returns {Promise<Deletion[]>} */
     deletions: () => call('GET', '/api/deletions'),
     /**
