@@ -211,6 +211,11 @@ pub enum Command {
     /// Add another device of the same person.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Use kith from web apps on other sites: export the page as static
+    /// files for any web server, and allow or revoke the web origins that
+    /// may use this node's HTTP API (each with a token of its own).
+    #[command(subcommand)]
+    Web(WebCommand),
     /// Run an iroh relay (with QUIC address discovery) for yourself and your
     /// friends: nodes behind NATs reach each other through it. It sees only
     /// encrypted QUIC packets between devices it cannot read. Point nodes at
@@ -341,6 +346,46 @@ pub enum FriendCommand {
     Rm {
         /// A friend's name or namespace id.
         friend: String,
+    },
+}
+
+/// `kith web …`.
+#[derive(Debug, Subcommand)]
+pub enum WebCommand {
+    /// Write the feed page's files into DIR (created if missing; it may hold
+    /// only an earlier export) for any static web server. Opened from
+    /// there, the page asks to pair with your node.
+    Export {
+        /// The folder to write.
+        dir: PathBuf,
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Let the web app at ORIGIN use this node: approve the pairing request
+    /// whose code its page shows (`--code`), or, without a request, allow
+    /// the origin and print its token (for a program given it by hand).
+    Allow {
+        /// The app's origin: scheme://host[:port], e.g. https://app.example.org.
+        origin: String,
+        /// The code the app's page shows (check that it is the same).
+        #[arg(long)]
+        code: Option<String>,
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Stop the web app at ORIGIN using this node: its token stops working
+    /// at once (open event streams end too).
+    Revoke {
+        /// An allowed origin, as `kith web ls` lists it.
+        origin: String,
+    },
+    /// List the allowed origins and the pairing requests waiting.
+    Ls {
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
     },
 }
 
@@ -521,6 +566,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Serve(args) => serve(&data, args).await,
         Command::Demo { dir, out } => crate::demo::run(dir, out.json).await.map_err(Into::into),
         Command::Relay(args) => crate::relay::run(*args).await.map_err(Into::into),
+        Command::Web(WebCommand::Export { dir, out }) => web_export(&dir, &out),
         Command::Device(DeviceCommand::Join {
             invite,
             local_only,
@@ -708,6 +754,7 @@ async fn command_with(data: &FsPath, c: &Client, command: Command) -> CliResult 
             }
         }
         Command::Friend(f) => friend(c, f).await?,
+        Command::Web(w) => web(c, w).await?,
         Command::Profile {
             name,
             bio,
@@ -966,6 +1013,90 @@ async fn profile(
         }
     }
     Ok(())
+}
+
+fn web_export(dir: &std::path::Path, out: &Output) -> CliResult {
+    let files = crate::web::export(dir)?;
+    if out.json {
+        print_json(&json!({ "dir": dir.display().to_string(), "files": files }));
+    } else {
+        out!(
+            "wrote {} files of the page into {}",
+            files.len(),
+            dir.display()
+        );
+        eprintln!(
+            "serve that folder with any web server; opened from there, the page asks to pair with your node (`kith web allow ORIGIN --code CODE`)"
+        );
+    }
+    Ok(())
+}
+
+async fn web(c: &Client, w: WebCommand) -> CliResult {
+    match w {
+        WebCommand::Export { .. } => {}
+        WebCommand::Allow { origin, code, out } => {
+            let r: Value = c
+                .call(
+                    Method::POST,
+                    "/api/web/origins",
+                    Some(&json!({ "origin": origin, "code": code })),
+                )
+                .await?;
+            let origin = r["origin"].as_str().unwrap_or("");
+            if out.json {
+                print_json(&r);
+            } else if r["paired"].as_bool() == Some(true) {
+                out!("allowed {origin}: its page is paired and connects now");
+            } else {
+                out!("{}", r["token"].as_str().unwrap_or(""));
+                eprintln!(
+                    "allowed {origin}: the line above is its token, accepted only on requests from {origin} (`Authorization: Bearer TOKEN`); `kith web revoke {origin}` takes it back"
+                );
+            }
+        }
+        WebCommand::Revoke { origin } => {
+            let uri = format!("/api/web/origins?origin={}", percent_encode(&origin));
+            let _: Value = c.call(Method::DELETE, &uri, None).await?;
+            out!("revoked {origin}: its token no longer works");
+        }
+        WebCommand::Ls { out } => {
+            let r: Value = c.call(Method::GET, "/api/web/origins", None).await?;
+            if out.json {
+                print_json(&r);
+            } else {
+                print_origins(&r["origins"]);
+                for p in r["pending"].as_array().into_iter().flatten() {
+                    out!(
+                        "waiting: {} with the code {} (lapses in {} s)",
+                        p["origin"].as_str().unwrap_or(""),
+                        p["code"].as_str().unwrap_or(""),
+                        p["expires_in_s"].as_u64().unwrap_or(0)
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The allowed web origins, one a line.
+fn print_origins(origins: &Value) {
+    let origins = origins.as_array().cloned().unwrap_or_default();
+    if origins.is_empty() {
+        out!("no web origins allowed (`kith web allow ORIGIN`)");
+    }
+    let now = Timestamp::wall_clock().as_micros() / 1000;
+    for o in origins {
+        let ago = o["added_ms"]
+            .as_u64()
+            .map(|ms| format!("{} ago", human_duration(now.saturating_sub(ms))))
+            .unwrap_or_default();
+        out!(
+            "web origin {} (allowed {ago})",
+            o["origin"].as_str().unwrap_or("")
+        );
+    }
 }
 
 async fn friend(c: &Client, f: FriendCommand) -> CliResult {
@@ -1396,6 +1527,7 @@ fn print_status(st: &Value) {
         Some(ms) => format!("{} ago", human_duration(now.saturating_sub(ms))),
         None => "never".to_string(),
     };
+    print_origins(&st["web_origins"]);
     let peers = st["peers"].as_array().cloned().unwrap_or_default();
     if peers.is_empty() {
         out!("no other devices known yet: add a friend with `kith friend add TICKET`");

@@ -172,9 +172,17 @@ impl Client {
                 // No browser reaches the in-process API.
                 cookie: http::token_cookie(0),
                 hosts: None,
+                origins_file: Some(data.join(crate::origins::ORIGINS_FILE)),
             },
             stop.clone(),
         );
+        let router = match router {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = node.shutdown().await;
+                return Err(e);
+            }
+        };
         Ok(Self {
             token,
             kind: Kind::InProcess { router, node, stop },

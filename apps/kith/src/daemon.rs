@@ -136,7 +136,7 @@ pub fn token(data: &FsPath) -> Result<String> {
 }
 
 /// Writes a file readable only by its owner, atomically.
-fn write_private(path: &FsPath, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_private(path: &FsPath, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();
@@ -464,9 +464,17 @@ impl Daemon {
                 max_json_body: options.max_json_body,
                 cookie: http::token_cookie(addr.port()),
                 hosts: Some(http::hosts_for(addr)),
+                origins_file: Some(options.data.join(crate::origins::ORIGINS_FILE)),
             },
             stop.clone(),
         );
+        let router = match router {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = node.shutdown().await;
+                return Err(e);
+            }
+        };
         let stopped = stop.clone();
         let server = tokio::spawn(serve_http(listener, router, stopped));
         let indexer = keep_timeline(&node, stop.clone());

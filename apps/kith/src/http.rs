@@ -3,20 +3,25 @@
 //! Every `/api` route needs the access token, as `Authorization: Bearer T`
 //! or the `kith_token_PORT` cookie that `GET /?token=T` sets (named after
 //! the daemon's port: browsers share cookies across ports of one host, so
-//! two daemons' pages must not overwrite each other's). No CORS headers
-//! are sent, and requests whose `Origin` is not this server are refused, so
-//! other local pages can neither read answers nor make changes. Errors are
-//! JSON `{ error, code }`; [`ApiError`]'s `From<Error>` is the one place
-//! that maps errors to status codes.
+//! two daemons' pages must not overwrite each other's). Requests whose
+//! `Origin` is not this server are refused, so other pages can neither read
+//! answers nor make changes, unless the person approved that origin
+//! ([`crate::origins`]): then its own token, and only that, is accepted from
+//! it, and the answers carry CORS headers naming exactly that origin (never
+//! `*`). The pairing routes (`/api/pair…`) answer every origin, and only
+//! record and hand over pairing requests. Errors are JSON `{ error, code }`;
+//! [`ApiError`]'s `From<Error>` is the one place that maps errors to status
+//! codes.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::ops::Bound;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Path as UrlPath, Query, Request, State};
+use axum::extract::{Extension, FromRequest, Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -38,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result, blocking};
 use crate::feed::{self, Audience, NewAttachment};
 use crate::names::{self, Names};
+use crate::origins::{Allowance, Claim, Origin, Origins, same_secret};
 use crate::timeline;
 
 /// Events an SSE client may fall behind by before events are dropped.
@@ -48,6 +54,15 @@ const BLOB_CHUNKS_AHEAD: usize = 4;
 const BLOB_CHUNK: usize = 64 << 10;
 /// Default largest JSON body (a post with its attachments, base64).
 pub const DEFAULT_MAX_JSON_BODY: usize = 64 << 20;
+/// Largest body of a pairing route (open to every origin).
+const MAX_PAIRING_BODY: usize = 1024;
+/// How long a browser may reuse a CORS preflight's answer, seconds.
+const PREFLIGHT_MAX_AGE: &str = "600";
+/// Routes every origin may call: pairing only.
+const PAIRING_ROUTES: &[&str] = &["/api/pair", "/api/pair/claim"];
+/// Routes only the owner (the CLI, the node's own page) may call, never a
+/// paired origin: approving origins, inviting devices, deleting everything.
+const OWNER_ONLY: &[&str] = &["/api/web/", "/api/devices", "/api/everything"];
 /// The cookie carrying the access token of the daemon answering on
 /// `http_port`: `kith_token_PORT`. Cookies ignore ports, so one name for
 /// every daemon would let opening one daemon's page sign another's out.
@@ -71,6 +86,10 @@ pub struct ApiConfig {
     /// DNS name to 127.0.0.1 cannot reach the API or the page. `None`
     /// (in-process) checks nothing.
     pub hosts: Option<Vec<String>>,
+    /// The file of the web origins allowed to use the API
+    /// ([`crate::origins::ORIGINS_FILE`] in the data folder); `None`: none
+    /// is kept beyond this process.
+    pub origins_file: Option<PathBuf>,
 }
 
 /// The `Host` values a daemon listening on `addr` answers to.
@@ -96,6 +115,8 @@ struct AppInner {
     config: ApiConfig,
     /// Friends changed (added or removed).
     friends_changed: broadcast::Sender<()>,
+    /// The web origins allowed to use the API, and pairing requests.
+    origins: Origins,
     /// Ends server-sent event streams at shutdown.
     stop: CancellationToken,
 }
@@ -216,16 +237,22 @@ async fn read_limited(body: Body, limit: usize) -> ApiResult<Bytes> {
 
 /// The API and page router over `node`. Cancel `stop` to end live event
 /// streams (at shutdown).
-pub fn router(node: Node, config: ApiConfig, stop: CancellationToken) -> Router {
+///
+/// # Errors
+/// [`Error::Io`] or [`Error::BadInput`] when the origins file
+/// ([`ApiConfig::origins_file`]) cannot be read.
+pub fn router(node: Node, config: ApiConfig, stop: CancellationToken) -> Result<Router> {
+    let origins = Origins::load(config.origins_file.clone())?;
     let state = AppState {
         inner: Arc::new(AppInner {
             node,
             config,
             friends_changed: broadcast::channel(16).0,
+            origins,
             stop,
         }),
     };
-    Router::new()
+    Ok(Router::new()
         .route("/api/id", get(id))
         .route("/api/ticket", get(ticket))
         .route("/api/status", get(status))
@@ -259,19 +286,156 @@ pub fn router(node: Node, config: ApiConfig, stop: CancellationToken) -> Router 
         .route("/api/sync/{friend}", post(sync))
         .route("/api/devices", post(invite_device))
         .route("/api/events", get(events))
+        .route("/api/pair", get(pairing_state).post(ask_pairing))
+        .route("/api/pair/claim", post(claim_pairing))
+        .route(
+            "/api/web/origins",
+            get(web_origins).post(allow_origin).delete(revoke_origin),
+        )
         .fallback(page)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .with_state(state)
+        .with_state(state))
 }
 
 fn same_token(given: &str, token: &str) -> bool {
     // Constant-time comparison: the token is the only secret here.
-    given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    same_secret(given, token)
+}
+
+/// Who a request comes from, as the guard found: an extension of every
+/// request it lets through.
+#[derive(Debug, Clone)]
+enum Caller {
+    /// The owner: the CLI (bearer token) or the node's own page (cookie).
+    Owner,
+    /// A page on an approved origin, with that origin's token.
+    Site(Origin),
+    /// A page on any origin calling a pairing route (no token).
+    Pairing(Origin),
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Adds the CORS headers that let `origin` (and only it) read the answer.
+fn allow_cors(res: &mut Response, origin: &Origin) {
+    let headers = res.headers_mut();
+    if let Ok(o) = HeaderValue::from_str(origin.as_str()) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+    }
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("content-range, accept-ranges, content-length"),
+    );
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+/// The answer to a CORS preflight of `origin`, allowing `methods`.
+fn preflight(req: &Request, origin: &Origin, methods: &'static str) -> Response {
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    allow_cors(&mut res, origin);
+    let headers = res.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(methods),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type, range"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static(PREFLIGHT_MAX_AGE),
+    );
+    // Chromium asks before a public site reaches a local address.
+    if req
+        .headers()
+        .get("access-control-request-private-network")
+        .is_some()
+    {
+        headers.insert(
+            "access-control-allow-private-network",
+            HeaderValue::from_static("true"),
+        );
+    }
+    res
+}
+
+/// Requests from a page on another origin: pairing routes for any valid
+/// origin, the rest of the API for an approved origin with its own token;
+/// everything else is refused without CORS headers, so the page can read
+/// nothing.
+async fn guard_site(state: &AppState, mut req: Request, next: Next, origin: &str) -> Response {
+    let refuse =
+        |why: String| ApiError::new(StatusCode::FORBIDDEN, "forbidden", why).into_response();
+    let Ok(parsed) = Origin::parse(origin) else {
+        return refuse("requests from other origins are refused".to_string());
+    };
+    // Browsers send the origin in its normal form; any other spelling is
+    // not a browser's and is not matched loosely.
+    if parsed.as_str() != origin {
+        return refuse("requests from other origins are refused".to_string());
+    }
+    let path = req.uri().path().to_string();
+    if PAIRING_ROUTES.contains(&path.as_str()) {
+        if req.method() == Method::OPTIONS {
+            return preflight(&req, &parsed, "GET, POST");
+        }
+        req.extensions_mut().insert(Caller::Pairing(parsed.clone()));
+        let mut res = next.run(req).await;
+        allow_cors(&mut res, &parsed);
+        // A claim's answer carries the token: never kept by a cache.
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return res;
+    }
+    if !state.inner.origins.is_allowed(&parsed) {
+        return refuse(format!(
+            "{parsed} is not allowed to use this kith node: press Connect on its page and approve the code it shows (`kith web allow {parsed} --code CODE`)"
+        ));
+    }
+    if req.method() == Method::OPTIONS {
+        return preflight(&req, &parsed, "GET, POST, PUT, DELETE");
+    }
+    let answer = |e: ApiError| {
+        let mut res = e.into_response();
+        allow_cors(&mut res, &parsed);
+        res
+    };
+    if !path.starts_with("/api") {
+        return answer(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "only the API answers other origins; the page's files are `kith web export`'s",
+        ));
+    }
+    let ok = bearer(req.headers()).is_some_and(|t| state.inner.origins.check(&parsed, t));
+    if !ok {
+        return answer(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!("missing or wrong token for {parsed}: pair this page with the node again"),
+        ));
+    }
+    if OWNER_ONLY.iter().any(|p| path.starts_with(p)) {
+        return answer(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "owner_only",
+            "a web app may not do this; use the kith command line or the node's own page",
+        ));
+    }
+    req.extensions_mut().insert(Caller::Site(parsed.clone()));
+    let mut res = next.run(req).await;
+    allow_cors(&mut res, &parsed);
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
 }
 
 fn request_token(headers: &HeaderMap, cookie: &str) -> Option<String> {
@@ -321,15 +485,14 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
-        if origin.to_str().ok() != Some(format!("http://{host}").as_str()) {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "requests from other origins are refused",
-            )
-            .into_response();
+        let own = format!("http://{host}");
+        let origin = origin.to_str().unwrap_or("").to_string();
+        if origin != own {
+            return guard_site(&state, req, next, &origin).await;
         }
     }
+    let mut req = req;
+    req.extensions_mut().insert(Caller::Owner);
     if req.uri().path().starts_with("/api") {
         let ok = request_token(req.headers(), &state.inner.config.cookie)
             .is_some_and(|t| same_token(&t, &state.inner.config.token));
@@ -464,7 +627,10 @@ async fn id(State(s): State<AppState>) -> ApiResult<Json<Value>> {
 /// `GET /api/status`: where this device is, and per other known device
 /// whether it is reachable now, over which path, and what was last
 /// exchanged with it (since the daemon started).
-async fn status(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+async fn status(
+    State(s): State<AppState>,
+    caller: Option<Extension<Caller>>,
+) -> ApiResult<Json<Value>> {
     let names = s.names().await?;
     let peers = s.node().peers().await?;
     let when = |t: &Option<Timestamp>| t.map(|t| t.as_micros() / 1000);
@@ -500,6 +666,11 @@ async fn status(State(s): State<AppState>) -> ApiResult<Json<Value>> {
         "device": s.node().device().to_string(),
         "addresses": s.node().here().iter().map(ToString::to_string).collect::<Vec<_>>(),
         "peers": peers,
+        // A web app is not told which other sites are allowed.
+        "web_origins": match caller {
+            Some(Extension(Caller::Site(_))) => Vec::new(),
+            _ => s.inner.origins.list(),
+        },
     })))
 }
 
@@ -1350,13 +1521,18 @@ fn sse_event(name: &str, data: Value) -> Event {
 
 async fn events(
     State(s): State<AppState>,
+    caller: Option<Extension<Caller>>,
 ) -> Sse<impl Stream<Item = std::result::Result<Event, Infallible>>> {
     let (tx, rx) = mpsc::channel(EVENTS_CAPACITY);
     // Subscribed before the answer goes out: a client that reads the state
     // once it has the answer's header misses no receipt in between.
     let node_events = s.node().events();
     let friend_events = s.inner.friends_changed.subscribe();
-    tokio::spawn(pump_events(s, tx, node_events, friend_events));
+    let site = match caller {
+        Some(Extension(Caller::Site(origin))) => Some(origin),
+        _ => None,
+    };
+    tokio::spawn(pump_events(s, tx, node_events, friend_events, site));
     let stream =
         futures_util::stream::unfold(
             rx,
@@ -1366,15 +1542,18 @@ async fn events(
 }
 
 /// Forwards entry changes of the own and every friend's namespace, receipts
-/// and friend changes to one event stream, until the client leaves or the
-/// server stops.
+/// and friend changes to one event stream, until the client leaves, the
+/// server stops or, for a stream of a web origin (`site`), the origin is
+/// revoked.
 async fn pump_events(
     s: AppState,
     tx: mpsc::Sender<Event>,
     mut node_events: broadcast::Receiver<NodeEvent>,
     mut friend_events: broadcast::Receiver<()>,
+    site: Option<Origin>,
 ) {
     let node = s.node().clone();
+    let mut origins_changed = s.inner.origins.changes();
     let (wtx, mut wrx) = mpsc::channel::<(NamespaceId, WatchEvent)>(EVENTS_CAPACITY);
     let mut watched = HashSet::new();
     let watch = |ns: NamespaceId, watched: &mut HashSet<NamespaceId>| {
@@ -1403,6 +1582,17 @@ async fn pump_events(
         let event = tokio::select! {
             () = tx.closed() => return,
             () = s.inner.stop.cancelled() => return,
+            changed = origins_changed.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                match &site {
+                    Some(o) if !s.inner.origins.is_allowed(o) => return,
+                    // A web app is not told about other origins.
+                    Some(_) => continue,
+                    None => sse_event("web", json!({})),
+                }
+            }
             Some((ns, ev)) = wrx.recv() => match ev {
                 WatchEvent::Change(change) => {
                     let (path, kind) = match change.kind {
@@ -1436,6 +1626,132 @@ async fn pump_events(
             return;
         }
     }
+}
+
+// ----- web origins and pairing ---------------------------------------------
+
+/// The origin a pairing route is called from.
+fn pairing_origin(caller: &Caller) -> ApiResult<&Origin> {
+    match caller {
+        Caller::Pairing(o) => Ok(o),
+        _ => Err(ApiError::bad(
+            "pairing is for web pages on other origins (their requests carry an Origin header)",
+        )),
+    }
+}
+
+/// `GET /api/pair`: whether the calling origin is approved (no token needed).
+async fn pairing_state(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
+    let origin = pairing_origin(&caller)?;
+    Ok(Json(json!({
+        "origin": origin.to_string(),
+        "approved": s.inner.origins.is_allowed(origin),
+    })))
+}
+
+/// `POST /api/pair`: records a pairing request of the calling origin.
+async fn ask_pairing(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let origin = pairing_origin(&caller)?.clone();
+    // Nothing of the body is used; it is only bounded.
+    read_limited(req.into_body(), MAX_PAIRING_BODY).await?;
+    let asked = s.inner.origins.ask(origin.clone());
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "origin": origin.to_string(),
+            "request": asked.request,
+            "code": asked.code,
+            "expires_ms": asked.expires_ms,
+        })),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ClaimBody {
+    request: String,
+}
+
+/// `POST /api/pair/claim`: the token, once the person approved the request.
+async fn claim_pairing(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> ApiResult<Response> {
+    let origin = pairing_origin(&caller)?.clone();
+    let bytes = read_limited(req.into_body(), MAX_PAIRING_BODY).await?;
+    let body: ClaimBody = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))?;
+    Ok(match s.inner.origins.claim(&origin, &body.request) {
+        Claim::Waiting => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "waiting": true, "origin": origin.to_string() })),
+        )
+            .into_response(),
+        Claim::Token(token) => {
+            Json(json!({ "token": token, "origin": origin.to_string() })).into_response()
+        }
+        Claim::Unknown => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such pairing request: it lapsed or was replaced; connect again",
+        )
+        .into_response(),
+    })
+}
+
+/// `GET /api/web/origins`: the approved origins and the waiting requests.
+async fn web_origins(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "origins": s.inner.origins.list(),
+        "pending": s.inner.origins.pending(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct AllowBody {
+    origin: String,
+    code: Option<String>,
+}
+
+/// `POST /api/web/origins`: approves an origin (its pairing request, with the code).
+async fn allow_origin(
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<AllowBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let origin = Origin::parse(&body.origin)?;
+    let origins = s.inner.origins.clone();
+    let o = origin.clone();
+    let allowance = blocking(move || origins.allow(&o, body.code.as_deref())).await?;
+    let answer = match allowance {
+        Allowance::Paired => json!({ "origin": origin.to_string(), "paired": true }),
+        Allowance::Token(token) => {
+            json!({ "origin": origin.to_string(), "paired": false, "token": token })
+        }
+    };
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+#[derive(Deserialize)]
+struct RevokeOriginQuery {
+    origin: String,
+}
+
+/// `DELETE /api/web/origins?origin=O`: forgets the origin's token at once.
+async fn revoke_origin(
+    State(s): State<AppState>,
+    Query(q): Query<RevokeOriginQuery>,
+) -> ApiResult<StatusCode> {
+    let origin = Origin::parse(&q.origin)?;
+    let origins = s.inner.origins.clone();
+    blocking(move || origins.revoke(&origin)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]

@@ -39,12 +39,13 @@ mod error;
 pub mod feed;
 pub mod http;
 pub mod names;
+pub mod origins;
 pub mod output;
 pub mod profile;
 pub mod receipts;
 pub mod relay;
 pub mod timeline;
 mod urls;
-mod web;
+pub mod web;
 
 pub use error::{Error, Result};

@@ -8,6 +8,14 @@
 //! These files are public: they carry no data and no token, so the router
 //! serves them without the access token. Everything the page shows comes
 //! from `/api/…` routes, which do need it.
+//!
+//! The page is installable (`manifest.webmanifest`, icons drawn by
+//! `web/icons/make-icons.mjs`) and its service worker (`sw.js`) keeps the
+//! page's files, never API answers. [`export`] writes the same files into a
+//! folder for any web server, marked to pair with a node
+//! ([`crate::origins`]) instead of calling its own origin.
+
+use crate::error::{Error, Result};
 
 /// One embedded file: the URL path it answers, its content type, its bytes.
 struct StaticFile {
@@ -54,7 +62,118 @@ const FILES: &[StaticFile] = &[
         content_type: "image/svg+xml",
         bytes: include_bytes!("../web/favicon.svg"),
     },
+    StaticFile {
+        path: "/manifest.webmanifest",
+        content_type: "application/manifest+json",
+        bytes: include_bytes!("../web/manifest.webmanifest"),
+    },
+    StaticFile {
+        path: "/sw.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../web/sw.js"),
+    },
+    StaticFile {
+        path: "/icons/icon-192.png",
+        content_type: "image/png",
+        bytes: include_bytes!("../web/icons/icon-192.png"),
+    },
+    StaticFile {
+        path: "/icons/icon-512.png",
+        content_type: "image/png",
+        bytes: include_bytes!("../web/icons/icon-512.png"),
+    },
+    StaticFile {
+        path: "/icons/maskable-512.png",
+        content_type: "image/png",
+        bytes: include_bytes!("../web/icons/maskable-512.png"),
+    },
 ];
+
+/// The marker in `index.html` of the page the node serves itself.
+const SAME_ORIGIN_MARKER: &str = r#"<meta name="kith-api" content="same-origin">"#;
+/// The same marker in exported files: the page pairs with a node.
+const PAIRED_MARKER: &str = r#"<meta name="kith-api" content="paired">"#;
+
+/// The files of the page to host on another origin: relative path and bytes
+/// (`index.html` marked to pair with a node).
+pub fn exported_files() -> Vec<(&'static str, Vec<u8>)> {
+    FILES
+        .iter()
+        .filter(|f| f.path != "/")
+        .map(|f| {
+            let name = f.path.trim_start_matches('/');
+            let bytes = if name == "index.html" {
+                String::from_utf8_lossy(f.bytes)
+                    .replace(SAME_ORIGIN_MARKER, PAIRED_MARKER)
+                    .into_bytes()
+            } else {
+                f.bytes.to_vec()
+            };
+            (name, bytes)
+        })
+        .collect()
+}
+
+/// The file an export leaves in its folder, so that exporting again knows
+/// the files there are its own.
+const EXPORT_MARK: &str = ".kith-export";
+
+/// Writes the page's files into `dir` for any static web server
+/// (`kith web export DIR`), and returns their relative paths.
+///
+/// `dir` is created if missing; an existing one must be empty or hold an
+/// earlier export (its mark and the page's files, which are replaced), so
+/// nothing else is ever overwritten.
+///
+/// # Errors
+/// [`Error::Conflict`] when `dir` holds anything else, [`Error::Io`] when a
+/// file cannot be written.
+pub fn export(dir: &std::path::Path) -> Result<Vec<String>> {
+    let files = exported_files();
+    let ours =
+        |rel: &str| files.iter().any(|(n, _)| *n == rel) || rel == "icons" || rel == EXPORT_MARK;
+    let exported_before = dir.join(EXPORT_MARK).is_file();
+    if dir.exists() {
+        let mut strangers = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name == "icons" {
+                for icon in std::fs::read_dir(entry.path())? {
+                    let icon = format!("icons/{}", icon?.file_name().to_string_lossy());
+                    if !ours(&icon) {
+                        strangers.push(icon);
+                    }
+                }
+            } else if !ours(&name) || !exported_before {
+                strangers.push(name);
+            }
+        }
+        if !strangers.is_empty() {
+            strangers.sort();
+            return Err(Error::Conflict(format!(
+                "{} holds files that are not the page's ({}): export into an empty or new folder",
+                dir.display(),
+                strangers.join(", ")
+            )));
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join(EXPORT_MARK),
+        "The feed page's files, written by `kith web export`: exporting again replaces them.\n",
+    )?;
+    let mut written = Vec::new();
+    for (name, bytes) in &files {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, bytes)?;
+        written.push((*name).to_string());
+    }
+    Ok(written)
+}
 
 /// The page's file at URL `path` (without query string), as its content type
 /// and bytes, or `None` when the page has no such file.
@@ -81,6 +200,11 @@ mod tests {
             "/dom.js",
             "/style.css",
             "/favicon.svg",
+            "/manifest.webmanifest",
+            "/sw.js",
+            "/icons/icon-192.png",
+            "/icons/icon-512.png",
+            "/icons/maskable-512.png",
         ] {
             let found = static_file(path);
             assert!(found.is_some(), "{path} is missing");
@@ -91,6 +215,87 @@ mod tests {
         }
         assert!(matches!(static_file("/"), Some((t, _)) if t.starts_with("text/html")));
         assert!(matches!(static_file("/app.js"), Some((t, _)) if t.starts_with("text/javascript")));
+    }
+
+    #[test]
+    fn the_manifest_names_icons_that_are_served() {
+        let Some((_, manifest)) = static_file("/manifest.webmanifest") else {
+            panic!("no manifest");
+        };
+        let manifest: serde_json::Value = serde_json::from_slice(manifest).unwrap();
+        assert_eq!(manifest["display"], "standalone");
+        let icons = manifest["icons"].as_array().unwrap();
+        for size in ["192x192", "512x512"] {
+            assert!(
+                icons
+                    .iter()
+                    .any(|i| i["sizes"] == size && i["type"] == "image/png")
+            );
+        }
+        assert!(icons.iter().any(|i| i["purpose"] == "maskable"));
+        for icon in icons {
+            let src = format!("/{}", icon["src"].as_str().unwrap());
+            assert!(static_file(&src).is_some(), "{src} is not served");
+            if let Some(size) = icon["sizes"].as_str().and_then(|s| s.split_once('x')) {
+                let (_, png) = static_file(&src).unwrap();
+                // A PNG's width and height are the IHDR's first two words.
+                let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+                assert_eq!(width.to_string(), size.0, "{src}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_service_worker_keeps_every_file_of_the_page_and_nothing_else() {
+        let Some((_, sw)) = static_file("/sw.js") else {
+            panic!("no sw.js");
+        };
+        let sw = String::from_utf8_lossy(sw);
+        for file in super::FILES.iter().filter(|f| f.path != "/sw.js") {
+            let entry = format!("'.{}'", if file.path == "/" { "/" } else { file.path });
+            assert!(sw.contains(&entry), "sw.js does not keep {}", file.path);
+        }
+        assert!(!sw.contains("'./api"), "sw.js keeps an API route");
+    }
+
+    #[test]
+    fn exported_pages_pair_and_the_served_one_does_not() {
+        let Some((_, index)) = static_file("/index.html") else {
+            panic!("no index.html");
+        };
+        assert!(String::from_utf8_lossy(index).contains(super::SAME_ORIGIN_MARKER));
+        let files = super::exported_files();
+        let (_, exported) = files.iter().find(|(n, _)| *n == "index.html").unwrap();
+        let exported = String::from_utf8_lossy(exported);
+        assert!(exported.contains(super::PAIRED_MARKER));
+        assert!(!exported.contains(super::SAME_ORIGIN_MARKER));
+    }
+
+    #[test]
+    fn export_writes_the_page_and_overwrites_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("site");
+        let written = super::export(&site).unwrap();
+        assert!(written.contains(&"icons/icon-512.png".to_string()));
+        assert!(site.join("index.html").is_file() && site.join("sw.js").is_file());
+        // Again into the same folder: replaced.
+        super::export(&site).unwrap();
+        // A folder of someone else's files with the same names: untouched.
+        let other = dir.path().join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("index.html"), "mine").unwrap();
+        assert!(super::export(&other).is_err());
+        assert_eq!(
+            std::fs::read_to_string(other.join("index.html")).unwrap(),
+            "mine"
+        );
+        std::fs::write(site.join("notes.txt"), "mine").unwrap();
+        let err = super::export(&site).unwrap_err();
+        assert!(err.to_string().contains("notes.txt"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(site.join("notes.txt")).unwrap(),
+            "mine"
+        );
     }
 
     #[test]

@@ -14,6 +14,16 @@
 //! older pages as she scrolls, each post once, newest first, with a new
 //! post still appearing on top. Screenshots of every step land in `target/browser-artifacts/`.
 //!
+//! The web app (`tests/browser/webapp.mjs`): alice's page passes chromium's
+//! installability checks (manifest, icons, service worker); with her daemon
+//! stopped a reload shows her last timeline marked offline, and a post
+//! deleted meanwhile leaves it once the daemon is back; the page exported by
+//! `kith web export`, served on a second origin, is refused before pairing,
+//! posts and shows bob's post live after it, and is refused again after
+//! `kith web revoke`. Screenshots of the feed, the friends view and the
+//! deletion receipts, desktop and 390 px wide, in
+//! `target/browser-artifacts/webapp/`.
+//!
 //! Needs `/usr/bin/chromium` (or `KITH_CHROMIUM`), `node`, and `npm ci` run
 //! in `tests/browser/` (`.ci/run` does all three). Without them the test
 //! fails when `CI=true` and is skipped otherwise.
@@ -24,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, KITH, POLL, json, ok};
+use common::{Daemon, KITH, POLL, free_port, json, ok};
 
 /// How long the whole browser script may run (its own waits are shorter).
 const SCRIPT: Duration = Duration::from_secs(300);
@@ -77,6 +87,69 @@ fn missing_prerequisites() -> Vec<String> {
     missing
 }
 
+/// One browser at a time: the machines that run these have few cores.
+static ONE_BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Whether the browser tests can run here; `false` (skip) outside CI.
+fn prerequisites_met() -> bool {
+    let missing = missing_prerequisites();
+    if missing.is_empty() {
+        return true;
+    }
+    let what = missing.join("; ");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "the browser test cannot run in CI: missing {what} (.ci/run installs them)"
+    );
+    println!("skipping: the browser test needs {what}");
+    false
+}
+
+/// Empties `dir` of files (screenshots of an earlier run), keeping folders.
+fn clear_files(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+}
+
+/// Runs `node SCRIPT ARGS…` in the npm project and waits (at most
+/// [`SCRIPT`]) until it exits successfully.
+fn run_script(script: &str, args: &[&std::ffi::OsStr], shots: &Path) {
+    let mut child = Script(
+        Command::new("node")
+            .arg(script_dir().join(script))
+            .args(args)
+            .current_dir(script_dir())
+            .env("KITH_CHROMIUM", chromium())
+            // playwright-core must use Debian's chromium, never fetch one.
+            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("node could not start"),
+    );
+    let deadline = Instant::now() + SCRIPT;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{script} did not finish within {SCRIPT:?}; screenshots in {}",
+            shots.display()
+        );
+        std::thread::sleep(POLL);
+    };
+    assert!(
+        status.success(),
+        "{script} failed ({status}); its output is above, screenshots in {}",
+        shots.display()
+    );
+}
+
 /// Kills the browser script if the test ends early.
 struct Script(Child);
 
@@ -89,16 +162,12 @@ impl Drop for Script {
 
 #[test]
 fn a_post_with_an_image_reaches_a_friend_live_and_its_deletion_is_confirmed() {
-    let missing = missing_prerequisites();
-    if !missing.is_empty() {
-        let what = missing.join("; ");
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the browser test cannot run in CI: missing {what} (.ci/run installs them)"
-        );
-        println!("skipping: the browser test needs {what}");
+    if !prerequisites_met() {
         return;
     }
+    let _one = ONE_BROWSER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
 
     let root = tempfile::tempdir().unwrap();
     let [alice, bob]: [PathBuf; 2] = ["alice", "bob"].map(|n| root.path().join(n));
@@ -130,39 +199,12 @@ fn a_post_with_an_image_reaches_a_friend_live_and_its_deletion_is_confirmed() {
     );
 
     let shots = target_dir().join("browser-artifacts");
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots).unwrap();
-
-    let mut script = Script(
-        Command::new("node")
-            .arg(script_dir().join("feed.mjs"))
-            .arg(alice_daemon.url())
-            .arg(bob_daemon.url())
-            .arg(&shots)
-            .current_dir(script_dir())
-            .env("KITH_CHROMIUM", chromium())
-            // playwright-core must use Debian's chromium, never fetch one.
-            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("node could not start"),
-    );
-    let deadline = Instant::now() + SCRIPT;
-    let status = loop {
-        if let Some(status) = script.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the browser script did not finish within {SCRIPT:?}; screenshots in {}",
-            shots.display()
-        );
-        std::thread::sleep(POLL);
-    };
-    assert!(
-        status.success(),
-        "the browser script failed ({status}); its output is above, screenshots in {}",
-        shots.display()
+    clear_files(&shots);
+    let (alice_url, bob_url) = (alice_daemon.url(), bob_daemon.url());
+    run_script(
+        "feed.mjs",
+        &[alice_url.as_ref(), bob_url.as_ref(), shots.as_os_str()],
+        &shots,
     );
     for shot in [
         "4-bob-sees-post.png",
@@ -171,5 +213,73 @@ fn a_post_with_an_image_reaches_a_friend_live_and_its_deletion_is_confirmed() {
     ] {
         assert!(shots.join(shot).is_file(), "no screenshot {shot}");
     }
+    println!("screenshots in {}", shots.display());
+}
+
+#[test]
+fn the_web_app_installs_reads_offline_and_pairs_with_another_origin() {
+    if !prerequisites_met() {
+        return;
+    }
+    let _one = ONE_BROWSER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+
+    let root = tempfile::tempdir().unwrap();
+    let [alice, bob]: [PathBuf; 2] = ["alice", "bob"].map(|n| root.path().join(n));
+    for (data, name) in [(&alice, "alice"), (&bob, "bob")] {
+        ok(data, &["init", "--name", name]);
+    }
+    // Alice's page keeps one origin across restarts: one HTTP port.
+    let http = format!("127.0.0.1:{}", free_port());
+    let alice_daemon = Daemon::run(
+        None,
+        &[
+            "--data",
+            alice.to_str().unwrap(),
+            "serve",
+            "--local-only",
+            "--http",
+            &http,
+            "--json",
+        ],
+        Some(2),
+    );
+    let _bob_daemon = Daemon::start(&bob, 2, false);
+    let ticket = |d: &Path| ok(d, &["ticket"]).trim().to_string();
+    let (ta, tb) = (ticket(&alice), ticket(&bob));
+    ok(&alice, &["friend", "add", &tb, "--name", "bob"]);
+    ok(&bob, &["friend", "add", &ta, "--name", "alice"]);
+    // The script runs alice's daemon from here on.
+    alice_daemon.stop();
+
+    let site = root.path().join("site");
+    let exported = ok(&alice, &["web", "export", site.to_str().unwrap()]);
+    assert!(exported.contains("files of the page"), "{exported}");
+    assert!(site.join("index.html").is_file() && site.join("sw.js").is_file());
+
+    let shots = target_dir().join("browser-artifacts").join("webapp");
+    clear_files(&shots);
+    run_script(
+        "webapp.mjs",
+        &[
+            KITH.as_ref(),
+            alice.as_os_str(),
+            http.as_ref(),
+            bob.as_os_str(),
+            site.as_os_str(),
+            shots.as_os_str(),
+        ],
+        &shots,
+    );
+    for view in ["feed", "friends", "receipts"] {
+        for size in ["desktop", "phone"] {
+            let shot = format!("webapp-{view}-{size}.png");
+            assert!(shots.join(&shot).is_file(), "no screenshot {shot}");
+        }
+    }
+    // Revoked: the site's origin is gone from the node.
+    let origins = json(&alice, &["web", "ls"]);
+    assert_eq!(origins["origins"], serde_json::json!([]), "{origins}");
     println!("screenshots in {}", shots.display());
 }

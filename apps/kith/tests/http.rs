@@ -387,6 +387,337 @@ async fn the_api_needs_the_token_and_refuses_other_origins() {
     alice.daemon.shutdown().await.unwrap();
 }
 
+/// A request from a page on `origin` with `token` (or none), through a
+/// client holding that token.
+async fn from_site(
+    addr: SocketAddr,
+    token: &str,
+    method: Method,
+    path: &str,
+    origin: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, HeaderMap, Value) {
+    let site = Client::remote(addr, token);
+    let mut b = Request::builder().method(method).uri(path);
+    if let Some(o) = origin {
+        b = b.header(header::ORIGIN, o);
+    }
+    let body = match body {
+        Some(v) => {
+            b = b.header(header::CONTENT_TYPE, "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    let res = site.send(b.body(body).unwrap()).await.unwrap();
+    let (status, headers) = (res.status(), res.headers().clone());
+    let bytes = client::read_body(res).await.unwrap();
+    let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, headers, v)
+}
+
+fn cors(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        .map(|v| v.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn only_an_approved_origin_gets_cors_and_only_with_its_own_token() {
+    let alice = person("alice").await;
+    let addr = alice.daemon.addr();
+    let owner = alice.daemon.token().to_string();
+    let site = "http://127.0.0.1:9";
+
+    // Before approval: nothing usable, even with the owner's token, and no
+    // CORS header on the answer or the preflight.
+    let (s, h, _) = from_site(addr, &owner, Method::GET, "/api/id", Some(site), None).await;
+    assert_eq!((s, cors(&h)), (StatusCode::FORBIDDEN, None));
+    let answer = raw_http(
+        addr,
+        &format!(
+            "OPTIONS /api/feed HTTP/1.1\r\nHost: {addr}\r\nOrigin: {site}\r\nAccess-Control-Request-Method: GET\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        !answer.to_lowercase().contains("access-control-allow"),
+        "{answer}"
+    );
+    // Origins in another spelling than a browser's, or not origins at all.
+    for bad in [
+        "http://127.0.0.1:9/",
+        "HTTP://127.0.0.1:9",
+        "null",
+        "http://x.org/path",
+    ] {
+        let (s, h, _) = from_site(addr, &owner, Method::GET, "/api/pair", Some(bad), None).await;
+        assert_eq!((s, cors(&h)), (StatusCode::FORBIDDEN, None), "{bad}");
+    }
+
+    // The page asks to pair: open to every origin, and answered to it.
+    let answer = raw_http(
+        addr,
+        &format!(
+            "OPTIONS /api/pair HTTP/1.1\r\nHost: {addr}\r\nOrigin: {site}\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    assert!(
+        answer
+            .to_lowercase()
+            .contains(&format!("access-control-allow-origin: {site}\r\n")),
+        "{answer}"
+    );
+    let (s, h, asked) = from_site(
+        addr,
+        "",
+        Method::POST,
+        "/api/pair",
+        Some(site),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!((s, cors(&h)), (StatusCode::CREATED, Some(site)), "{asked}");
+    assert_eq!(asked["origin"], site);
+    let code = asked["code"].as_str().unwrap().to_string();
+    let request = asked["request"].as_str().unwrap().to_string();
+    assert_eq!(code.len(), 9, "{code}");
+    let claim = json!({ "request": request });
+    let (s, _, _) = from_site(
+        addr,
+        "",
+        Method::POST,
+        "/api/pair/claim",
+        Some(site),
+        Some(claim.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    // Another origin cannot claim it.
+    let (s, _, _) = from_site(
+        addr,
+        "",
+        Method::POST,
+        "/api/pair/claim",
+        Some("http://127.0.0.1:10"),
+        Some(claim.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // A pairing body is bounded.
+    let (s, _, _) = from_site(
+        addr,
+        "",
+        Method::POST,
+        "/api/pair",
+        Some(site),
+        Some(json!({ "x": "a".repeat(4096) })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // The owner approves: with a wrong code nothing, without one a hint.
+    let (s, v) = alice
+        .call(
+            Method::POST,
+            "/api/web/origins",
+            Some(json!({ "origin": site, "code": "AAAA-AAAA" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, v) = alice
+        .call(
+            Method::POST,
+            "/api/web/origins",
+            Some(json!({ "origin": site })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["error"].as_str().unwrap().contains(&code), "{v}");
+    let (s, v) = alice
+        .call(
+            Method::POST,
+            "/api/web/origins",
+            Some(json!({ "origin": "http://x.org/" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = alice
+        .call(
+            Method::POST,
+            "/api/web/origins",
+            Some(json!({ "origin": site, "code": code })),
+        )
+        .await;
+    assert_eq!(
+        (s, &v["paired"]),
+        (StatusCode::CREATED, &json!(true)),
+        "{v}"
+    );
+    let (s, h, v) = from_site(
+        addr,
+        "",
+        Method::POST,
+        "/api/pair/claim",
+        Some(site),
+        Some(claim.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // The answer carrying the token is never cached.
+    assert_eq!(h.get(header::CACHE_CONTROL).unwrap(), "no-store");
+    let token = v["token"].as_str().unwrap().to_string();
+    assert_ne!(token, owner);
+    // Handed over once.
+    let (s, _, _) = from_site(
+        addr,
+        "",
+        Method::POST,
+        "/api/pair/claim",
+        Some(site),
+        Some(claim),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // The origin's token works from the origin, with CORS naming it exactly.
+    let (s, h, v) = from_site(addr, &token, Method::GET, "/api/id", Some(site), None).await;
+    assert_eq!((s, cors(&h)), (StatusCode::OK, Some(site)), "{v}");
+    assert_eq!(v["namespace"], alice.ns());
+    assert!(h.get_all(header::VARY).iter().any(|v| v == "Origin"));
+    let (s, h, post) = from_site(
+        addr,
+        &token,
+        Method::POST,
+        "/api/feed/posts",
+        Some(site),
+        Some(json!({ "text": "from the web app", "audience": "me" })),
+    )
+    .await;
+    assert_eq!((s, cors(&h)), (StatusCode::CREATED, Some(site)), "{post}");
+    let answer = raw_http(
+        addr,
+        &format!(
+            "OPTIONS /api/feed/posts HTTP/1.1\r\nHost: {addr}\r\nOrigin: {site}\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization, content-type\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    let lower = answer.to_lowercase();
+    assert!(
+        lower.contains(&format!("access-control-allow-origin: {site}\r\n")),
+        "{answer}"
+    );
+    assert!(
+        lower.contains("access-control-allow-headers: authorization, content-type"),
+        "{answer}"
+    );
+    assert!(
+        !lower.contains("access-control-allow-origin: *"),
+        "{answer}"
+    );
+    // ... but not without its origin, not from another origin, not with
+    // the owner's token, and never for what only the owner may do.
+    let (s, _, _) = from_site(addr, &token, Method::GET, "/api/id", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, h, _) = from_site(
+        addr,
+        &token,
+        Method::GET,
+        "/api/id",
+        Some("http://127.0.0.1:10"),
+        None,
+    )
+    .await;
+    assert_eq!((s, cors(&h)), (StatusCode::FORBIDDEN, None));
+    let (s, h, _) = from_site(addr, &owner, Method::GET, "/api/id", Some(site), None).await;
+    assert_eq!((s, cors(&h)), (StatusCode::UNAUTHORIZED, Some(site)));
+    for (method, path) in [
+        (Method::GET, "/api/web/origins"),
+        (Method::POST, "/api/devices"),
+        (Method::DELETE, "/api/everything"),
+    ] {
+        let (s, _, v) = from_site(addr, &token, method, path, Some(site), None).await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("owner_only")),
+            "{path}"
+        );
+    }
+    // A web app is not told which sites are allowed.
+    let (s, _, v) = from_site(addr, &token, Method::GET, "/api/status", Some(site), None).await;
+    assert_eq!((s, &v["web_origins"]), (StatusCode::OK, &json!([])), "{v}");
+    // GET /api/pair tells the page it is approved.
+    let (s, _, v) = from_site(addr, "", Method::GET, "/api/pair", Some(site), None).await;
+    assert_eq!((s, &v["approved"]), (StatusCode::OK, &json!(true)));
+
+    // The status lists the origin, never its token; the file is private.
+    let st = alice.ok(Method::GET, "/api/status", None).await;
+    assert_eq!(st["web_origins"][0]["origin"], site, "{st}");
+    assert!(!st.to_string().contains(&token));
+    let file = alice._dir.path().join(kith_app::origins::ORIGINS_FILE);
+    assert!(std::fs::read_to_string(&file).unwrap().contains(site));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // An open event stream of the origin ends when it is revoked.
+    let site_client = Client::remote(addr, &token);
+    let res = site_client
+        .send(
+            Request::get("/api/events")
+                .header(header::ORIGIN, site)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut stream = res.into_body().into_data_stream();
+    let (s, v) = alice
+        .call(
+            Method::DELETE,
+            "/api/web/origins?origin=http%3A%2F%2F127.0.0.1%3A8",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains(site),
+        "the known origins are named: {v}"
+    );
+    let (s, _) = alice
+        .call(
+            Method::DELETE,
+            "/api/web/origins?origin=http%3A%2F%2F127.0.0.1%3A9",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    tokio::time::timeout(WAIT, async {
+        while let Some(chunk) = stream.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the revoked origin's event stream did not end");
+    let (s, h, _) = from_site(addr, &token, Method::GET, "/api/id", Some(site), None).await;
+    assert_eq!((s, cors(&h)), (StatusCode::FORBIDDEN, None));
+    let (_, _, v) = from_site(addr, "", Method::GET, "/api/pair", Some(site), None).await;
+    assert_eq!(v["approved"], json!(false));
+    let st = alice.ok(Method::GET, "/api/status", None).await;
+    assert_eq!(st["web_origins"], json!([]));
+    alice.daemon.shutdown().await.unwrap();
+}
+
 /// The `name=value` of the cookie an answer sets.
 fn set_cookie(answer: &str) -> String {
     answer

@@ -333,4 +333,31 @@ fn the_tour_of_the_four_journeys_runs_as_written() {
     tour.run("delete-http");
     eventually("the deletion over HTTP is confirmed", || all_confirmed(3));
     assert!(!tour.sees("bob", "Another one to take back"));
+
+    // Use kith from any web app: export, pair by hand, read, revoke.
+    let printed = tour.run("web");
+    assert!(tour.dir.path().join("site/index.html").is_file());
+    assert!(tour.dir.path().join("site/manifest.webmanifest").is_file());
+    assert!(
+        printed.contains("allowed http://localhost:8080: its page is paired"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("web origin http://localhost:8080"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("revoked http://localhost:8080"),
+        "{printed}"
+    );
+    // The token read the feed, and after the revoke the origin is refused.
+    let last = printed.lines().last().unwrap_or("");
+    assert_eq!(last, "403", "{printed}");
+    let newest = &tour.timeline("alice")[0]["text"];
+    assert!(
+        printed.contains(newest.as_str().unwrap()),
+        "the paired origin did not read the feed: {printed}"
+    );
+    let origins = json(&tour.data("alice"), &["web", "ls"]);
+    assert_eq!(origins["origins"], serde_json::json!([]), "{origins}");
 }

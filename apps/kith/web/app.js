@@ -5,8 +5,14 @@
 // timeline is read in pages: the newest first, older ones as the reader
 // scrolls down to the end of the list (or presses "Show older posts").
 
-import { api, follow, base64Of } from './client.js';
+import { createClient, pair, pairingState, base64Of } from './client.js';
 import { h, timeEl, relativeTime, initial, hueOf, shortId, isLocalApiUrl, sizeText } from './dom.js';
+
+/**
+ * The client of the node this page shows: the node that served it (cookie),
+ * or, on another origin, the node it was paired with (token). Set in `start`.
+ */
+let api = null;
 
 /** Audiences as the composer offers them, with the prefix each maps to (see the feed module). */
 const AUDIENCES = [
@@ -50,6 +56,8 @@ const state = {
   next: null,
   /** The deletions as last read. */
   deletions: [],
+  /** The node does not answer: the saved timeline is shown (see "offline"). */
+  offline: false,
 };
 
 /** Posts per page of the timeline (the API allows 1 to 500). */
@@ -115,6 +123,10 @@ let friendsDirty = false;
 
 /** Coalesces bursts of events into one re-read of feed and deletions. */
 function scheduleRefresh(kind) {
+  if (kind === 'web') {
+    if (!$('#view-friends').hidden) loadApps().catch(showError);
+    return;
+  }
   if (kind === 'friend' || kind === 'open') friendsDirty = true;
   clearTimeout(refreshTimer);
   refreshTimer = setTimeout(refresh, 60);
@@ -136,7 +148,7 @@ async function refresh() {
       }
     } while (refreshAgain);
   } catch (err) {
-    showError(err);
+    if (!(await connectionLost(err))) showError(err);
     // 503: the daemon is still building its timeline index; ask again soon.
     if (err && err.status === 503) setTimeout(() => scheduleRefresh('retry'), 2000);
   } finally {
@@ -146,8 +158,116 @@ async function refresh() {
 
 function setConnection(live) {
   const conn = $('#conn');
-  conn.textContent = live ? 'Live' : 'Reconnecting…';
+  conn.textContent = live ? 'Live' : (state.offline ? 'Offline' : 'Reconnecting…');
   conn.classList.toggle('off', !live);
+}
+
+/** The event stream opened or closed; closed on a paired page: is the site still approved? */
+function streamState(open, err) {
+  setConnection(open);
+  if (!open) connectionLost(err || { status: 0, message: 'the event stream closed' }).catch(() => {});
+}
+
+// ---------------------------------------------------------------- offline
+
+/**
+ * The last timeline this page read, kept in this origin's own storage (no
+ * other site can read it) and replaced by every read that succeeds, so a
+ * post deleted meanwhile leaves it as soon as the node answers again. The
+ * API's answers themselves are never cached (sw.js caches only the page's
+ * files).
+ */
+const TIMELINE_KEY = 'kith.timeline.v1';
+/** Posts kept for offline reading. */
+const OFFLINE_POSTS = 100;
+
+const timelineKey = () => TIMELINE_KEY + ':' + (api.node || location.origin);
+
+function saveTimeline(posts, deletions) {
+  try {
+    localStorage.setItem(timelineKey(), JSON.stringify({
+      saved_ms: Date.now(), me: state.me, posts: posts.slice(0, OFFLINE_POSTS), deletions,
+    }));
+  } catch {
+    // Storage full or turned off: nothing is kept for offline reading.
+  }
+}
+
+function forgetTimeline() {
+  try {
+    localStorage.removeItem(timelineKey());
+  } catch {
+    // Nothing was kept.
+  }
+}
+
+function savedTimeline() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(timelineKey()));
+    return saved && Array.isArray(saved.posts) ? saved : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Shows (a time in ms) or hides (null) the offline banner; offline, nothing can be changed. */
+function setOffline(savedMs) {
+  state.offline = savedMs !== null;
+  const banner = $('#offline');
+  document.body.classList.toggle('offline', state.offline);
+  for (const el of document.querySelectorAll('#composer textarea, #composer button, #composer select, #composer input')) {
+    el.disabled = state.offline;
+  }
+  if (!state.offline) {
+    if (!banner.hidden) {
+      banner.hidden = true;
+      updatePostCount();
+    }
+    return;
+  }
+  const when = savedMs ? ` as last seen ${relativeTime(savedMs * 1000)}` : '';
+  banner.textContent = `Offline: kith is not answering. This is your timeline${when}; it updates when kith is back.`;
+  banner.hidden = false;
+}
+
+/** The node does not answer: show the last timeline read, marked offline. */
+function goOffline() {
+  const saved = savedTimeline();
+  if (state.feedPosts.length === 0 && saved) {
+    if (!state.me && saved.me) {
+      state.me = saved.me;
+      $('#me-name').textContent = saved.me.name || shortId(saved.me.namespace);
+    }
+    state.next = null;
+    renderFeed(saved.posts, Array.isArray(saved.deletions) ? saved.deletions : []);
+  }
+  setOffline(saved ? saved.saved_ms : 0);
+  setConnection(false);
+}
+
+/**
+ * After a failed call: offline (the node does not answer) or, on a paired
+ * page, no longer approved (then the pairing and the saved timeline are
+ * forgotten). Returns whether it handled `err`.
+ */
+async function connectionLost(err) {
+  if (!err || (err.status !== 0 && err.status !== 401 && err.status !== 403)) return false;
+  if (api.paired) {
+    const pairing = await pairingState(api.node);
+    if (pairing && !pairing.approved) {
+      unpaired('Your kith node does not (or no longer) allow this site. Connect again to approve it.');
+      return true;
+    }
+    if (pairing && err.status === 401) {
+      unpaired('Your kith node no longer accepts this site\'s token. Connect again to approve it.');
+      return true;
+    }
+  }
+  if (err.status === 0) {
+    goOffline();
+    return true;
+  }
+  return false;
 }
 
 // ------------------------------------------------------------------- feed
@@ -178,6 +298,8 @@ function loadFeed() {
     const oldest = state.feedPosts.length ? state.feedPosts[state.feedPosts.length - 1] : null;
     const isOldest = (p) => oldest && p.author === oldest.author && p.id === oldest.id;
     const deletions = api.deletions();
+    // Read beside the pages; if a page fails first, its failure is the one reported.
+    deletions.catch(() => {});
     let posts = [];
     let next = null;
     let reached = !oldest;
@@ -192,6 +314,8 @@ function loadFeed() {
     state.feedPosts = posts;
     state.wanted = wanted;
     state.next = next;
+    setOffline(null);
+    saveTimeline(posts, state.deletions);
     renderFeed(posts, state.deletions);
   });
 }
@@ -284,9 +408,25 @@ function renderTimeline(posts, deletionsById, older) {
   else if (fresh.length > 1) announce(`${fresh.length} new posts`);
 }
 
+/**
+ * Points `el` (an `img`'s `src`, a link's `href`) at the API route `url`:
+ * the route itself on the node's own page, a `blob:` URL fetched with the
+ * token on another origin (an `img` cannot send the token). Offline, the
+ * element stays without it.
+ */
+function media(el, url) {
+  const attr = el.tagName === 'IMG' ? 'src' : 'href';
+  if (!api.paired) {
+    el.setAttribute(attr, api.node + url);
+    return el;
+  }
+  api.mediaUrl(url).then((u) => el.setAttribute(attr, u), () => {});
+  return el;
+}
+
 /** A round picture: the person's profile picture if they set one, else their initial. */
 function avatar(id, name, url) {
-  const inner = isLocalApiUrl(url) ? h('img', { src: url, alt: '', loading: 'lazy', decoding: 'async' }) : initial(name);
+  const inner = isLocalApiUrl(url) ? media(h('img', { alt: '', loading: 'lazy', decoding: 'async' }), url) : initial(name);
   return h('span', { class: 'avatar', 'aria-hidden': 'true', style: `--hue:${hueOf(id)}` }, inner);
 }
 
@@ -357,12 +497,12 @@ function postBody(post, deletion) {
   const files = attachments.filter((a) => isLocalApiUrl(a.url) && !/^image\//.test(a.media_type || ''));
   if (images.length) {
     parts.push(h('div', { class: 'images count-' + Math.min(images.length, 4) },
-      images.map((a) => h('a', { href: a.url, target: '_blank', rel: 'noopener', class: 'image-link' },
-        h('img', { src: a.url, alt: a.name || 'image', loading: 'lazy', decoding: 'async' })))));
+      images.map((a) => media(h('a', { target: '_blank', rel: 'noopener', class: 'image-link' },
+        media(h('img', { alt: a.name || 'image', loading: 'lazy', decoding: 'async' }), a.url)), a.url))));
   }
   if (files.length) {
     parts.push(h('ul', { class: 'files', 'aria-label': 'Attachments' },
-      files.map((a) => h('li', {}, h('a', { href: a.url, download: a.name || '' }, a.name || 'file'),
+      files.map((a) => h('li', {}, media(h('a', { download: a.name || '' }, a.name || 'file'), a.url),
         ' ', h('span', { class: 'hint' }, sizeText(a.size))))));
   }
   if (deletion !== undefined) {
@@ -533,7 +673,57 @@ function setupComposer() {
 // ---------------------------------------------------------------- friends
 
 async function loadFriendsView() {
-  await Promise.all([loadFriends(), loadTicket(), loadProfile()]);
+  await Promise.all([loadFriends(), loadTicket(), loadProfile(), loadApps()]);
+}
+
+// ------------------------------------------------------------------ apps
+
+/** The sites allowed to use this node and those asking to: on the node's own page only. */
+async function loadApps() {
+  const card = $('#apps-card');
+  if (api.paired) {
+    card.hidden = true;
+    return;
+  }
+  const web = await api.webOrigins();
+  const pending = Array.isArray(web && web.pending) ? web.pending : [];
+  const origins = Array.isArray(web && web.origins) ? web.origins : [];
+  card.hidden = false;
+  $('#apps-empty').hidden = origins.length > 0 || pending.length > 0;
+  $('#pending-list').replaceChildren(...pending.map((p) => {
+    const allow = h('button', { type: 'button', class: 'primary', 'aria-label': `Allow ${p.origin} with the code ${p.code}` }, 'Allow');
+    allow.addEventListener('click', () => busy(allow, async () => {
+      await api.allowOrigin(p.origin, p.code);
+      announce(`${p.origin} may now use your kith`);
+      await loadApps();
+    }));
+    return h('li', { class: 'friend' },
+      h('p', {}, h('span', { class: 'mono' }, p.origin), ' asks to connect with the code ',
+        h('strong', { class: 'pair-code mono' }, p.code)),
+      h('div', { class: 'friend-actions' }, allow));
+  }));
+  $('#origin-list').replaceChildren(...origins.map((o) => {
+    const box = h('div', { class: 'friend-actions' });
+    const idle = () => box.replaceChildren(h('button', {
+      type: 'button', class: 'danger', 'aria-label': `Revoke ${o.origin}`, onclick: confirmRevoke,
+    }, 'Revoke'));
+    function confirmRevoke() {
+      const yes = h('button', { type: 'button', class: 'danger', 'aria-label': `Confirm revoke ${o.origin}` }, 'Confirm');
+      yes.addEventListener('click', () => busy(yes, async () => {
+        await api.revokeOrigin(o.origin);
+        announce(`${o.origin} can no longer use your kith`);
+        await loadApps();
+      }));
+      box.replaceChildren(h('span', { class: 'hint' }, `Stop ${o.origin} using your kith?`), yes,
+        h('button', { type: 'button', class: 'link', onclick: idle }, 'Cancel'));
+      yes.focus();
+    }
+    idle();
+    return h('li', { class: 'friend' },
+      h('p', {}, h('span', { class: 'mono' }, o.origin), ' ',
+        h('span', { class: 'hint' }, 'allowed ', timeEl(o.added_ms * 1000))),
+      box);
+  }));
 }
 
 async function loadTicket() {
@@ -725,13 +915,111 @@ function setupFriends() {
   });
 }
 
+// ---------------------------------------------------------------- pairing
+
+/**
+ * On another origin than the node's (the files `kith web export` writes,
+ * served by any web server), the page carries `<meta name="kith-api"
+ * content="paired">` and talks to the node it was paired with; the node's
+ * own copy says `same-origin`.
+ */
+const HOSTED = (document.querySelector('meta[name="kith-api"]') || {}).content === 'paired';
+/** Where the pairing (node address and this origin's token) is kept: this origin's storage. */
+const PAIRING_KEY = 'kith.pairing.v1';
+/** The node a person most likely runs (`kith serve`'s default address). */
+const DEFAULT_NODE = 'http://127.0.0.1:7780';
+
+function savedPairing() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(PAIRING_KEY));
+    return saved && typeof saved.node === 'string' && typeof saved.token === 'string' ? saved : null;
+  } catch {
+    return null;
+  }
+}
+
+/** This site may no longer use the node: forget the token and what was shown, and offer to pair again. */
+function unpaired(reason) {
+  if (stream) stream.close();
+  stream = null;
+  forgetTimeline();
+  try {
+    localStorage.removeItem(PAIRING_KEY);
+  } catch {
+    // Nothing was kept.
+  }
+  if (api) api.forgetMedia();
+  state.posts.clear();
+  $('#timeline').replaceChildren();
+  showPairing(reason);
+}
+
+/** Shows the "connect to your kith" view: the node's address, then the code to approve. */
+function showPairing(reason) {
+  document.body.classList.add('pairing');
+  for (const id of ['#view-feed', '#view-friends']) $(id).hidden = true;
+  $('#view-pair').hidden = false;
+  $('#offline').hidden = true;
+  const why = $('#pair-reason');
+  why.textContent = reason || '';
+  why.hidden = !reason;
+  $('#pair-origin').textContent = location.origin;
+  const node = $('#pair-node');
+  const asked = new URLSearchParams(location.search).get('node');
+  if (!node.value) node.value = asked || DEFAULT_NODE;
+  $('#pair-code-box').hidden = true;
+}
+
+let pairingRun = null;
+
+function setupPairing() {
+  $('#pair-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const button = ev.currentTarget.querySelector('button[type=submit]');
+    busy(button, async () => {
+      if (pairingRun) pairingRun.abort();
+      const run = new AbortController();
+      pairingRun = run;
+      const node = $('#pair-node').value.trim();
+      const pairing = await pair(node);
+      $('#pair-code').textContent = pairing.code;
+      $('#pair-command').textContent = `kith web allow ${pairing.origin} --code ${pairing.code}`;
+      const nodePage = $('#pair-node-page');
+      nodePage.href = createClient({ node }).node + '/#friends';
+      $('#pair-code-box').hidden = false;
+      $('#pair-reason').hidden = true;
+      announce(`Approve the code ${pairing.code} on your kith node`);
+      const token = await pairing.approved({ signal: run.signal });
+      localStorage.setItem(PAIRING_KEY, JSON.stringify({ node: createClient({ node }).node, token }));
+      // Start afresh on the paired node.
+      location.reload();
+    });
+  });
+}
+
 // ------------------------------------------------------------------ start
 
+/** The event stream, while it is followed. */
+let stream = null;
+
 async function start() {
+  // The app shell works without the node (sw.js): the page's files only.
+  if ('serviceWorker' in navigator) navigator.serviceWorker.register('./sw.js').catch(() => {});
   // The server turns `?token=` into a cookie and redirects; never keep the
   // token in the address bar or history if it is still there.
   if (new URLSearchParams(location.search).has('token')) {
     history.replaceState(null, '', location.pathname + location.hash);
+  }
+  setupPairing();
+  if (HOSTED) {
+    const saved = savedPairing();
+    if (!saved) {
+      showPairing();
+      return;
+    }
+    api = createClient({ node: saved.node, token: saved.token });
+  } else {
+    api = createClient();
   }
   $('#tab-feed').addEventListener('click', () => showView('feed'));
   $('#tab-friends').addEventListener('click', () => showView('friends'));
@@ -746,10 +1034,11 @@ async function start() {
     $('#me-name').textContent = state.me.name || shortId(state.me.namespace);
     updatePostCount();
   } catch (err) {
-    showError(err);
+    if (!(await connectionLost(err))) showError(err);
+    if ($('#view-pair').hidden === false) return;
   }
   await refresh();
-  follow(scheduleRefresh, setConnection);
+  stream = api.events((ev) => scheduleRefresh(ev.kind), streamState);
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible') scheduleRefresh('open');
   });
