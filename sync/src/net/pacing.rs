@@ -26,8 +26,11 @@ use noq_proto::congestion::{
 /// The shortest round trip from which a path is paced by BBR.
 pub(crate) const LONG_PATH: Duration = Duration::from_millis(20);
 
-/// How many acknowledged packets a path's round trip is judged from.
-const PROBE_ACKS: u32 = 4;
+/// How many acknowledged packets a path's round trip is judged from: on a
+/// busy machine a short path's round trips vary with scheduling, and the
+/// shortest of many is its own; a long path never has one under its
+/// length. About two round trips of slow start.
+const PROBE_ACKS: u32 = 16;
 
 /// Builds a [`ByPath`] controller for each new path.
 #[derive(Debug, Default)]
