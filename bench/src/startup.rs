@@ -7,7 +7,9 @@
 //! `Store::open`, beside the same call on an empty store (the fixed cost:
 //! opening the folder's files, starting fjall's workers). What the open
 //! found in fjall's journal (`Store::recovery`: bytes read, bytes replayed
-//! into memory) is printed on stderr.
+//! into memory) is printed on stderr. `KITH_STARTUP_DIR=DIR` keeps the
+//! store in `DIR` (and goes on from the posts already there), so that its
+//! opening can be profiled.
 
 use std::path::Path as FsPath;
 use std::time::{Duration, Instant};
@@ -76,8 +78,12 @@ pub(crate) fn run(opts: &Options) -> Result<Vec<Figure>> {
     let dir = tempfile::tempdir()?;
     let empty = dir.path().join("empty");
     drop(Store::open(&empty, options())?);
-    let at = dir.path().join("store");
-    let mut written = 0u64;
+    let at =
+        std::env::var_os("KITH_STARTUP_DIR").map_or_else(|| dir.path().join("store"), Into::into);
+    let mut written: u64 = std::fs::read_to_string(at.join("written"))
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let mut figures = Vec::new();
     for size in SIZES {
         let size = opts.scaled(size) as u64;
@@ -88,6 +94,7 @@ pub(crate) fn run(opts: &Options) -> Result<Vec<Figure>> {
             written += 1;
         }
         let fill = started.elapsed();
+        std::fs::write(at.join("written"), written.to_string())?;
         drop(store);
         let (kith, recovery) = open_time(&at)?;
         let (ceiling, _) = open_time(&empty)?;

@@ -233,7 +233,9 @@ impl Store {
     ///
     /// Recovery replays fjall's journal (a torn last batch is dropped) and
     /// removes blob files that no entry references (left by a crash between
-    /// writing a blob and committing its entry). Blocks.
+    /// writing a blob and committing its entry). The store keeps what the
+    /// journal holds beyond its tables to a few MiB, so the replay does not
+    /// grow with the data ([`Store::recovery`] says what it found). Blocks.
     ///
     /// # Errors
     /// [`Error::Locked`] if another process (or another `Store` in this
