@@ -15,6 +15,7 @@ mod rawgossip;
 mod report;
 mod revoke;
 mod site;
+mod startup;
 mod store;
 mod swarm;
 mod wan;
@@ -37,6 +38,7 @@ const SCENARIOS: &[Scenario] = &[
     ("revoke", revoke::run),
     ("delete", delete::run),
     ("wan", wan::run),
+    ("startup", startup::run),
 ];
 
 /// Command-line options.
@@ -44,7 +46,7 @@ const SCENARIOS: &[Scenario] = &[
 #[command(about = "Run kith's benchmark scenarios")]
 pub(crate) struct Options {
     /// Scenario to run (`store`, `caps`, `catchup`, `blobs`, `peers`, `fanout`,
-    /// `revoke`, `delete`, `wan`) or `all`.
+    /// `revoke`, `delete`, `wan`, `startup`) or `all`.
     scenario: String,
     /// Print one JSON object per line per figure instead of a table.
     #[arg(long)]

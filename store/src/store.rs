@@ -36,8 +36,40 @@ const COMPACT_MARKER: &[u8] = b"\xFFcompact";
 /// fjall 3.1 starts a new journal file at a flush once the current one is
 /// larger than this (hard-coded in its flush worker).
 const JOURNAL_ROTATE_BYTES: u64 = 64_000_000;
+/// fjall's bound on the journal files on disk (its least allowed value).
+const MAX_JOURNALING_SIZE: u64 = 64 << 20;
 /// Filler written per step while waiting for the journal to rotate.
 const FILLER_VALUE: usize = 1 << 20;
+/// Most bytes of writes kept only in fjall's memtables (and so only in its
+/// journal) before the store writes every memtable out as tables. Opening
+/// a store replays what the journal holds beyond its tables, at about
+/// 25 ms per MB (`startup` bench), so this bounds the replay after a crash.
+/// fjall's own bound is per keyspace (64 MiB for keyspaces created before
+/// this one, stored in the folder), and a keyspace that receives little
+/// never reaches it, which kept every journal file on disk.
+pub(crate) const WRITE_BUFFER_LIMIT: u64 = 4 << 20;
+/// Writes (fjall sequence numbers) at least between two flushes asked for
+/// by [`WRITE_BUFFER_LIMIT`], so that fjall's count of memtable bytes,
+/// which includes memtables being flushed, never makes every write flush.
+const MIN_WRITES_PER_FLUSH: u64 = 1_000;
+/// How long [`Store::flush`] waits for fjall's workers at most.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What [`Store::open`] found in fjall's journal: the work of its start-up
+/// that grows with what was written before it and not yet flushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// Bytes of journal files on disk once fjall had read them: all of it
+    /// is read at every open, flushed or not (fjall starts a new file only
+    /// past 64 MB, and a file it has just created counts its pre-allocated
+    /// 64 MiB).
+    pub journal_bytes: u64,
+    /// Bytes fjall replayed from the journal into memory (writes that
+    /// were not in tables yet): after a clean close nearly none, after a
+    /// crash at most a few MiB.
+    pub replayed_bytes: u64,
+}
 
 /// A record as listed by [`Store::all_records`]: (namespace, id, bytes).
 pub type StoredRecord = (NamespaceId, Vec<u8>, Vec<u8>);
@@ -189,6 +221,11 @@ struct Inner {
     outbox_next: Mutex<u64>,
     /// One compaction at a time.
     compaction: Mutex<()>,
+    /// What opening found in the journal.
+    recovery: Recovery,
+    /// fjall's sequence number at the last flush asked for by
+    /// [`WRITE_BUFFER_LIMIT`]; held while asking.
+    last_flush: Mutex<u64>,
 }
 
 impl Store {
@@ -196,7 +233,9 @@ impl Store {
     ///
     /// Recovery replays fjall's journal (a torn last batch is dropped) and
     /// removes blob files that no entry references (left by a crash between
-    /// writing a blob and committing its entry). Blocks.
+    /// writing a blob and committing its entry). The store keeps what the
+    /// journal holds beyond its tables to a few MiB, so the replay does not
+    /// grow with the data ([`Store::recovery`] says what it found). Blocks.
     ///
     /// # Errors
     /// [`Error::Locked`] if another process (or another `Store` in this
@@ -207,13 +246,22 @@ impl Store {
         std::fs::create_dir_all(&dir)?;
         let db = match Database::builder(dir.join("db"))
             .cache_size(options.cache_size)
+            // The least fjall allows: past it, fjall itself flushes the
+            // keyspaces that hold the oldest journal file on disk.
+            .max_journaling_size(MAX_JOURNALING_SIZE)
             .open()
         {
             Ok(db) => db,
             Err(fjall::Error::Locked) => return Err(Error::Locked(dir)),
             Err(e) => return Err(e.into()),
         };
-        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        // Applies to keyspaces created now; older ones keep the size they
+        // were created with, and `bound_memtables` covers them all.
+        let ks = |name: &str| {
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(WRITE_BUFFER_LIMIT)
+            })
+        };
         let entries = ks("entries")?;
         let docs = ks("docs")?;
         let blob_refs = ks("blob_refs")?;
@@ -224,6 +272,10 @@ impl Store {
         let vault_map = ks("vault")?;
         let index = ks("index")?;
         let scratch = ks("scratch")?;
+        let recovery = Recovery {
+            journal_bytes: db.journal_disk_space()?,
+            replayed_bytes: db.write_buffer_size(),
+        };
         let sync = options.durability == Durability::Sync;
         let blobs = BlobFiles::open(dir.join("blobs"), sync)?;
         let vault = Vault::open(&dir.join("vault"), sync)?;
@@ -254,8 +306,13 @@ impl Store {
             watchers: Watchers::default(),
             outbox_next: Mutex::new(0),
             compaction: Mutex::default(),
+            recovery,
+            last_flush: Mutex::new(0),
         };
         inner.recover()?;
+        // What the journal replayed into memory goes to tables now (in
+        // fjall's workers), so the next start does not replay it again.
+        inner.bound_memtables();
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -1071,7 +1128,7 @@ impl Store {
             inner.check_record(op)?;
             inner.record_op(&mut batch, op)?;
         }
-        batch.commit()?;
+        inner.commit(batch)?;
         Ok(())
     }
 
@@ -1162,7 +1219,7 @@ impl Store {
         let mut batch = inner.batch();
         inner.record_op(&mut batch, &op)?;
         batch.insert(&inner.meta, OUTBOX_COUNTER_KEY, (id + 1).to_be_bytes());
-        batch.commit()?;
+        inner.commit(batch)?;
         *next = id + 1;
         Ok(id)
     }
@@ -1229,7 +1286,7 @@ impl Store {
                 IndexOp::Remove { key } => batch.remove(&inner.index, key.as_slice()),
             }
         }
-        batch.commit()?;
+        inner.commit(batch)?;
         Ok(())
     }
 
@@ -1289,6 +1346,45 @@ impl Store {
     pub fn sync(&self) -> Result<()> {
         self.inner.db.persist(PersistMode::SyncAll)?;
         Ok(())
+    }
+
+    /// Writes everything fjall holds only in memory (and so only in its
+    /// journal) out as tables and waits for it, so the next
+    /// [`Store::open`] has nothing to replay; fjall then also deletes the
+    /// journal files it no longer needs. Durability does not depend on it:
+    /// every write is in the journal when its call returns. A clean
+    /// shutdown calls it, and the store calls it itself when the last
+    /// handle is dropped. Blocks (milliseconds: the store keeps at
+    /// most a few MiB waiting in memory).
+    ///
+    /// # Errors
+    /// Storage errors; [`Error::Io`] (timed out) if fjall's workers have not
+    /// finished within a minute.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    /// Bytes of fjall's journal files now: what the next [`Store::open`]
+    /// reads through (the file being written counts at least its
+    /// pre-allocated 64 MiB).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn journal_size(&self) -> Result<u64> {
+        Ok(self.inner.db.journal_disk_space()?)
+    }
+
+    /// What opening this store found in fjall's journal.
+    pub fn recovery(&self) -> Recovery {
+        self.inner.recovery
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "could not flush the store as it closed");
+        }
     }
 }
 
@@ -1431,9 +1527,9 @@ impl Inner {
             }
             None => None,
         };
-        if let Err(e) = batch.commit() {
+        if let Err(e) = self.commit(batch) {
             self.vault.discard(&[slot]);
-            return Err(e.into());
+            return Err(e);
         }
         if let Some(old) = old {
             // Whatever was encrypted under the old key (a partial download)
@@ -1487,7 +1583,7 @@ impl Inner {
             }
         }
         if !slots.is_empty() {
-            batch.commit()?;
+            self.commit(batch)?;
         }
         let mut removed = 0;
         for hash in hashes {
@@ -1515,7 +1611,7 @@ impl Inner {
         for slot in slots {
             batch.remove(&self.vault_map, keys::vault_erasing(*slot));
         }
-        batch.commit()?;
+        self.commit(batch)?;
         Ok(())
     }
 
@@ -1535,6 +1631,56 @@ impl Inner {
         // The slots may be reused from now on: their markers must not come
         // back after a power loss.
         self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// Commits `batch`, then keeps what waits in memtables bounded.
+    fn commit(&self, batch: OwnedWriteBatch) -> Result<()> {
+        batch.commit()?;
+        self.bound_memtables();
+        Ok(())
+    }
+
+    /// Starts writing every keyspace's memtable out as a table (in fjall's
+    /// workers, without waiting) once more than [`WRITE_BUFFER_LIMIT`]
+    /// bytes wait in memtables: so the journal left to replay at the next
+    /// start stays small, and fjall can delete a journal file once it
+    /// rotates (it keeps one until every keyspace written in it has
+    /// flushed past it).
+    fn bound_memtables(&self) {
+        if self.db.write_buffer_size() <= WRITE_BUFFER_LIMIT || self.db.outstanding_flushes() > 0 {
+            return;
+        }
+        let Some(mut last) = self.last_flush.try_lock() else {
+            return; // another writer is asking
+        };
+        let seqno = self.db.seqno();
+        if seqno < last.saturating_add(MIN_WRITES_PER_FLUSH) && *last != 0 {
+            return;
+        }
+        *last = seqno;
+        for ks in self.keyspaces() {
+            if let Err(e) = ks.rotate_memtable() {
+                tracing::warn!(error = %e, "could not start a memtable flush");
+            }
+        }
+    }
+
+    fn flush(&self) -> Result<()> {
+        let all = self.keyspaces();
+        for ks in &all {
+            ks.rotate_memtable()?;
+        }
+        let started = std::time::Instant::now();
+        while all.iter().any(|ks| ks.sealed_memtable_count() > 0) {
+            if started.elapsed() > FLUSH_WAIT {
+                return Err(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "fjall did not flush its memtables within a minute",
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         Ok(())
     }
 
@@ -2188,7 +2334,7 @@ impl Txn<'_> {
             for temp in self.place.drain(..) {
                 inner.place_blob(temp)?;
             }
-            batch.commit()?;
+            inner.commit(batch)?;
             self.committed = true;
             let mut gone = Vec::new();
             for hash in self.freed.drain(..) {
@@ -2200,7 +2346,7 @@ impl Txn<'_> {
             deleted = removed;
             self.erase.extend(slots);
         } else {
-            batch.commit()?;
+            inner.commit(batch)?;
             self.committed = true;
         }
         // Deleted documents and blobs are unreadable before the write

@@ -514,6 +514,11 @@ impl Node {
             ),
         }
         let store = self.inner.shared.store.clone();
-        blocking(move || Ok(store.sync()?)).await
+        // Synced, then flushed to tables: the next start replays nothing.
+        blocking(move || {
+            store.sync()?;
+            Ok(store.flush()?)
+        })
+        .await
     }
 }
