@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::files::write_private;
 use crate::http::{self, ApiConfig};
 use crate::timeline;
 
@@ -133,24 +134,6 @@ pub fn token(data: &FsPath) -> Result<String> {
     let token = data_encoding::HEXLOWER.encode(&bytes);
     write_private(&path, token.as_bytes())?;
     Ok(token)
-}
-
-/// Writes a file readable only by its owner, atomically.
-pub(crate) fn write_private(path: &FsPath, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options.open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 /// Which relays and discovery a node uses, from `kith serve`'s flags and

@@ -37,6 +37,7 @@ pub mod demo;
 pub mod docjson;
 mod error;
 pub mod feed;
+mod files;
 pub mod http;
 pub mod names;
 pub mod origins;

@@ -334,7 +334,7 @@ impl Origins {
         };
         let bytes = serde_json::to_vec_pretty(&file)
             .map_err(|e| Error::BadInput(format!("cannot encode the origins: {e}")))?;
-        crate::daemon::write_private(path, &bytes)
+        crate::files::write_private(path, &bytes)
     }
 
     /// Whether `origin` is approved.
