@@ -9,6 +9,7 @@ mod catchup;
 mod delete;
 mod erasure;
 mod fanout;
+mod life;
 mod netns;
 mod peers;
 mod rawgossip;
@@ -39,6 +40,7 @@ const SCENARIOS: &[Scenario] = &[
     ("delete", delete::run),
     ("wan", wan::run),
     ("startup", startup::run),
+    ("life", life::run),
 ];
 
 /// Command-line options.
@@ -46,7 +48,7 @@ const SCENARIOS: &[Scenario] = &[
 #[command(about = "Run kith's benchmark scenarios")]
 pub(crate) struct Options {
     /// Scenario to run (`store`, `caps`, `catchup`, `blobs`, `peers`, `fanout`,
-    /// `revoke`, `delete`, `wan`, `startup`) or `all`.
+    /// `revoke`, `delete`, `wan`, `startup`, `life`) or `all`.
     scenario: String,
     /// Print one JSON object per line per figure instead of a table.
     #[arg(long)]
@@ -58,6 +60,10 @@ pub(crate) struct Options {
     /// default: each scenario's documented set).
     #[arg(long, value_delimiter = ',')]
     friends: Vec<usize>,
+    /// Run kith alone, without its peers (`catchup`), so that a profile
+    /// holds kith's work only.
+    #[arg(long)]
+    no_peers: bool,
 }
 
 impl Options {
@@ -124,6 +130,7 @@ mod tests {
             json: true,
             scale: 0.001,
             friends: Vec::new(),
+            no_peers: false,
         };
         for (name, run) in SCENARIOS {
             let figures = run(&opts).unwrap_or_else(|e| panic!("scenario {name} failed: {e:#}"));

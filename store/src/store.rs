@@ -33,9 +33,12 @@ const META_VERSION: u8 = 1;
 const OUTBOX_COUNTER_KEY: &[u8] = b"outbox";
 /// A key no keyspace uses for data (shorter than every real key's prefix).
 const COMPACT_MARKER: &[u8] = b"\xFFcompact";
-/// fjall 3.1 starts a new journal file at a flush once the current one is
-/// larger than this (hard-coded in its flush worker).
-const JOURNAL_ROTATE_BYTES: u64 = 64_000_000;
+/// fjall starts a new journal file at a flush once the current one is
+/// larger than this. Opening a store reads the current journal file whole
+/// (flushed writes too, about 10 ms per MB), so this bounds the start-up
+/// after a clean close whatever the size of the store. Upstream fjall
+/// hard-codes 64 MB; the setting comes from the patched copy in `vendor/`.
+pub(crate) const JOURNAL_ROTATE_BYTES: u64 = 8 << 20;
 /// fjall's bound on the journal files on disk (its least allowed value).
 const MAX_JOURNALING_SIZE: u64 = 64 << 20;
 /// Filler written per step while waiting for the journal to rotate.
@@ -61,9 +64,9 @@ const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 #[non_exhaustive]
 pub struct Recovery {
     /// Bytes of journal files on disk once fjall had read them: all of it
-    /// is read at every open, flushed or not (fjall starts a new file only
-    /// past 64 MB, and a file it has just created counts its pre-allocated
-    /// 64 MiB).
+    /// is read at every open, flushed or not (fjall starts a new file at a
+    /// flush past 8 MiB, and a file it has just
+    /// created counts its pre-allocated 64 MiB).
     pub journal_bytes: u64,
     /// Bytes fjall replayed from the journal into memory (writes that
     /// were not in tables yet): after a clean close nearly none, after a
@@ -249,6 +252,7 @@ impl Store {
             // The least fjall allows: past it, fjall itself flushes the
             // keyspaces that hold the oldest journal file on disk.
             .max_journaling_size(MAX_JOURNALING_SIZE)
+            .journal_rotation_size(JOURNAL_ROTATE_BYTES)
             .open()
         {
             Ok(db) => db,
@@ -1073,12 +1077,13 @@ impl Store {
     /// was started) and rewrites every table without deleted values (major
     /// compaction).
     ///
-    /// fjall starts a new journal file only once the current one passes
-    /// 64 MB, and offers no call to start one sooner, so this appends filler
-    /// through a scratch keyspace until the journal rotates: one compaction
-    /// writes up to 64 MB, then frees it. Run it after deletions (the app
-    /// does, after a deletion request), not after every write. Blocks; takes
-    /// about a second plus the time to rewrite the store's tables.
+    /// fjall starts a new journal file only at a flush once the current one
+    /// passes 8 MiB, and offers no call to start one sooner, so this
+    /// appends filler through a scratch keyspace until the journal rotates:
+    /// one compaction writes up to 8 MiB, then frees it. Run it after
+    /// deletions (the app does, after a deletion request), not after every
+    /// write. Blocks; takes a fraction of a second plus the time to rewrite
+    /// the store's tables.
     ///
     /// # Errors
     /// Storage errors.
@@ -1365,8 +1370,8 @@ impl Store {
     }
 
     /// Bytes of fjall's journal files now: what the next [`Store::open`]
-    /// reads through (the file being written counts at least its
-    /// pre-allocated 64 MiB).
+    /// reads through (a file being written counts its pre-allocated 64 MiB
+    /// until an open cuts it to what it holds).
     ///
     /// # Errors
     /// Storage errors.
