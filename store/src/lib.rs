@@ -84,7 +84,7 @@ pub use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 pub use options::{Durability, Limits, Options};
 pub use records::{MAX_RECORD_ID_LEN, RecordKind, RecordOp};
 pub use store::{
-    ApplyOutcome, Change, ChangeKind, DocIdentity, Page, Recovery, RemoteWrite, Store,
-    StoredRecord, TombstoneOutcome,
+    ApplyOutcome, Change, ChangeKind, DocIdentity, Page, Recovery, RemoteChanges, RemoteWrite,
+    Store, StoredRecord, TombstoneOutcome,
 };
 pub use watch::{WATCH_CAPACITY, WatchEvent, Watcher};

@@ -1,6 +1,6 @@
 //! The store: namespaces of documents and blobs on fjall.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path as FsPath, PathBuf};
@@ -31,6 +31,11 @@ const LOG_PUT: u8 = 0;
 const LOG_TOMBSTONE: u8 = 1;
 const META_VERSION: u8 = 1;
 const OUTBOX_COUNTER_KEY: &[u8] = b"outbox";
+/// Automerge bytes applied in one fjall batch by
+/// [`Store::apply_changes_batch`] before it commits and starts another: it
+/// bounds the memory a batch holds and how long it holds the namespace's
+/// lock.
+const APPLY_BATCH_BYTES: usize = 1 << 20;
 /// A key no keyspace uses for data (shorter than every real key's prefix).
 const COMPACT_MARKER: &[u8] = b"\xFFcompact";
 /// fjall starts a new journal file at a flush once the current one is
@@ -136,6 +141,20 @@ pub struct DocIdentity {
     pub created: Timestamp,
     /// The device that created it.
     pub creator: DeviceId,
+}
+
+/// One document's changes from another device, for
+/// [`Store::apply_changes_batch`]: the arguments of [`Store::apply_changes`].
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteChanges<'a> {
+    /// The document's path.
+    pub path: &'a Path,
+    /// The document's identity.
+    pub identity: DocIdentity,
+    /// The write the changes are.
+    pub write: RemoteWrite,
+    /// Automerge bytes, as for [`Store::apply_changes`].
+    pub changes: &'a [u8],
 }
 
 /// The result of [`Store::apply_changes`].
@@ -689,69 +708,78 @@ impl Store {
         write: RemoteWrite,
         changes: &[u8],
     ) -> Result<ApplyOutcome> {
-        check_not_root(path)?;
-        let inner = &self.inner;
-        inner.check_size(
-            Limit::ChangeSize,
-            changes.len() as u64,
-            inner.limits.max_change_size,
-        )?;
-        let incoming = crate::entry::Identity {
-            time: identity.created,
-            device: identity.creator,
-        };
-        let (mut txn, old) = inner.begin_remote(ns, path, incoming.time, write.timestamp)?;
-        let mut loaded = match &old {
-            Some(e) if e.identity() > incoming => {
-                return Err(Error::Superseded { path: path.clone() });
-            }
-            Some(
-                e @ Entry {
-                    kind: EntryKind::Blob { .. },
-                    ..
-                },
-            ) if e.identity() == incoming => {
-                return Err(wrong_kind(path, "document", e));
-            }
-            Some(e) if e.identity() == incoming => {
-                inner.load_doc(&inner.db.snapshot(), ns, path)?
-            }
-            Some(e) => {
-                txn.drop_doc(path, e);
-                LoadedDoc::default()
-            }
-            None => LoadedDoc::default(),
-        };
-        let replacing = old.as_ref().is_some_and(|e| e.identity() != incoming);
-        let heads_before = loaded.doc.get_heads();
-        loaded.doc.load_incremental(changes)?;
-        let missing = loaded.doc.get_missing_deps(&[]);
-        let grew = loaded.doc.get_heads() != heads_before;
-        if !grew && !replacing && missing.is_empty() && old.is_some() {
-            let entry = old.ok_or_else(|| not_found(ns, path))?;
-            return Ok(ApplyOutcome {
-                entry,
-                changed: false,
-                missing_deps: missing,
-            });
-        }
-        let pending = (!missing.is_empty()).then_some(changes);
-        let entry = txn.write_doc(
+        let doc = RemoteChanges {
             path,
-            old.as_ref(),
-            loaded,
-            &heads_before,
             identity,
             write,
-            pending,
-            Some(changes),
-        )?;
-        txn.commit()?;
-        Ok(ApplyOutcome {
-            entry,
-            changed: true,
-            missing_deps: missing,
-        })
+            changes,
+        };
+        self.apply_changes_batch(ns, &[doc])?
+            .pop()
+            .unwrap_or_else(|| Err(not_found(ns, path)))
+    }
+
+    /// [`Store::apply_changes`] for many documents of one namespace, written
+    /// in as few fjall batches as their sizes allow (one commit for many
+    /// small documents, as a catch-up receives them). Each document is
+    /// checked and refused on its own, exactly as `apply_changes` would:
+    /// the answer holds one result per document, in order. A storage error
+    /// while writing fails the whole call, and what it had not committed is
+    /// not stored (what it had is, as after the same `apply_changes` calls).
+    /// Blocks, holding the namespace's write lock for one batch at a time.
+    ///
+    /// # Errors
+    /// Storage errors; each document's own refusals are in its result.
+    pub fn apply_changes_batch(
+        &self,
+        ns: &NamespaceId,
+        docs: &[RemoteChanges<'_>],
+    ) -> Result<Vec<Result<ApplyOutcome>>> {
+        let inner = &self.inner;
+        let mut results = Vec::with_capacity(docs.len());
+        let mut txn: Option<Txn<'_>> = None;
+        // Paths written by the open batch: a second change to one of them
+        // must read the first, so the batch is committed before it.
+        let mut written: HashSet<&Path> = HashSet::new();
+        let mut bytes = 0usize;
+        for doc in docs {
+            if written.contains(doc.path) || bytes >= APPLY_BATCH_BYTES {
+                if let Some(mut open) = txn.take() {
+                    if !written.is_empty() {
+                        open.commit()?;
+                    }
+                }
+                written.clear();
+                bytes = 0;
+            }
+            if let Err(e) = check_not_root(doc.path).and_then(|()| {
+                inner.check_size(
+                    Limit::ChangeSize,
+                    doc.changes.len() as u64,
+                    inner.limits.max_change_size,
+                )
+            }) {
+                results.push(Err(e));
+                continue;
+            }
+            inner.clock.observe(doc.write.timestamp);
+            let open = match &mut txn {
+                Some(open) => open,
+                None => txn.insert(inner.begin(ns)?),
+            };
+            let outcome = inner.apply_into(open, ns, doc)?;
+            if matches!(&outcome, Ok(o) if o.changed) {
+                written.insert(doc.path);
+                bytes += doc.changes.len();
+            }
+            results.push(outcome);
+        }
+        if let Some(mut open) = txn {
+            if !written.is_empty() {
+                open.commit()?;
+            }
+        }
+        Ok(results)
     }
 
     // ----- blobs ---------------------------------------------------------
@@ -1845,6 +1873,90 @@ impl Inner {
         self.check_tombstone(ns, path, identity_time)?;
         let old = self.entry_in(&self.db.snapshot(), ns, path)?;
         Ok((txn, old))
+    }
+
+    /// One document of [`Store::apply_changes_batch`] into `txn` (which
+    /// holds the namespace's lock). The inner result is the document's own
+    /// answer: its refusals are found before `txn` is touched. The outer
+    /// error is a storage error after `txn` was written to.
+    fn apply_into(
+        &self,
+        txn: &mut Txn<'_>,
+        ns: &NamespaceId,
+        doc: &RemoteChanges<'_>,
+    ) -> Result<Result<ApplyOutcome>> {
+        let RemoteChanges {
+            path,
+            identity,
+            write,
+            changes,
+        } = *doc;
+        let incoming = crate::entry::Identity {
+            time: identity.created,
+            device: identity.creator,
+        };
+        let checked = (|| {
+            // Under the lock, so a deletion landing concurrently is seen.
+            self.check_tombstone(ns, path, incoming.time)?;
+            let old = self.entry_in(&self.db.snapshot(), ns, path)?;
+            let (replacing, mut loaded) = match &old {
+                Some(e) if e.identity() > incoming => {
+                    return Err(Error::Superseded { path: path.clone() });
+                }
+                Some(
+                    e @ Entry {
+                        kind: EntryKind::Blob { .. },
+                        ..
+                    },
+                ) if e.identity() == incoming => {
+                    return Err(wrong_kind(path, "document", e));
+                }
+                Some(e) if e.identity() == incoming => {
+                    (false, self.load_doc(&self.db.snapshot(), ns, path)?)
+                }
+                Some(_) => (true, LoadedDoc::default()),
+                None => (false, LoadedDoc::default()),
+            };
+            let heads_before = loaded.doc.get_heads();
+            loaded.doc.load_incremental(changes)?;
+            Ok((old, replacing, loaded, heads_before))
+        })();
+        let (old, replacing, loaded, heads_before) = match checked {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut loaded = loaded;
+        let missing = loaded.doc.get_missing_deps(&[]);
+        let grew = loaded.doc.get_heads() != heads_before;
+        if let Some(entry) = old
+            .as_ref()
+            .filter(|_| !grew && !replacing && missing.is_empty())
+        {
+            return Ok(Ok(ApplyOutcome {
+                entry: entry.clone(),
+                changed: false,
+                missing_deps: missing,
+            }));
+        }
+        if let Some(e) = old.as_ref().filter(|_| replacing) {
+            txn.drop_doc(path, e);
+        }
+        let pending = (!missing.is_empty()).then_some(changes);
+        let entry = txn.write_doc(
+            path,
+            old.as_ref(),
+            loaded,
+            &heads_before,
+            identity,
+            write,
+            pending,
+            Some(changes),
+        )?;
+        Ok(Ok(ApplyOutcome {
+            entry,
+            changed: true,
+            missing_deps: missing,
+        }))
     }
 
     fn entry_in(

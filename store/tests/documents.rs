@@ -368,3 +368,117 @@ fn root_and_wrong_kind_are_refused() {
         Err(Error::NotFound { .. })
     ));
 }
+
+#[test]
+fn a_batch_applies_each_document_as_it_would_be_applied_alone() {
+    use kith_store::{RecordKind, RecordOp, RemoteChanges};
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(da.path(), 1);
+    let owner = ns(1);
+    let (one, two, gone, bad, newer) = (
+        p("/posts/1"),
+        p("/posts/2"),
+        p("/gone/1"),
+        p("/bad"),
+        p("/newer"),
+    );
+    for path in [&one, &two, &gone, &newer] {
+        a.edit_document(&owner, path, |d| d.put(ROOT, "text", path.to_string()))
+            .unwrap()
+            .0
+            .unwrap();
+    }
+    let id = |path| identity_of(&a, &owner, path);
+    let full = |path| a.changes_for(&owner, path, &[]).unwrap();
+    let (one_v1, two_v1, gone_v1, newer_v1) = (full(&one), full(&two), full(&gone), full(&newer));
+    let one_heads_v1 = a.heads(&owner, &one).unwrap();
+    a.edit_document(&owner, &one, |d| d.put(ROOT, "more", 2))
+        .unwrap()
+        .0
+        .unwrap();
+    let one_delta = a.changes_for(&owner, &one, &one_heads_v1).unwrap();
+
+    let dir_b = db.path().to_owned();
+    {
+        let b = open(&dir_b, 2);
+        // b holds a deletion of /gone and a newer document at /newer.
+        b.apply_tombstone(
+            &owner,
+            &p("/gone"),
+            Timestamp::from_micros(u64::MAX / 2),
+            &[RecordOp::put(RecordKind::Tombstone, owner, b"t", b"tomb")],
+        )
+        .unwrap();
+        let later = DocIdentity {
+            created: Timestamp::from_micros(u64::MAX / 2),
+            creator: device(3),
+        };
+        let mut other = AutoCommit::new();
+        other.put(ROOT, "text", "newer").unwrap();
+        b.apply_changes(
+            &owner,
+            &newer,
+            later,
+            remote(3, u64::MAX / 2),
+            &other.save(),
+        )
+        .unwrap();
+        let newer_before = b.get(&owner, &newer).unwrap();
+
+        let doc = |path, changes, t| RemoteChanges {
+            path,
+            identity: id(path),
+            write: remote(1, t),
+            changes,
+        };
+        let batch = [
+            doc(&one, &one_v1[..], 10),
+            doc(&two, &two_v1[..], 11),
+            doc(&gone, &gone_v1[..], 12),
+            RemoteChanges {
+                path: &bad,
+                identity: id(&one),
+                write: remote(1, 13),
+                changes: b"hello",
+            },
+            doc(&newer, &newer_v1[..], 14),
+            // The same path again reads what the batch wrote before.
+            doc(&one, &one_delta[..], 15),
+            doc(&two, &two_v1[..], 16),
+        ];
+        let out = b.apply_changes_batch(&owner, &batch).unwrap();
+        assert_eq!(out.len(), batch.len());
+        assert!(matches!(&out[0], Ok(o) if o.changed));
+        assert!(matches!(&out[1], Ok(o) if o.changed));
+        assert!(
+            matches!(&out[2], Err(Error::Tombstoned { .. })),
+            "{:?}",
+            out[2]
+        );
+        assert!(matches!(&out[3], Err(Error::Automerge(_))), "{:?}", out[3]);
+        assert!(
+            matches!(&out[4], Err(Error::Superseded { .. })),
+            "{:?}",
+            out[4]
+        );
+        assert!(matches!(&out[5], Ok(o) if o.changed));
+        assert!(matches!(&out[6], Ok(o) if !o.changed));
+        assert_eq!(b.get(&owner, &newer).unwrap(), newer_before);
+    }
+    // What the batch stored is on disk: read after a reopen.
+    let b = open(&dir_b, 2);
+    assert_eq!(
+        b.heads(&owner, &one).unwrap(),
+        a.heads(&owner, &one).unwrap()
+    );
+    assert_eq!(
+        b.heads(&owner, &two).unwrap(),
+        a.heads(&owner, &two).unwrap()
+    );
+    let one_doc = b.document(&owner, &one).unwrap().unwrap();
+    assert!(one_doc.get(ROOT, "more").unwrap().is_some());
+    assert!(b.get(&owner, &gone).unwrap().is_none());
+    assert!(b.get(&owner, &bad).unwrap().is_none());
+    let newer_doc = b.document(&owner, &newer).unwrap().unwrap();
+    assert_eq!(text(&newer_doc, "text").as_deref(), Some("newer"));
+}

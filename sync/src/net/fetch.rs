@@ -7,7 +7,7 @@ use kith_caps::DeviceCert;
 use kith_store::BlobHash;
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
-use super::frames::{BlobFrame, read_blob_frame, read_msg, within, write_msg};
+use super::frames::{BlobFrame, read_blob_frame, read_msg, read_msg_now, within, write_msg};
 use crate::error::{Error, Result};
 use crate::proto::fetch::{Fetch, FetchReport};
 use crate::proto::wire::Message;
@@ -56,6 +56,132 @@ fn hello(shared: &Shared) -> Message {
 /// How long the owner's first answer (its `Welcome`) may take.
 const FIRST_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Bytes of messages read ahead of the ones being applied.
+const READ_AHEAD_BYTES: usize = 4 << 20;
+
+/// Messages that arrived while the ones before them were applied.
+struct Arrived {
+    msgs: Vec<Message>,
+    bytes: u64,
+    /// Their share of [`READ_AHEAD_BYTES`], returned once applied.
+    permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// A task reading a stream's messages ahead, at most [`READ_AHEAD_BYTES`]
+/// (or one message, if larger) waiting; it ends with the stream, at the
+/// first error, or when the inbox is dropped.
+struct Inbox {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Result<Option<(Message, u64, Permit)>>>,
+    /// The end of the stream or its error, met after messages that were
+    /// handed out first.
+    end: Option<Error>,
+    ended: bool,
+    task: tokio::task::JoinHandle<()>,
+}
+
+type Permit = tokio::sync::OwnedSemaphorePermit;
+
+impl Inbox {
+    fn start(mut recv: iroh::endpoint::RecvStream) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let budget = Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_BYTES));
+        let task = tokio::spawn(async move {
+            loop {
+                // Room for one more message before reading it; the rest of
+                // its size is taken once it is read.
+                let Ok(mut permit) = budget.clone().acquire_many_owned(1).await else {
+                    return;
+                };
+                // No stall limit here: the applying side applies it while
+                // it waits for messages (reading ahead is not waiting).
+                let item = match read_msg_now(&mut recv).await {
+                    Ok(Some((msg, n))) => {
+                        let more = (n as usize).clamp(1, READ_AHEAD_BYTES) - 1;
+                        if more > 0 {
+                            let Ok(rest) = budget.clone().acquire_many_owned(more as u32).await
+                            else {
+                                return;
+                            };
+                            permit.merge(rest);
+                        }
+                        Ok(Some((msg, n, permit)))
+                    }
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                let last = !matches!(item, Ok(Some(_)));
+                if tx.send(item).is_err() || last {
+                    return;
+                }
+            }
+        });
+        Inbox {
+            rx,
+            end: None,
+            ended: false,
+            task,
+        }
+    }
+
+    /// Waits (at most the stall limit) for at least one message, then
+    /// takes every one waiting. `None` when the stream ended.
+    async fn next(&mut self) -> Result<Option<Arrived>> {
+        if let Some(e) = self.end.take() {
+            return Err(e);
+        }
+        if self.ended {
+            return Ok(None);
+        }
+        let mut arrived = Arrived {
+            msgs: Vec::new(),
+            bytes: 0,
+            permits: Vec::new(),
+        };
+        let first = within("waiting for the peer's next message", async {
+            self.rx
+                .recv()
+                .await
+                .ok_or_else(|| Error::Protocol("the stream reader stopped".into()))
+        })
+        .await?;
+        let mut item = first;
+        loop {
+            match item {
+                Ok(Some((msg, n, permit))) => {
+                    arrived.msgs.push(msg);
+                    arrived.bytes += n;
+                    arrived.permits.push(permit);
+                }
+                Ok(None) => {
+                    self.ended = true;
+                    break;
+                }
+                Err(e) => {
+                    self.end = Some(e);
+                    break;
+                }
+            }
+            match self.rx.try_recv() {
+                Ok(next) => item = next,
+                Err(_) => break,
+            }
+        }
+        if arrived.msgs.is_empty() {
+            if let Some(e) = self.end.take() {
+                return Err(e);
+            }
+            return Ok(None);
+        }
+        Ok(Some(arrived))
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Runs one catch-up of `owner`'s namespace over `conn`.
 pub(crate) async fn sync(
     shared: &Arc<Shared>,
@@ -63,33 +189,41 @@ pub(crate) async fn sync(
     owner: NamespaceId,
 ) -> Result<(FetchReport, Traffic)> {
     let server = DeviceId::from_bytes(*conn.remote_id().as_bytes());
-    let (mut send, mut recv) = within("opening a stream", async {
+    let (mut send, recv) = within("opening a stream", async {
         conn.open_bi().await.map_err(Error::network)
     })
     .await?;
     let mut traffic = Traffic::default();
     traffic.sent += write_msg(&mut send, &hello(shared)).await?;
     let mut fetch = Fetch::new(owner, shared.namespace(), server);
+    // Messages are read ahead while earlier ones are applied, and all that
+    // wait are applied in one blocking task: documents in one store batch.
+    let mut inbox = Inbox::start(recv);
     let mut first = true;
     while !fetch.is_done() {
-        let next = if std::mem::take(&mut first) {
+        let arrived = if std::mem::take(&mut first) {
             // A device that is gone (its connection not yet timed out)
             // never answers: found out in seconds, not at the stall limit.
-            tokio::time::timeout(FIRST_ANSWER, read_msg(&mut recv))
+            tokio::time::timeout(FIRST_ANSWER, inbox.next())
                 .await
                 .map_err(|_| Error::Timeout("waiting for the first answer"))??
         } else {
-            read_msg(&mut recv).await?
+            inbox.next().await?
         };
-        let Some((msg, n)) = next else {
+        let Some(arrived) = arrived else {
             return Err(Error::Protocol(
                 "the server closed the stream before the sync was complete".into(),
             ));
         };
-        traffic.received += n;
+        traffic.received += arrived.bytes;
         let shared2 = shared.clone();
         let (returned, replies) = tokio::task::spawn_blocking(move || {
-            let replies = fetch.handle(msg, Timestamp::wall_clock(), &FriendReplica(&shared2));
+            let replies = fetch.handle_all(
+                arrived.msgs,
+                Timestamp::wall_clock(),
+                &FriendReplica(&shared2),
+            );
+            drop(arrived.permits);
             (fetch, replies)
         })
         .await

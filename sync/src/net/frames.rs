@@ -72,7 +72,8 @@ pub(crate) async fn read_msg(recv: &mut RecvStream) -> Result<Option<(Message, u
     within("waiting for the peer's next message", read_msg_now(recv)).await
 }
 
-async fn read_msg_now(recv: &mut RecvStream) -> Result<Option<(Message, u64)>> {
+/// [`read_msg`] without the stall limit.
+pub(crate) async fn read_msg_now(recv: &mut RecvStream) -> Result<Option<(Message, u64)>> {
     let Some(len) = read_frame_len(recv).await? else {
         return Ok(None);
     };

@@ -13,7 +13,7 @@ use kith_caps::{
     DeviceCert, DeviceRevocation, ReadCap, Revocation, Rights, Roster, Scope, Tombstone,
 };
 use kith_store::automerge::ChangeHash;
-use kith_store::{ApplyOutcome, DocIdentity, RemoteWrite};
+use kith_store::{ApplyOutcome, DocIdentity, RemoteChanges, RemoteWrite};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
 use super::addr::Addr;
@@ -76,6 +76,19 @@ pub trait Replica {
         write: RemoteWrite,
         changes: &[u8],
     ) -> Result<ApplyOutcome>;
+    /// Applies many documents' changes, one result per document in order
+    /// (as [`Replica::apply_doc`] on each; a replica may write them in one
+    /// batch). An error of the call itself is a failure of the replica.
+    fn apply_docs(
+        &self,
+        owner: &NamespaceId,
+        docs: &[RemoteChanges<'_>],
+    ) -> Result<Vec<Result<ApplyOutcome>>> {
+        Ok(docs
+            .iter()
+            .map(|d| self.apply_doc(owner, d.path, d.identity, d.write, d.changes))
+            .collect())
+    }
     /// Stores the verified live-push scopes (with rosters) of `owner` this
     /// node belongs to, as sent by the owner in this sync.
     fn store_scopes(&self, owner: &NamespaceId, scopes: &[(Scope, Roster)]) -> Result<()>;
@@ -113,6 +126,15 @@ enum State {
     AwaitSync,
     AwaitDocs { outstanding: usize },
     Done,
+}
+
+/// A `Doc` message's content, before it is checked.
+#[derive(Debug)]
+struct ArrivedDoc {
+    path: Path,
+    identity: DocIdentity,
+    write: RemoteWrite,
+    changes: Vec<u8>,
 }
 
 /// One catch-up stream, requester side.
@@ -234,25 +256,8 @@ impl Fetch {
                 Ok(Vec::new())
             }
             (Message::SyncDone { cursors }, State::AwaitSync) => self.sync_done(cursors, replica),
-            (
-                Message::Doc {
-                    path,
-                    created,
-                    creator,
-                    device,
-                    timestamp,
-                    changes,
-                },
-                State::AwaitDocs { .. },
-            ) => {
-                self.doc(
-                    path,
-                    DocIdentity { created, creator },
-                    RemoteWrite { device, timestamp },
-                    &changes,
-                    replica,
-                )?;
-                Ok(Vec::new())
+            (msg @ Message::Doc { .. }, State::AwaitDocs { .. }) => {
+                self.handle_all([msg], now, replica)
             }
             (Message::DocsDone, State::AwaitDocs { outstanding }) => {
                 let left = outstanding.saturating_sub(1);
@@ -277,6 +282,50 @@ impl Fetch {
                 other.name()
             ))),
         }
+    }
+
+    /// [`Fetch::handle`] for messages that arrived together, in order:
+    /// documents in a row are checked one by one as `handle` would, then
+    /// applied in one call of [`Replica::apply_docs`] (one batch, where
+    /// `handle` would write each on its own). Messages after the session is
+    /// done are not looked at. Returns the replies to all of them.
+    ///
+    /// # Errors
+    /// As [`Fetch::handle`], at the first message that fails.
+    pub fn handle_all(
+        &mut self,
+        msgs: impl IntoIterator<Item = Message>,
+        now: Timestamp,
+        replica: &impl Replica,
+    ) -> Result<Vec<Message>> {
+        let mut replies = Vec::new();
+        let mut docs = Vec::new();
+        for msg in msgs {
+            if self.is_done() {
+                break;
+            }
+            match msg {
+                Message::Doc {
+                    path,
+                    created,
+                    creator,
+                    device,
+                    timestamp,
+                    changes,
+                } if matches!(self.state, State::AwaitDocs { .. }) => docs.push(ArrivedDoc {
+                    path,
+                    identity: DocIdentity { created, creator },
+                    write: RemoteWrite { device, timestamp },
+                    changes,
+                }),
+                other => {
+                    self.docs(std::mem::take(&mut docs), replica)?;
+                    replies.extend(self.handle(other, now, replica)?);
+                }
+            }
+        }
+        self.docs(docs, replica)?;
+        Ok(replies)
     }
 
     fn scopes(&mut self, items: &[(Vec<u8>, Vec<u8>)], replica: &impl Replica) -> Result<()> {
@@ -517,25 +566,44 @@ impl Fetch {
         Ok(batches)
     }
 
-    fn doc(
-        &mut self,
-        path: Path,
-        identity: DocIdentity,
-        write: RemoteWrite,
-        changes: &[u8],
-        replica: &impl Replica,
-    ) -> Result<()> {
-        if !self.readable(&path) || self.identities.get(&path) != Some(&identity) {
-            self.reject("document that was not asked for");
+    /// Applies documents that were asked for; refuses the others.
+    fn docs(&mut self, arrived: Vec<ArrivedDoc>, replica: &impl Replica) -> Result<()> {
+        if arrived.is_empty() {
             return Ok(());
         }
-        match replica.apply_doc(&self.owner, &path, identity, write, changes) {
-            Ok(_) => self.report.docs += 1,
-            Err(Error::Store(e)) if is_expected_refusal(&e) => {
-                tracing::info!(%path, %e, "document not applied");
-                self.report.refused += 1;
+        let mut asked = Vec::with_capacity(arrived.len());
+        for doc in &arrived {
+            if !self.readable(&doc.path) || self.identities.get(&doc.path) != Some(&doc.identity) {
+                self.reject("document that was not asked for");
+            } else {
+                asked.push(RemoteChanges {
+                    path: &doc.path,
+                    identity: doc.identity,
+                    write: doc.write,
+                    changes: &doc.changes,
+                });
             }
-            Err(e) => return Err(e),
+        }
+        if asked.is_empty() {
+            return Ok(());
+        }
+        let outcomes = replica.apply_docs(&self.owner, &asked)?;
+        if outcomes.len() != asked.len() {
+            return Err(Error::Protocol(format!(
+                "the replica answered {} of {} documents",
+                outcomes.len(),
+                asked.len()
+            )));
+        }
+        for (doc, outcome) in asked.iter().zip(outcomes) {
+            match outcome {
+                Ok(_) => self.report.docs += 1,
+                Err(Error::Store(e)) if is_expected_refusal(&e) => {
+                    tracing::info!(path = %doc.path, %e, "document not applied");
+                    self.report.refused += 1;
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }

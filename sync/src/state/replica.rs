@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use kith_caps::{DeviceCert, DeviceRevocation, ReadCap, Revocation, Tombstone};
 use kith_store::automerge::ChangeHash;
-use kith_store::{ApplyOutcome, DocIdentity, Entry, EntryKind, RecordKind, RecordOp, RemoteWrite};
+use kith_store::{
+    ApplyOutcome, DocIdentity, Entry, EntryKind, RecordKind, RecordOp, RemoteChanges, RemoteWrite,
+};
 use kith_types::{DeviceId, NamespaceId, Path};
 
 use crate::proto::addr::Addr;
@@ -258,6 +260,20 @@ impl Replica for FriendReplica<'_> {
             .0
             .store
             .apply_changes(owner, path, identity, write, changes)?)
+    }
+
+    fn apply_docs(
+        &self,
+        owner: &NamespaceId,
+        docs: &[RemoteChanges<'_>],
+    ) -> Result<Vec<Result<ApplyOutcome>>> {
+        Ok(self
+            .0
+            .store
+            .apply_changes_batch(owner, docs)?
+            .into_iter()
+            .map(|r| r.map_err(Error::from))
+            .collect())
     }
 
     fn store_scopes(
