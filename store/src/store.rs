@@ -744,10 +744,11 @@ impl Store {
         let mut bytes = 0usize;
         for doc in docs {
             if written.contains(doc.path) || bytes >= APPLY_BATCH_BYTES {
-                if let Some(mut open) = txn.take() {
-                    if !written.is_empty() {
-                        open.commit()?;
-                    }
+                // An open batch that wrote nothing is dropped unwritten.
+                if let Some(mut open) = txn.take()
+                    && !written.is_empty()
+                {
+                    open.commit()?;
                 }
                 written.clear();
                 bytes = 0;
@@ -774,10 +775,10 @@ impl Store {
             }
             results.push(outcome);
         }
-        if let Some(mut open) = txn {
-            if !written.is_empty() {
-                open.commit()?;
-            }
+        if let Some(mut open) = txn
+            && !written.is_empty()
+        {
+            open.commit()?;
         }
         Ok(results)
     }
