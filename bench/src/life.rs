@@ -32,8 +32,8 @@ use std::path::Path as FsPath;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use kith::store::{Options as StoreOptions, Store};
-use kith::{DeviceId, NamespaceId, Node};
+use kith::store::Store;
+use kith::{NamespaceId, Node};
 use kith_app::feed::{self, Audience, NewAttachment};
 use kith_app::names::Names;
 use kith_app::timeline::{self, Cursor};
@@ -44,6 +44,7 @@ use crate::catchup::median;
 use crate::peers::{self, DocsStore};
 use crate::report::Figure;
 use crate::site::Site;
+use crate::startup::{median_duration, options, person};
 
 const SCENARIO: &str = "life";
 /// The person's friends.
@@ -69,16 +70,6 @@ const INDEX_EVERY: usize = 1_000;
 const ROUNDS: usize = 20;
 const OPENS: usize = 5;
 const CATCHUPS: usize = 3;
-
-fn options() -> StoreOptions {
-    StoreOptions::new(DeviceId::from_bytes([1; 32]))
-}
-
-fn person(i: u32) -> NamespaceId {
-    let mut b = [3; 32];
-    b[..4].copy_from_slice(&i.to_be_bytes());
-    NamespaceId::from_bytes(b)
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -158,11 +149,6 @@ fn first_page(store: &Store, people: &[NamespaceId], names: &Names) -> Result<Du
         ensure!(!page.posts.is_empty(), "the first page is empty");
     }
     Ok(median_duration(times))
-}
-
-fn median_duration(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 /// Walks the whole timeline in pages of up to [`WALK_PAGE`]; fails unless it
@@ -370,24 +356,18 @@ pub(crate) fn run(opts: &Options) -> Result<Vec<Figure>> {
     })?;
 
     let posts = written.posts;
+    let first_page = Figure::new(
+        SCENARIO,
+        format!("first timeline page ({PAGE} of {posts} posts)"),
+        ms(first),
+        "ms",
+    );
     let mut figures = vec![
-        Figure::new(
-            SCENARIO,
-            format!("first timeline page ({PAGE} of {posts} posts)"),
-            ms(first),
-            "ms",
-        )
-        .with_peer(
+        first_page.clone().with_peer(
             format!("the same page at {small_posts} posts"),
             ms(small_first),
         ),
-        Figure::new(
-            SCENARIO,
-            format!("first timeline page ({PAGE} of {posts} posts)"),
-            ms(first),
-            "ms",
-        )
-        .with_peer(
+        first_page.with_peer(
             "the whole timeline at once (feed::timeline, before paging)",
             ms(whole_time),
         ),

@@ -30,16 +30,19 @@ const SIZES: [usize; 3] = [10_000, 200_000, 1_000_000];
 /// The owner and 250 friends.
 const PEOPLE: u32 = 251;
 
-fn median(mut v: Vec<Duration>) -> Duration {
+/// The middle of `v` (which must not be empty).
+pub(crate) fn median_duration(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
 
-fn options() -> StoreOptions {
+/// A store of device 1.
+pub(crate) fn options() -> StoreOptions {
     StoreOptions::new(DeviceId::from_bytes([1; 32]))
 }
 
-fn person(i: u32) -> NamespaceId {
+/// The namespace of person `i`.
+pub(crate) fn person(i: u32) -> NamespaceId {
     let mut b = [2; 32];
     b[..4].copy_from_slice(&i.to_be_bytes());
     NamespaceId::from_bytes(b)
@@ -70,7 +73,7 @@ fn open_time(dir: &FsPath) -> Result<(Duration, Recovery)> {
         recovery = store.recovery();
         drop(store);
     }
-    Ok((median(times), recovery))
+    Ok((median_duration(times), recovery))
 }
 
 /// Runs the scenario.

@@ -1922,11 +1922,10 @@ impl Inner {
             loaded.doc.load_incremental(changes)?;
             Ok((old, replacing, loaded, heads_before))
         })();
-        let (old, replacing, loaded, heads_before) = match checked {
+        let (old, replacing, mut loaded, heads_before) = match checked {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
-        let mut loaded = loaded;
         let missing = loaded.doc.get_missing_deps(&[]);
         let grew = loaded.doc.get_heads() != heads_before;
         if let Some(entry) = old

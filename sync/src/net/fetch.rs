@@ -64,7 +64,7 @@ struct Arrived {
     msgs: Vec<Message>,
     bytes: u64,
     /// Their share of [`READ_AHEAD_BYTES`], returned once applied.
-    permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+    permit: Option<Permit>,
 }
 
 /// A task reading a stream's messages ahead, at most [`READ_AHEAD_BYTES`]
@@ -135,7 +135,7 @@ impl Inbox {
         let mut arrived = Arrived {
             msgs: Vec::new(),
             bytes: 0,
-            permits: Vec::new(),
+            permit: None,
         };
         let first = within("waiting for the peer's next message", async {
             self.rx
@@ -150,7 +150,10 @@ impl Inbox {
                 Ok(Some((msg, n, permit))) => {
                     arrived.msgs.push(msg);
                     arrived.bytes += n;
-                    arrived.permits.push(permit);
+                    match &mut arrived.permit {
+                        Some(held) => held.merge(permit),
+                        None => arrived.permit = Some(permit),
+                    }
                 }
                 Ok(None) => {
                     self.ended = true;
@@ -223,7 +226,7 @@ pub(crate) async fn sync(
                 Timestamp::wall_clock(),
                 &FriendReplica(&shared2),
             );
-            drop(arrived.permits);
+            drop(arrived.permit);
             (fetch, replies)
         })
         .await

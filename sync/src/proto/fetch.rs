@@ -300,10 +300,9 @@ impl Fetch {
     ) -> Result<Vec<Message>> {
         let mut replies = Vec::new();
         let mut docs = Vec::new();
-        for msg in msgs {
-            if self.is_done() {
-                break;
-            }
+        let mut msgs = msgs.into_iter();
+        while !self.is_done() {
+            let Some(msg) = msgs.next() else { break };
             match msg {
                 Message::Doc {
                     path,
@@ -325,6 +324,14 @@ impl Fetch {
             }
         }
         self.docs(docs, replica)?;
+        let left = msgs.count();
+        if left > 0 {
+            tracing::warn!(
+                server = %self.server.fmt_short(),
+                left,
+                "messages after the end of the sync were ignored"
+            );
+        }
         Ok(replies)
     }
 
