@@ -56,6 +56,8 @@ const state = {
   next: null,
   /** The deletions as last read. */
   deletions: [],
+  /** Ids of deletions whose device list the person opened: kept open across re-renders. */
+  openDeletions: new Set(),
   /** The node does not answer: the saved timeline is shown (see "offline"). */
   offline: false,
 };
@@ -572,7 +574,13 @@ function renderDeletions(deletions) {
         h('span', {}, describePrefix(d)), ' ',
         h('span', { class: 'meta' }, 'deleted ', timeEl(d.time))),
       h('p', { class: 'deletion-status', role: 'status' }, receiptText(d)),
-      devices.length ? h('details', {},
+      devices.length ? h('details', {
+        open: state.openDeletions.has(d.id),
+        ontoggle: (event) => {
+          if (event.target.open) state.openDeletions.add(d.id);
+          else state.openDeletions.delete(d.id);
+        },
+      },
         h('summary', {}, 'Devices'),
         h('ul', { class: 'devices' }, devices.map((dev) => h('li', {},
           (dev.name || shortId(dev.namespace)) + ' · device ' + shortId(dev.device) + ' · ',
