@@ -102,7 +102,7 @@ async fn write_docs(node: &Node, n: usize, version: u32) -> Result<()> {
 /// Tells a `perf record --control fifo:FIFO -D -1` started with
 /// `KITH_PERF_CTL=FIFO` to start (`enable`) or stop (`disable`) sampling,
 /// so that a profile holds the catch-ups alone, not the writes before them.
-fn profile(command: &str) {
+pub(crate) fn profile(command: &str) {
     use std::io::Write;
     let Some(fifo) = std::env::var_os("KITH_PERF_CTL") else {
         return;

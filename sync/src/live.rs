@@ -41,6 +41,18 @@ const RANDOM_BOOTSTRAP: usize = 2;
 const RELINK_PAUSE: Duration = Duration::from_millis(300);
 /// Least time between two heartbeats sent because a neighbor arrived.
 const NEIGHBOR_HEARTBEAT_GAP: Duration = Duration::from_secs(1);
+/// Most data messages of an epoch kept for members re-keyed into it.
+const RECENT_MAX: usize = crate::proto::wire::MAX_REKEY_RECENT;
+/// Most bytes of them.
+const RECENT_BYTES: usize = 256 << 10;
+
+/// The sealed data messages of one own topic, from its first.
+#[derive(Debug, Default)]
+struct Recent {
+    messages: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
 /// Settings of live push.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LiveConfig {
@@ -176,6 +188,11 @@ pub(crate) struct Live {
     /// topic is left and joined again (a re-link): members must see the
     /// changes published meanwhile as a gap.
     topic_counters: Mutex<HashMap<[u8; 32], Arc<AtomicU64>>>,
+    /// Per own topic, the sealed data messages published into it since its
+    /// epoch began, while they are few ([`RECENT_MAX`], [`RECENT_BYTES`]);
+    /// `None` once they are not all kept. A member re-keyed into the epoch
+    /// gets them with the key.
+    recent: Mutex<HashMap<[u8; 32], Option<Recent>>>,
     pub(crate) counters: Arc<Counters>,
     requests: tokio::sync::mpsc::Sender<Work>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -221,6 +238,7 @@ impl Live {
             session,
             topics: Mutex::new(HashMap::new()),
             topic_counters: Mutex::new(HashMap::new()),
+            recent: Mutex::new(HashMap::new()),
             counters: Arc::new(Counters::default()),
             requests,
             tasks: Mutex::new(Vec::new()),
@@ -352,6 +370,7 @@ impl Live {
         self.topic_counters
             .lock()
             .retain(|id, _| wanted_ids.contains(id));
+        self.recent.lock().retain(|id, _| wanted_ids.contains(id));
         for (scope, roster) in wanted {
             let id = *scope.topic_id().as_bytes();
             if self.topics.lock().contains_key(&id) {
@@ -374,12 +393,19 @@ impl Live {
             };
             let (sender, receiver) = topic.split();
             let health = Arc::new(Health::default());
+            let early = self
+                .shared
+                .early_pushes
+                .lock()
+                .remove(&id)
+                .unwrap_or_default();
             let task = tokio::spawn(Self::listen(
                 Arc::downgrade(self),
                 scope.clone(),
                 sender.clone(),
                 receiver,
                 health.clone(),
+                early,
             ));
             tracing::debug!(prefix = %scope.prefix(), epoch = scope.epoch(), "joined a scope's topic");
             self.topics.lock().insert(
@@ -398,6 +424,41 @@ impl Live {
         self.counters
             .topics
             .store(self.topics.lock().len() as u64, Ordering::Relaxed);
+        // Pushes for topics no longer held are not needed.
+        self.shared
+            .early_pushes
+            .lock()
+            .retain(|id, _| wanted_ids.contains(id));
+    }
+
+    /// The sealed data messages published into own `topic` since its epoch
+    /// began, if all of them were kept (empty otherwise).
+    pub(crate) fn recent(&self, topic: &[u8; 32]) -> Vec<Vec<u8>> {
+        match self.recent.lock().get(topic) {
+            Some(Some(r)) => r.messages.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Keeps a data message published into `topic` with `counter`, while
+    /// every message of the epoch is kept and they are few.
+    fn keep_recent(&self, topic: [u8; 32], counter: u64, sealed: Option<&[u8]>) {
+        let mut all = self.recent.lock();
+        let slot = all.entry(topic).or_insert_with(|| Some(Recent::default()));
+        let Some(recent) = slot else { return };
+        let fits = sealed.is_some_and(|m| {
+            recent.messages.len() as u64 + 1 == counter
+                && recent.messages.len() < RECENT_MAX
+                && recent.bytes + m.len() <= RECENT_BYTES
+                && m.len() <= crate::proto::wire::MAX_RECENT_PUSH_LEN
+        });
+        match sealed {
+            Some(m) if fits => {
+                recent.bytes += m.len();
+                recent.messages.push(m.to_vec());
+            }
+            _ => *slot = None,
+        }
     }
 
     /// Peers to join a topic through: the scope owner's devices (whose
@@ -464,6 +525,7 @@ impl Live {
         sender: GossipSender,
         mut receiver: iroh_gossip::api::GossipReceiver,
         health: Arc<Health>,
+        early: Vec<Vec<u8>>,
     ) {
         let (silence, roster) = match weak.upgrade() {
             Some(live) => match live.roster_of(&scope) {
@@ -484,11 +546,40 @@ impl Live {
                 scope.namespace() != live.shared.namespace(),
             )
         };
+        // What came with the key, before anything from gossip: the
+        // epoch's first messages, which reached no one on the forming topic.
+        if !early.is_empty() {
+            tracing::debug!(prefix = %scope.prefix(), messages = early.len(), "receiving the messages that came with the key");
+        }
+        for bytes in early {
+            let Some(live) = weak.upgrade() else { return };
+            let outcome = live.receive(&inbox, bytes).await;
+            live.settle(&scope, outcome);
+        }
         let mut last_heard = tokio::time::Instant::now();
         let mut lonely = Lonely::new(silence);
+        let topic_id = *scope.topic_id().as_bytes();
         loop {
             let wake = lonely.next_check().min(last_heard + silence);
-            let next = tokio::time::timeout_at(wake, receiver.next()).await;
+            let shared = match weak.upgrade() {
+                Some(live) => live.shared.clone(),
+                None => return,
+            };
+            // Messages that came with the key again (published while this
+            // topic had no neighbors).
+            let early = shared.early_pushes.lock().remove(&topic_id);
+            if let Some(early) = early {
+                let Some(live) = weak.upgrade() else { return };
+                for bytes in early {
+                    let outcome = live.receive(&inbox, bytes).await;
+                    live.settle(&scope, outcome);
+                }
+            }
+            let next = tokio::select! {
+                next = tokio::time::timeout_at(wake, receiver.next()) => next,
+                () = shared.early_arrived.notified() => continue,
+            };
+            drop(shared);
             health
                 .neighbors
                 .store(receiver.neighbors().count() as u64, Ordering::Relaxed);
@@ -505,20 +596,7 @@ impl Live {
             }
             match next {
                 Ok(Some(Ok(Event::Received(msg)))) => {
-                    let shared = live.shared.clone();
-                    let inbox = inbox.clone();
-                    let outcome = tokio::task::spawn_blocking(move || {
-                        inbox.lock().receive(
-                            &FriendReplica(&shared),
-                            &msg.content,
-                            Timestamp::wall_clock(),
-                        )
-                    })
-                    .await
-                    .unwrap_or_else(|e| {
-                        tracing::error!(%e, "live receive task failed");
-                        Outcome::default()
-                    });
+                    let outcome = live.receive(&inbox, msg.content).await;
                     *health.in_step.lock() =
                         (!outcome.rejected && !outcome.recover).then(std::time::Instant::now);
                     live.settle(&scope, outcome);
@@ -555,6 +633,27 @@ impl Live {
                 Err(_) => {}
             }
         }
+    }
+
+    /// Opens, verifies and applies one message of a topic in `inbox`.
+    async fn receive<B>(&self, inbox: &Arc<Mutex<Inbox>>, bytes: B) -> Outcome
+    where
+        B: AsRef<[u8]> + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        let inbox = inbox.clone();
+        tokio::task::spawn_blocking(move || {
+            inbox.lock().receive(
+                &FriendReplica(&shared),
+                bytes.as_ref(),
+                Timestamp::wall_clock(),
+            )
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(%e, "live receive task failed");
+            Outcome::default()
+        })
     }
 
     /// Leaves and joins again every topic this node joined through
@@ -739,6 +838,7 @@ impl Live {
                 && let Some(counter) = self.topic_counters.lock().get(&id)
             {
                 counter.fetch_add(1, Ordering::Relaxed);
+                self.keep_recent(id, 0, None);
             }
         }
         for (scope, sender, counter, alone) in targets {
@@ -746,14 +846,41 @@ impl Live {
                 // Gossip would carry this to no one (the node has just
                 // started, or lost its links): the members are told
                 // directly to catch up.
+                // Members still owed this epoch get this message with its
+                // key ([`Live::recent`]); only the others are told.
                 let me = self.shared.identity.device();
+                let shared = self.shared.clone();
+                let owed: HashSet<DeviceId> =
+                    tokio::task::spawn_blocking(move || shared.devices_owed_scopes())
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect();
                 let members: Vec<DeviceId> = self
                     .roster_of(&scope)
-                    .map(|r| r.members().iter().filter(|m| **m != me).copied().collect())
+                    .map(|r| {
+                        r.members()
+                            .iter()
+                            .filter(|m| **m != me && !owed.contains(*m))
+                            .copied()
+                            .collect()
+                    })
                     .unwrap_or_default();
-                tracing::debug!(prefix = %scope.prefix(), members = members.len(), "no gossip neighbors to publish to; poking the members");
+                // While every message of the epoch is kept, they go to the
+                // members with the key again (no catch-up); else a poke.
+                let young = !matches!(
+                    self.recent.lock().get(scope.topic_id().as_bytes()),
+                    Some(None)
+                );
+                tracing::debug!(prefix = %scope.prefix(), members = members.len(), owed = owed.len(), young, "no gossip neighbors to publish to; telling the members not owed the key");
                 if !members.is_empty() {
-                    self.request(Work::Poke { devices: members });
+                    self.request(if young {
+                        Work::Rekey { devices: members }
+                    } else {
+                        Work::Poke { devices: members }
+                    });
                 }
             }
             let body = PushBody {
@@ -761,7 +888,15 @@ impl Live {
                 counter: counter.fetch_add(1, Ordering::Relaxed) + 1,
                 kind: kind.clone(),
             };
-            match self.seal(&scope, &body) {
+            let sealed = self.seal(&scope, &body);
+            if body.kind != PushKind::Heartbeat {
+                self.keep_recent(
+                    *scope.topic_id().as_bytes(),
+                    body.counter,
+                    sealed.as_deref(),
+                );
+            }
+            match sealed {
                 Some(bytes) => {
                     if let Err(e) =
                         gossip_call("broadcasting", sender.broadcast(Bytes::from(bytes))).await

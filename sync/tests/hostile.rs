@@ -476,3 +476,90 @@ async fn an_expired_cap_gives_nothing() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// The namespace key a node keeps in its data folder.
+fn namespace_key_of(dir: &std::path::Path) -> NamespaceKey {
+    let text = std::fs::read_to_string(dir.join("identity/namespace.key")).unwrap();
+    NamespaceKey::import_text(text.trim()).unwrap()
+}
+
+/// Scopes pushed alone on a stream (`Rekey`) are taken only from a device
+/// of the scope's own namespace, and only for what the receiver may read of
+/// it: a friend cannot move a member onto a topic of another namespace, nor
+/// onto one of its own outside what it granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_pushed_by_a_friend_for_another_namespace_or_without_a_grant_are_refused() {
+    use kith::caps::{Roster, Scope, ScopeSecret};
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let live = |dir: std::path::PathBuf| async move {
+        Node::builder(&dir)
+            .network(kith::NetworkMode::LocalOnly)
+            .spawn()
+            .await
+            .unwrap()
+    };
+    let a = live(dirs[0].path().to_path_buf()).await;
+    let b = live(dirs[1].path().to_path_buf()).await;
+    let c = spawn(dirs[2].path()).await;
+    befriend(&a, &b).await;
+    befriend(&b, &c).await;
+    a.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
+    b.subscribe(&a.namespace()).await.unwrap();
+    tokio::time::timeout(common::WAIT, async {
+        while b.live_topics().len() != 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("b never joined a's scope");
+    let topics = |n: &Node| -> Vec<(kith::NamespaceId, u64)> {
+        n.live_topics()
+            .iter()
+            .map(|t| (t.namespace, t.epoch))
+            .collect()
+    };
+    // C grants B its /feed, so that only the namespace rule refuses C's
+    // push of A's /feed scope below.
+    let c_ns = c.namespace();
+    c.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
+    b.subscribe(&c_ns).await.unwrap();
+    b.sync_now(&c_ns).await.unwrap();
+    tokio::time::timeout(common::WAIT, async {
+        while b.live_topics().len() != 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("b never joined c's scope");
+    let held = topics(&b);
+    let (c_secret, _) = keys_of(dirs[2].path());
+    c.shutdown().await.unwrap();
+    let (_ep, conn) = raw_connect(c_secret, &b).await.unwrap();
+    let rng = &mut rand::rng();
+    let member = [b.device()];
+
+    // A scope of A's namespace, with a roster A really signed (as a friend
+    // that was a member once would hold): C does not act for A.
+    let a_key = namespace_key_of(dirs[0].path());
+    let scope = Scope::new(a.namespace(), p("/feed"), 9, ScopeSecret::random(rng));
+    let roster = Roster::issue(&a_key, p("/feed"), 9, member).unwrap();
+    // A scope of C's own namespace, signed by C, outside what C granted B.
+    let c_key = namespace_key_of(dirs[2].path());
+    let own = Scope::new(c_ns, p("/secret"), 0, ScopeSecret::random(rng));
+    let own_roster = Roster::issue(&c_key, p("/secret"), 0, member).unwrap();
+    for (scope, roster) in [(scope, roster), (own, own_roster)] {
+        let push = Message::Rekey {
+            items: vec![(scope.encode(), roster.encode())],
+            recent: Vec::new(),
+        };
+        let answer = exchange(&conn, &frame(&push)).await;
+        assert_eq!(
+            refusals(&answer),
+            vec![RefusalCode::Unauthorized],
+            "{answer:?}"
+        );
+        assert_eq!(topics(&b), held, "b moved onto a pushed topic");
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

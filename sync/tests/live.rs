@@ -78,8 +78,10 @@ fn device_key(dir: &std::path::Path) -> DeviceKey {
     DeviceKey::from_bytes(bytes.try_into().unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn live_push_and_revocation_that_rekeys() {
+/// An owner A and friends B, C and D (in that order), each granted `/feed`
+/// and subscribed to A; the grants, and the data folders to keep.
+async fn owner_and_three_on_feed() -> (Vec<tempfile::TempDir>, [Node; 4], Vec<kith::caps::ReadCap>)
+{
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let a = spawn_live(dirs[0].path()).await;
     let b = spawn_live(dirs[1].path()).await;
@@ -94,6 +96,13 @@ async fn live_push_and_revocation_that_rekeys() {
     for f in [&b, &c, &d] {
         f.subscribe(&me).await.unwrap();
     }
+    (dirs, [a, b, c, d], caps)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_push_and_revocation_that_rekeys() {
+    let (dirs, [a, b, c, d], caps) = owner_and_three_on_feed().await;
+    let me = a.namespace();
     // Everyone joins the scope's topic (the secret arrives by catch-up).
     for f in [&b, &c, &d] {
         until(f, &me, "/", || f.live_topics().len() == 1).await;
@@ -439,6 +448,54 @@ async fn an_expired_grant_rekeys_the_scope() {
         "an expired grant still received live posts"
     );
     for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// After a revoke, the remaining members get the scope's new epoch alone
+/// (no catch-up), with the post the owner wrote right after the revoke,
+/// which went out while the new topic had no one on it: it is applied as a
+/// live message, not brought by a catch-up. The revoked member gets neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_sends_the_new_epoch_alone_with_the_post_written_meanwhile() {
+    let (dirs, [a, b, c, d], caps) = owner_and_three_on_feed().await;
+    let me = a.namespace();
+    for f in [&a, &b, &c, &d] {
+        until(f, &me, "/", || f.live_topics().len() == 1).await;
+    }
+    let before: Vec<kith::LiveMetrics> = [&b, &d].iter().map(|f| f.live_metrics()).collect();
+
+    a.revoke(caps[1].id()).await.unwrap();
+    common::write_docs(&a, "/feed/after", 1).await;
+    for f in [&b, &d] {
+        until(f, &me, "/feed/after", || {
+            f.live_topics().first().map(|t| t.epoch) == Some(1) && count(f, &me, "/feed/after") == 1
+        })
+        .await;
+    }
+    for (f, before) in [&b, &d].iter().zip(before) {
+        // The counters move just after the store applied the post.
+        until(f, &me, "/", || {
+            let m = f.live_metrics();
+            m.applied_live > before.applied_live || m.recoveries > before.recoveries
+        })
+        .await;
+        let m = f.live_metrics();
+        assert_eq!(
+            m.applied_live - before.applied_live,
+            1,
+            "the post came with the key, as a live message: {m:?}"
+        );
+        assert_eq!(
+            m.recoveries, before.recoveries,
+            "no catch-up was needed: {m:?}"
+        );
+    }
+    // C is on no roster of the new epoch: it was sent neither the key nor
+    // the post.
+    assert_eq!(c.live_topics().first().map(|t| t.epoch), Some(0));
+    assert_eq!(count(&c, &me, "/feed/after"), 0);
+    for n in [a, b, c, d] {
         n.shutdown().await.unwrap();
     }
 }

@@ -196,6 +196,20 @@ async fn serve_stream(
             poked(&shared, requests, remote, msg == Message::Back);
             break;
         }
+        if session.requester().is_none()
+            && let Message::Rekey { items, recent } = msg
+        {
+            let shared = shared.clone();
+            let answer =
+                tokio::task::spawn_blocking(move || rekeyed(&shared, remote, &items, recent))
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::error!(%e, "storing pushed scopes failed");
+                        Message::refused(RefusalCode::Internal, None, "internal error")
+                    });
+            write_msg(&mut send, &answer).await?;
+            break;
+        }
         let shared2 = shared.clone();
         let (returned, outputs) = tokio::task::spawn_blocking(move || {
             let outputs = session.handle(msg, Timestamp::wall_clock(), &OwnerSource(&shared2));
@@ -267,6 +281,85 @@ fn poked(shared: &Shared, requests: &Sender<Work>, remote: DeviceId, back: bool)
     };
     if let Err(e) = requests.try_send(request) {
         tracing::warn!(%e, "could not queue the work a poke asks for");
+    }
+}
+
+/// A device of a friend (or of this namespace) sends the scopes of its
+/// namespace this node belongs to now, alone on a stream (a new epoch, a
+/// grown roster): they are checked as in a catch-up (a roster signed by
+/// that namespace, a prefix this node may read under the caps it holds)
+/// and stored, and the answer is `ScopesAck`. The recent pushes that came
+/// with them wait for their topic's listener, which receives them (with
+/// every check of a gossip message) before anything from gossip. Anything
+/// refused (a scope under a grant this node has not received yet, say)
+/// answers `Refused`, and the sender falls back to a poke and a catch-up.
+fn rekeyed(
+    shared: &Shared,
+    remote: DeviceId,
+    items: &[(Vec<u8>, Vec<u8>)],
+    recent: Vec<(u16, Vec<u8>)>,
+) -> Message {
+    let me = shared.namespace();
+    let Some(owner) = shared.known.read().acting_for(&remote, &me) else {
+        tracing::info!(remote = %remote.fmt_short(), "ignoring scopes from a device that is no friend's");
+        return Message::refused(RefusalCode::Unauthorized, None, "not a friend of this node");
+    };
+    let prefixes = match shared.caps_from(&owner) {
+        Ok((caps, revocations)) => crate::proto::fetch::readable_prefixes(
+            &me,
+            owner,
+            caps,
+            revocations,
+            Timestamp::wall_clock(),
+        ),
+        Err(e) => {
+            tracing::warn!(%e, "could not read the caps held; refusing pushed scopes");
+            return Message::refused(RefusalCode::Internal, None, "internal error");
+        }
+    };
+    let checked = crate::proto::fetch::check_scopes(&owner, &prefixes, items);
+    if checked.outside + checked.invalid > 0 {
+        tracing::info!(
+            remote = %remote.fmt_short(),
+            outside = checked.outside,
+            invalid = checked.invalid,
+            "refusing pushed scopes; a catch-up will bring them"
+        );
+        return Message::refused(
+            RefusalCode::Unauthorized,
+            None,
+            "a scope outside the grants held here, or invalid",
+        );
+    }
+    // Before the scopes are stored: their listeners start once they are.
+    let mut by_topic: std::collections::HashMap<[u8; 32], Vec<Vec<u8>>> =
+        std::collections::HashMap::new();
+    for (index, push) in recent {
+        if let Some((scope, roster)) = checked.ok.get(usize::from(index))
+            && roster.contains(&shared.identity.device())
+        {
+            by_topic
+                .entry(*scope.topic_id().as_bytes())
+                .or_default()
+                .push(push);
+        }
+    }
+    // One list per topic, the latest: what the owner published so far.
+    let arrived = !by_topic.is_empty();
+    shared.early_pushes.lock().extend(by_topic);
+    if arrived {
+        // A topic joined already takes them now.
+        shared.early_arrived.notify_waiters();
+    }
+    match shared.store_scopes(&owner, &checked.ok) {
+        Ok(()) => {
+            tracing::debug!(remote = %remote.fmt_short(), scopes = checked.ok.len(), "stored pushed scopes");
+            Message::ScopesAck
+        }
+        Err(e) => {
+            tracing::warn!(%e, "could not store pushed scopes");
+            Message::refused(RefusalCode::Internal, None, "internal error")
+        }
     }
 }
 

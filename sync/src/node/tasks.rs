@@ -1,7 +1,7 @@
 //! The node's background tasks: work asked by the drivers, pokes of
 //! devices owed something, idle connections.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,10 @@ const RECOVERY_RETRIES: u32 = 6;
 /// the most it waits while changes keep coming).
 const POKE_SETTLE: Duration = Duration::from_millis(50);
 const POKE_SETTLE_MAX: Duration = Duration::from_secs(1);
+/// Devices delivered to at once. At 250 friends on two cores, 16 or 64 at
+/// a time left the last friend later than all at once (the `revoke`
+/// bench), so this bounds only what a larger roster would start at once.
+const DELIVER_PARALLEL: usize = 256;
 /// How often what is owed to other devices is checked when nothing wakes
 /// the check earlier.
 const POKE_TICK: Duration = Duration::from_secs(1);
@@ -155,6 +159,13 @@ impl Node {
                         Node::tell_all(weak, devices, crate::proto::wire::Message::Poke).await;
                     });
                 }
+                Work::Rekey { devices } => {
+                    let round = devices.into_iter().map(|d| (d, false)).collect();
+                    let n = node.clone();
+                    node.inner.spawn_tracked(async move {
+                        n.deliver_round(round, Arc::default()).await;
+                    });
+                }
                 Work::FetchBlob { namespace, path } => {
                     let inner = node.inner.clone();
                     inner.spawn_tracked(async move {
@@ -176,6 +187,8 @@ impl Node {
             return;
         };
         let mut next_try: HashMap<DeviceId, (Instant, Duration)> = HashMap::new();
+        // Devices being delivered to now: not sent to twice at once.
+        let in_flight: Arc<Mutex<HashSet<DeviceId>>> = Arc::default();
         let mut checked = Timestamp::wall_clock();
         loop {
             let s2 = shared.clone();
@@ -188,10 +201,15 @@ impl Node {
                     // does: a new epoch, owed to the remaining members.
                     s2.scopes_follow_grants()?;
                 }
-                let mut owed = s2.devices_owed_scopes()?;
+                let mut owed: Vec<(DeviceId, bool)> = s2
+                    .devices_owed_scopes()?
+                    .into_iter()
+                    .map(|d| (d, false))
+                    .collect();
                 for d in s2.devices_owed_tombstones()? {
-                    if !owed.contains(&d) {
-                        owed.push(d);
+                    match owed.iter_mut().find(|(o, _)| *o == d) {
+                        Some(slot) => slot.1 = true,
+                        None => owed.push((d, true)),
                     }
                 }
                 Ok(owed)
@@ -199,25 +217,29 @@ impl Node {
             .await;
             match owed {
                 Ok(owed) => {
-                    next_try.retain(|d, _| owed.contains(d));
+                    next_try.retain(|d, _| owed.iter().any(|(o, _)| o == d));
                     let now = Instant::now();
-                    for device in owed {
+                    let mut round = Vec::new();
+                    for (device, deletions) in owed {
                         let (at, wait) = next_try
                             .get(&device)
                             .copied()
                             .unwrap_or((now, POKE_RETRY_MIN));
-                        if at > now {
+                        if at > now || in_flight.lock().contains(&device) {
                             continue;
                         }
                         next_try.insert(device, (now + wait, (wait * 2).min(POKE_RETRY_MAX)));
+                        in_flight.lock().insert(device);
+                        round.push((device, deletions));
+                    }
+                    if !round.is_empty() {
                         let Some(inner) = weak.upgrade() else { return };
                         let node = Node {
                             inner: inner.clone(),
                         };
+                        let in_flight = in_flight.clone();
                         inner.spawn_tracked(async move {
-                            if let Err(e) = node.poke(device).await {
-                                tracing::debug!(device = %device.fmt_short(), %e, "poke failed; will retry");
-                            }
+                            node.deliver_round(round, in_flight).await;
                         });
                     }
                 }
@@ -253,6 +275,130 @@ impl Node {
     /// Tells `device` to sync with this one now.
     pub(super) async fn poke(&self, device: DeviceId) -> Result<()> {
         self.tell(device, crate::proto::wire::Message::Poke).await
+    }
+
+    /// Delivers what is owed to each device of `round`, [`DELIVER_PARALLEL`]
+    /// at a time: the scopes alone ([`Node::rekey`]) where only scopes are
+    /// owed, else (or if that fails) a poke, so that the device catches up.
+    /// Each device leaves `in_flight` when its delivery ends, however.
+    async fn deliver_round(
+        &self,
+        round: Vec<(DeviceId, bool)>,
+        in_flight: Arc<Mutex<HashSet<DeviceId>>>,
+    ) {
+        /// Takes a device out of the in-flight set when dropped.
+        struct Done(Arc<Mutex<HashSet<DeviceId>>>, DeviceId);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.lock().remove(&self.1);
+            }
+        }
+        let mut running = tokio::task::JoinSet::new();
+        for (device, deletions) in round {
+            let done = Done(in_flight.clone(), device);
+            while running.len() >= DELIVER_PARALLEL {
+                if let Some(Err(e)) = running.join_next().await {
+                    tracing::warn!(%e, "a delivery task failed");
+                }
+            }
+            let node = self.clone();
+            running.spawn(async move {
+                let _done = done;
+                // A deletion needs the catch-up; scopes alone do not.
+                if !deletions {
+                    match node.rekey(device).await {
+                        Ok(()) => return,
+                        Err(e) => tracing::debug!(device = %device.fmt_short(), %e, "sending scopes failed; poking instead"),
+                    }
+                }
+                if let Err(e) = node.poke(device).await {
+                    tracing::debug!(device = %device.fmt_short(), %e, "poke failed; will retry");
+                }
+            });
+        }
+        while let Some(joined) = running.join_next().await {
+            if let Err(e) = joined {
+                tracing::warn!(%e, "a delivery task failed");
+            }
+        }
+    }
+
+    /// Sends `device` the scopes of this namespace it belongs to now, alone
+    /// on a stream, and records them as sent once it confirmed that it
+    /// stored them: a new epoch's secret and roster reach a member without
+    /// a catch-up.
+    ///
+    /// # Errors
+    /// The device is unknown or unreachable, or refused them (it lacks a
+    /// grant, say): a poke and a catch-up deliver them then.
+    pub(super) async fn rekey(&self, device: DeviceId) -> Result<()> {
+        use crate::proto::wire::Message;
+        let shared = self.inner.shared.clone();
+        let scopes = blocking(move || Ok(shared.scopes_for_member(&device)))
+            .await?
+            .ok_or(Error::Protocol(
+                "the device acts for no known namespace".into(),
+            ))?;
+        let versions = crate::proto::serve::scope_versions(&scopes);
+        let mut recent = Vec::new();
+        if let Some(live) = &self.inner.live {
+            for (index, (scope, _)) in (0u16..).zip(&scopes) {
+                for push in live.recent(scope.topic_id().as_bytes()) {
+                    recent.push((index, push));
+                }
+            }
+        }
+        tracing::debug!(device = %device.fmt_short(), recent = recent.len(), "sending scopes alone");
+        let msg = Message::Rekey {
+            items: scopes
+                .iter()
+                .map(|(s, r)| (s.encode(), r.encode()))
+                .collect(),
+            recent,
+        };
+        match self.ask(device, msg).await? {
+            Message::ScopesAck => {}
+            Message::Refused { reason, .. } => {
+                return Err(Error::Protocol(format!("scopes refused: {reason}")));
+            }
+            other => {
+                return Err(Error::Protocol(format!(
+                    "unexpected answer to scopes: {}",
+                    other.name()
+                )));
+            }
+        }
+        let shared = self.inner.shared.clone();
+        blocking(move || shared.record_scopes_sent(&device, &versions)).await
+    }
+
+    /// Sends `msg` alone on a stream to `device` and reads its one answer,
+    /// within the connect timeout.
+    async fn ask(
+        &self,
+        device: DeviceId,
+        msg: crate::proto::wire::Message,
+    ) -> Result<crate::proto::wire::Message> {
+        let shared = self.inner.shared.clone();
+        let (_, addrs) = shared
+            .device_addrs(&device)
+            .ok_or(Error::Protocol("no address known for the device".into()))?;
+        let conn = self.connect(device, &addrs).await?;
+        let (mut send, mut recv) = net::frames::within("opening a stream", async {
+            conn.open_bi().await.map_err(Error::network)
+        })
+        .await?;
+        net::frames::write_msg(&mut send, &msg).await?;
+        send.finish().map_err(Error::network)?;
+        let answer = tokio::time::timeout(
+            self.inner.settings.connect_timeout,
+            net::frames::read_msg(&mut recv),
+        )
+        .await
+        .map_err(|_| Error::Protocol("no answer in time".into()))??;
+        answer
+            .map(|(m, _)| m)
+            .ok_or(Error::Protocol("the stream ended without an answer".into()))
     }
 
     /// Sends `msg` alone on a stream to `device`, and waits (bounded) until

@@ -336,30 +336,12 @@ impl Fetch {
     }
 
     fn scopes(&mut self, items: &[(Vec<u8>, Vec<u8>)], replica: &impl Replica) -> Result<()> {
-        let owner = self.owner;
-        let mut ok = Vec::new();
-        for (scope, roster) in items {
-            let checked = Scope::decode(scope).and_then(|scope| {
-                let roster = Roster::decode(roster)?;
-                roster.verify()?;
-                Ok((scope, roster))
-            });
-            match checked {
-                Ok((scope, roster))
-                    if scope.namespace() == owner
-                        && roster.is_for(&scope)
-                        && self.prefixes.iter().any(|p| p.is_prefix_of(scope.prefix())) =>
-                {
-                    ok.push((scope, roster));
-                }
-                Ok(_) => self.reject("a scope outside this node's grants or with a foreign roster"),
-                Err(e) => {
-                    tracing::info!(%e, "rejecting an invalid scope");
-                    self.report.refused += 1;
-                }
-            }
+        let checked = check_scopes(&self.owner, &self.prefixes, items);
+        for _ in 0..checked.outside {
+            self.reject("a scope outside this node's grants or with a foreign roster");
         }
-        replica.store_scopes(&owner, &ok)
+        self.report.refused += checked.invalid as u64;
+        replica.store_scopes(&self.owner, &checked.ok)
     }
 
     fn welcome(
@@ -433,23 +415,7 @@ impl Fetch {
         replica.store_caps(&owner, &caps, &revocations)?;
         self.owner_certs = certs;
         self.device_revocations = dev_revs;
-        self.prefixes = if self.me == owner {
-            vec![Path::root()]
-        } else {
-            let grants = kith_caps::Grants::new(owner, caps, revocations);
-            let mut prefixes: Vec<Path> = grants
-                .caps()
-                .iter()
-                .filter(|c| grants.may_read(c.prefix(), &self.me, now).is_allowed())
-                .map(|c| c.prefix().clone())
-                .collect();
-            prefixes.sort();
-            prefixes.dedup();
-            // A prefix inside another granted one adds nothing.
-            let all = prefixes.clone();
-            prefixes.retain(|p| !all.iter().any(|q| q != p && q.is_prefix_of(p)));
-            prefixes
-        };
+        self.prefixes = readable_prefixes(&self.me, owner, caps, revocations, now);
         self.report.prefixes = self.prefixes.clone();
         let saved = replica.cursors(&owner, &self.server)?;
         let cursors: Vec<(Path, u64)> = self
@@ -651,4 +617,79 @@ pub fn refusal_of(e: &Error) -> Option<RefusalCode> {
         Error::Refused { code, .. } => Some(*code),
         _ => None,
     }
+}
+
+/// What `me` may read of `owner` now under these caps and revocations:
+/// everything for its own namespace, else the granted prefixes (none inside
+/// another).
+pub(crate) fn readable_prefixes(
+    me: &NamespaceId,
+    owner: NamespaceId,
+    caps: Vec<ReadCap>,
+    revocations: Vec<Revocation>,
+    now: Timestamp,
+) -> Vec<Path> {
+    if *me == owner {
+        return vec![Path::root()];
+    }
+    let grants = kith_caps::Grants::new(owner, caps, revocations);
+    let mut prefixes: Vec<Path> = grants
+        .caps()
+        .iter()
+        .filter(|c| grants.may_read(c.prefix(), me, now).is_allowed())
+        .map(|c| c.prefix().clone())
+        .collect();
+    prefixes.sort();
+    prefixes.dedup();
+    // A prefix inside another granted one adds nothing.
+    let all = prefixes.clone();
+    prefixes.retain(|p| !all.iter().any(|q| q != p && q.is_prefix_of(p)));
+    prefixes
+}
+
+/// Scopes received from a device of `owner`, checked: each decodes, its
+/// roster is signed by `owner` for that scope's epoch, and its prefix lies
+/// inside one of `prefixes` (what this node may read of `owner`).
+pub(crate) struct CheckedScopes {
+    /// The scopes that passed.
+    pub(crate) ok: Vec<(Scope, Roster)>,
+    /// Well-formed scopes outside the prefixes or with a foreign roster.
+    pub(crate) outside: usize,
+    /// Scopes or rosters that did not decode or verify.
+    pub(crate) invalid: usize,
+}
+
+/// Checks scopes as [`CheckedScopes`] describes.
+pub(crate) fn check_scopes(
+    owner: &NamespaceId,
+    prefixes: &[Path],
+    items: &[(Vec<u8>, Vec<u8>)],
+) -> CheckedScopes {
+    let mut checked = CheckedScopes {
+        ok: Vec::new(),
+        outside: 0,
+        invalid: 0,
+    };
+    for (scope, roster) in items {
+        let decoded = Scope::decode(scope).and_then(|scope| {
+            let roster = Roster::decode(roster)?;
+            roster.verify()?;
+            Ok((scope, roster))
+        });
+        match decoded {
+            Ok((scope, roster))
+                if scope.namespace() == *owner
+                    && roster.is_for(&scope)
+                    && prefixes.iter().any(|p| p.is_prefix_of(scope.prefix())) =>
+            {
+                checked.ok.push((scope, roster));
+            }
+            Ok(_) => checked.outside += 1,
+            Err(e) => {
+                tracing::info!(%e, "rejecting an invalid scope");
+                checked.invalid += 1;
+            }
+        }
+    }
+    checked
 }

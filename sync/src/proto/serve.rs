@@ -30,6 +30,35 @@ pub(crate) fn roster_version(scope: &Scope, roster: &Roster) -> u64 {
     scope.epoch().saturating_mul(1 << SIZE_BITS) | size
 }
 
+/// Of the owner's `scopes`, those `device` (of `namespace`) is given the
+/// secrets of: every scope for an own device; for a friend's device, those
+/// whose roster lists it and whose prefix the friend may read now.
+pub(crate) fn member_scopes(
+    scopes: Vec<(Scope, Roster)>,
+    grants: &Grants,
+    device: &DeviceId,
+    namespace: &NamespaceId,
+    own_device: bool,
+    now: Timestamp,
+) -> Vec<(Scope, Roster)> {
+    scopes
+        .into_iter()
+        .filter(|(scope, roster)| {
+            own_device
+                || (roster.contains(device)
+                    && grants.may_read(scope.prefix(), namespace, now).is_allowed())
+        })
+        .collect()
+}
+
+/// The versions ([`roster_version`]) of these scopes, to record as sent.
+pub(crate) fn scope_versions(scopes: &[(Scope, Roster)]) -> Vec<(Path, u64)> {
+    scopes
+        .iter()
+        .map(|(s, r)| (s.prefix().clone(), roster_version(s, r)))
+        .collect()
+}
+
 /// Changes read from the log per page while answering a `Sync`.
 const LOG_PAGE: usize = 1024;
 
@@ -317,23 +346,16 @@ impl Serve {
         }
         // Scope secrets go to members only: own devices, and friends that may
         // read the scope's prefix and whose device is on its roster.
-        let scopes: Vec<(Scope, Roster)> = src
-            .scopes()
-            .into_iter()
-            .filter(|(scope, roster)| {
-                own_device
-                    || (roster.contains(&self.remote)
-                        && grants
-                            .may_read(scope.prefix(), &namespace, now)
-                            .is_allowed())
-            })
-            .collect();
+        let scopes = member_scopes(
+            src.scopes(),
+            &grants,
+            &self.remote,
+            &namespace,
+            own_device,
+            now,
+        );
         if !scopes.is_empty() {
-            let versions: Vec<(Path, u64)> = scopes
-                .iter()
-                .map(|(s, r)| (s.prefix().clone(), roster_version(s, r)))
-                .collect();
-            if let Err(e) = src.scopes_sent(&self.remote, &versions) {
+            if let Err(e) = src.scopes_sent(&self.remote, &scope_versions(&scopes)) {
                 tracing::warn!(%e, "could not record the scopes sent");
             }
             out.push(Output::Send(Message::Scopes {

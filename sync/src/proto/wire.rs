@@ -228,6 +228,22 @@ pub enum Message {
         /// (scope, roster) encodings.
         items: Vec<(Vec<u8>, Vec<u8>)>,
     },
+    /// Owner → member, alone on a stream, when a scope moved to a new epoch
+    /// or its roster grew: the member's scopes as in `Scopes` (the complete
+    /// set), with the live pushes the owner published so far into each new
+    /// epoch's topic (sealed as on gossip, from the epoch's first), which
+    /// reached no one while the topic was forming. The member checks and
+    /// stores the scopes, receives the pushes as if from gossip, and
+    /// answers `ScopesAck`; no catch-up is needed.
+    Rekey {
+        /// (scope, roster) encodings.
+        items: Vec<(Vec<u8>, Vec<u8>)>,
+        /// (index into `items`, sealed push) in the order published.
+        recent: Vec<(u16, Vec<u8>)>,
+    },
+    /// Member → owner, on the stream of a `Rekey`: the scopes were verified
+    /// and stored.
+    ScopesAck,
     /// Owner → friend (or own device), alone on a stream: something is owed
     /// to you (a new scope epoch, a deletion); sync with me now.
     Poke,
@@ -279,9 +295,15 @@ const TAG_SCOPES: u8 = 18;
 const TAG_POKE: u8 = 19;
 const TAG_ADDRESSES: u8 = 20;
 const TAG_BACK: u8 = 21;
+const TAG_SCOPES_ACK: u8 = 22;
+const TAG_REKEY: u8 = 23;
 /// Longest scope or roster encoding carried in `Scopes`: a full roster on
 /// the longest prefix (a scope's encoding is far shorter).
 pub const MAX_SCOPE_ITEM_LEN: usize = kith_caps::Roster::MAX_ENCODED_LEN;
+/// Most recent pushes in a `Rekey`.
+pub const MAX_REKEY_RECENT: usize = 64;
+/// Longest recent push in a `Rekey` (a gossip message).
+pub const MAX_RECENT_PUSH_LEN: usize = 64 << 10;
 const _: () = assert!(kith_caps::Scope::MAX_ENCODED_LEN <= MAX_SCOPE_ITEM_LEN);
 
 impl Message {
@@ -320,6 +342,8 @@ impl Message {
             Message::Scopes { .. } => "Scopes",
             Message::Poke => "Poke",
             Message::Back => "Back",
+            Message::ScopesAck => "ScopesAck",
+            Message::Rekey { .. } => "Rekey",
             Message::Addresses { .. } => "Addresses",
             Message::Refused { .. } => "Refused",
         }
@@ -449,6 +473,18 @@ impl Message {
             }
             Message::Poke => w.u8(TAG_POKE),
             Message::Back => w.u8(TAG_BACK),
+            Message::ScopesAck => w.u8(TAG_SCOPES_ACK),
+            Message::Rekey { items, recent } => {
+                w.u8(TAG_REKEY);
+                w.list(items, |w, (scope, roster)| {
+                    w.bytes(scope);
+                    w.bytes(roster);
+                });
+                w.list(recent, |w, (index, push)| {
+                    w.u16(*index);
+                    w.bytes(push);
+                });
+            }
             Message::Addresses { devices } => {
                 w.u8(TAG_ADDRESSES);
                 w.list(devices, |w, (device, addrs)| {
@@ -551,6 +587,23 @@ impl Message {
             },
             TAG_POKE => Message::Poke,
             TAG_BACK => Message::Back,
+            TAG_SCOPES_ACK => Message::ScopesAck,
+            TAG_REKEY => {
+                let items = r.list(MAX_SIGNED_ITEMS, |r| {
+                    Ok((
+                        r.bytes(MAX_SCOPE_ITEM_LEN)?.to_vec(),
+                        r.bytes(MAX_SCOPE_ITEM_LEN)?.to_vec(),
+                    ))
+                })?;
+                let recent = r.list(MAX_REKEY_RECENT, |r| {
+                    let index = r.u16()?;
+                    if usize::from(index) >= items.len() {
+                        return Err(WireError("a recent push for a scope not sent"));
+                    }
+                    Ok((index, r.bytes(MAX_RECENT_PUSH_LEN)?.to_vec()))
+                })?;
+                Message::Rekey { items, recent }
+            }
             TAG_ADDRESSES => Message::Addresses {
                 devices: r.list(MAX_ADDRESSED_DEVICES, |r| {
                     Ok((DeviceId::from_bytes(r.array()?), Addr::decode_list(r)?))
@@ -757,6 +810,16 @@ mod tests {
                 .prop_map(|items| Message::Scopes { items }),
             Just(Message::Poke),
             Just(Message::Back),
+            Just(Message::ScopesAck),
+            (
+                prop::collection::vec((bytes(40), bytes(40)), 1..3),
+                prop::collection::vec((any::<u16>(), bytes(80)), 0..3)
+            )
+                .prop_map(|(items, recent)| {
+                    let n = items.len() as u16;
+                    let recent = recent.into_iter().map(|(i, p)| (i % n, p)).collect();
+                    Message::Rekey { items, recent }
+                }),
             prop::collection::vec(
                 (
                     any::<[u8; 32]>(),

@@ -20,7 +20,7 @@ use kith_store::{RecordKind, RecordOp};
 use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
 use crate::error::Result;
-use crate::proto::serve::roster_version;
+use crate::proto::serve::{member_scopes, roster_version};
 
 use super::records::{decode_cursors, encode_cursors, encode_held, sent_id};
 use super::shared::Shared;
@@ -196,6 +196,25 @@ impl Shared {
             next.push((scope, roster));
         }
         self.put_scopes(&ns, next, true)
+    }
+
+    /// The scopes of this namespace `device` is given the secrets of now
+    /// (as a catch-up would send them), or `None` for a device acting for
+    /// no namespace this node knows.
+    pub(crate) fn scopes_for_member(&self, device: &DeviceId) -> Option<Vec<(Scope, Roster)>> {
+        let ns = self.namespace();
+        let (namespace, grants) = {
+            let known = self.known.read();
+            (known.acting_for(device, &ns)?, known.grants.clone())
+        };
+        Some(member_scopes(
+            self.own_scopes(),
+            &grants,
+            device,
+            &namespace,
+            namespace == ns,
+            Timestamp::wall_clock(),
+        ))
     }
 
     /// Records the scope versions ([`roster_version`]) sent to `device`.

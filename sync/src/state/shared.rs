@@ -40,6 +40,11 @@ pub(crate) struct Shared {
     /// This device's own current addresses (the endpoint's), handed over
     /// to the devices it serves.
     pub(crate) here: RwLock<Vec<crate::proto::addr::Addr>>,
+    /// Live pushes that came with a `Rekey`, by topic, for the topic's
+    /// listener to receive first when it starts.
+    pub(crate) early_pushes: parking_lot::Mutex<std::collections::HashMap<[u8; 32], Vec<Vec<u8>>>>,
+    /// Woken when `early_pushes` gained some for a topic already joined.
+    pub(crate) early_arrived: tokio::sync::Notify,
     /// Told the admitted devices whenever they change.
     admission: Arc<dyn Admission>,
 }
@@ -76,6 +81,10 @@ pub(crate) enum Work {
     /// Tell these devices to catch up with this one (live push could not
     /// reach them).
     Poke { devices: Vec<DeviceId> },
+    /// Send these members their scopes again with the epoch's first live
+    /// messages ([`crate::proto::wire::Message::Rekey`]), falling back to
+    /// a poke: a message published while the topic had no neighbors.
+    Rekey { devices: Vec<DeviceId> },
     /// `device` (of `namespace`) has just started or moved: forget the
     /// links to it, re-join the topics joined through it, catch up.
     Back {
@@ -127,6 +136,8 @@ impl Shared {
             here: RwLock::new(Vec::new()),
             contacts: parking_lot::Mutex::new(std::collections::HashMap::new()),
             moved: tokio::sync::broadcast::channel(EVENTS).0,
+            early_pushes: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            early_arrived: tokio::sync::Notify::new(),
             admission,
         };
         shared.refresh_gate();
