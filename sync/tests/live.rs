@@ -458,7 +458,7 @@ async fn an_expired_grant_rekeys_the_scope() {
 /// live message, not brought by a catch-up. The revoked member gets neither.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoke_sends_the_new_epoch_alone_with_the_post_written_meanwhile() {
-    let (dirs, [a, b, c, d], caps) = owner_and_three_on_feed().await;
+    let (_dirs, [a, b, c, d], caps) = owner_and_three_on_feed().await;
     let me = a.namespace();
     for f in [&a, &b, &c, &d] {
         until(f, &me, "/", || f.live_topics().len() == 1).await;
