@@ -308,6 +308,14 @@ impl Node {
                 if !deletions {
                     match node.rekey(device).await {
                         Ok(()) => return,
+                        // Not reachable now: a poke would not be either;
+                        // the next round tries again.
+                        Err(
+                            e @ (Error::Network(_) | Error::Timeout(_) | Error::Unreachable { .. }),
+                        ) => {
+                            tracing::debug!(device = %device.fmt_short(), %e, "could not reach a device to send it scopes; will retry");
+                            return;
+                        }
                         Err(e) => tracing::debug!(device = %device.fmt_short(), %e, "sending scopes failed; poking instead"),
                     }
                 }
