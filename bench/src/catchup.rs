@@ -99,30 +99,13 @@ async fn write_docs(node: &Node, n: usize, version: u32) -> Result<()> {
     .await?
 }
 
-/// Tells a `perf record --control fifo:FIFO -D -1` started with
-/// `KITH_PERF_CTL=FIFO` to start (`enable`) or stop (`disable`) sampling,
-/// so that a profile holds the catch-ups alone, not the writes before them.
-pub(crate) fn profile(command: &str) {
-    use std::io::Write;
-    let Some(fifo) = std::env::var_os("KITH_PERF_CTL") else {
-        return;
-    };
-    let sent = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&fifo)
-        .and_then(|mut f| writeln!(f, "{command}"));
-    if let Err(e) = sent {
-        eprintln!("could not tell perf to {command} through {fifo:?}: {e}");
-    }
-}
-
 /// The owner writes `n` documents; the friend catches up once, and must
 /// have them all.
 pub(crate) async fn fresh_catchup(owner: &Node, friend: &Node, n: usize) -> Result<SyncReport> {
     write_docs(owner, n, 0).await?;
-    profile("enable");
+    crate::profile("enable");
     let report = friend.sync_now(&owner.namespace()).await;
-    profile("disable");
+    crate::profile("disable");
     let report = report?;
     anyhow::ensure!(
         report.docs as usize == n,

@@ -117,6 +117,24 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Tells a `perf record --control fifo:FIFO -D -1` started with
+/// `KITH_PERF_CTL=FIFO` to start (`enable`) or stop (`disable`) sampling,
+/// so that a profile holds the measured work alone (a catch-up, the time
+/// after a revoke), not the set-up before it.
+pub(crate) fn profile(command: &str) {
+    use std::io::Write;
+    let Some(fifo) = std::env::var_os("KITH_PERF_CTL") else {
+        return;
+    };
+    let sent = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .and_then(|mut f| writeln!(f, "{command}"));
+    if let Err(e) = sent {
+        eprintln!("could not tell perf to {command} through {fifo:?}: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

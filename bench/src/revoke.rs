@@ -31,7 +31,7 @@ async fn revoke(n: usize) -> Result<Vec<Figure>> {
     let me = swarm.owner.namespace();
     let epoch = |node: &kith::Node| node.live_topics().first().map_or(0, |t| t.epoch);
     let old = epoch(&swarm.owner);
-    crate::catchup::profile("enable");
+    crate::profile("enable");
     let start = Instant::now();
     swarm.owner.revoke(swarm.caps[0]).await?;
     swarm.write("/feed/after", "after the revoke").await?;
@@ -57,7 +57,7 @@ async fn revoke(n: usize) -> Result<Vec<Figure>> {
         },
     )
     .await?;
-    crate::catchup::profile("disable");
+    crate::profile("disable");
     let revoked = &swarm.friends[0];
     if revoked.store().document(&me, &post)?.is_some() {
         bail!("the revoked friend received a post written after the revoke");

@@ -387,17 +387,7 @@ impl Node {
         device: DeviceId,
         msg: crate::proto::wire::Message,
     ) -> Result<crate::proto::wire::Message> {
-        let shared = self.inner.shared.clone();
-        let (_, addrs) = shared
-            .device_addrs(&device)
-            .ok_or(Error::Protocol("no address known for the device".into()))?;
-        let conn = self.connect(device, &addrs).await?;
-        let (mut send, mut recv) = net::frames::within("opening a stream", async {
-            conn.open_bi().await.map_err(Error::network)
-        })
-        .await?;
-        net::frames::write_msg(&mut send, &msg).await?;
-        send.finish().map_err(Error::network)?;
+        let (_send, mut recv) = self.send_alone(device, &msg).await?;
         let answer = tokio::time::timeout(
             self.inner.settings.connect_timeout,
             net::frames::read_msg(&mut recv),
@@ -409,6 +399,27 @@ impl Node {
             .ok_or(Error::Protocol("the stream ended without an answer".into()))
     }
 
+    /// Opens a stream to `device`, writes `msg` on it and finishes it.
+    async fn send_alone(
+        &self,
+        device: DeviceId,
+        msg: &crate::proto::wire::Message,
+    ) -> Result<(iroh::endpoint::SendStream, iroh::endpoint::RecvStream)> {
+        let (_, addrs) = self
+            .inner
+            .shared
+            .device_addrs(&device)
+            .ok_or(Error::Protocol("no address known for the device".into()))?;
+        let conn = self.connect(device, &addrs).await?;
+        let (mut send, recv) = net::frames::within("opening a stream", async {
+            conn.open_bi().await.map_err(Error::network)
+        })
+        .await?;
+        net::frames::write_msg(&mut send, msg).await?;
+        send.finish().map_err(Error::network)?;
+        Ok((send, recv))
+    }
+
     /// Sends `msg` alone on a stream to `device`, and waits (bounded) until
     /// it was received.
     pub(super) async fn tell(
@@ -416,17 +427,7 @@ impl Node {
         device: DeviceId,
         msg: crate::proto::wire::Message,
     ) -> Result<()> {
-        let shared = self.inner.shared.clone();
-        let (_, addrs) = shared
-            .device_addrs(&device)
-            .ok_or(Error::Protocol("no address known for the device".into()))?;
-        let conn = self.connect(device, &addrs).await?;
-        let (mut send, _recv) = net::frames::within("opening a stream", async {
-            conn.open_bi().await.map_err(Error::network)
-        })
-        .await?;
-        net::frames::write_msg(&mut send, &msg).await?;
-        send.finish().map_err(Error::network)?;
+        let (send, _recv) = self.send_alone(device, &msg).await?;
         let _ = tokio::time::timeout(self.inner.settings.connect_timeout, send.stopped()).await;
         Ok(())
     }
