@@ -278,8 +278,9 @@ impl Node {
     }
 
     /// Delivers what is owed to each device of `round`, [`DELIVER_PARALLEL`]
-    /// at a time: the scopes alone ([`Node::rekey`]) where only scopes are
-    /// owed, else (or if that fails) a poke, so that the device catches up.
+    /// at a time: the scopes alone ([`Node::rekey`]) to a friend's device
+    /// owed only scopes, else (or if that fails) a poke, so that the device
+    /// catches up.
     /// Each device leaves `in_flight` when its delivery ends, however.
     async fn deliver_round(
         &self,
@@ -302,10 +303,14 @@ impl Node {
                 }
             }
             let node = self.clone();
+            // An own device learns new friends and grants in the catch-up
+            // too, so it is always poked.
+            let ns = self.inner.shared.namespace();
+            let own = self.inner.shared.known.read().acting_for(&device, &ns) == Some(ns);
             running.spawn(async move {
                 let _done = done;
                 // A deletion needs the catch-up; scopes alone do not.
-                if !deletions {
+                if !deletions && !own {
                     match node.rekey(device).await {
                         Ok(()) => return,
                         // Not reachable now: a poke would not be either;
