@@ -17,6 +17,7 @@ use std::sync::{Arc, mpsc};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::Limit;
+use crate::groups::{self, GroupHash, GroupHasher, group_count, group_len};
 use crate::vault::{BlobStream, ItemKey};
 use crate::{BlobHash, Error, Result};
 
@@ -67,6 +68,8 @@ pub(crate) struct TempBlob {
     /// The key the file is encrypted with, if it is not in the vault yet
     /// (`None`: a finished download, whose key is there already).
     pub(crate) key: Option<ItemKey>,
+    /// The content's group hashes ([`groups`](crate::groups)).
+    pub(crate) groups: Vec<GroupHash>,
     committed: bool,
 }
 
@@ -131,7 +134,7 @@ impl BlobFiles {
             }
         };
         let path = self.partial.join(hash.to_hex());
-        let mut file = fs::OpenOptions::new()
+        let file = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .read(true)
@@ -142,22 +145,13 @@ impl BlobFiles {
             file.set_len(0)?;
             len = 0;
         }
-        let mut hasher = blake3::Hasher::new();
-        if len > 0 {
-            let mut plain = key.map(|k| k.blob_stream(0));
-            file.seek(SeekFrom::Start(0))?;
-            let mut buf = vec![0u8; STREAM_BUFFER];
-            let mut left = len;
-            while left > 0 {
-                let n = file.read(&mut buf[..(left.min(STREAM_BUFFER as u64)) as usize])?;
-                if n == 0 {
-                    break;
-                }
-                if let Some(stream) = &mut plain {
-                    stream.apply(&mut buf[..n]);
-                }
-                hasher.update(&buf[..n]);
-                left -= n as u64;
+        // Only whole groups are kept: a download verified group by group
+        // writes nothing else, and the rest of a group is asked for again.
+        if group_count(size) > 1 {
+            let whole = len - len % group_len(size);
+            if whole < len {
+                file.set_len(whole)?;
+                len = whole;
             }
         }
         Ok(PartialBlob {
@@ -166,7 +160,8 @@ impl BlobFiles {
             len,
             size,
             hash,
-            hasher,
+            check: Check::Unstarted,
+            key: key.cloned(),
             stream: key.map(|k| k.blob_stream(len)),
             _claim: claim,
         })
@@ -174,46 +169,54 @@ impl BlobFiles {
 
     /// Checks a complete partial download against its hash and moves it into
     /// place. Call with the store's blob lock held.
-    pub(crate) fn finish_partial(&self, partial: PartialBlob) -> Result<()> {
+    pub(crate) fn finish_partial(&self, mut partial: PartialBlob) -> Result<Vec<GroupHash>> {
         // The claim is held until the blob is in place (or the download
         // dropped), so a download waiting its turn finds it stored.
+        if !partial.is_complete() {
+            return Err(Error::BadRange {
+                start: 0,
+                end: partial.len,
+                size: partial.size,
+            });
+        }
+        let groups = match std::mem::replace(&mut partial.check, Check::Unstarted) {
+            // Every group was verified as it arrived.
+            Check::Groups { groups, .. } => groups,
+            check @ (Check::Unstarted | Check::Whole(_)) => {
+                partial.check = check;
+                let (actual, groups) = partial.whole_hasher()?.finalize();
+                if actual != partial.hash {
+                    let _ = fs::remove_file(&partial.path);
+                    return Err(Error::HashMismatch {
+                        expected: partial.hash,
+                        actual,
+                    });
+                }
+                groups
+            }
+        };
         let PartialBlob {
             path,
             file,
-            len,
             size,
             hash,
-            hasher,
-            stream: _,
             _claim,
+            ..
         } = partial;
-        if len != size {
-            return Err(Error::BadRange {
-                start: 0,
-                end: len,
-                size,
-            });
-        }
         if self.sync {
             file.sync_all()?;
         }
         drop(file);
-        let actual = BlobHash::from(hasher.finalize());
-        if actual != hash {
-            let _ = fs::remove_file(&path);
-            return Err(Error::HashMismatch {
-                expected: hash,
-                actual,
-            });
-        }
         let temp = TempBlob {
             path,
             hash,
             size,
             key: None,
+            groups: Vec::new(),
             committed: false,
         };
-        self.commit(temp)
+        self.commit(temp)?;
+        Ok(groups)
     }
 
     /// Hashes of every partial download, for garbage collection on open.
@@ -260,9 +263,10 @@ impl BlobFiles {
             hash: BlobHash::from_bytes([0; 32]),
             size: 0,
             key: Some(key),
+            groups: Vec::new(),
             committed: false,
         };
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = GroupHasher::new();
         let mut first = vec![0u8; STREAM_BUFFER];
         let n = read_full(&mut reader, &mut first)?;
         first.truncate(n);
@@ -279,7 +283,7 @@ impl BlobFiles {
         if self.sync {
             file.sync_all()?;
         }
-        temp.hash = hasher.finalize().into();
+        (temp.hash, temp.groups) = hasher.finalize();
         Ok(temp)
     }
 
@@ -400,7 +404,7 @@ fn pipeline(
     mut stream: BlobStream,
     first: Vec<u8>,
     reader: &mut impl Read,
-    hasher: &mut blake3::Hasher,
+    hasher: &mut GroupHasher,
     (size, max): (&mut u64, u64),
 ) -> Result<File> {
     let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(PIPELINE_DEPTH);
@@ -501,23 +505,46 @@ impl Read for BlobReader {
 /// A resumable download of a blob: bytes received so far, kept in
 /// `blobs/partial/` across restarts until the whole blob is there and
 /// verified. See [`Store::resume_import`](crate::Store::resume_import).
+///
+/// Given the blob's group hashes ([`PartialBlob::verify_groups`]), it
+/// verifies the bytes it already holds and then each group as it arrives,
+/// and writes only verified groups; without them, the whole content is
+/// verified against the blob's hash at the end.
 #[derive(Debug)]
 pub struct PartialBlob {
     path: PathBuf,
     file: File,
+    /// Bytes in the file.
     len: u64,
     size: u64,
     hash: BlobHash,
-    /// Hash of the bytes so far: each byte is hashed once, as it arrives.
-    hasher: blake3::Hasher,
+    check: Check,
+    /// The key the file is encrypted with (`None`: in the clear).
+    key: Option<ItemKey>,
     /// Encrypts what is appended (`None`: stored in the clear).
     stream: Option<BlobStream>,
     /// This is the blob's only open download.
     _claim: DownloadClaim,
 }
 
+/// How a download's bytes are verified.
+#[derive(Debug)]
+enum Check {
+    /// Not decided yet: nothing was appended since the download was opened.
+    Unstarted,
+    /// Against the blob's hash once complete: the bytes so far are hashed.
+    Whole(Box<GroupHasher>),
+    /// Group by group as each one arrives, against group hashes checked
+    /// against the blob's hash; the group being received waits in memory.
+    Groups {
+        groups: Vec<GroupHash>,
+        group_len: u64,
+        pending: Vec<u8>,
+    },
+}
+
 impl PartialBlob {
-    /// Bytes already received: where the download resumes.
+    /// Verified bytes kept so far: where the download resumes.
     pub fn offset(&self) -> u64 {
         self.len
     }
@@ -534,15 +561,81 @@ impl PartialBlob {
 
     /// Whether every byte has arrived.
     pub fn is_complete(&self) -> bool {
-        self.len == self.size
+        let pending = match &self.check {
+            Check::Groups { pending, .. } => pending.len(),
+            _ => 0,
+        };
+        self.len == self.size && pending == 0
     }
 
-    /// Appends received bytes. Blocks.
+    /// Takes the blob's group hashes (as [`groups::encode`]d by the
+    /// sender), checks them against the blob's hash, and verifies the bytes
+    /// kept from before against them; from then on each group is verified
+    /// as it arrives, before it is written. Blocks (reads what is kept).
     ///
     /// # Errors
-    /// [`Error::TooLarge`] past the blob's size, [`Error::Io`].
-    pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
-        let end = self.len + bytes.len() as u64;
+    /// [`Error::BadGroups`] if the group hashes are not the blob's;
+    /// [`Error::GroupMismatch`] if the bytes kept do not match (the
+    /// download is then of no use: [`Store::discard_import`] it and start
+    /// over); [`Error::Io`]. Once bytes were appended, [`Error::BadRange`].
+    ///
+    /// [`Store::discard_import`]: crate::Store::discard_import
+    pub fn verify_groups(&mut self, encoded: &[u8]) -> Result<()> {
+        if !matches!(self.check, Check::Unstarted) {
+            return Err(Error::BadRange {
+                start: self.len,
+                end: self.len,
+                size: self.size,
+            });
+        }
+        let groups = groups::decode(encoded)
+            .filter(|g| groups::check(g, self.size, &self.hash))
+            .ok_or(Error::BadGroups(self.hash))?;
+        if groups.is_empty() {
+            // One group: the blob's hash is its only check.
+            self.check = Check::Whole(Box::new(self.whole_hasher()?));
+            return Ok(());
+        }
+        let group_len = group_len(self.size);
+        let mut reader = self.read_kept()?;
+        let mut buf = vec![0u8; group_len as usize];
+        let mut offset = 0;
+        while offset < self.len {
+            let n = (self.len - offset).min(group_len) as usize;
+            reader.read_exact(&mut buf[..n])?;
+            let index = (offset / group_len) as usize;
+            if groups::group_hash(offset, &buf[..n]) != groups[index] {
+                return Err(Error::GroupMismatch {
+                    hash: self.hash,
+                    offset,
+                });
+            }
+            offset += n as u64;
+        }
+        self.check = Check::Groups {
+            groups,
+            group_len,
+            pending: Vec::new(),
+        };
+        Ok(())
+    }
+
+    /// Appends received bytes. With group hashes, a group is written once
+    /// it is complete and verified. Blocks.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] past the blob's size; [`Error::GroupMismatch`]
+    /// for a group that does not match its hash (nothing of it is kept, and
+    /// the download can go on from its start); [`Error::Io`].
+    pub fn append(&mut self, mut bytes: &[u8]) -> Result<()> {
+        if matches!(self.check, Check::Unstarted) {
+            self.check = Check::Whole(Box::new(self.whole_hasher()?));
+        }
+        let pending_len = match &self.check {
+            Check::Groups { pending, .. } => pending.len() as u64,
+            _ => 0,
+        };
+        let end = self.len + pending_len + bytes.len() as u64;
         if end > self.size {
             return Err(Error::TooLarge {
                 limit: Limit::BlobSize,
@@ -550,16 +643,86 @@ impl PartialBlob {
                 max: self.size,
             });
         }
-        match &mut self.stream {
+        let Check::Groups {
+            groups,
+            group_len,
+            pending,
+        } = &mut self.check
+        else {
+            if let Check::Whole(hasher) = &mut self.check {
+                hasher.update(bytes);
+            }
+            return self.write(bytes);
+        };
+        while !bytes.is_empty() {
+            let whole = (*group_len).min(self.size - self.len) as usize;
+            let take = (whole - pending.len()).min(bytes.len());
+            pending.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if pending.len() < whole {
+                break;
+            }
+            let index = (self.len / *group_len) as usize;
+            if groups::group_hash(self.len, pending) != groups[index] {
+                pending.clear();
+                return Err(Error::GroupMismatch {
+                    hash: self.hash,
+                    offset: self.len,
+                });
+            }
+            let group = std::mem::take(pending);
+            Self::write_to(&mut self.file, &mut self.stream, &group)?;
+            self.len += group.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes (encrypted) at the end of the file.
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        Self::write_to(&mut self.file, &mut self.stream, bytes)?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn write_to(file: &mut File, stream: &mut Option<BlobStream>, bytes: &[u8]) -> Result<()> {
+        match stream {
             Some(stream) => {
                 let mut sealed = bytes.to_vec();
                 stream.apply(&mut sealed);
-                self.file.write_all(&sealed)?;
+                file.write_all(&sealed)?;
             }
-            None => self.file.write_all(bytes)?,
+            None => file.write_all(bytes)?,
         }
-        self.hasher.update(bytes);
-        self.len = end;
         Ok(())
+    }
+
+    /// The whole-content hasher: the one in use, or a new one over the
+    /// bytes kept from before.
+    fn whole_hasher(&mut self) -> Result<GroupHasher> {
+        if let Check::Whole(hasher) = std::mem::replace(&mut self.check, Check::Unstarted) {
+            return Ok(*hasher);
+        }
+        let mut hasher = GroupHasher::new();
+        let mut reader = self.read_kept()?;
+        let mut buf = vec![0u8; STREAM_BUFFER];
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(hasher)
+    }
+
+    /// A reader of the bytes in the file, decrypted.
+    fn read_kept(&self) -> Result<BlobReader> {
+        let mut file = self.file.try_clone()?;
+        file.seek(SeekFrom::Start(0))?;
+        Ok(BlobReader {
+            inner: file.take(self.len),
+            len: self.len,
+            stream: self.key.as_ref().map(|k| k.blob_stream(0)),
+        })
     }
 }

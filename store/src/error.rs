@@ -97,6 +97,19 @@ pub enum Error {
         /// The hash of the bytes received.
         actual: BlobHash,
     },
+    /// Group hashes offered for a blob are not its own (see
+    /// [`groups`](crate::groups)).
+    #[error("the group hashes offered for blob {0} do not match its hash")]
+    BadGroups(BlobHash),
+    /// A group of a blob's bytes does not match its group hash: refused as
+    /// it arrived (or found damaged among the bytes kept).
+    #[error("bytes from offset {offset} of blob {hash} do not match its hash")]
+    GroupMismatch {
+        /// The blob.
+        hash: BlobHash,
+        /// Where the group starts.
+        offset: u64,
+    },
     /// The blob's bytes are not in this store (never fetched, or purged).
     #[error("blob {0} is not stored locally")]
     BlobMissing(BlobHash),

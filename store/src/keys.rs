@@ -150,6 +150,14 @@ pub(crate) fn vault_blob(hash: &BlobHash) -> Vec<u8> {
     k
 }
 
+/// A blob's group hashes, sealed with the blob's key.
+pub(crate) fn vault_groups(hash: &BlobHash) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33);
+    k.push(b'g');
+    k.extend_from_slice(hash.as_bytes());
+    k
+}
+
 /// Prefix of the pending-erasure markers.
 pub(crate) const VAULT_ERASING: &[u8] = b"x";
 

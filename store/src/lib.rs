@@ -67,6 +67,7 @@ mod blobs;
 mod codec;
 mod entry;
 mod error;
+pub mod groups;
 mod index;
 mod keys;
 mod options;

@@ -14,6 +14,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::blobs::{BlobFiles, BlobReader, PartialBlob, TempBlob};
 use crate::codec::{Reader, Writer};
 use crate::error::Limit;
+use crate::groups::GroupHash;
 use crate::index::IndexOp;
 use crate::keys;
 use crate::options::{Durability, Limits, Options};
@@ -952,6 +953,12 @@ impl Store {
             return Err(Error::Unreferenced(hash));
         }
         match inner.blobs.finish_partial(partial) {
+            Ok(groups) => {
+                if let Some(key) = inner.blob_key(&hash)? {
+                    inner.keep_groups(&hash, &key, &groups)?;
+                }
+                Ok(())
+            }
             Err(e @ Error::HashMismatch { .. }) => {
                 // The bytes received were not the blob's: their key goes
                 // with them, so the next try encrypts under a new one.
@@ -960,8 +967,77 @@ impl Store {
                 }
                 Err(e)
             }
-            other => other,
+            Err(e) => Err(e),
         }
+    }
+
+    /// Gives up a download whose bytes turned out not to be the blob's
+    /// ([`Error::GroupMismatch`] among the bytes kept): the bytes go, and
+    /// their key with them, so the next download starts over under a new
+    /// key. Blocks.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn discard_import(&self, partial: PartialBlob) -> Result<()> {
+        let inner = &self.inner;
+        let _guard = inner.blob_lock.lock();
+        let hash = partial.hash();
+        drop(partial);
+        if !inner.blobs.exists(&hash) {
+            inner.drop_blob_files(&[hash])?;
+        }
+        Ok(())
+    }
+
+    /// The group hashes of a stored blob, [`groups::encode`]d (empty for a
+    /// blob of one group), for a receiver to verify the blob group by
+    /// group as it arrives. Kept since the blob was stored; for a blob
+    /// stored before they were kept, computed from its content now (and
+    /// kept). Blocks.
+    ///
+    /// # Errors
+    /// [`Error::BlobMissing`] if the content is not here,
+    /// [`Error::HashMismatch`] if the content kept does not hash to
+    /// `hash`, storage errors.
+    ///
+    /// [`groups::encode`]: crate::groups::encode
+    pub fn blob_groups(&self, hash: &BlobHash) -> Result<Vec<u8>> {
+        let inner = &self.inner;
+        let key = inner.blob_key(hash)?;
+        if let Some(key) = &key {
+            let fjall_key = keys::vault_groups(hash);
+            if let Some(sealed) = inner.vault_map.get(&fjall_key)? {
+                return key.open(&fjall_key, &sealed);
+            }
+        }
+        let mut reader = self.read_blob(hash, ..)?;
+        if crate::groups::group_count(reader.len()) == 1 {
+            return Ok(Vec::new());
+        }
+        let mut hasher = crate::groups::GroupHasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let (actual, groups) = hasher.finalize();
+        if actual != *hash {
+            return Err(Error::HashMismatch {
+                expected: *hash,
+                actual,
+            });
+        }
+        if let Some(key) = &key {
+            let _guard = inner.blob_lock.lock();
+            // Still the blob's key (it was not deleted meanwhile).
+            if inner.blob_key(hash)?.as_ref() == Some(key) {
+                inner.keep_groups(hash, key, &groups)?;
+            }
+        }
+        Ok(crate::groups::encode(&groups))
     }
 
     /// The namespaces with an entry that references `hash`. Blocks.
@@ -1584,8 +1660,22 @@ impl Inner {
         }
         if let Some(key) = &temp.key {
             self.map_blob_key(&temp.hash, key)?;
+            self.keep_groups(&temp.hash, key, &temp.groups)?;
         }
         self.blobs.commit(temp)
+    }
+
+    /// Keeps a blob's group hashes beside its key, sealed with it, so they
+    /// go with the key when the blob is deleted. Nothing for one group.
+    fn keep_groups(&self, hash: &BlobHash, key: &ItemKey, groups: &[GroupHash]) -> Result<()> {
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let fjall_key = keys::vault_groups(hash);
+        let sealed = key.seal(&fjall_key, &crate::groups::encode(groups))?;
+        let mut batch = self.batch();
+        batch.insert(&self.vault_map, fjall_key, sealed);
+        self.commit(batch)
     }
 
     /// Removes blobs' files (content and partial downloads) and erases
@@ -1611,6 +1701,7 @@ impl Inner {
                 let slot = keys::slot_of(&slot)?;
                 if !slots.contains(&slot) {
                     batch.remove(&self.vault_map, keys::vault_blob(hash));
+                    batch.remove(&self.vault_map, keys::vault_groups(hash));
                     batch.insert(&self.vault_map, keys::vault_erasing(slot), b"");
                     slots.push(slot);
                 }
@@ -2514,5 +2605,35 @@ mod tests {
             let _ = LogRecord::decode(&bytes);
             let _ = decode_meta(&bytes);
         }
+    }
+
+    #[test]
+    fn group_hashes_of_a_blob_stored_before_they_were_kept_are_computed_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Options::new(DeviceId::from_bytes([1; 32]))).unwrap();
+        let content: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let ns = NamespaceId::from_bytes([2; 32]);
+        let entry = store
+            .put_blob(&ns, &Path::parse("/a").unwrap(), &content[..], "x/y")
+            .unwrap();
+        let hash = entry.blob_hash().unwrap();
+        let kept = store.blob_groups(&hash).unwrap();
+        assert_eq!(kept.len(), 4 * 32);
+        // As a store written before group hashes were kept has it.
+        let key = keys::vault_groups(&hash);
+        store.inner.vault_map.remove(&key).unwrap();
+        assert_eq!(store.blob_groups(&hash).unwrap(), kept);
+        assert!(store.inner.vault_map.get(&key).unwrap().is_some());
+        // Damaged content gives no hashes to vouch for it.
+        store.inner.vault_map.remove(&key).unwrap();
+        let hex = hash.to_hex();
+        let file = dir.path().join("blobs").join(&hex[..2]).join(&hex[2..]);
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[100] ^= 1;
+        std::fs::write(&file, &bytes).unwrap();
+        assert!(matches!(
+            store.blob_groups(&hash),
+            Err(Error::HashMismatch { .. })
+        ));
     }
 }

@@ -8,7 +8,7 @@ mod common;
 use std::io::Read;
 
 use common::{device, files, ns, open, p};
-use kith_store::{BlobHash, Error, Limit, Limits, Options, RemoteWrite, Store, Timestamp};
+use kith_store::{BlobHash, Error, Limit, Limits, Options, RemoteWrite, Store, Timestamp, groups};
 
 fn read_all(store: &Store, hash: &BlobHash, range: impl std::ops::RangeBounds<u64>) -> Vec<u8> {
     let mut out = Vec::new();
@@ -343,12 +343,15 @@ fn an_interrupted_download_resumes_after_a_restart_and_is_verified() {
     }
     let store = open(dir.path(), 2);
     let mut partial = store.resume_import(hash, content.len() as u64).unwrap();
-    assert_eq!(partial.offset(), 1_234_567, "resumes where it stopped");
+    // Only whole groups are kept: it resumes at the last group boundary.
+    let group = groups::group_len(content.len() as u64);
+    let kept = 1_234_567 - 1_234_567 % group;
+    assert_eq!(partial.offset(), kept, "resumes where it stopped");
     assert!(matches!(
         partial.append(&vec![0; 3_000_000]),
         Err(Error::TooLarge { .. })
     ));
-    partial.append(&content[1_234_567..]).unwrap();
+    partial.append(&content[kept as usize..]).unwrap();
     assert!(partial.is_complete());
     store.finish_import(partial).unwrap();
     assert_eq!(read_all(&store, &hash, ..), content);
@@ -454,4 +457,155 @@ fn the_namespaces_referencing_a_blob_are_listed() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// A friend's store holding an entry for `content` (no bytes yet).
+fn expecting(dir: &std::path::Path, content: &[u8]) -> (Store, BlobHash) {
+    let store = open(dir, 2);
+    let hash = BlobHash::of(content);
+    let write = RemoteWrite {
+        device: device(9),
+        timestamp: Timestamp::from_micros(5),
+    };
+    store
+        .put_blob_entry(
+            &ns(9),
+            &p("/video"),
+            write,
+            hash,
+            content.len() as u64,
+            "video/mp4",
+        )
+        .unwrap();
+    (store, hash)
+}
+
+/// The group hashes the owner's store serves for `content`.
+fn groups_of(content: &[u8]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = open(dir.path(), 1);
+    let entry = owner
+        .put_blob(&ns(1), &p("/video"), content, "video/mp4")
+        .unwrap();
+    owner.blob_groups(&entry.blob_hash().unwrap()).unwrap()
+}
+
+fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_corrupt_group_is_refused_as_it_arrives_and_nothing_of_it_is_kept() {
+    let content = noise(10 * 65_536 + 1_000);
+    let group = groups::group_len(content.len() as u64) as usize;
+    let encoded = groups_of(&content);
+    assert_eq!(encoded.len(), 11 * 32, "eleven groups of 64 KiB");
+    let dir = tempfile::tempdir().unwrap();
+    let (store, hash) = expecting(dir.path(), &content);
+    let mut partial = store.resume_import(hash, content.len() as u64).unwrap();
+    partial.verify_groups(&encoded).unwrap();
+    partial.append(&content[..3 * group]).unwrap();
+    assert_eq!(partial.offset(), 3 * group as u64);
+    // The fourth group arrives with one byte flipped, in two pieces: the
+    // first piece is held; the second completes the group, which is refused
+    // right then, long before the blob's end.
+    let mut bad = content[3 * group..4 * group].to_vec();
+    bad[1234] ^= 1;
+    partial.append(&bad[..1000]).unwrap();
+    let err = partial.append(&bad[1000..]).unwrap_err();
+    assert!(
+        matches!(err, Error::GroupMismatch { offset, .. } if offset == 3 * group as u64),
+        "{err}"
+    );
+    assert_eq!(partial.offset(), 3 * group as u64, "nothing of it was kept");
+    // The file holds exactly the verified groups.
+    let file = dir.path().join("blobs/partial").join(hash.to_hex());
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 3 * group as u64);
+    // The same download goes on from the group's start with the right bytes.
+    partial.append(&content[3 * group..]).unwrap();
+    assert!(partial.is_complete());
+    store.finish_import(partial).unwrap();
+    assert_eq!(read_all(&store, &hash, ..), content);
+    // The receiver keeps the group hashes to serve them in turn.
+    assert_eq!(store.blob_groups(&hash).unwrap(), encoded);
+}
+
+#[test]
+fn a_resumed_download_verifies_the_bytes_it_kept() {
+    let content = noise(6 * 65_536);
+    let encoded = groups_of(&content);
+    let dir = tempfile::tempdir().unwrap();
+    let size = content.len() as u64;
+    let hash = {
+        let (store, hash) = expecting(dir.path(), &content);
+        let mut partial = store.resume_import(hash, size).unwrap();
+        partial.verify_groups(&encoded).unwrap();
+        partial.append(&content[..4 * 65_536]).unwrap();
+        hash
+    };
+    // While the node was off, a byte of the kept bytes changed on disk.
+    let file = dir.path().join("blobs/partial").join(hash.to_hex());
+    let mut bytes = std::fs::read(&file).unwrap();
+    assert_eq!(bytes.len(), 4 * 65_536);
+    bytes[2 * 65_536 + 7] ^= 0x10;
+    std::fs::write(&file, &bytes).unwrap();
+
+    let store = open(dir.path(), 2);
+    let mut partial = store.resume_import(hash, size).unwrap();
+    assert_eq!(partial.offset(), 4 * 65_536);
+    let err = partial.verify_groups(&encoded).unwrap_err();
+    assert!(
+        matches!(err, Error::GroupMismatch { offset, .. } if offset == 2 * 65_536),
+        "{err}"
+    );
+    // Given up, the download starts over from nothing.
+    store.discard_import(partial).unwrap();
+    assert!(!file.exists());
+    let mut partial = store.resume_import(hash, size).unwrap();
+    assert_eq!(partial.offset(), 0);
+    partial.verify_groups(&encoded).unwrap();
+    partial.append(&content).unwrap();
+    store.finish_import(partial).unwrap();
+    assert_eq!(read_all(&store, &hash, ..), content);
+}
+
+#[test]
+fn group_hashes_that_are_not_the_blobs_are_refused() {
+    let content = noise(3 * 65_536);
+    let dir = tempfile::tempdir().unwrap();
+    let (store, hash) = expecting(dir.path(), &content);
+    let mut partial = store.resume_import(hash, content.len() as u64).unwrap();
+    // Another blob's hashes, a flipped one, a short list, a ragged list.
+    let mut flipped = groups_of(&content);
+    flipped[40] ^= 1;
+    for wrong in [
+        groups_of(&noise(3 * 65_536 + 1)),
+        flipped,
+        groups_of(&content)[..64].to_vec(),
+        vec![0; 95],
+    ] {
+        assert!(matches!(
+            partial.verify_groups(&wrong),
+            Err(Error::BadGroups(h)) if h == hash
+        ));
+    }
+    // A small blob (one group) has none, and is verified by its hash alone.
+    assert!(groups_of(b"small").is_empty());
+}
+
+#[test]
+fn an_imported_blob_keeps_its_group_hashes_to_serve() {
+    let content = noise(2 * 65_536 + 5);
+    let dir = tempfile::tempdir().unwrap();
+    let (store, hash) = expecting(dir.path(), &content);
+    store.import_blob(hash, &content[..]).unwrap();
+    assert_eq!(store.blob_groups(&hash).unwrap(), groups_of(&content));
 }

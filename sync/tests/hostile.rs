@@ -101,7 +101,10 @@ fn carries_data(msgs: &[Message]) -> bool {
         matches!(m, Message::Entries { items } if !items.is_empty())
             || matches!(
                 m,
-                Message::Doc { .. } | Message::BlobChunk { .. } | Message::BlobStart { .. }
+                Message::Doc { .. }
+                    | Message::BlobChunk { .. }
+                    | Message::BlobStart { .. }
+                    | Message::BlobGroups { .. }
             )
     })
 }
@@ -161,12 +164,14 @@ async fn a_friend_cannot_read_what_it_was_not_granted() {
             path: p("/photos/beach.jpg"),
             hash: photo_hash,
             offset: 0,
+            groups: true,
         },
         // A readable path does not unlock another path's blob by hash.
         Message::WantBlob {
             path: p("/feed/00000"),
             hash: photo_hash,
             offset: 0,
+            groups: true,
         },
     ] {
         let name = request.name();
@@ -303,20 +308,24 @@ async fn strangers_and_bad_certificates_are_refused_and_the_owner_keeps_serving(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blob_whose_bytes_do_not_match_its_hash_is_refused() {
+async fn a_blob_group_whose_bytes_do_not_match_is_refused_as_it_arrives() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = spawn(da.path()).await;
     let b = spawn(db.path()).await;
     befriend(&a, &b).await;
     a.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
-    let content = vec![7u8; 1 << 20];
+    let content: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
     let entry = a
         .store()
         .put_blob(&a.namespace(), &p("/feed/video"), &content[..], "video/mp4")
         .unwrap();
     let hash: BlobHash = entry.blob_hash().unwrap();
     b.sync_now(&a.namespace()).await.unwrap();
-    // The owner's copy is damaged on disk: one byte flipped.
+    // The owner's copy is damaged on disk: one byte flipped in the 51st
+    // group of 64 KiB (the file is encrypted with a stream cipher, so the
+    // content's byte flips too).
+    let group = kith::store::groups::group_len(content.len() as u64);
+    let at = 50 * group as usize + 12_345;
     let hex = hash.to_hex();
     let file = da
         .path()
@@ -324,7 +333,7 @@ async fn a_blob_whose_bytes_do_not_match_its_hash_is_refused() {
         .join(&hex[..2])
         .join(&hex[2..]);
     let mut bytes = std::fs::read(&file).unwrap();
-    bytes[12345] ^= 0xFF;
+    bytes[at] ^= 0xFF;
     std::fs::write(&file, &bytes).unwrap();
 
     let err = b
@@ -334,11 +343,29 @@ async fn a_blob_whose_bytes_do_not_match_its_hash_is_refused() {
     assert!(
         matches!(
             err.as_store(),
-            Some(kith::store::Error::HashMismatch { .. })
+            Some(kith::store::Error::GroupMismatch { offset, .. }) if *offset == 50 * group
         ),
-        "expected a hash mismatch, got {err}"
+        "expected the 51st group refused, got {err}"
     );
     assert!(!b.store().has_blob(&hash), "nothing unverified was kept");
+    // The fifty groups before it were verified and kept: a fetch resumes
+    // there.
+    let kept = b
+        .store()
+        .resume_import(hash, content.len() as u64)
+        .unwrap()
+        .offset();
+    assert_eq!(kept, 50 * group);
+    // Repaired, the owner serves the rest, and the blob is whole.
+    bytes[at] ^= 0xFF;
+    std::fs::write(&file, &bytes).unwrap();
+    let mut reader = b
+        .read_blob(&a.namespace(), &p("/feed/video"))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut reader, &mut got).unwrap();
+    assert!(got == content, "the blob arrived whole");
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }

@@ -82,6 +82,22 @@ fn seeds() -> Vec<(&'static str, Message)> {
                 path: p("/feed/img"),
                 hash: BlobHash::of(b"x"),
                 offset: 0,
+                groups: false,
+            },
+        ),
+        (
+            "want-blob-groups",
+            Message::WantBlob {
+                path: p("/feed/video"),
+                hash: BlobHash::of(b"x"),
+                offset: 65_536,
+                groups: true,
+            },
+        ),
+        (
+            "blob-groups",
+            Message::BlobGroups {
+                hashes: vec![0x5A; 64],
             },
         ),
         (

@@ -240,9 +240,12 @@ pub(crate) async fn sync(
     Ok((fetch.report().clone(), traffic))
 }
 
-/// Fetches a blob's content over `conn` and stores it once verified against
-/// `hash`. An interrupted fetch resumes where it stopped (the bytes received
-/// are kept by the store across restarts). Returns the bytes received.
+/// Fetches a blob's content over `conn` and stores it once verified: each
+/// group of its bytes as it arrives, against the blob's group hashes, which
+/// the owner sends first and which must merge into `hash`. An interrupted
+/// fetch resumes where it stopped (the verified groups received are kept by
+/// the store across restarts, and verified again before the fetch goes on).
+/// Returns the bytes received.
 pub(crate) async fn blob(
     shared: &Arc<Shared>,
     downloads: &Downloads,
@@ -255,18 +258,37 @@ pub(crate) async fn blob(
     if shared.store.has_blob(&hash) {
         return Ok(0); // fetched by the one before
     }
-    let store = shared.store.clone();
-    let partial = tokio::task::spawn_blocking(move || store.resume_import(hash, size))
-        .await
-        .map_err(|e| Error::Protocol(format!("import task failed: {e}")))??;
-    let offset = partial.offset();
-    if partial.is_complete() {
-        let store = shared.store.clone();
-        tokio::task::spawn_blocking(move || store.finish_import(partial))
-            .await
-            .map_err(|e| Error::Protocol(format!("import task failed: {e}")))??;
-        return Ok(0);
+    match blob_once(shared, conn, path, hash, size).await? {
+        Some(received) => Ok(received),
+        // The bytes kept from before were damaged, and are gone: once more
+        // from the first byte.
+        None => blob_once(shared, conn, path, hash, size)
+            .await?
+            .ok_or_else(|| Error::Protocol("a new download found damaged bytes".into())),
     }
+}
+
+/// Runs a blocking store call on a blocking thread.
+async fn on_store<T: Send + 'static>(
+    f: impl FnOnce() -> kith_store::Result<T> + Send + 'static,
+) -> Result<T> {
+    Ok(tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Protocol(format!("import task failed: {e}")))??)
+}
+
+/// One try of [`blob`]; `None` if the bytes kept from an earlier try did
+/// not match the blob's group hashes (they were dropped).
+async fn blob_once(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    path: &Path,
+    hash: BlobHash,
+    size: u64,
+) -> Result<Option<u64>> {
+    let store = shared.store.clone();
+    let partial = on_store(move || store.resume_import(hash, size)).await?;
+    let offset = partial.offset();
     let (mut send, mut recv) = within("opening a stream", async {
         conn.open_bi().await.map_err(Error::network)
     })
@@ -292,6 +314,7 @@ pub(crate) async fn blob(
             path: path.clone(),
             hash,
             offset,
+            groups: true,
         },
     )
     .await?;
@@ -326,8 +349,52 @@ pub(crate) async fn blob(
         }
         None => return Err(Error::Protocol("the server closed the stream".into())),
     }
-    // Chunks cross to a blocking thread that appends them to the partial
-    // download, through a small channel, so memory stays bounded.
+    let hashes = match read_msg(&mut recv).await? {
+        Some((Message::BlobGroups { hashes }, n)) => {
+            received += n;
+            hashes
+        }
+        Some((other, _)) => {
+            return Err(Error::Protocol(format!(
+                "expected BlobGroups, got {}",
+                other.name()
+            )));
+        }
+        None => return Err(Error::Protocol("the server closed the stream".into())),
+    };
+    // The group hashes must be the blob's; then the bytes kept from before
+    // must match them.
+    let store = shared.store.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        let mut partial = partial;
+        match partial.verify_groups(&hashes) {
+            Ok(()) => Ok(Some(partial)),
+            Err(kith_store::Error::GroupMismatch { offset, .. }) => {
+                tracing::warn!(
+                    %hash,
+                    offset,
+                    "bytes kept of a download do not match the blob; downloading it again"
+                );
+                store.discard_import(partial).map(|()| None)
+            }
+            Err(e) => Err(e),
+        }
+    })
+    .await
+    .map_err(|e| Error::Protocol(format!("import task failed: {e}")))??;
+    let Some(partial) = checked else {
+        return Ok(None);
+    };
+    if partial.is_complete() {
+        let store = shared.store.clone();
+        on_store(move || store.finish_import(partial)).await?;
+        let _ = send.finish();
+        return Ok(Some(received));
+    }
+    // Chunks cross to a blocking thread that verifies them group by group
+    // and appends them to the partial download, through a small channel,
+    // so memory stays bounded. A group that does not match is refused as
+    // it completes: the writer stops, and so does the stream.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let writer = tokio::task::spawn_blocking(move || -> Result<kith_store::PartialBlob> {
         let mut partial = partial;
@@ -369,7 +436,8 @@ pub(crate) async fn blob(
     let partial = writer
         .await
         .map_err(|e| Error::Protocol(format!("import task failed: {e}")))??;
-    // What arrived is kept even if the stream failed: the next fetch resumes.
+    // What was verified is kept even if the stream failed: the next fetch
+    // resumes.
     result?;
     if !partial.is_complete() {
         return Err(Error::Protocol(format!(
@@ -378,11 +446,9 @@ pub(crate) async fn blob(
         )));
     }
     let store = shared.store.clone();
-    tokio::task::spawn_blocking(move || store.finish_import(partial))
-        .await
-        .map_err(|e| Error::Protocol(format!("import task failed: {e}")))??;
+    on_store(move || store.finish_import(partial)).await?;
     let _ = send.finish();
-    Ok(received)
+    Ok(Some(received))
 }
 
 /// Delivers the receipts this node owes `owner` over `conn`; removes the ones

@@ -237,9 +237,11 @@ async fn serve_stream(
                     let n = write_msg(&mut send, &m).await?;
                     budget.pace(n as usize).await;
                 }
-                Output::StreamBlob { hash, offset } => {
-                    stream_blob(&shared, budget, &mut send, hash, offset).await?
-                }
+                Output::StreamBlob {
+                    hash,
+                    offset,
+                    groups,
+                } => stream_blob(&shared, budget, &mut send, hash, offset, groups).await?,
                 Output::Close => close = true,
             }
         }
@@ -363,24 +365,34 @@ fn rekeyed(
     }
 }
 
-/// Sends a blob's content from `offset` as `BlobStart`, chunks, `BlobEnd`,
-/// paced to the peer's byte budget.
+/// Sends a blob's content from `offset` as `BlobStart`, its group hashes
+/// if `groups` (`BlobGroups`), chunks, `BlobEnd`, paced to the peer's byte
+/// budget.
 async fn stream_blob(
     shared: &Arc<Shared>,
     budget: &PeerBudget,
     send: &mut SendStream,
     hash: BlobHash,
     offset: u64,
+    groups: bool,
 ) -> Result<()> {
     let store = shared.store.clone();
-    let opened = tokio::task::spawn_blocking(move || -> Result<(u64, kith_store::BlobReader)> {
+    type Opened = (u64, Option<Vec<u8>>, kith_store::BlobReader);
+    let opened = tokio::task::spawn_blocking(move || -> Result<Opened> {
         let whole = store.read_blob(&hash, ..)?.len();
+        // Computed once for a blob stored before they were kept, which
+        // also finds content damaged on disk before a byte of it is sent.
+        let hashes = if groups {
+            Some(store.blob_groups(&hash)?)
+        } else {
+            None
+        };
         let reader = store.read_blob(&hash, offset..)?;
-        Ok((whole, reader))
+        Ok((whole, hashes, reader))
     })
     .await
     .map_err(|e| Error::Protocol(format!("blob task failed: {e}")))?;
-    let (size, reader) = match opened {
+    let (size, hashes, reader) = match opened {
         Ok(v) => v,
         Err(e) => {
             let msg = Message::refused(
@@ -393,6 +405,10 @@ async fn stream_blob(
         }
     };
     write_msg(send, &Message::BlobStart { size, offset }).await?;
+    if let Some(hashes) = hashes {
+        let n = write_msg(send, &Message::BlobGroups { hashes }).await?;
+        budget.pace(n as usize).await;
+    }
     // Reading happens on a blocking thread, a few chunks ahead of the network.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
     let reader_task = tokio::task::spawn_blocking(move || {

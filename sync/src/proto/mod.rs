@@ -26,9 +26,11 @@
 //! 6. The requester applies everything, then saves the new cursors.
 //!
 //! Blobs travel on their own streams: `Hello`, `Welcome`, `WantBlob { path,
-//! hash, offset }`, then `BlobStart`, `BlobChunk`s and `BlobEnd`. The owner
+//! hash, offset, groups }`, then `BlobStart`, the blob's group hashes
+//! (`BlobGroups`, when asked for), `BlobChunk`s and `BlobEnd`. The owner
 //! serves a hash only through a path the requester may read that references
-//! it; the requester verifies the content against the hash before storing.
+//! it; the requester checks the group hashes against the hash and verifies
+//! each group of bytes against its group hash as it arrives, before storing.
 //!
 //! # Cost of a re-sync
 //!

@@ -132,6 +132,8 @@ pub enum Output {
         hash: BlobHash,
         /// Where to start.
         offset: u64,
+        /// Whether to send its group hashes first.
+        groups: bool,
     },
     /// Close the stream after sending what came before.
     Close,
@@ -221,9 +223,15 @@ impl Serve {
             (Message::Sync { cursors }, Some(req)) => self.sync(req, cursors, now, src),
             (Message::WantDocs { items }, Some(req)) => self.docs(req, items, now, src),
             (Message::Receipts { items }, Some(req)) => Ok(self.receipts(req, &items, src)?),
-            (Message::WantBlob { path, hash, offset }, Some(req)) => {
-                self.blob(req, path, hash, offset, now, src)
-            }
+            (
+                Message::WantBlob {
+                    path,
+                    hash,
+                    offset,
+                    groups,
+                },
+                Some(req),
+            ) => self.blob(req, path, hash, offset, groups, now, src),
             (other, Some(_)) => Ok(self.refuse(
                 RefusalCode::Protocol,
                 None,
@@ -568,12 +576,14 @@ impl Serve {
         Ok(out)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn blob(
         &mut self,
         req: Requester,
         path: Path,
         hash: BlobHash,
         offset: u64,
+        groups: bool,
         now: Timestamp,
         src: &impl Source,
     ) -> Result<Vec<Output>> {
@@ -588,9 +598,11 @@ impl Serve {
             ));
         }
         match src.entry(&path)? {
-            Some(entry) if entry.blob_hash() == Some(hash) => {
-                Ok(vec![Output::StreamBlob { hash, offset }])
-            }
+            Some(entry) if entry.blob_hash() == Some(hash) => Ok(vec![Output::StreamBlob {
+                hash,
+                offset,
+                groups,
+            }]),
             _ => Ok(self.refuse(
                 RefusalCode::NotFound,
                 Some(path),

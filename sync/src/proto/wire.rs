@@ -195,6 +195,10 @@ pub enum Message {
         hash: BlobHash,
         /// Where to start.
         offset: u64,
+        /// Whether the blob's group hashes are wanted (`BlobGroups` after
+        /// `BlobStart`), to verify each group as it arrives. Sent as its own
+        /// tag (24), so an older owner refuses it rather than misreading it.
+        groups: bool,
     },
     /// Owner → requester: blob bytes follow: `size` bytes from `offset`, as
     /// `BlobChunk`s, then `BlobEnd`.
@@ -203,6 +207,13 @@ pub enum Message {
         size: u64,
         /// Where the following chunks start.
         offset: u64,
+    },
+    /// Owner → requester, right after `BlobStart` when the requester asked
+    /// for them: the blob's group hashes (`kith_store::groups`), 32 bytes
+    /// each, none for a blob of one group.
+    BlobGroups {
+        /// The encoded group hashes.
+        hashes: Vec<u8>,
     },
     /// Owner → requester: a piece of blob content.
     BlobChunk {
@@ -297,6 +308,10 @@ const TAG_ADDRESSES: u8 = 20;
 const TAG_BACK: u8 = 21;
 const TAG_SCOPES_ACK: u8 = 22;
 const TAG_REKEY: u8 = 23;
+const TAG_WANT_BLOB_GROUPS: u8 = 24;
+const TAG_BLOB_GROUPS: u8 = 25;
+/// Most bytes of group hashes in `BlobGroups`.
+pub const MAX_BLOB_GROUPS_LEN: usize = 32 * kith_store::groups::MAX_GROUPS as usize;
 /// Longest scope or roster encoding carried in `Scopes`: a full roster on
 /// the longest prefix (a scope's encoding is far shorter).
 pub const MAX_SCOPE_ITEM_LEN: usize = kith_caps::Roster::MAX_ENCODED_LEN;
@@ -335,6 +350,7 @@ impl Message {
             Message::DocsDone => "DocsDone",
             Message::WantBlob { .. } => "WantBlob",
             Message::BlobStart { .. } => "BlobStart",
+            Message::BlobGroups { .. } => "BlobGroups",
             Message::BlobChunk { .. } => "BlobChunk",
             Message::BlobEnd => "BlobEnd",
             Message::Receipts { .. } => "Receipts",
@@ -440,8 +456,17 @@ impl Message {
                 w.bytes(changes);
             }
             Message::DocsDone => w.u8(TAG_DOCS_DONE),
-            Message::WantBlob { path, hash, offset } => {
-                w.u8(TAG_WANT_BLOB);
+            Message::WantBlob {
+                path,
+                hash,
+                offset,
+                groups,
+            } => {
+                w.u8(if *groups {
+                    TAG_WANT_BLOB_GROUPS
+                } else {
+                    TAG_WANT_BLOB
+                });
                 w.path(path);
                 w.raw(hash.as_bytes());
                 w.u64(*offset);
@@ -450,6 +475,10 @@ impl Message {
                 w.u8(TAG_BLOB_START);
                 w.u64(*size);
                 w.u64(*offset);
+            }
+            Message::BlobGroups { hashes } => {
+                w.u8(TAG_BLOB_GROUPS);
+                w.bytes(hashes);
             }
             Message::BlobChunk { bytes } => {
                 w.u8(TAG_BLOB_CHUNK);
@@ -520,7 +549,8 @@ impl Message {
         if r.u8()? != VERSION {
             return Err(WireError("unknown version"));
         }
-        let msg = match r.u8()? {
+        let tag = r.u8()?;
+        let msg = match tag {
             TAG_HELLO => Message::Hello {
                 cert: r.signed()?,
                 other_certs: r.list(MAX_SIGNED_ITEMS, Dec::signed)?,
@@ -558,10 +588,14 @@ impl Message {
                 changes: r.bytes(MAX_FRAME_LEN)?.to_vec(),
             },
             TAG_DOCS_DONE => Message::DocsDone,
-            TAG_WANT_BLOB => Message::WantBlob {
+            TAG_WANT_BLOB | TAG_WANT_BLOB_GROUPS => Message::WantBlob {
                 path: r.path()?,
                 hash: BlobHash::from_bytes(r.array()?),
                 offset: r.u64()?,
+                groups: tag == TAG_WANT_BLOB_GROUPS,
+            },
+            TAG_BLOB_GROUPS => Message::BlobGroups {
+                hashes: r.bytes(MAX_BLOB_GROUPS_LEN)?.to_vec(),
             },
             TAG_BLOB_START => Message::BlobStart {
                 size: r.u64()?,
@@ -792,13 +826,15 @@ mod tests {
                     changes,
                 }),
             Just(Message::DocsDone),
-            (path(), any::<[u8; 32]>(), any::<u64>()).prop_map(|(path, h, offset)| {
-                Message::WantBlob {
+            (path(), any::<[u8; 32]>(), any::<u64>(), any::<bool>()).prop_map(
+                |(path, h, offset, groups)| Message::WantBlob {
                     path,
                     hash: BlobHash::from_bytes(h),
                     offset,
+                    groups,
                 }
-            }),
+            ),
+            bytes(96).prop_map(|hashes| Message::BlobGroups { hashes }),
             (any::<u64>(), any::<u64>())
                 .prop_map(|(size, offset)| Message::BlobStart { size, offset }),
             bytes(300).prop_map(|bytes| Message::BlobChunk { bytes }),

@@ -15,15 +15,80 @@ pub const WAIT: Duration = Duration::from_secs(60);
 /// How often a condition is checked again.
 pub const POLL: Duration = Duration::from_millis(100);
 
-/// Runs `kith --data DATA ARGS…`.
+/// How long one short command may run before the test calls it hung.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs `kith --data DATA ARGS…`, bounded by [`COMMAND_LIMIT`].
 pub fn kith(data: &Path, args: &[&str]) -> Output {
-    Command::new(KITH)
+    let mut command = Command::new(KITH);
+    command
         .arg("--data")
         .arg(data)
         .args(args)
-        .env_remove("KITH_DATA")
-        .output()
-        .unwrap()
+        .env_remove("KITH_DATA");
+    output_within(command, COMMAND_LIMIT)
+}
+
+/// Runs `command` to its end and returns what it printed, as
+/// [`Command::output`] does; if it is still running after `limit`, the test
+/// fails with what the process was doing (its threads' stacks, where `gdb`
+/// is installed) instead of waiting for it forever.
+pub fn output_within(mut command: Command, limit: Duration) -> Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let stacks = stacks_of(pid);
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            let out = rx.recv_timeout(WAIT).ok().and_then(Result::ok);
+            let stderr = out
+                .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                .unwrap_or_default();
+            panic!(
+                "{command:?} was still running after {limit:?} (killed); its stderr:\n{stderr}\nits threads:\n{stacks}"
+            );
+        }
+    }
+}
+
+/// The stacks of every thread of process `pid`, through `gdb` where it is
+/// installed, else the kernel's wait channel of each thread.
+fn stacks_of(pid: u32) -> String {
+    let gdb = Command::new("gdb")
+        .args(["-p", &pid.to_string(), "-batch", "-nx"])
+        .args(["-ex", "thread apply all bt 40"])
+        .stdin(Stdio::null())
+        .output();
+    if let Ok(out) = gdb
+        && out.status.success()
+    {
+        return String::from_utf8_lossy(&out.stdout).into_owned();
+    }
+    let mut said = String::from("(no gdb) thread: wait channel\n");
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let read = |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default();
+            said += &format!(
+                "{} {}: {}\n",
+                read("comm").trim(),
+                task.file_name().to_string_lossy(),
+                read("wchan")
+            );
+        }
+    }
+    said
 }
 
 /// Runs a command that must succeed and returns its standard output.
