@@ -470,6 +470,22 @@ fn rand_suffix() -> u64 {
         ^ n
 }
 
+/// Checks the group at `offset` against its group hash.
+fn check_group(
+    groups: &[GroupHash],
+    group_len: u64,
+    offset: u64,
+    bytes: &[u8],
+    hash: BlobHash,
+) -> Result<()> {
+    let expected = groups.get((offset / group_len) as usize);
+    if expected == Some(&groups::group_hash(offset, bytes)) {
+        Ok(())
+    } else {
+        Err(Error::GroupMismatch { hash, offset })
+    }
+}
+
 /// A stream over (a range of) a blob's content. Reading never loads more than
 /// the caller's buffer into memory.
 #[derive(Debug)]
@@ -627,7 +643,16 @@ impl PartialBlob {
     /// [`Error::TooLarge`] past the blob's size; [`Error::GroupMismatch`]
     /// for a group that does not match its hash (nothing of it is kept, and
     /// the download can go on from its start); [`Error::Io`].
-    pub fn append(&mut self, mut bytes: &[u8]) -> Result<()> {
+    pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        self.append_owned(bytes.to_vec())
+    }
+
+    /// [`PartialBlob::append`] of a buffer it may encrypt in place: the
+    /// groups it holds whole are verified and written without a copy.
+    ///
+    /// # Errors
+    /// As [`PartialBlob::append`].
+    pub fn append_owned(&mut self, mut bytes: Vec<u8>) -> Result<()> {
         if matches!(self.check, Check::Unstarted) {
             self.check = Check::Whole(Box::new(self.whole_hasher()?));
         }
@@ -650,49 +675,64 @@ impl PartialBlob {
         } = &mut self.check
         else {
             if let Check::Whole(hasher) = &mut self.check {
-                hasher.update(bytes);
+                hasher.update(&bytes);
             }
-            return self.write(bytes);
+            Self::write_to(&mut self.file, &mut self.stream, &mut bytes)?;
+            self.len += bytes.len() as u64;
+            return Ok(());
         };
-        while !bytes.is_empty() {
-            let whole = (*group_len).min(self.size - self.len) as usize;
-            let take = (whole - pending.len()).min(bytes.len());
-            pending.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
-            if pending.len() < whole {
-                break;
+        let (group_len, size, hash) = (*group_len, self.size, self.hash);
+        let mut rest: &mut [u8] = &mut bytes;
+        while !rest.is_empty() {
+            if !pending.is_empty() || (rest.len() as u64) < group_len.min(size - self.len) {
+                // A group split across buffers waits in memory until whole.
+                let whole = group_len.min(size - self.len) as usize;
+                let take = (whole - pending.len()).min(rest.len());
+                pending.extend_from_slice(&rest[..take]);
+                rest = &mut rest[take..];
+                if pending.len() < whole {
+                    break;
+                }
+                let mut group = std::mem::take(pending);
+                check_group(groups, group_len, self.len, &group, hash)?;
+                Self::write_to(&mut self.file, &mut self.stream, &mut group)?;
+                self.len += group.len() as u64;
+                continue;
             }
-            let index = (self.len / *group_len) as usize;
-            if groups::group_hash(self.len, pending) != groups[index] {
-                pending.clear();
-                return Err(Error::GroupMismatch {
-                    hash: self.hash,
-                    offset: self.len,
-                });
+            // The whole groups at the front, checked where they lie, then
+            // encrypted in place and written at once.
+            let mut verified = 0usize;
+            let mut mismatch = None;
+            loop {
+                let at = self.len + verified as u64;
+                let whole = group_len.min(size - at) as usize;
+                if whole == 0 || rest.len() - verified < whole {
+                    break;
+                }
+                let group = &rest[verified..verified + whole];
+                if let Err(e) = check_group(groups, group_len, at, group, hash) {
+                    mismatch = Some(e);
+                    break;
+                }
+                verified += whole;
             }
-            let group = std::mem::take(pending);
-            Self::write_to(&mut self.file, &mut self.stream, &group)?;
-            self.len += group.len() as u64;
+            let (good, after) = rest.split_at_mut(verified);
+            Self::write_to(&mut self.file, &mut self.stream, good)?;
+            self.len += verified as u64;
+            if let Some(e) = mismatch {
+                return Err(e);
+            }
+            rest = after;
         }
         Ok(())
     }
 
-    /// Writes (encrypted) at the end of the file.
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        Self::write_to(&mut self.file, &mut self.stream, bytes)?;
-        self.len += bytes.len() as u64;
-        Ok(())
-    }
-
-    fn write_to(file: &mut File, stream: &mut Option<BlobStream>, bytes: &[u8]) -> Result<()> {
-        match stream {
-            Some(stream) => {
-                let mut sealed = bytes.to_vec();
-                stream.apply(&mut sealed);
-                file.write_all(&sealed)?;
-            }
-            None => file.write_all(bytes)?,
+    /// Encrypts `bytes` in place and writes them at the end of the file.
+    fn write_to(file: &mut File, stream: &mut Option<BlobStream>, bytes: &mut [u8]) -> Result<()> {
+        if let Some(stream) = stream {
+            stream.apply(bytes);
         }
+        file.write_all(bytes)?;
         Ok(())
     }
 

@@ -609,3 +609,25 @@ fn an_imported_blob_keeps_its_group_hashes_to_serve() {
     store.import_blob(hash, &content[..]).unwrap();
     assert_eq!(store.blob_groups(&hash).unwrap(), groups_of(&content));
 }
+
+#[test]
+fn the_groups_before_a_corrupt_one_in_the_same_buffer_are_kept() {
+    let content = noise(8 * 65_536);
+    let encoded = groups_of(&content);
+    let dir = tempfile::tempdir().unwrap();
+    let (store, hash) = expecting(dir.path(), &content);
+    let mut partial = store.resume_import(hash, content.len() as u64).unwrap();
+    partial.verify_groups(&encoded).unwrap();
+    // One buffer of six groups, the fifth damaged.
+    let mut buffer = content[..6 * 65_536].to_vec();
+    buffer[4 * 65_536 + 99] ^= 0x80;
+    let err = partial.append_owned(buffer).unwrap_err();
+    assert!(
+        matches!(err, Error::GroupMismatch { offset, .. } if offset == 4 * 65_536),
+        "{err}"
+    );
+    assert_eq!(partial.offset(), 4 * 65_536);
+    partial.append(&content[4 * 65_536..]).unwrap();
+    store.finish_import(partial).unwrap();
+    assert_eq!(read_all(&store, &hash, ..), content);
+}

@@ -399,7 +399,7 @@ async fn blob_once(
     let writer = tokio::task::spawn_blocking(move || -> Result<kith_store::PartialBlob> {
         let mut partial = partial;
         while let Some(chunk) = rx.blocking_recv() {
-            partial.append(&chunk)?;
+            partial.append_owned(chunk)?;
         }
         Ok(partial)
     });

@@ -506,7 +506,14 @@ impl Node {
         {
             tracing::warn!("live push did not stop within {SHUTDOWN_TASKS:?}; dropping it");
         }
-        self.inner.connections.close_all().await;
+        if tokio::time::timeout(SHUTDOWN_TASKS, self.inner.connections.close_all())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the connection cache stayed locked for {SHUTDOWN_TASKS:?}; closing the endpoint"
+            );
+        }
         match tokio::time::timeout(SHUTDOWN_NETWORK, self.inner.acceptor.shutdown()).await {
             Ok(()) => {}
             Err(_) => tracing::warn!(
