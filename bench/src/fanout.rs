@@ -15,7 +15,7 @@ use kith::store::{ChangeKind, WatchEvent};
 use crate::Options;
 use crate::rawgossip;
 use crate::report::Figure;
-use crate::swarm::{Swarm, quantile, run_async, sizes, until};
+use crate::swarm::{Swarm, process_cpu, quantile, run_async, sizes, until};
 
 /// Size of each change's text.
 const CHANGE_BYTES: usize = 1024;
@@ -42,6 +42,13 @@ pub(crate) struct Measured {
     pub(crate) sent: f64,
     /// The owner's upload rate with nothing to publish (bytes/s).
     pub(crate) idle_rate: f64,
+    /// CPU time of the process per change applied by a friend (µs), less
+    /// its idle rate: publishing, relaying, receiving, storing.
+    pub(crate) cpu_per_delivery_us: f64,
+    /// Per message a friend received from a topic (heartbeats included),
+    /// the time its handling took, µs: open and verify, check, apply, and
+    /// the whole (waiting for the topic's inbox included).
+    pub(crate) receive_us: [f64; 4],
 }
 
 /// The owner of `swarm` writes `changes` changes of [`CHANGE_BYTES`], one
@@ -73,7 +80,9 @@ pub(crate) async fn measure(swarm: &Swarm, changes: usize) -> Result<Measured> {
         .map(|f| f.live_metrics().applied_live)
         .sum();
     swarm.settle().await;
+    let receipts_before = receive_totals(swarm);
     let sent_before = (Instant::now(), swarm.owner.bytes_sent());
+    let cpu_before = process_cpu();
     let mut written = Vec::with_capacity(changes);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     eprintln!("  fanout: writing {changes} changes to {n} friends …");
@@ -111,14 +120,17 @@ pub(crate) async fn measure(swarm: &Swarm, changes: usize) -> Result<Measured> {
     // Upload until every friend has everything (gossip and any recovery
     // catch-ups the owner served), less the idle rate over the same time.
     let total = (swarm.owner.bytes_sent() - sent_before.1) as f64;
+    let cpu = process_cpu() - cpu_before;
+    let receipts = receive_totals(swarm);
     let duration = sent_before.0.elapsed().as_secs_f64();
     // What the owner sends with nothing to publish (heartbeats, QUIC
     // keep-alives and path checks on every connection), measured once all
     // is delivered, to tell it apart from what the changes cost.
-    let idle_start = (Instant::now(), swarm.owner.bytes_sent());
+    let idle_start = (Instant::now(), swarm.owner.bytes_sent(), process_cpu());
     tokio::time::sleep(IDLE_WINDOW).await;
-    let idle_rate =
-        (swarm.owner.bytes_sent() - idle_start.1) as f64 / idle_start.0.elapsed().as_secs_f64();
+    let idle_secs = idle_start.0.elapsed().as_secs_f64();
+    let idle_rate = (swarm.owner.bytes_sent() - idle_start.1) as f64 / idle_secs;
+    let idle_cpu_rate = (process_cpu() - idle_start.2) / idle_secs;
     let sent = total - idle_rate * duration;
     let live: u64 = swarm
         .friends
@@ -138,12 +150,38 @@ pub(crate) async fn measure(swarm: &Swarm, changes: usize) -> Result<Measured> {
     for w in watchers {
         w.abort();
     }
+    let received = (receipts[0] - receipts_before[0]).max(1.0);
+    let per = |i: usize| (receipts[i] - receipts_before[i]) / 1e3 / received;
     Ok(Measured {
         latencies: lat,
         live,
         sent,
         idle_rate,
+        cpu_per_delivery_us: (cpu - idle_cpu_rate * duration).max(0.0) * 1e6 / all as f64,
+        receive_us: [per(1), per(2), per(3), per(4)],
     })
+}
+
+/// Over every friend: messages received from topics, and nanoseconds spent
+/// opening, checking, applying and handling them in all.
+fn receive_totals(swarm: &Swarm) -> [f64; 5] {
+    let mut t = [0.0; 5];
+    for f in &swarm.friends {
+        let m = f.live_metrics();
+        for (i, v) in [
+            m.received,
+            m.receive_open_nanos,
+            m.receive_check_nanos,
+            m.receive_apply_nanos,
+            m.receive_nanos,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            t[i] += v as f64;
+        }
+    }
+    t
 }
 
 async fn fanout(changes: usize, n: usize) -> Result<Vec<Figure>> {
@@ -154,6 +192,8 @@ async fn fanout(changes: usize, n: usize) -> Result<Vec<Figure>> {
         live,
         sent,
         idle_rate,
+        cpu_per_delivery_us,
+        receive_us,
     } = measure(&swarm, changes).await?;
     let all = n * changes;
     let memory = swarm.memory_per_friend;
@@ -184,6 +224,37 @@ async fn fanout(changes: usize, n: usize) -> Result<Vec<Figure>> {
         .with_peer(
             format!("{peer}, {} B messages", rawgossip::MESSAGE_BYTES),
             raw.upload_per_message / CHANGE_BYTES as f64,
+        ),
+        Figure::new(
+            "fanout",
+            format!("n{n}_cpu_per_delivery"),
+            cpu_per_delivery_us,
+            "µs",
+        )
+        .with_peer(peer, raw.cpu_per_delivery_us),
+        Figure::new(
+            "fanout",
+            format!("n{n}_receive_open_verify"),
+            receive_us[0],
+            "µs/msg",
+        ),
+        Figure::new(
+            "fanout",
+            format!("n{n}_receive_check_sequence"),
+            receive_us[1],
+            "µs/msg",
+        ),
+        Figure::new(
+            "fanout",
+            format!("n{n}_receive_apply_store"),
+            receive_us[2],
+            "µs/msg",
+        ),
+        Figure::new(
+            "fanout",
+            format!("n{n}_receive_whole"),
+            receive_us[3],
+            "µs/msg",
         ),
         Figure::new(
             "fanout",

@@ -16,7 +16,7 @@ use iroh_gossip::net::Gossip;
 use n0_future::StreamExt;
 
 use crate::site::Site;
-use crate::swarm::{settle, until};
+use crate::swarm::{process_cpu, settle, until};
 
 /// Bytes per message: about what kith broadcasts for a 1 KiB change (the
 /// Automerge change, heads and path, signature, sealing).
@@ -28,6 +28,9 @@ pub(crate) struct Raw {
     pub(crate) latencies: Vec<f64>,
     pub(crate) upload_per_message: f64,
     pub(crate) delivered: f64,
+    /// CPU time of the process per message delivered to a subscriber (µs),
+    /// less its idle rate.
+    pub(crate) cpu_per_delivery_us: f64,
 }
 
 /// Runs `messages` broadcasts from one publisher to `n` subscribers.
@@ -109,6 +112,7 @@ pub(crate) async fn run_at(sites: &[Site], messages: usize) -> Result<Raw> {
     // Let the membership settle as kith's swarm does.
     settle(|| sent(&nodes)).await;
     let start = (Instant::now(), sent(&nodes));
+    let cpu_start = process_cpu();
     let mut written = Vec::with_capacity(messages);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     for i in 0..messages {
@@ -129,10 +133,13 @@ pub(crate) async fn run_at(sites: &[Site], messages: usize) -> Result<Raw> {
     })
     .await;
     let total = (sent(&nodes) - start.1) as f64;
+    let cpu = process_cpu() - cpu_start;
     let duration = start.0.elapsed().as_secs_f64();
-    let idle = (Instant::now(), sent(&nodes));
+    let idle = (Instant::now(), sent(&nodes), process_cpu());
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let idle_rate = (sent(&nodes) - idle.1) as f64 / idle.0.elapsed().as_secs_f64();
+    let idle_secs = idle.0.elapsed().as_secs_f64();
+    let idle_rate = (sent(&nodes) - idle.1) as f64 / idle_secs;
+    let idle_cpu_rate = (process_cpu() - idle.2) / idle_secs;
     let (latencies, delivered) = {
         let a = arrivals
             .lock()
@@ -153,8 +160,10 @@ pub(crate) async fn run_at(sites: &[Site], messages: usize) -> Result<Raw> {
     if latencies.is_empty() {
         bail!("raw gossip delivered nothing");
     }
+    let deliveries = (delivered * all as f64).max(1.0);
     Ok(Raw {
         upload_per_message: (total - idle_rate * duration).max(0.0) / messages as f64,
+        cpu_per_delivery_us: (cpu - idle_cpu_rate * duration).max(0.0) * 1e6 / deliveries,
         latencies,
         delivered,
     })

@@ -98,6 +98,19 @@ pub struct LiveMetrics {
     pub gossip_messages_sent: u64,
     /// Bytes of those gossip messages (before QUIC framing).
     pub gossip_bytes_sent: u64,
+    /// Messages received from topics and handled (opened, checked, and
+    /// applied or dropped), heartbeats included.
+    pub received: u64,
+    /// Time spent on them, by stage, in nanoseconds of the thread that
+    /// handled them: opening and verifying ...
+    pub receive_open_nanos: u64,
+    /// ... checking namespace, signer's right, scope and sequence ...
+    pub receive_check_nanos: u64,
+    /// ... and applying through the store.
+    pub receive_apply_nanos: u64,
+    /// The whole handling of those messages, waiting for the topic's inbox
+    /// included.
+    pub receive_nanos: u64,
 }
 
 /// A scope's gossip topic this node has joined.
@@ -128,10 +141,19 @@ pub(crate) struct Counters {
     resyncs_skipped: AtomicU64,
     rejoins: AtomicU64,
     topics: AtomicU64,
+    received: AtomicU64,
+    receive_open_nanos: AtomicU64,
+    receive_check_nanos: AtomicU64,
+    receive_apply_nanos: AtomicU64,
+    receive_nanos: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
+}
+
+fn add_nanos(c: &AtomicU64, nanos: u64) {
+    c.fetch_add(nanos, Ordering::Relaxed);
 }
 
 impl Counters {
@@ -148,6 +170,11 @@ impl Counters {
             resyncs_skipped: g(&self.resyncs_skipped),
             rejoins: g(&self.rejoins),
             topics: g(&self.topics),
+            received: g(&self.received),
+            receive_open_nanos: g(&self.receive_open_nanos),
+            receive_check_nanos: g(&self.receive_check_nanos),
+            receive_apply_nanos: g(&self.receive_apply_nanos),
+            receive_nanos: g(&self.receive_nanos),
             ..LiveMetrics::default()
         }
     }
@@ -635,25 +662,41 @@ impl Live {
         }
     }
 
-    /// Opens, verifies and applies one message of a topic in `inbox`.
+    /// Opens, verifies and applies one message of a topic in `inbox`,
+    /// counting the time each stage took.
     async fn receive<B>(&self, inbox: &Arc<Mutex<Inbox>>, bytes: B) -> Outcome
     where
         B: AsRef<[u8]> + Send + 'static,
     {
         let shared = self.shared.clone();
         let inbox = inbox.clone();
-        tokio::task::spawn_blocking(move || {
-            inbox.lock().receive(
+        let handled = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let clock = || u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let (outcome, times) = inbox.lock().receive_timed(
                 &FriendReplica(&shared),
                 bytes.as_ref(),
                 Timestamp::wall_clock(),
-            )
+                &clock,
+            );
+            (outcome, times, clock())
         })
-        .await
-        .unwrap_or_else(|e| {
-            tracing::error!(%e, "live receive task failed");
-            Outcome::default()
-        })
+        .await;
+        match handled {
+            Ok((outcome, times, took)) => {
+                let c = &self.counters;
+                bump(&c.received);
+                add_nanos(&c.receive_open_nanos, times.open);
+                add_nanos(&c.receive_check_nanos, times.check);
+                add_nanos(&c.receive_apply_nanos, times.apply);
+                add_nanos(&c.receive_nanos, took);
+                outcome
+            }
+            Err(e) => {
+                tracing::error!(%e, "live receive task failed");
+                Outcome::default()
+            }
+        }
     }
 
     /// Leaves and joins again every topic this node joined through
