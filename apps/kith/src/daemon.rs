@@ -70,22 +70,36 @@ pub struct DaemonLock {
     _file: File,
 }
 
+/// How long a starting daemon tries again to take a lock it found held: a
+/// command asking whether a daemon runs ([`daemon_holds`]) holds it, shared,
+/// for an instant, and must not stop a daemon from starting.
+const LOCK_GRACE: Duration = Duration::from_secs(1);
+/// How often it tries meanwhile.
+const LOCK_RETRY: Duration = Duration::from_millis(5);
+
 impl DaemonLock {
-    /// Takes the lock of `data`, or `None` if another daemon holds it.
+    /// Takes the lock of `data`, or `None` if another daemon holds it (it
+    /// stayed held for [`LOCK_GRACE`]).
     ///
     /// # Errors
     /// [`Error::Io`] if the lock file cannot be opened.
-    pub fn acquire(data: &FsPath) -> Result<Option<Self>> {
+    pub async fn acquire(data: &FsPath) -> Result<Option<Self>> {
         std::fs::create_dir_all(data)?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(data.join(LOCK_FILE))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(Self { _file: file })),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+        let deadline = Instant::now() + LOCK_GRACE;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(Self { _file: file })),
+                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    tokio::time::sleep(LOCK_RETRY).await;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+            }
         }
     }
 }
@@ -413,7 +427,7 @@ impl Daemon {
     /// address cannot be bound.
     pub async fn start(options: ServeOptions) -> Result<Self> {
         let lock = if options.announce {
-            match DaemonLock::acquire(&options.data)? {
+            match DaemonLock::acquire(&options.data).await? {
                 Some(lock) => Some(lock),
                 None => {
                     return Err(Error::Conflict(format!(

@@ -158,3 +158,34 @@ fn a_command_waits_for_a_starting_daemon_and_says_so() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("/profile"));
 }
+
+/// A command asking whether a daemon runs holds the daemon lock, shared,
+/// for an instant. A daemon starting in that instant found it held and
+/// refused to start ("a kith daemon already runs"): seen once in 40 runs of
+/// the test above. Here the probe is made to last 200 ms, far longer than a
+/// real one; the daemon starts once it is over.
+#[test]
+fn a_command_probing_for_a_daemon_does_not_stop_one_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("alice");
+    ok(&data, &["init", "--name", "alice"]);
+    let probe = std::fs::File::create(data.join("daemon.lock")).unwrap();
+    probe.lock_shared().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let starting = std::thread::spawn({
+        let data = data.clone();
+        move || {
+            let daemon = Daemon::start(&data, 3600, true);
+            let _ = tx.send(daemon.started["namespace"].is_string());
+            daemon.stop();
+        }
+    });
+    // The probe's end: not a wait for an event, the length of the probe.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    probe.unlock().unwrap();
+    assert!(
+        rx.recv_timeout(common::WAIT).unwrap_or(false),
+        "the daemon did not start"
+    );
+    starting.join().unwrap();
+}

@@ -122,8 +122,13 @@ pub fn first_line(stdout: ChildStdout, what: &'static str, wait: Duration) -> St
             eprintln!("{what}: {line}");
         }
     });
-    rx.recv_timeout(wait)
-        .unwrap_or_else(|_| panic!("{what} printed nothing in {wait:?}"))
+    match rx.recv_timeout(wait) {
+        Ok(line) => line,
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what} printed nothing in {wait:?}"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("{what} ended without printing a line (its stderr is above)")
+        }
+    }
 }
 
 /// The texts of the posts on `data`'s timeline, newest first.
