@@ -146,8 +146,9 @@ impl BlobFiles {
             len = 0;
         }
         // Only whole groups are kept: a download verified group by group
-        // writes nothing else, and the rest of a group is asked for again.
-        if group_count(size) > 1 {
+        // writes nothing else, and the rest of a group is asked for again
+        // (a complete file, whose last group may be short, stays whole).
+        if group_count(size) > 1 && len < size {
             let whole = len - len % group_len(size);
             if whole < len {
                 file.set_len(whole)?;
@@ -179,21 +180,19 @@ impl BlobFiles {
                 size: partial.size,
             });
         }
-        let groups = match std::mem::replace(&mut partial.check, Check::Unstarted) {
+        let groups = if let Check::Groups { groups, .. } = &mut partial.check {
             // Every group was verified as it arrived.
-            Check::Groups { groups, .. } => groups,
-            check @ (Check::Unstarted | Check::Whole(_)) => {
-                partial.check = check;
-                let (actual, groups) = partial.whole_hasher()?.finalize();
-                if actual != partial.hash {
-                    let _ = fs::remove_file(&partial.path);
-                    return Err(Error::HashMismatch {
-                        expected: partial.hash,
-                        actual,
-                    });
-                }
-                groups
+            std::mem::take(groups)
+        } else {
+            let (actual, groups) = partial.whole_hasher()?.finalize();
+            if actual != partial.hash {
+                let _ = fs::remove_file(&partial.path);
+                return Err(Error::HashMismatch {
+                    expected: partial.hash,
+                    actual,
+                });
             }
+            groups
         };
         let PartialBlob {
             path,
@@ -619,13 +618,7 @@ impl PartialBlob {
         while offset < self.len {
             let n = (self.len - offset).min(group_len) as usize;
             reader.read_exact(&mut buf[..n])?;
-            let index = (offset / group_len) as usize;
-            if groups::group_hash(offset, &buf[..n]) != groups[index] {
-                return Err(Error::GroupMismatch {
-                    hash: self.hash,
-                    offset,
-                });
-            }
+            check_group(&groups, group_len, offset, &buf[..n], self.hash)?;
             offset += n as u64;
         }
         self.check = Check::Groups {
@@ -743,15 +736,7 @@ impl PartialBlob {
             return Ok(*hasher);
         }
         let mut hasher = GroupHasher::new();
-        let mut reader = self.read_kept()?;
-        let mut buf = vec![0u8; STREAM_BUFFER];
-        loop {
-            let n = reader.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
+        hasher.update_from(self.read_kept()?)?;
         Ok(hasher)
     }
 

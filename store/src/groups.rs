@@ -175,6 +175,22 @@ impl GroupHasher {
         }
     }
 
+    /// Hashes everything `reader` yields, in pieces of 256 KiB.
+    ///
+    /// # Errors
+    /// The reader's.
+    pub fn update_from(&mut self, mut reader: impl std::io::Read) -> std::io::Result<()> {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => self.update(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// The content's hash and its group hashes (at [`group_len`] of its
     /// size; none for one group).
     pub fn finalize(mut self) -> (BlobHash, Vec<GroupHash>) {

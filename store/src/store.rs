@@ -1015,14 +1015,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut hasher = crate::groups::GroupHasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = reader.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
+        hasher.update_from(&mut reader)?;
         let (actual, groups) = hasher.finalize();
         if actual != *hash {
             return Err(Error::HashMismatch {

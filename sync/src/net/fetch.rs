@@ -288,6 +288,12 @@ async fn blob_once(
 ) -> Result<Option<u64>> {
     let store = shared.store.clone();
     let partial = on_store(move || store.resume_import(hash, size)).await?;
+    if partial.is_complete() {
+        // Stopped between the last byte and storing it: verified as a whole.
+        let store = shared.store.clone();
+        on_store(move || store.finish_import(partial)).await?;
+        return Ok(Some(0));
+    }
     let offset = partial.offset();
     let (mut send, mut recv) = within("opening a stream", async {
         conn.open_bi().await.map_err(Error::network)
@@ -365,7 +371,7 @@ async fn blob_once(
     // The group hashes must be the blob's; then the bytes kept from before
     // must match them.
     let store = shared.store.clone();
-    let checked = tokio::task::spawn_blocking(move || {
+    let checked = on_store(move || {
         let mut partial = partial;
         match partial.verify_groups(&hashes) {
             Ok(()) => Ok(Some(partial)),
@@ -380,17 +386,10 @@ async fn blob_once(
             Err(e) => Err(e),
         }
     })
-    .await
-    .map_err(|e| Error::Protocol(format!("import task failed: {e}")))??;
+    .await?;
     let Some(partial) = checked else {
         return Ok(None);
     };
-    if partial.is_complete() {
-        let store = shared.store.clone();
-        on_store(move || store.finish_import(partial)).await?;
-        let _ = send.finish();
-        return Ok(Some(received));
-    }
     // Chunks cross to a blocking thread that verifies them group by group
     // and appends them to the partial download, through a small channel,
     // so memory stays bounded. A group that does not match is refused as
