@@ -110,6 +110,17 @@ pub enum Error {
         /// Where the group starts.
         offset: u64,
     },
+    /// The document's content was purged from this store (friends' data is
+    /// a cache); its entry stays, and its owner's devices serve it again.
+    #[error(
+        "the content of {path} of {namespace} is not stored here (purged from the cache); fetch it from its owner"
+    )]
+    NotHere {
+        /// The namespace.
+        namespace: NamespaceId,
+        /// The path.
+        path: Path,
+    },
     /// The blob's bytes are not in this store (never fetched, or purged).
     #[error("blob {0} is not stored locally")]
     BlobMissing(BlobHash),

@@ -33,6 +33,9 @@ pub(crate) const CHUNK_APPLIED: u8 = 0;
 /// Raw change bytes whose dependencies are missing (Automerge queues them in
 /// memory only; these keep them across restarts).
 pub(crate) const CHUNK_PENDING: u8 = 1;
+/// The mark of a document whose content was purged (an empty value, alone
+/// under the document's prefix): its entry stays.
+pub(crate) const CHUNK_PURGED: u8 = 2;
 
 pub(crate) fn entry(ns: &NamespaceId, path: &Path) -> Vec<u8> {
     let mut k = Vec::with_capacity(32 + path.encoded().len());

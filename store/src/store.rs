@@ -476,12 +476,70 @@ impl Store {
             Some(_) => {}
         }
         let key = inner.doc_key_in(&snap, ns, path)?.map(|(_, key)| key);
+        let prefix = keys::doc_prefix(ns, path);
         let mut out = Vec::new();
-        for guard in snap.prefix(&inner.docs, keys::doc_prefix(ns, path)) {
+        for guard in snap.prefix(&inner.docs, &prefix) {
             let (fjall_key, value) = guard.into_inner()?;
+            if keys::chunk_kind(&fjall_key, prefix.len()) == Some(keys::CHUNK_PURGED) {
+                return Err(not_here(ns, path));
+            }
             out.extend_from_slice(&open_chunk(key.as_ref(), &fjall_key, &value)?);
         }
         Ok(out)
+    }
+
+    /// Purges the content of the documents at `paths` of `ns`, keeping
+    /// their entries: for friends' documents held as a cache, which their
+    /// owner's devices serve again. The chunks are deleted and their key
+    /// destroyed before this returns, as for a deletion (section "vault"),
+    /// and the document is marked purged: [`Store::document`] answers
+    /// [`Error::NotHere`] until the whole document is applied again
+    /// ([`Store::apply_changes`] with its identity; changes that do not make
+    /// it whole are ignored). Paths that hold no document, or a purged one,
+    /// are passed over. Writes no change-log record. Returns the bytes
+    /// freed. Blocks, holding the namespace's write lock.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn purge_documents(&self, ns: &NamespaceId, paths: &[Path]) -> Result<u64> {
+        let inner = &self.inner;
+        let mut txn = inner.begin(ns)?;
+        let mut seen = HashSet::new();
+        let mut freed = 0;
+        for path in paths {
+            if !seen.insert(path) || self.is_purged(ns, path)? {
+                continue;
+            }
+            let Some(entry) = inner.entry_in(&inner.db.snapshot(), ns, path)? else {
+                continue;
+            };
+            let EntryKind::Document { size, .. } = entry.kind else {
+                continue;
+            };
+            txn.drop_doc(path, &entry);
+            txn.batch.insert(
+                &inner.docs,
+                keys::doc_chunk(ns, path, keys::CHUNK_PURGED, 0),
+                b"",
+            );
+            freed += size;
+        }
+        if !seen.is_empty() {
+            txn.commit()?;
+        }
+        Ok(freed)
+    }
+
+    /// Whether the content of the document at `path` of `ns` was purged
+    /// ([`Store::purge_documents`]) and not applied again. Blocks on a read.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn is_purged(&self, ns: &NamespaceId, path: &Path) -> Result<bool> {
+        Ok(self
+            .inner
+            .docs
+            .contains_key(keys::doc_chunk(ns, path, keys::CHUNK_PURGED, 0))?)
     }
 
     /// The latest sequence number issued in `ns` (0 if none). Blocks on a read.
@@ -1537,6 +1595,13 @@ enum DocKey {
     Dropped,
 }
 
+fn not_here(ns: &NamespaceId, path: &Path) -> Error {
+    Error::NotHere {
+        namespace: *ns,
+        path: path.clone(),
+    }
+}
+
 fn not_found(ns: &NamespaceId, path: &Path) -> Error {
     Error::NotFound {
         namespace: *ns,
@@ -1984,6 +2049,7 @@ impl Inner {
             // Under the lock, so a deletion landing concurrently is seen.
             self.check_tombstone(ns, path, incoming.time)?;
             let old = self.entry_in(&self.db.snapshot(), ns, path)?;
+            let mut restoring = false;
             let (replacing, mut loaded) = match &old {
                 Some(e) if e.identity() > incoming => {
                     return Err(Error::Superseded { path: path.clone() });
@@ -1997,20 +2063,46 @@ impl Inner {
                     return Err(wrong_kind(path, "document", e));
                 }
                 Some(e) if e.identity() == incoming => {
-                    (false, self.load_doc(&self.db.snapshot(), ns, path)?)
+                    match self.load_doc(&self.db.snapshot(), ns, path) {
+                        Ok(loaded) => (false, loaded),
+                        // Purged content comes back whole, into nothing.
+                        Err(Error::NotHere { .. }) => {
+                            restoring = true;
+                            (false, LoadedDoc::default())
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 Some(_) => (true, LoadedDoc::default()),
                 None => (false, LoadedDoc::default()),
             };
             let heads_before = loaded.doc.get_heads();
             loaded.doc.load_incremental(changes)?;
-            Ok((old, replacing, loaded, heads_before))
+            Ok((old, replacing, loaded, heads_before, restoring))
         })();
-        let (old, replacing, mut loaded, heads_before) = match checked {
+        let (old, replacing, mut loaded, heads_before, restoring) = match checked {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
         let missing = loaded.doc.get_missing_deps(&[]);
+        if let Some(entry) = old
+            .as_ref()
+            .filter(|_| restoring && (!missing.is_empty() || loaded.doc.get_heads().is_empty()))
+        {
+            // Changes to a purged document that do not make it whole (a live
+            // push's increment): the document stays purged, and a read
+            // fetches it whole, these changes included, from its owner.
+            tracing::debug!(%ns, %path, "changes to a purged document wait until it is read");
+            return Ok(Ok(ApplyOutcome {
+                entry: entry.clone(),
+                changed: false,
+                missing_deps: Vec::new(),
+            }));
+        }
+        if restoring {
+            txn.batch
+                .remove(&self.docs, keys::doc_chunk(ns, path, keys::CHUNK_PURGED, 0));
+        }
         let grew = loaded.doc.get_heads() != heads_before;
         if let Some(entry) = old
             .as_ref()
@@ -2063,6 +2155,9 @@ impl Inner {
         };
         for guard in reader.prefix(&self.docs, &prefix) {
             let (key, sealed) = guard.into_inner()?;
+            if keys::chunk_kind(&key, prefix.len()) == Some(keys::CHUNK_PURGED) {
+                return Err(not_here(ns, path));
+            }
             let value = open_chunk(loaded.key.as_ref().map(|(_, k)| k), &key, &sealed)?;
             match keys::chunk_kind(&key, prefix.len()) {
                 Some(keys::CHUNK_APPLIED) => {
@@ -2073,6 +2168,7 @@ impl Inner {
                     loaded.pending_bytes += value.len() as u64;
                     loaded.pending_keys.push(key);
                 }
+                Some(keys::CHUNK_PURGED) => return Err(not_here(ns, path)),
                 _ => {
                     return Err(Error::Corrupt {
                         what: "document chunk key",

@@ -222,3 +222,45 @@ fn a_purged_blob_loses_its_key_and_a_fetched_one_is_encrypted() {
     assert_eq!(gone.len(), 1);
     assert!(keys_left(dir.path(), &gone).is_empty());
 }
+
+#[test]
+fn a_purged_document_loses_its_key_before_the_purge_returns() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let owner_store = open(da.path(), 1);
+    let friend = open(db.path(), 2);
+    let owner = ns(1);
+    let path = p("/posts/old");
+    owner_store
+        .edit_document(&owner, &path, |d| d.put(ROOT, "text", MARKER))
+        .unwrap()
+        .0
+        .unwrap();
+    let entry = owner_store.get(&owner, &path).unwrap().unwrap();
+    let kith_store::EntryKind::Document {
+        created, creator, ..
+    } = entry.kind
+    else {
+        panic!("a document")
+    };
+    let write = kith_store::RemoteWrite {
+        device: entry.device,
+        timestamp: entry.timestamp,
+    };
+    let identity = kith_store::DocIdentity { created, creator };
+    let whole = owner_store.document_bytes(&owner, &path).unwrap();
+    friend
+        .apply_changes(&owner, &path, identity, write, &whole)
+        .unwrap();
+    let before = vault_keys(db.path());
+    assert!(friend.purge_documents(&owner, &[path.clone()]).unwrap() > 0);
+    let gone: HashSet<_> = before.difference(&vault_keys(db.path())).copied().collect();
+    assert_eq!(gone.len(), 1, "the document's key is destroyed");
+    assert!(keys_left(db.path(), &gone).is_empty());
+    // Fetched again, it is encrypted under a new key.
+    friend
+        .apply_changes(&owner, &path, identity, write, &whole)
+        .unwrap();
+    friend.sync().unwrap();
+    assert!(folder_contains(db.path(), MARKER.as_bytes()).is_empty());
+    assert!(vault_keys(db.path()).is_disjoint(&gone));
+}

@@ -482,3 +482,99 @@ fn a_batch_applies_each_document_as_it_would_be_applied_alone() {
     let newer_doc = b.document(&owner, &newer).unwrap().unwrap();
     assert_eq!(text(&newer_doc, "text").as_deref(), Some("newer"));
 }
+
+#[test]
+fn a_purged_document_keeps_its_entry_and_comes_back_only_whole() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(da.path(), 1);
+    let b = open(db.path(), 2);
+    let owner = ns(1);
+    let path = p("/posts/1");
+    a.edit_document(&owner, &path, |d| d.put(ROOT, "text", "first"))
+        .unwrap()
+        .0
+        .unwrap();
+    let id = identity_of(&a, &owner, &path);
+    let whole = a.document_bytes(&owner, &path).unwrap();
+    let held = b
+        .apply_changes(&owner, &path, id, remote(1, 10), &whole)
+        .unwrap()
+        .entry;
+    let EntryKind::Document { size, .. } = held.kind else {
+        panic!("a document")
+    };
+
+    assert_eq!(b.purge_documents(&owner, &[path.clone()]).unwrap(), size);
+    assert!(b.is_purged(&owner, &path).unwrap());
+    // The entry stays as it was (the timeline still knows the post); the
+    // content is not here, and the store says so rather than answering an
+    // empty document.
+    assert_eq!(b.get(&owner, &path).unwrap(), Some(held.clone()));
+    assert!(matches!(
+        b.document(&owner, &path),
+        Err(Error::NotHere { .. })
+    ));
+    assert!(matches!(
+        b.document_bytes(&owner, &path),
+        Err(Error::NotHere { .. })
+    ));
+    assert!(matches!(
+        b.edit_document(&owner, &path, |d| d.put(ROOT, "x", 1)),
+        Err(Error::NotHere { .. })
+    ));
+    // Purging again frees nothing; nor does purging a path without a document.
+    assert_eq!(
+        b.purge_documents(&owner, &[path.clone(), p("/none")])
+            .unwrap(),
+        0
+    );
+    // It survives a restart.
+    drop(b);
+    let b = open(db.path(), 2);
+    assert!(matches!(
+        b.document(&owner, &path),
+        Err(Error::NotHere { .. })
+    ));
+
+    // The owner edits it; an increment alone (a live push) does not bring
+    // it back, and changes nothing.
+    let heads = a.heads(&owner, &path).unwrap();
+    a.edit_document(&owner, &path, |d| d.put(ROOT, "text", "second"))
+        .unwrap()
+        .0
+        .unwrap();
+    let delta = a.changes_for(&owner, &path, &heads).unwrap();
+    let out = b
+        .apply_changes(&owner, &path, id, remote(1, 11), &delta)
+        .unwrap();
+    assert!(!out.changed && out.missing_deps.is_empty());
+    assert!(b.is_purged(&owner, &path).unwrap());
+    assert_eq!(b.get(&owner, &path).unwrap(), Some(held.clone()));
+
+    // The whole document brings it back, as it is now, in a new write
+    // (the change log shows it, so indexes read it again).
+    let whole = a.document_bytes(&owner, &path).unwrap();
+    let out = b
+        .apply_changes(&owner, &path, id, remote(1, 11), &whole)
+        .unwrap();
+    assert!(out.changed);
+    assert!(out.entry.seq > held.seq);
+    assert!(!b.is_purged(&owner, &path).unwrap());
+    let doc = b.document(&owner, &path).unwrap().unwrap();
+    assert_eq!(text(&doc, "text").as_deref(), Some("second"));
+    assert_eq!(
+        b.heads(&owner, &path).unwrap(),
+        a.heads(&owner, &path).unwrap()
+    );
+    drop(b);
+    let b = open(db.path(), 2);
+    let doc = b.document(&owner, &path).unwrap().unwrap();
+    assert_eq!(text(&doc, "text").as_deref(), Some("second"));
+
+    // A tombstone removes a purged document's entry and its mark.
+    b.purge_documents(&owner, &[path.clone()]).unwrap();
+    let later = Timestamp::from_micros(b.clock().now().as_micros() + 1_000_000);
+    b.apply_tombstone(&owner, &p("/posts"), later, &[]).unwrap();
+    assert_eq!(b.get(&owner, &path).unwrap(), None);
+    assert!(!b.is_purged(&owner, &path).unwrap());
+}
