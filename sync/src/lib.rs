@@ -57,6 +57,7 @@ mod sim_live;
 mod state;
 mod ticket;
 
+pub use cache::{CacheSettings, CacheStatus, Purged};
 pub use error::{Error, Result};
 pub use iroh::RelayUrl;
 pub use kith_caps as caps;

@@ -22,7 +22,7 @@ use kith_store::automerge::transaction::Transactable;
 use kith_store::{RecordKind, RecordOp};
 use kith_types::{NamespaceId, Path, Timestamp};
 
-use crate::cache::BlobCache;
+use crate::cache::{CacheSettings, FriendCache};
 use crate::identity::Identity;
 use crate::proto::fetch::Fetch;
 use crate::proto::serve::{Output, Serve};
@@ -49,7 +49,11 @@ pub(crate) fn node(dir: &std::path::Path) -> Arc<Shared> {
         kith_store::Options::new(identity.device()),
     )
     .unwrap();
-    let cache = BlobCache::load(&store, &identity.namespace, u64::MAX).unwrap();
+    let everything = CacheSettings {
+        budget: u64::MAX,
+        max_age: None,
+    };
+    let cache = FriendCache::open(&store, &identity.namespace, everything).unwrap();
     Arc::new(Shared::open(store, identity, cache, Arc::new(NoNetwork)).unwrap())
 }
 

@@ -265,13 +265,16 @@ async fn an_interrupted_blob_fetch_resumes_where_it_stopped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_blob_cache_is_bounded_and_purged_blobs_come_back_from_the_owner() {
+async fn friends_blobs_are_bounded_by_the_cache_and_purged_blobs_come_back_from_the_owner() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = spawn(da.path()).await;
     let b = kith::Node::builder(db.path())
         .network(kith::NetworkMode::LocalOnly)
         .live_push(false)
-        .blob_cache_limit(1 << 20)
+        .cache(kith::CacheSettings {
+            budget: 1 << 20,
+            max_age: None,
+        })
         .spawn()
         .await
         .unwrap();
@@ -300,10 +303,13 @@ async fn the_blob_cache_is_bounded_and_purged_blobs_come_back_from_the_owner() {
         read_all(&b, &a.namespace(), "/feed/1").await,
         blob_bytes(1, size)
     );
-    // Over the 1 MiB limit: the least recently used went.
+    // Over the 1 MiB budget: the least recently used went.
+    let purged = b.enforce_cache().await.unwrap();
+    assert_eq!((purged.blobs, purged.bytes), (1, size as u64));
     assert!(!b.store().has_blob(&hashes[0]));
     assert!(b.store().has_blob(&hashes[1]));
-    assert!(b.blob_cache_size() <= 1 << 20);
+    let status = b.cache_status().await.unwrap();
+    assert_eq!((status.blobs, status.blob_bytes), (1, size as u64));
     // Read again: fetched again from the owner.
     assert_eq!(
         read_all(&b, &a.namespace(), "/feed/0").await,
@@ -311,7 +317,7 @@ async fn the_blob_cache_is_bounded_and_purged_blobs_come_back_from_the_owner() {
     );
     assert!(b.store().has_blob(&hashes[0]));
     // Purge everything; entries stay and content comes back when read.
-    assert!(b.purge_blob_cache().await.unwrap() >= size as u64);
+    assert!(b.purge_cache().await.unwrap().bytes >= size as u64);
     assert!(hashes.iter().all(|h| !b.store().has_blob(h)));
     assert_eq!(list(&b, &a.namespace(), "/feed").len(), 3);
     assert_eq!(
@@ -319,7 +325,7 @@ async fn the_blob_cache_is_bounded_and_purged_blobs_come_back_from_the_owner() {
         blob_bytes(2, size)
     );
     // The owner's own blobs are never purged from its store.
-    assert_eq!(a.purge_blob_cache().await.unwrap(), 0);
+    assert_eq!(a.purge_cache().await.unwrap(), kith::Purged::default());
     assert!(hashes.iter().all(|h| a.store().has_blob(h)));
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
@@ -355,5 +361,112 @@ async fn idle_connections_close_and_the_next_sync_reconnects() {
     assert_eq!(b.sync_now(&a.namespace()).await.unwrap().docs, 5);
     assert_eq!(b.connections_open().await, 1);
     a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+fn text_of(doc: &kith::store::automerge::AutoCommit) -> String {
+    use kith::store::automerge::ReadDoc;
+    doc.get(kith::store::automerge::ROOT, "text")
+        .unwrap()
+        .and_then(|(v, _)| v.into_scalar().ok())
+        .and_then(|s| s.into_string().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn friends_documents_purged_from_the_cache_come_back_from_the_owner_when_read() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = spawn(da.path()).await;
+    let b = spawn(db.path()).await;
+    befriend(&a, &b).await;
+    let cap = a.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
+    write_docs(&a, "/feed", 20).await;
+    write_docs(&b, "/mine", 3).await;
+    b.sync_now(&a.namespace()).await.unwrap();
+    let held = b.cache_status().await.unwrap();
+    assert_eq!(
+        (held.documents, held.blobs),
+        (20, 0),
+        "own data is not cached"
+    );
+    assert!(held.document_bytes > 0);
+
+    // Purged: the entries stay, the content is not here.
+    let purged = b.purge_cache().await.unwrap();
+    assert_eq!((purged.documents, purged.bytes), (20, held.document_bytes));
+    let status = b.cache_status().await.unwrap();
+    assert_eq!((status.documents, status.document_bytes), (0, 0));
+    assert_eq!(list(&b, &a.namespace(), "/feed").len(), 20);
+    let owner = a.namespace();
+    for (path, _) in list(&b, &owner, "/feed") {
+        assert!(b.store().is_purged(&owner, &path).unwrap());
+        assert!(matches!(
+            b.store().document(&owner, &path),
+            Err(kith::store::Error::NotHere { .. })
+        ));
+    }
+    // Own documents are never purged.
+    let me = b.namespace();
+    for (path, _) in list(&b, &me, "/mine") {
+        assert!(b.store().document(&me, &path).unwrap().is_some());
+    }
+
+    // Read: fetched whole from the owner.
+    let doc = b.read_document(&owner, &p("/feed/00003")).await.unwrap();
+    assert_eq!(text_of(&doc.unwrap()), "post 3 v0");
+    let wanted: Vec<_> = (5..10).map(|i| p(&format!("/feed/{i:05}"))).collect();
+    assert_eq!(b.fetch_documents(&owner, &wanted).await.unwrap(), 5);
+    assert_eq!(b.fetch_documents(&owner, &wanted).await.unwrap(), 0, "held");
+    assert_eq!(b.cache_status().await.unwrap().documents, 6);
+
+    // An edit of a purged document reaches it in a catch-up without
+    // bringing it back; read, it comes back as it is now.
+    common::write_docs_version(&a, "/feed", 20, 1).await;
+    b.sync_now(&owner).await.unwrap();
+    assert!(b.store().is_purged(&owner, &p("/feed/00012")).unwrap());
+    let doc = b.read_document(&owner, &p("/feed/00012")).await.unwrap();
+    assert_eq!(text_of(&doc.unwrap()), "post 12 v1");
+    assert_eq!(
+        b.store().heads(&owner, &p("/feed/00012")).unwrap(),
+        a.store().heads(&owner, &p("/feed/00012")).unwrap()
+    );
+
+    // A budget keeps the most recently written or read, purging the rest.
+    let status = b.cache_status().await.unwrap();
+    let one = status.document_bytes / status.documents;
+    let budget = kith::CacheSettings {
+        budget: one * 3,
+        max_age: None,
+    };
+    let purged = b.set_cache(budget).await.unwrap();
+    assert!(purged.documents > 0);
+    let status = b.cache_status().await.unwrap();
+    assert!(status.bytes() <= one * 3, "{status:?}");
+    assert!(
+        !b.store().is_purged(&owner, &p("/feed/00012")).unwrap(),
+        "the document read last stays"
+    );
+
+    // The settings are kept across a restart.
+    b.shutdown().await.unwrap();
+    let b = spawn(db.path()).await;
+    assert_eq!(b.cache_status().await.unwrap().settings, budget);
+
+    // A document the owner no longer lets this node read is not sent.
+    let purged_path = p("/feed/00001");
+    assert!(b.store().is_purged(&owner, &purged_path).unwrap());
+    a.revoke(cap.id()).await.unwrap();
+    assert_eq!(
+        b.fetch_documents(&owner, std::slice::from_ref(&purged_path))
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(b.store().is_purged(&owner, &purged_path).unwrap());
+
+    // With the owner away, reading says so.
+    a.shutdown().await.unwrap();
+    let err = b.read_document(&owner, &purged_path).await.unwrap_err();
+    assert!(matches!(err, kith::Error::Unreachable { .. }), "{err}");
     b.shutdown().await.unwrap();
 }

@@ -102,7 +102,7 @@ async fn main() -> Result<()> {
         "the photo differs"
     );
     println!("bob reads it: fetched from alice and verified against its hash");
-    let freed = step("bob purges his blob cache", bob.purge_blob_cache()).await?;
+    let purged = step("bob purges his cache of friends' data", bob.purge_cache()).await?;
     ensure!(
         !bob.store().has_blob(&hash),
         "the purged photo is still stored"
@@ -117,7 +117,8 @@ async fn main() -> Result<()> {
         "the photo differs"
     );
     println!(
-        "bob purges his cache of friends' blobs ({freed} bytes freed); reading fetches it again"
+        "bob purges his cache of friends' data ({} documents, {} blobs, {} bytes freed); reading fetches them again",
+        purged.documents, purged.blobs, purged.bytes
     );
 
     step("bob's node stops", bob.shutdown()).await?;

@@ -192,13 +192,34 @@ pub(crate) async fn sync(
     owner: NamespaceId,
 ) -> Result<(FetchReport, Traffic)> {
     let server = DeviceId::from_bytes(*conn.remote_id().as_bytes());
+    run(shared, conn, Fetch::new(owner, shared.namespace(), server)).await
+}
+
+/// Fetches the whole of `owner`'s documents at `paths` (each with the
+/// identity of the entry held here) over `conn`, without a catch-up.
+pub(crate) async fn documents(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    owner: NamespaceId,
+    paths: Vec<(Path, kith_store::DocIdentity)>,
+) -> Result<(FetchReport, Traffic)> {
+    let server = DeviceId::from_bytes(*conn.remote_id().as_bytes());
+    let fetch = Fetch::documents(owner, shared.namespace(), server, paths);
+    run(shared, conn, fetch).await
+}
+
+/// Runs `fetch` on a new stream of `conn` to its end.
+async fn run(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    mut fetch: Fetch,
+) -> Result<(FetchReport, Traffic)> {
     let (mut send, recv) = within("opening a stream", async {
         conn.open_bi().await.map_err(Error::network)
     })
     .await?;
     let mut traffic = Traffic::default();
     traffic.sent += write_msg(&mut send, &hello(shared)).await?;
-    let mut fetch = Fetch::new(owner, shared.namespace(), server);
     // Messages are read ahead while earlier ones are applied, and all that
     // wait are applied in one blocking task: documents in one store batch.
     let mut inbox = Inbox::start(recv);

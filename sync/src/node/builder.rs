@@ -15,7 +15,7 @@ use kith_store::{Durability, Options as StoreOptions, Store};
 use kith_types::DeviceId;
 use parking_lot::Mutex;
 
-use crate::cache::BlobCache;
+use crate::cache::{CacheSettings, FriendCache};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::live::{Live, LiveConfig};
@@ -70,7 +70,7 @@ pub struct Builder {
     connection_idle: Duration,
     connect_timeout: Duration,
     peer_limits: PeerLimits,
-    blob_cache_limit: u64,
+    cache: CacheSettings,
     join: Option<DeviceInvite>,
     gossip_max_message_size: usize,
     heartbeat_interval: Duration,
@@ -156,7 +156,7 @@ impl Builder {
             connection_idle: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             peer_limits: PeerLimits::default(),
-            blob_cache_limit: 4 << 30,
+            cache: CacheSettings::default(),
             join: None,
             gossip_max_message_size: 4096,
             heartbeat_interval: Duration::from_secs(5),
@@ -220,10 +220,12 @@ impl Builder {
         self
     }
 
-    /// Most bytes of friends' blob content kept (default 4 GiB); the least
-    /// recently used is evicted first and fetched again when read.
-    pub fn blob_cache_limit(mut self, bytes: u64) -> Self {
-        self.blob_cache_limit = bytes;
+    /// How much of friends' documents and blobs this node keeps until
+    /// the person sets otherwise ([`Node::set_cache`], kept in the store):
+    /// by default 4 GiB and no age. Past it the least recently written or
+    /// used are purged, and fetched again from their owner when read.
+    pub fn cache(mut self, settings: CacheSettings) -> Self {
+        self.cache = settings;
         self
     }
 
@@ -310,7 +312,7 @@ impl Builder {
         let data_dir = self.data_dir.clone();
         let durability = self.durability;
         let join = self.join.clone();
-        let cache_limit = self.blob_cache_limit;
+        let cache_settings = self.cache;
         let (gate, sightings) = Gate::new();
         let admission = Arc::new(gate.clone());
         let shared = tokio::task::spawn_blocking(move || -> Result<_> {
@@ -322,7 +324,7 @@ impl Builder {
                 data_dir.join("store"),
                 StoreOptions::new(identity.device()).durability(durability),
             )?;
-            let cache = BlobCache::load(&store, &identity.namespace, cache_limit)?;
+            let cache = FriendCache::open(&store, &identity.namespace, cache_settings)?;
             Shared::open(store, identity, cache, admission)
         })
         .await
@@ -449,6 +451,7 @@ impl Builder {
         tasks.push(tokio::spawn(Node::follow_moves(Arc::downgrade(
             &node.inner,
         ))));
+        tasks.push(tokio::spawn(Node::keep_cache(Arc::downgrade(&node.inner))));
         if node.inner.live.is_some() {
             tasks.push(tokio::spawn(Node::deliver_owed(Arc::downgrade(
                 &node.inner,

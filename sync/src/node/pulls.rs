@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use iroh::endpoint::Connection;
 use kith_store::{BlobHash, BlobReader};
-use kith_types::{DeviceId, NamespaceId, Path};
+use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
 
+use crate::cache::{CacheSettings, CacheStatus, Purged};
 use crate::error::{Error, Result};
 use crate::net;
 use crate::proto::addr::Addr;
@@ -225,10 +226,19 @@ impl Node {
                     Ok(n) => {
                         report.blobs_fetched += 1;
                         report.bytes_received += n;
+                        // Held as of its write: a year-old photo is not
+                        // kept longer than its post.
                         let shared = self.inner.shared.clone();
+                        let (owner, at) = (*friend, path.clone());
                         blocking(move || {
                             let own = shared.namespace();
-                            shared.cache.used(&shared.store, &own, hash, size)
+                            let time = shared
+                                .store
+                                .get(&owner, &at)?
+                                .map_or_else(Timestamp::wall_clock, |e| e.timestamp);
+                            shared
+                                .cache
+                                .used_blob(&shared.store, &own, hash, size, time)
                         })
                         .await?;
                     }
@@ -243,6 +253,7 @@ impl Node {
                 Err(e) => tracing::info!(%e, "receipts not delivered yet; they stay queued"),
             }
             report.duration = started.elapsed();
+            self.inner.shared.cache_changed.notify_one();
             self.inner.shared.contact(device, |c| {
                 c.synced = Some(kith_types::Timestamp::wall_clock())
             });
@@ -318,9 +329,13 @@ impl Node {
             let shared = self.inner.shared.clone();
             blocking(move || {
                 let own = shared.namespace();
-                shared.cache.used(&shared.store, &own, hash, size)
+                let now = Timestamp::wall_clock();
+                shared.cache.used_blob(&shared.store, &own, hash, size, now)
             })
             .await?;
+            if received > 0 {
+                self.inner.shared.cache_changed.notify_one();
+            }
         }
         Ok((hash, received))
     }
@@ -362,24 +377,174 @@ impl Node {
         })
     }
 
-    /// Deletes every friend's blob content held here; their entries stay and
-    /// the content is fetched again from its owner when read. Returns the
-    /// bytes freed.
+    /// What the cache of friends' data holds, and its settings. Reads what
+    /// changed since it last looked (the first time after an upgrade, every
+    /// friend's change log). Blocks a blocking thread, not the caller.
     ///
     /// # Errors
     /// Store errors.
-    pub async fn purge_blob_cache(&self) -> Result<u64> {
+    pub async fn cache_status(&self) -> Result<CacheStatus> {
         let shared = self.inner.shared.clone();
         blocking(move || {
             let own = shared.namespace();
-            shared.cache.purge(&shared.store, &own)
+            shared.cache.status(&shared.store, &own)
         })
         .await
     }
 
-    /// Bytes of friends' blob content held here.
-    pub fn blob_cache_size(&self) -> u64 {
-        self.inner.shared.cache.size()
+    /// Sets how much of friends' data this node keeps (kept across
+    /// restarts), then purges what no longer fits, oldest first. Returns
+    /// what was purged.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn set_cache(&self, settings: CacheSettings) -> Result<Purged> {
+        let shared = self.inner.shared.clone();
+        blocking(move || {
+            let own = shared.namespace();
+            shared.cache.set_settings(&shared.store, &own, settings)?;
+            shared
+                .cache
+                .enforce(&shared.store, &own, Timestamp::wall_clock())
+        })
+        .await
+    }
+
+    /// Purges every friend's document and blob held here now. Their
+    /// entries stay (the timeline still lists every post), and each is
+    /// fetched again from its owner when read ([`Node::read_document`],
+    /// [`Node::fetch_documents`], [`Node::read_blob`]). This node's own data
+    /// is never purged. Returns what was purged.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn purge_cache(&self) -> Result<Purged> {
+        let shared = self.inner.shared.clone();
+        blocking(move || {
+            let own = shared.namespace();
+            shared.cache.purge_all(&shared.store, &own)
+        })
+        .await
+    }
+
+    /// Purges what the cache's settings no longer allow (more than the
+    /// budget, older than the age). The node does this itself after
+    /// catch-ups and fetches, and every minute.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn enforce_cache(&self) -> Result<Purged> {
+        let shared = self.inner.shared.clone();
+        blocking(move || {
+            let own = shared.namespace();
+            shared
+                .cache
+                .enforce(&shared.store, &own, Timestamp::wall_clock())
+        })
+        .await
+    }
+
+    /// The document at `path` of `namespace`, fetched whole from its
+    /// owner's devices first if its content was purged from the cache.
+    /// `None` if nothing is at `path`.
+    ///
+    /// # Errors
+    /// [`kith_store::Error::WrongKind`] for a blob, fetch errors
+    /// ([`Error::Unreachable`] when no device of the owner answers), store
+    /// errors.
+    pub async fn read_document(
+        &self,
+        namespace: &NamespaceId,
+        path: &Path,
+    ) -> Result<Option<kith_store::automerge::AutoCommit>> {
+        let read = |node: &Node| {
+            let store = node.inner.shared.store.clone();
+            let (ns, p) = (*namespace, path.clone());
+            blocking(move || Ok(store.document(&ns, &p)?))
+        };
+        match read(self).await {
+            Err(Error::Store(e)) if matches!(*e, kith_store::Error::NotHere { .. }) => {
+                self.fetch_documents(namespace, std::slice::from_ref(path))
+                    .await?;
+                read(self).await
+            }
+            other => other,
+        }
+    }
+
+    /// Fetches the whole of the documents at `paths` of `namespace` (a
+    /// friend's) whose content was purged from the cache, from the owner's
+    /// devices, on one stream; paths that hold none are passed over, and
+    /// those the owner refuses (no longer readable, deleted) stay as they
+    /// are. Returns how many were fetched.
+    ///
+    /// # Errors
+    /// [`Error::NotFriend`], [`Error::Unreachable`] if no device answered,
+    /// [`Error::Refused`] or [`Error::Protocol`] if the device refused or
+    /// misbehaved, store errors.
+    pub async fn fetch_documents(&self, namespace: &NamespaceId, paths: &[Path]) -> Result<u64> {
+        let store = self.inner.shared.store.clone();
+        let (ns, asked) = (*namespace, paths.to_vec());
+        let wants = blocking(move || {
+            let mut wants = Vec::new();
+            for path in asked {
+                if let Some(entry) = store.get(&ns, &path)?
+                    && let kith_store::EntryKind::Document {
+                        created, creator, ..
+                    } = entry.kind
+                    && store.is_purged(&ns, &path)?
+                {
+                    wants.push((path, kith_store::DocIdentity { created, creator }));
+                }
+            }
+            Ok(wants)
+        })
+        .await?;
+        if wants.is_empty() {
+            return Ok(0);
+        }
+        let mut last_error = String::from("no known device");
+        for (device, addrs) in self.devices_of(namespace)? {
+            let conn = match self.connect(device, &addrs).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last_error = e.to_string();
+                    continue;
+                }
+            };
+            let run = tokio::time::timeout(
+                SYNC_TIMEOUT,
+                net::fetch::documents(&self.inner.shared, &conn, *namespace, wants.clone()),
+            )
+            .await;
+            match run {
+                Ok(Ok((report, _))) => {
+                    let shared = self.inner.shared.clone();
+                    let paths: Vec<Path> = wants.into_iter().map(|(p, _)| p).collect();
+                    blocking(move || {
+                        let now = Timestamp::wall_clock();
+                        shared.cache.used_documents(&shared.store, &ns, &paths, now)
+                    })
+                    .await?;
+                    self.inner.shared.cache_changed.notify_one();
+                    return Ok(report.docs);
+                }
+                Ok(Err(e @ (Error::Refused { .. } | Error::Store(_)))) => return Err(e),
+                Ok(Err(e)) => {
+                    self.inner.connections.forget(&device, None).await;
+                    last_error = e.to_string();
+                    self.note_failure(device, &last_error);
+                }
+                Err(_) => {
+                    last_error = "timed out".into();
+                    self.note_failure(device, &last_error);
+                }
+            }
+        }
+        Err(Error::Unreachable {
+            namespace: *namespace,
+            last_error,
+        })
     }
 
     /// Keeps `friend`'s namespace synced: syncs now and then every

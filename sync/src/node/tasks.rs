@@ -33,6 +33,12 @@ const DELIVER_PARALLEL: usize = 256;
 /// the check earlier.
 const POKE_TICK: Duration = Duration::from_secs(1);
 
+/// How often the cache of friends' data is checked against its settings
+/// when nothing wakes the check earlier (live pushes, and the age limit).
+const CACHE_TICK: Duration = Duration::from_secs(60);
+/// Quiet time awaited after friends' data grew before the check.
+const CACHE_SETTLE: Duration = Duration::from_secs(1);
+
 /// A catch-up running for a namespace.
 #[derive(Default)]
 struct Run {
@@ -43,6 +49,31 @@ struct Run {
 }
 
 impl Node {
+    /// Keeps friends' data within the cache's settings: after catch-ups
+    /// and fetches (once they settle), and every [`CACHE_TICK`].
+    pub(super) async fn keep_cache(weak: std::sync::Weak<Inner>) {
+        loop {
+            let Some(inner) = weak.upgrade() else { return };
+            let shared = inner.shared.clone();
+            drop(inner);
+            let _ = tokio::time::timeout(CACHE_TICK, shared.cache_changed.notified()).await;
+            tokio::time::sleep(CACHE_SETTLE).await;
+            if weak.strong_count() == 0 {
+                return;
+            }
+            let run = blocking(move || {
+                let own = shared.namespace();
+                shared
+                    .cache
+                    .enforce(&shared.store, &own, Timestamp::wall_clock())
+            })
+            .await;
+            if let Err(e) = run {
+                tracing::warn!(%e, "could not keep friends' data within the cache's budget");
+            }
+        }
+    }
+
     /// Closes cached connections that moved no stream data for the
     /// configured idle time ([`Builder::connection_idle`]).
     pub(super) async fn close_idle_connections(weak: std::sync::Weak<Inner>) {

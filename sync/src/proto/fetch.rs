@@ -150,6 +150,9 @@ pub struct Fetch {
     wants: Vec<(Path, Vec<ChangeHash>)>,
     identities: std::collections::HashMap<Path, DocIdentity>,
     new_cursors: Vec<(Path, u64)>,
+    /// Documents asked for by their path alone, without a catch-up
+    /// ([`Fetch::documents`]); `None` for a catch-up.
+    only: Option<Vec<(Path, DocIdentity)>>,
     report: FetchReport,
 }
 
@@ -168,7 +171,25 @@ impl Fetch {
             wants: Vec::new(),
             identities: Default::default(),
             new_cursors: Vec::new(),
+            only: None,
             report: FetchReport::default(),
+        }
+    }
+
+    /// A fetch of the whole of `owner`'s documents at `paths`, each with
+    /// the identity of the entry held here (a document whose content was
+    /// purged from the cache), from `server`, without a catch-up: after
+    /// `Welcome` it asks for exactly these (those it may still read), and
+    /// saves no cursors. The owner answers them as it answers a catch-up's.
+    pub fn documents(
+        owner: NamespaceId,
+        me: NamespaceId,
+        server: DeviceId,
+        paths: Vec<(Path, DocIdentity)>,
+    ) -> Self {
+        Self {
+            only: Some(paths),
+            ..Self::new(owner, me, server)
         }
     }
 
@@ -224,7 +245,7 @@ impl Fetch {
                 now,
                 replica,
             ),
-            (Message::Friends { tickets }, State::AwaitSync) => {
+            (Message::Friends { tickets }, State::AwaitSync | State::AwaitDocs { .. }) => {
                 if self.me == self.owner {
                     replica.store_friends(&self.owner, &tickets)?;
                 } else {
@@ -232,7 +253,7 @@ impl Fetch {
                 }
                 Ok(Vec::new())
             }
-            (Message::Addresses { devices }, State::AwaitSync) => {
+            (Message::Addresses { devices }, State::AwaitSync | State::AwaitDocs { .. }) => {
                 let certified: Vec<(DeviceId, Vec<Addr>)> = devices
                     .into_iter()
                     .filter(|(d, _)| {
@@ -243,7 +264,7 @@ impl Fetch {
                 replica.store_addresses(&self.owner, &certified)?;
                 Ok(Vec::new())
             }
-            (Message::Scopes { items }, State::AwaitSync) => {
+            (Message::Scopes { items }, State::AwaitSync | State::AwaitDocs { .. }) => {
                 self.scopes(&items, replica)?;
                 Ok(Vec::new())
             }
@@ -417,6 +438,18 @@ impl Fetch {
         self.device_revocations = dev_revs;
         self.prefixes = readable_prefixes(&self.me, owner, caps, revocations, now);
         self.report.prefixes = self.prefixes.clone();
+        if let Some(paths) = self.only.clone() {
+            for (path, identity) in paths {
+                if self.readable(&path) {
+                    self.identities.insert(path.clone(), identity);
+                    self.wants.push((path, Vec::new()));
+                } else {
+                    self.report.refused += 1;
+                    tracing::info!(%path, "no longer readable: not asked for");
+                }
+            }
+            return self.sync_done(Vec::new(), replica);
+        }
         let saved = replica.cursors(&owner, &self.server)?;
         let cursors: Vec<(Path, u64)> = self
             .prefixes
@@ -582,7 +615,9 @@ impl Fetch {
     }
 
     fn finish(&mut self, replica: &impl Replica) -> Result<()> {
-        replica.save_cursors(&self.owner, &self.server, &self.new_cursors)?;
+        if self.only.is_none() {
+            replica.save_cursors(&self.owner, &self.server, &self.new_cursors)?;
+        }
         self.state = State::Done;
         Ok(())
     }

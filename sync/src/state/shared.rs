@@ -8,7 +8,7 @@ use kith_store::Store;
 use kith_types::{DeviceId, NamespaceId, Path};
 use parking_lot::RwLock;
 
-use crate::cache::BlobCache;
+use crate::cache::FriendCache;
 use crate::error::Result;
 use crate::identity::Identity;
 
@@ -22,7 +22,11 @@ pub(crate) struct Shared {
     pub(crate) store: Store,
     pub(crate) identity: Identity,
     pub(crate) known: RwLock<Known>,
-    pub(crate) cache: BlobCache,
+    /// Friends' data held here, purged past its budget.
+    pub(crate) cache: FriendCache,
+    /// Woken when friends' data held here may have grown (a catch-up, a
+    /// fetch) or the cache's settings changed.
+    pub(crate) cache_changed: tokio::sync::Notify,
     /// Node events for [`crate::Node::events`].
     pub(crate) events: tokio::sync::broadcast::Sender<NodeEvent>,
     /// The live-push scopes this node holds.
@@ -119,7 +123,7 @@ impl Shared {
     pub(crate) fn open(
         store: Store,
         identity: Identity,
-        cache: BlobCache,
+        cache: FriendCache,
         admission: Arc<dyn Admission>,
     ) -> Result<Self> {
         let known = Self::load_known(&store, &identity)?;
@@ -129,6 +133,7 @@ impl Shared {
             identity,
             known: RwLock::new(known),
             cache,
+            cache_changed: tokio::sync::Notify::new(),
             events: tokio::sync::broadcast::channel(EVENTS).0,
             scopes: RwLock::new(scopes),
             scope_version: tokio::sync::watch::channel(0).0,
