@@ -205,6 +205,17 @@ pub enum Command {
         #[command(flatten)]
         out: Output,
     },
+    /// Friends' data kept here: how much, the budget beyond which the
+    /// oldest is purged, and purging it now (it is fetched again from its
+    /// owner when read). Without a subcommand, shows it.
+    Cache {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: Option<CacheCommand>,
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
     /// Post, read the timeline, comment.
     #[command(subcommand)]
     Feed(FeedCommand),
@@ -347,6 +358,30 @@ pub enum FriendCommand {
         /// A friend's name or namespace id.
         friend: String,
     },
+}
+
+/// `kith cache …`.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Show what friends' data is kept here and the settings.
+    Show,
+    /// Keep at most SIZE of friends' documents and blobs (like 500MB or
+    /// 2GiB); the least recently written or read beyond it are purged now
+    /// and from then on.
+    Budget {
+        /// The size.
+        size: String,
+    },
+    /// Also purge friends' data not written or read for AGE (like 365d or
+    /// 8w), or `off` to keep it while the budget allows.
+    Age {
+        /// The age, or `off`.
+        age: String,
+    },
+    /// Purge all friends' documents and blobs kept here now. Posts stay in
+    /// the timeline and are fetched again from their authors when read
+    /// (while those are reachable); your own data is never purged.
+    Purge,
 }
 
 /// `kith web …`.
@@ -755,6 +790,7 @@ async fn command_with(data: &FsPath, c: &Client, command: Command) -> CliResult 
         }
         Command::Friend(f) => friend(c, f).await?,
         Command::Web(w) => web(c, w).await?,
+        Command::Cache { cmd, out } => cache(c, cmd, out).await?,
         Command::Profile {
             name,
             bio,
@@ -1029,6 +1065,63 @@ fn web_export(dir: &std::path::Path, out: &Output) -> CliResult {
             "serve that folder with any web server; opened from there, the page asks to pair with your node (`kith web allow ORIGIN --code CODE`)"
         );
     }
+    Ok(())
+}
+
+async fn cache(c: &Client, cmd: Option<CacheCommand>, out: Output) -> CliResult {
+    let (r, did): (Value, Option<&str>) = match cmd {
+        None | Some(CacheCommand::Show) => (c.call(Method::GET, "/api/cache", None).await?, None),
+        Some(CacheCommand::Budget { size }) => {
+            crate::http::parse_size(&size)?;
+            let body = json!({ "budget": size });
+            let r = c.call(Method::PUT, "/api/cache", Some(&body)).await?;
+            (r, Some("budget set"))
+        }
+        Some(CacheCommand::Age { age }) => {
+            let body = if age == "off" {
+                json!({ "max_age": null })
+            } else {
+                crate::http::parse_duration(&age)?;
+                json!({ "max_age": age })
+            };
+            let r = c.call(Method::PUT, "/api/cache", Some(&body)).await?;
+            (r, Some("age limit set"))
+        }
+        Some(CacheCommand::Purge) => {
+            let r = c.call(Method::POST, "/api/cache/purge", None).await?;
+            (r, Some("purged"))
+        }
+    };
+    if out.json {
+        print_json(&r);
+        return Ok(());
+    }
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    if let Some(did) = did {
+        let p = &r["purged"];
+        out!(
+            "{did}: {} documents and {} blobs of friends purged ({} freed); they are fetched again from their owners when read",
+            n(&p["documents"]),
+            n(&p["blobs"]),
+            crate::output::human_bytes(n(&p["bytes"]))
+        );
+    }
+    let age = match r["max_age"].as_u64() {
+        Some(secs) => format!(
+            "purged after {} without a write or read",
+            crate::output::human_duration(secs.saturating_mul(1000))
+        ),
+        None => "no age limit".to_string(),
+    };
+    out!(
+        "friends' data kept here: {} documents ({}) and {} blobs ({}), {} of a {} budget; {age}",
+        n(&r["documents"]),
+        crate::output::human_bytes(n(&r["document_bytes"])),
+        n(&r["blobs"]),
+        crate::output::human_bytes(n(&r["blob_bytes"])),
+        crate::output::human_bytes(n(&r["bytes"])),
+        crate::output::human_bytes(n(&r["budget"])),
+    );
     Ok(())
 }
 

@@ -166,6 +166,11 @@ pub struct Post {
     /// A pending deletion of the post, if any (always `null` today: a
     /// deleted post leaves the timeline at once).
     pub deletion: Option<String>,
+    /// Whether its text is not here: a friend's post purged from the cache
+    /// of friends' data, being fetched again from its author (`text` is
+    /// empty and `time` is that of its latest write until it arrives).
+    #[serde(default)]
+    pub loading: bool,
 }
 
 /// A post's attachment.
@@ -202,6 +207,16 @@ pub struct Comment {
     pub text: String,
     /// When it was written (µs since the Unix epoch).
     pub time: u64,
+    /// Whether its text is not here (purged from the cache, being fetched
+    /// again from the commenter), as for a post.
+    #[serde(default)]
+    pub loading: bool,
+}
+
+/// Whether `e` says a document's content is not here (a friend's,
+/// purged from the cache of friends' data).
+pub(crate) fn is_not_here(e: &Error) -> bool {
+    matches!(e, Error::Node(kith::Error::Store(e)) if matches!(**e, kith::store::Error::NotHere { .. }))
 }
 
 /// Every entry under `prefix` of `ns`. Blocks.
@@ -297,8 +312,17 @@ fn build_post(
     children: &[(Path, Entry)],
     names: &Names,
 ) -> Result<Option<Post>> {
-    let Some(v) = read_json(store, author, path)? else {
-        return Ok(None);
+    let (v, loading) = match read_json(store, author, path) {
+        Ok(Some(v)) => (v, false),
+        Ok(None) => return Ok(None),
+        Err(e) if is_not_here(&e) => {
+            // Purged from the cache: shown as loading, as of its entry.
+            let time = store
+                .get(author, path)?
+                .map_or(0, |e| e.timestamp.as_micros());
+            (serde_json::json!({ "time": time }), true)
+        }
+        Err(e) => return Err(e),
     };
     let Some(id) = path.last() else {
         return Ok(None);
@@ -346,6 +370,7 @@ fn build_post(
         attachments,
         comments: Vec::new(),
         deletion: None,
+        loading,
     }))
 }
 
@@ -392,8 +417,12 @@ pub fn comments_of(store: &Store, ns: &NamespaceId, names: &Names) -> Result<Vec
         if p.len() != prefix.len() + 1 || !matches!(e.kind, EntryKind::Document { .. }) {
             continue;
         }
-        let Some(v) = read_json(store, ns, &p)? else {
-            continue;
+        let v = match read_json(store, ns, &p) {
+            Ok(Some(v)) => v,
+            Ok(None) => continue,
+            // Purged from the cache: the timeline shows it as loading.
+            Err(e) if is_not_here(&e) => continue,
+            Err(e) => return Err(e),
         };
         out.push(Comment {
             id: p.last().unwrap_or_default().to_string(),
@@ -405,6 +434,7 @@ pub fn comments_of(store: &Store, ns: &NamespaceId, names: &Names) -> Result<Vec
             path: p.to_string(),
             text: text_field(&v, "text"),
             time: time_field(&v),
+            loading: false,
         });
     }
     Ok(out)
@@ -521,5 +551,6 @@ pub fn comment(
         path: path.to_string(),
         text: text.to_string(),
         time,
+        loading: false,
     })
 }

@@ -119,6 +119,9 @@ struct AppInner {
     origins: Origins,
     /// Ends server-sent event streams at shutdown.
     stop: CancellationToken,
+    /// Friends' documents being fetched again (purged from the cache), so a
+    /// page asked for again meanwhile does not fetch them twice.
+    fetching: std::sync::Mutex<HashSet<(NamespaceId, Path)>>,
 }
 
 /// An API error: a status, a stable code and a one-line reason.
@@ -250,6 +253,7 @@ pub fn router(node: Node, config: ApiConfig, stop: CancellationToken) -> Result<
             friends_changed: broadcast::channel(16).0,
             origins,
             stop,
+            fetching: std::sync::Mutex::new(HashSet::new()),
         }),
     };
     Ok(Router::new()
@@ -284,6 +288,8 @@ pub fn router(node: Node, config: ApiConfig, stop: CancellationToken) -> Result<
         .route("/api/deletions", get(deletions))
         .route("/api/deletions/{id}", get(deletion))
         .route("/api/sync/{friend}", post(sync))
+        .route("/api/cache", get(cache).put(set_cache))
+        .route("/api/cache/purge", post(purge_cache))
         .route("/api/devices", post(invite_device))
         .route("/api/events", get(events))
         .route("/api/pair", get(pairing_state).post(ask_pairing))
@@ -587,6 +593,49 @@ impl AppState {
         blocking(move || Names::load(&store, me, &friends)).await
     }
 
+    /// Starts fetching again, from their authors, the posts and comments
+    /// in `posts` whose text was purged from the cache of friends' data
+    /// (shown as loading meanwhile); one fetch per document at a time.
+    fn fetch_loading(&self, posts: &[feed::Post]) {
+        let loading = posts.iter().flat_map(|p| {
+            std::iter::once((p.loading, &p.author, &p.path))
+                .chain(p.comments.iter().map(|c| (c.loading, &c.author, &c.path)))
+        });
+        let mut by_owner: std::collections::HashMap<NamespaceId, Vec<Path>> = Default::default();
+        {
+            let mut fetching = self
+                .inner
+                .fetching
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (_, author, path) in loading.filter(|(l, _, _)| *l) {
+                let (Ok(ns), Ok(path)) = (author.parse::<NamespaceId>(), Path::parse(path)) else {
+                    continue;
+                };
+                if fetching.insert((ns, path.clone())) {
+                    by_owner.entry(ns).or_default().push(path);
+                }
+            }
+        }
+        for (ns, paths) in by_owner {
+            let state = self.clone();
+            tokio::spawn(async move {
+                match state.node().fetch_documents(&ns, &paths).await {
+                    Ok(n) => tracing::debug!(%ns, n, "fetched purged documents again"),
+                    Err(e) => tracing::info!(%ns, %e, "could not fetch purged documents again"),
+                }
+                let mut fetching = state
+                    .inner
+                    .fetching
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for path in paths {
+                    fetching.remove(&(ns, path));
+                }
+            });
+        }
+    }
+
     /// Runs blocking work with the store, own namespace and names.
     async fn with_store<T: Send + 'static>(
         &self,
@@ -840,6 +889,31 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     n.checked_mul(secs).map(Duration::from_secs).ok_or_else(bad)
 }
 
+/// Parses a size: bytes (`1048576`), or a number with `KB`, `MB`, `GB`,
+/// `TB` (powers of 1000) or `KiB`, `MiB`, `GiB`, `TiB` (of 1024).
+pub fn parse_size(text: &str) -> Result<u64> {
+    let text = text.trim();
+    let bad = || Error::BadInput(format!("{text:?} is not a size like 500MB or 2GiB"));
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "mb" | "m" => 1_000_000,
+        "gb" | "g" => 1_000_000_000,
+        "tb" | "t" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(scale).ok_or_else(bad)
+}
+
 #[derive(Deserialize)]
 struct GrantBody {
     friend: String,
@@ -1051,14 +1125,13 @@ async fn get_entry(
         })?;
     let (hash, size, media_type) = match entry.kind {
         EntryKind::Document { .. } => {
-            let store = s.node().store().clone();
-            let doc = blocking(move || {
-                store
-                    .document(&ns, &path)?
-                    .ok_or_else(|| Error::NotFound(format!("nothing at {path}")))
-                    .and_then(|d| crate::docjson::to_json(&d))
-            })
-            .await?;
+            // A friend's document purged from the cache is fetched first.
+            let doc = s
+                .node()
+                .read_document(&ns, &path)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("nothing at {path}")))?;
+            let doc = blocking(move || crate::docjson::to_json(&doc)).await?;
             return Ok(Json(doc).into_response());
         }
         EntryKind::Blob {
@@ -1067,9 +1140,8 @@ async fn get_entry(
             media_type,
         } => (hash, size, media_type),
     };
-    if !s.node().store().has_blob(&hash) {
-        s.node().fetch(&ns, &path).await?;
-    }
+    // Fetched first if it is not here; a friend's counts as used now.
+    s.node().fetch(&ns, &path).await?;
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(r) => match parse_range(r, size) {
             Some(range) => Some(range),
@@ -1305,6 +1377,7 @@ async fn timeline(
             timeline::page(store, me, &friends, names, before.as_ref(), limit)
         })
         .await?;
+    s.fetch_loading(&page.posts);
     Ok(Json(json!({
         "posts": page.posts,
         "next": page.next.map(|c| c.to_string()),
@@ -1321,6 +1394,7 @@ async fn posts_with_id(
             timeline::posts_with_id(store, me, &friends, names, &id)
         })
         .await?;
+    s.fetch_loading(&posts);
     Ok(Json(json!({ "posts": posts })))
 }
 
@@ -1513,6 +1587,76 @@ async fn sync(
         "prefixes": r.prefixes.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "duration_ms": u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
     })))
+}
+
+// ----- the cache of friends' data ----------------------------------------------
+
+fn cache_view(c: &kith::CacheStatus) -> Value {
+    json!({
+        "budget": c.settings.budget,
+        "max_age": c.settings.max_age.map(|a| a.as_secs()),
+        "documents": c.documents,
+        "document_bytes": c.document_bytes,
+        "blobs": c.blobs,
+        "blob_bytes": c.blob_bytes,
+        "bytes": c.bytes(),
+    })
+}
+
+fn purged_view(p: &kith::Purged) -> Value {
+    json!({ "documents": p.documents, "blobs": p.blobs, "bytes": p.bytes })
+}
+
+async fn cache(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+    Ok(Json(cache_view(&s.node().cache_status().await?)))
+}
+
+/// `{"budget": "500MB" or bytes, "max_age": "365d", seconds or null}`; a
+/// field left out keeps its value.
+async fn set_cache(
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    let mut settings = s.node().cache_status().await?.settings;
+    for (key, value) in &body {
+        match (key.as_str(), value) {
+            ("budget", Value::String(t)) => settings.budget = parse_size(t)?,
+            ("budget", Value::Number(n)) => {
+                settings.budget = n
+                    .as_u64()
+                    .ok_or_else(|| ApiError::bad("budget: a whole number of bytes"))?;
+            }
+            ("max_age", Value::Null) => settings.max_age = None,
+            ("max_age", Value::String(t)) if t == "off" => settings.max_age = None,
+            ("max_age", Value::String(t)) => settings.max_age = Some(parse_duration(t)?),
+            ("max_age", Value::Number(n)) => {
+                let secs = n
+                    .as_u64()
+                    .filter(|s| *s > 0)
+                    .ok_or_else(|| ApiError::bad("max_age: a whole number of seconds"))?;
+                settings.max_age = Some(Duration::from_secs(secs));
+            }
+            ("budget" | "max_age", _) => {
+                return Err(ApiError::bad(format!("{key}: not a size or duration")));
+            }
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "unknown field {key:?}: use budget, max_age"
+                )));
+            }
+        }
+    }
+    let purged = s.node().set_cache(settings).await?;
+    let mut view = cache_view(&s.node().cache_status().await?);
+    view["purged"] = purged_view(&purged);
+    Ok(Json(view))
+}
+
+async fn purge_cache(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+    let purged = s.node().purge_cache().await?;
+    let mut view = cache_view(&s.node().cache_status().await?);
+    view["purged"] = purged_view(&purged);
+    Ok(Json(view))
 }
 
 fn sse_event(name: &str, data: Value) -> Event {
@@ -1781,6 +1925,13 @@ mod tests {
             Duration::from_secs(12 * 3600)
         );
         assert!(parse_duration("12").is_err());
+        assert_eq!(parse_size("500MB").unwrap(), 500_000_000);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_size(" 3 kib ").unwrap(), 3 << 10);
+        for bad in ["", "MB", "1.5GB", "5 parsecs", "99999999999999TB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
         assert!(parse_duration("d").is_err());
     }
 

@@ -493,9 +493,20 @@ fn wanted_key(store: &Store, ns: &NamespaceId, path: &Path) -> Result<Option<Vec
     let Some(role) = role_of(path) else {
         return Ok(None);
     };
-    match store.get(ns, path)? {
-        Some(e) if matches!(e.kind, EntryKind::Document { .. }) => {}
+    let written = match store.get(ns, path)? {
+        Some(e) if matches!(e.kind, EntryKind::Document { .. }) => e.timestamp,
         _ => return Ok(None),
+    };
+    if store.is_purged(ns, path)? {
+        // Indexed afresh while purged (a rebuild): a post by its latest
+        // write, a comment once it is fetched again.
+        return Ok(match role {
+            Role::Post(_) => {
+                let time = (u64::MAX - written.as_micros()).to_be_bytes();
+                Some(key(TAG_POST, &[&time, ns.as_bytes(), &h16(path.encoded())]))
+            }
+            Role::Comment => None,
+        });
     }
     let Some(v) = shown_json(store, ns, path)? else {
         return Ok(None);
@@ -530,6 +541,11 @@ fn wanted_key(store: &Store, ns: &NamespaceId, path: &Path) -> Result<Option<Vec
 fn reindex(store: &Store, pending: &mut Pending<'_>, ns: &NamespaceId, path: &Path) -> Result<()> {
     let by_path = key(TAG_BY_PATH, &[ns.as_bytes(), path.encoded()]);
     let old = pending.get(&by_path)?;
+    if old.is_some() && store.is_purged(ns, path)? {
+        // Purged from the cache of friends' data, not deleted: it keeps its
+        // place, and comes back as it is when fetched again.
+        return Ok(());
+    }
     let new = wanted_key(store, ns, path)?;
     if let Some(old) = old
         && Some(&old) != new.as_ref()
@@ -675,6 +691,26 @@ fn comments_on(
                 continue;
             };
             let path = Path::from_encoded(v).map_err(|_| corrupt("comment path"))?;
+            if store.is_purged(&ns, &path)? {
+                // Purged from the cache: the index says whose post it
+                // answers; its text comes back from the commenter.
+                let time = store
+                    .get(&ns, &path)?
+                    .map_or(0, |e| e.timestamp.as_micros());
+                out.push(Comment {
+                    id: path.last().unwrap_or_default().to_string(),
+                    author: ns.to_string(),
+                    author_name: names.name_of(&ns),
+                    author_avatar: names.avatar_of(&ns),
+                    post_author: author_text.clone(),
+                    post_id: id.to_string(),
+                    path: path.to_string(),
+                    text: String::new(),
+                    time,
+                    loading: true,
+                });
+                continue;
+            }
             let Some(v) = shown_json(store, &ns, &path)? else {
                 continue;
             };
@@ -691,6 +727,7 @@ fn comments_on(
                 path: path.to_string(),
                 text: text_field(&v, "text"),
                 time: time_field(&v),
+                loading: false,
             });
         }
         match items.last() {

@@ -56,6 +56,9 @@ const state = {
   next: null,
   /** The deletions as last read. */
   deletions: [],
+  /** Reads again of loading posts, by `author/id`, and the timer of the next. */
+  loadingTries: new Map(),
+  loadingTimer: null,
   /** Ids of deletions whose device list the person opened: kept open across re-renders. */
   openDeletions: new Set(),
   /** The node does not answer: the saved timeline is shown (see "offline"). */
@@ -406,6 +409,7 @@ function renderTimeline(posts, deletionsById, older) {
   }
   $('#timeline-empty').hidden = posts.length > 0;
   $('#timeline-more').hidden = !state.next;
+  followLoading();
   if (fresh.length === 1) announce(`New post from ${fresh[0].author_name || 'a friend'}`);
   else if (fresh.length > 1) announce(`${fresh.length} new posts`);
 }
@@ -462,7 +466,7 @@ function createPost(post) {
 
 function updatePost(entry, post, deletion) {
   entry.post = post;
-  const sig = JSON.stringify([post.author_name, post.author_avatar, post.audience, post.text, post.time, post.mine,
+  const sig = JSON.stringify([post.author_name, post.author_avatar, post.audience, post.text, post.time, post.mine, post.loading,
     post.attachments, deletion === undefined ? null : deletion]);
   if (sig !== entry.sig) {
     entry.sig = sig;
@@ -493,6 +497,7 @@ function postHead(entry, post, deletion) {
 
 function postBody(post, deletion) {
   const parts = [];
+  if (post.loading) parts.push(loadingText(post));
   if (post.text) parts.push(h('p', { class: 'text' }, post.text));
   const attachments = Array.isArray(post.attachments) ? post.attachments : [];
   const images = attachments.filter((a) => isLocalApiUrl(a.url) && /^image\//.test(a.media_type || ''));
@@ -520,7 +525,51 @@ function commentItem(c) {
     h('div', {},
       h('span', { class: 'author' }, name), ' ',
       h('span', { class: 'meta' }, timeEl(c.time)),
-      h('p', { class: 'text' }, c.text)));
+      c.loading ? loadingText(c) : h('p', { class: 'text' }, c.text)));
+}
+
+// ---------------------------------------------------- purged, loading again
+
+/** Times a loading post is read again before the page says its author is away. */
+const LOADING_TRIES = 20;
+const LOADING_EVERY_MS = 1500;
+
+/** "Loading…" for a post or comment whose text the node fetches again from its author. */
+function loadingText(item) {
+  const key = item.author + '/' + (item.post_id || item.id);
+  const away = (state.loadingTries.get(key) || 0) >= LOADING_TRIES;
+  const name = item.author_name || shortId(item.author);
+  return h('p', { class: 'text loading', role: 'status' },
+    away ? `Not here, and ${name}'s device is not reachable now: it loads when they are back.`
+      : `Loading… (fetching it again from ${name})`);
+}
+
+/** Reads the loading posts again until their text arrives (see `Post.loading`). */
+function followLoading() {
+  if (state.loadingTimer) return;
+  const waiting = () => [...state.posts.entries()].filter(([key, e]) =>
+    (e.post.loading || (e.post.comments || []).some((c) => c.loading))
+    && (state.loadingTries.get(key) || 0) < LOADING_TRIES);
+  if (waiting().length === 0) return;
+  state.loadingTimer = setTimeout(async () => {
+    state.loadingTimer = null;
+    for (const [key, entry] of waiting()) {
+      state.loadingTries.set(key, (state.loadingTries.get(key) || 0) + 1);
+      try {
+        const { posts } = await api.postsWithId(entry.post.id);
+        const fresh = (posts || []).find((p) => p.author === entry.post.author);
+        if (fresh) updatePost(entry, fresh, undefined);
+        else entry.sig = null;
+      } catch (err) {
+        entry.sig = null;
+      }
+      if (state.loadingTries.get(key) >= LOADING_TRIES) {
+        entry.sig = null;
+        updatePost(entry, entry.post, undefined);
+      }
+    }
+    followLoading();
+  }, LOADING_EVERY_MS);
 }
 
 /** "Delete post", then "Confirm delete" / "Cancel" in place (no modal dialog). */
@@ -681,7 +730,65 @@ function setupComposer() {
 // ---------------------------------------------------------------- friends
 
 async function loadFriendsView() {
-  await Promise.all([loadFriends(), loadTicket(), loadProfile(), loadApps()]);
+  await Promise.all([loadFriends(), loadTicket(), loadProfile(), loadApps(), loadCache()]);
+}
+
+// ----------------------------------------------------------------- storage
+
+/** What of friends' data the node keeps, and its budget. */
+async function loadCache() {
+  renderCache(await api.cache());
+}
+
+function renderCache(c) {
+  const age = c.max_age ? Math.round(c.max_age / 86400) : '';
+  $('#cache-summary').textContent = `Friends' posts and photos kept here: ${c.documents} posts and comments `
+    + `(${sizeText(c.document_bytes)}) and ${c.blobs} photos and files (${sizeText(c.blob_bytes)}), `
+    + `${sizeText(c.bytes)} of ${sizeText(c.budget)}.`;
+  const budget = $('#cache-budget');
+  if (document.activeElement !== budget) budget.value = String(Math.round(c.budget / 1e6));
+  const days = $('#cache-age');
+  if (document.activeElement !== days) days.value = String(age);
+  if (c.purged) {
+    announce(`Purged ${c.purged.documents} posts and ${c.purged.blobs} files of friends (${sizeText(c.purged.bytes)}).`);
+  }
+}
+
+function setupCache() {
+  $('#cache-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const mb = Number($('#cache-budget').value);
+    const days = $('#cache-age').value.trim();
+    if (!Number.isInteger(mb) || mb < 0) {
+      showError(new Error('The budget is a whole number of megabytes.'));
+      return;
+    }
+    if (days !== '' && !/^[1-9][0-9]*$/.test(days)) {
+      showError(new Error('The age is a whole number of days, or empty for none.'));
+      return;
+    }
+    busy(ev.submitter || null, async () => {
+      renderCache(await api.setCache({ budget: mb + 'MB', max_age: days === '' ? null : days + 'd' }));
+    });
+  });
+  const box = $('#cache-purge-box');
+  const ask = () => {
+    const yes = h('button', { type: 'button', class: 'danger' }, 'Confirm purge');
+    const no = h('button', { type: 'button' }, 'Cancel');
+    yes.addEventListener('click', () => busy(yes, async () => {
+      renderCache(await api.purgeCache());
+      idle();
+    }));
+    no.addEventListener('click', idle);
+    box.replaceChildren(h('span', { class: 'hint' }, 'Purge all friends\' posts and photos kept here? They load again from your friends when you open them.'), ' ', yes, ' ', no);
+    yes.focus();
+  };
+  const idle = () => {
+    const purge = h('button', { type: 'button', id: 'cache-purge' }, 'Purge friends\' data now');
+    purge.addEventListener('click', ask);
+    box.replaceChildren(purge);
+  };
+  idle();
 }
 
 // ------------------------------------------------------------------ apps
@@ -1034,6 +1141,7 @@ async function start() {
   window.addEventListener('hashchange', () => showView(location.hash === '#friends' ? 'friends' : 'feed'));
   setupComposer();
   setupFriends();
+  setupCache();
   setupOlderPosts();
   showView(location.hash === '#friends' ? 'friends' : 'feed');
 

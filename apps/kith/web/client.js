@@ -59,6 +59,19 @@ export class ApiError extends Error {
  * @property {string|null} author_avatar
  * @property {string} text
  * @property {number} time Microseconds since the Unix epoch.
+ * @property {boolean} [loading] Its text was purged from the cache of friends' data and is being fetched again (`text` is empty).
+ */
+
+/**
+ * @typedef {object} CacheStatus What of friends' data the node keeps.
+ * @property {number} budget Bytes kept at most; the least recently written or read beyond it are purged.
+ * @property {number|null} max_age Seconds without a write or read after which friends' data is purged too, or null.
+ * @property {number} documents
+ * @property {number} document_bytes
+ * @property {number} blobs
+ * @property {number} blob_bytes
+ * @property {number} bytes
+ * @property {{ documents: number, blobs: number, bytes: number }} [purged] What the call purged.
  */
 
 /**
@@ -74,6 +87,7 @@ export class ApiError extends Error {
  * @property {boolean} mine
  * @property {Attachment[]} attachments
  * @property {Comment[]} comments
+ * @property {boolean} [loading] Its text was purged from the cache of friends' data and is being fetched again from its author (`text` is empty): read it again with `postsWithId`.
  */
 
 /**
@@ -338,6 +352,19 @@ export function createClient(options = {}) {
      * @param {string} text
      */
     comment: (author, id, text) => call('POST', '/api/feed/comments', { post: { author, id }, text }),
+    /** @returns {Promise<CacheStatus>} */
+    cache: () => call('GET', '/api/cache'),
+    /**
+     * Sets the cache's budget and age (a field left out keeps its value), purging what no longer fits.
+     * @param {{ budget?: string|number, max_age?: string|number|null }} settings `"500MB"` or bytes; `"365d"`, seconds or null.
+     * @returns {Promise<CacheStatus>}
+     */
+    setCache: (settings) => call('PUT', '/api/cache', settings),
+    /**
+     * Purges all friends' documents and blobs kept here; they are fetched again from their owners when read.
+     * @returns {Promise<CacheStatus>}
+     */
+    purgeCache: () => call('POST', '/api/cache/purge'),
     profile: () => call('GET', '/api/profile'),
     /** @param {{ name?: string, bio?: string }} profile */
     saveProfile: (profile) => call('PUT', '/api/profile', profile),
