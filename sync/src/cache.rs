@@ -19,7 +19,9 @@
 //! blob's content (held once, whatever paths refer to it); its time (µs,
 //! big-endian) is its latest write or, later, its latest read or fetch, so
 //! the oldest first means the least recently written or used. Content this
-//! node's own namespace refers to is never purged. An item whose content
+//! node's own namespace refers to is never purged, nor what lies under the
+//! prefixes the app keeps (`Builder::cache_keep`: a profile, read on every
+//! page). An item whose content
 //! went otherwise (a deletion, a replacement) is dropped when the purge
 //! reaches it.
 
@@ -308,6 +310,8 @@ impl<'a> Pending<'a> {
 #[derive(Debug)]
 pub(crate) struct FriendCache {
     settings: Mutex<CacheSettings>,
+    /// Friends' paths under these are never purged.
+    keep: Vec<Path>,
     /// Held while the index is read or written: one writer at a time.
     lock: Mutex<()>,
 }
@@ -315,7 +319,12 @@ pub(crate) struct FriendCache {
 impl FriendCache {
     /// The cache of `store`, with the settings stored there or else
     /// `default`. Reads one record.
-    pub(crate) fn open(store: &Store, own: &NamespaceId, default: CacheSettings) -> Result<Self> {
+    pub(crate) fn open(
+        store: &Store,
+        own: &NamespaceId,
+        default: CacheSettings,
+        keep: Vec<Path>,
+    ) -> Result<Self> {
         let settings = match store.record(RecordKind::SyncState, own, SETTINGS_ID)? {
             Some(bytes) => decode_settings(&bytes).unwrap_or_else(|| {
                 tracing::warn!("the stored cache settings are damaged; using the defaults");
@@ -325,6 +334,7 @@ impl FriendCache {
         };
         Ok(Self {
             settings: Mutex::new(settings),
+            keep,
             lock: Mutex::new(()),
         })
     }
@@ -527,6 +537,8 @@ impl FriendCache {
                 let changes = store.changes_since(&ns, from, BATCH)?;
                 for change in &changes {
                     match &change.kind {
+                        ChangeKind::Put { path, .. }
+                            if self.keep.iter().any(|k| k.is_prefix_of(path)) => {}
                         ChangeKind::Put { path, entry } => match &entry.kind {
                             EntryKind::Document { size, .. } => {
                                 let item = doc_item(&ns, path);

@@ -53,7 +53,7 @@ pub(crate) fn node(dir: &std::path::Path) -> Arc<Shared> {
         budget: u64::MAX,
         max_age: None,
     };
-    let cache = FriendCache::open(&store, &identity.namespace, everything).unwrap();
+    let cache = FriendCache::open(&store, &identity.namespace, everything, Vec::new()).unwrap();
     Arc::new(Shared::open(store, identity, cache, Arc::new(NoNetwork)).unwrap())
 }
 

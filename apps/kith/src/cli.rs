@@ -721,7 +721,9 @@ async fn device_join(
         return Ok(());
     };
     let invite: kith::DeviceInvite = invite.parse().map_err(Error::from)?;
-    let mut builder = kith::Node::builder(data).join_namespace(invite);
+    let mut builder = kith::Node::builder(data)
+        .join_namespace(invite)
+        .cache_keep(crate::profile::kept_prefixes());
     if local_only {
         builder = builder.network(kith::NetworkMode::LocalOnly);
     } else {

@@ -362,11 +362,13 @@ pub async fn start_node_waiting(options: &ServeOptions) -> Result<Node> {
 /// Node start-up errors (the store is open in another process, the
 /// endpoint cannot bind …).
 pub async fn start_node(options: &ServeOptions) -> Result<Node> {
-    let mut builder = Node::builder(&options.data).network(if options.local_only {
-        NetworkMode::LocalOnly
-    } else {
-        options.network.mode()?
-    });
+    let mut builder = Node::builder(&options.data)
+        .network(if options.local_only {
+            NetworkMode::LocalOnly
+        } else {
+            options.network.mode()?
+        })
+        .cache_keep(crate::profile::kept_prefixes());
     if !options.local_only {
         builder = builder
             .relay_ca(options.network.relay_ca.clone())

@@ -14,6 +14,12 @@ use crate::urls::entry_url;
 
 /// The profile document.
 pub const PROFILE_PATH: &str = "/profile";
+
+/// Friends' data never purged from the cache: their profile and picture,
+/// read on every page.
+pub fn kept_prefixes() -> Vec<kith::Path> {
+    vec![const_path(PROFILE_PATH)]
+}
 /// The profile picture (a blob beside the profile, under its grant).
 pub const AVATAR_PATH: &str = "/profile/avatar";
 /// Largest profile picture, in bytes.
@@ -52,7 +58,12 @@ pub struct Avatar {
 /// # Errors
 /// Store errors.
 pub fn profile(store: &Store, ns: &NamespaceId) -> Result<Profile> {
-    let mut profile = match read_json(store, ns, &const_path(PROFILE_PATH))? {
+    let read = match read_json(store, ns, &const_path(PROFILE_PATH)) {
+        // Purged from the cache (kept since, but not before): as if none.
+        Err(e) if crate::feed::is_not_here(&e) => None,
+        other => other?,
+    };
+    let mut profile = match read {
         Some(v) => Profile {
             name: text_field(&v, "name"),
             bio: text_field(&v, "bio"),

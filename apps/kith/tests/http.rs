@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use base64::Engine;
 use futures_util::StreamExt;
+use kith::{NamespaceId, Path};
 use kith_app::client::{self, Client};
 use kith_app::daemon::{Daemon, ServeOptions};
 use serde_json::{Value, json};
@@ -14,10 +16,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// Fields drop in order: the daemon (its store flushes as it closes)
+/// before its folder.
 struct Person {
-    _dir: tempfile::TempDir,
     daemon: Daemon,
     api: Client,
+    _dir: tempfile::TempDir,
 }
 
 async fn person(name: &str) -> Person {
@@ -1848,4 +1852,146 @@ async fn the_daemon_indexes_posts_and_drops_deleted_ones_without_a_page_read() {
     })
     .await;
     alice.daemon.shutdown().await.unwrap();
+}
+
+/// Friends' data is a cache: purged, a friend's posts stay in the timeline
+/// marked loading and come back from their author, as does a photo; the
+/// store holds neither until then. Settings are checked and kept.
+#[tokio::test]
+async fn purged_friends_posts_and_photos_load_again_from_their_author() {
+    let alice = person("alice").await;
+    let bob = person("bob").await;
+    alice.befriend(&bob, "bob").await;
+    bob.befriend(&alice, "alice").await;
+    let photo: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let data = base64::engine::general_purpose::STANDARD.encode(&photo);
+    let with_photo = alice
+        .ok(
+            Method::POST,
+            "/api/feed/posts",
+            Some(json!({
+                "text": "a photo", "audience": "friends",
+                "attachments": [{ "name": "p.jpg", "media_type": "image/jpeg", "data": data }],
+            })),
+        )
+        .await;
+    for i in 0..3 {
+        alice
+            .ok(
+                Method::POST,
+                "/api/feed/posts",
+                Some(json!({ "text": format!("post {i}"), "audience": "friends" })),
+            )
+            .await;
+    }
+    bob.ok(Method::POST, "/api/sync/alice", None).await;
+    let url = with_photo["attachments"][0]["url"].as_str().unwrap();
+    let (s, _, body) = bob.raw(Method::GET, url, None, Body::empty(), &[]).await;
+    assert_eq!((s, body.len()), (StatusCode::OK, photo.len()));
+    let texts = |posts: &[Value]| -> Vec<String> {
+        posts
+            .iter()
+            .map(|p| p["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = bob.timeline().await;
+    assert_eq!(texts(&before), ["post 2", "post 1", "post 0", "a photo"]);
+    let held = bob.ok(Method::GET, "/api/cache", None).await;
+    assert!(held["documents"].as_u64().unwrap() >= 4, "{held}");
+    assert_eq!(held["blobs"], 1, "{held}");
+    assert_eq!(held["budget"], 4u64 << 30);
+
+    let purged = bob.ok(Method::POST, "/api/cache/purge", None).await;
+    assert!(
+        purged["purged"]["documents"].as_u64().unwrap() >= 4,
+        "{purged}"
+    );
+    assert_eq!(purged["purged"]["blobs"], 1);
+    assert_eq!(
+        (purged["documents"].as_u64(), purged["bytes"].as_u64()),
+        (Some(0), Some(0))
+    );
+    // On disk: the posts' content and the photo are gone, the entries stay.
+    let store = bob.daemon.node().store().clone();
+    let owner: NamespaceId = alice.ns().parse().unwrap();
+    let photo_hash = store
+        .get(
+            &owner,
+            &Path::parse(&format!("{}/p.jpg", with_photo["path"].as_str().unwrap())).unwrap(),
+        )
+        .unwrap()
+        .unwrap()
+        .blob_hash()
+        .unwrap();
+    assert!(!store.has_blob(&photo_hash));
+    let post_path = Path::parse(with_photo["path"].as_str().unwrap()).unwrap();
+    assert!(store.is_purged(&owner, &post_path).unwrap());
+
+    // The timeline still lists every post, in order, loading; each comes
+    // back from alice.
+    let loading = bob.timeline().await;
+    assert_eq!(loading.len(), 4);
+    assert!(
+        loading
+            .iter()
+            .all(|p| p["loading"] == true && p["text"] == ""),
+        "{loading:?}"
+    );
+    let ids: Vec<_> = before.iter().map(|p| p["id"].clone()).collect();
+    assert_eq!(
+        loading.iter().map(|p| p["id"].clone()).collect::<Vec<_>>(),
+        ids
+    );
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let now = bob.timeline().await;
+            if now.iter().all(|p| p["loading"] == false) {
+                assert_eq!(texts(&now), ["post 2", "post 1", "post 0", "a photo"]);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the purged posts came back from alice");
+    assert!(!store.is_purged(&owner, &post_path).unwrap());
+    let (s, _, body) = bob.raw(Method::GET, url, None, Body::empty(), &[]).await;
+    assert_eq!((s, body.as_ref()), (StatusCode::OK, &photo[..]));
+    assert!(store.has_blob(&photo_hash));
+
+    // Settings: a size and an age, kept; bad ones refused with a reason.
+    let set = bob
+        .ok(
+            Method::PUT,
+            "/api/cache",
+            Some(json!({ "budget": "10MB", "max_age": "30d" })),
+        )
+        .await;
+    assert_eq!(
+        (set["budget"].as_u64(), set["max_age"].as_u64()),
+        (Some(10_000_000), Some(30 * 86_400))
+    );
+    let set = bob
+        .ok(Method::PUT, "/api/cache", Some(json!({ "max_age": null })))
+        .await;
+    assert_eq!(
+        (set["budget"].as_u64(), set["max_age"].as_u64()),
+        (Some(10_000_000), None)
+    );
+    for bad in [
+        json!({ "budget": "lots" }),
+        json!({ "budget": -1 }),
+        json!({ "max_age": "soon" }),
+        json!({ "colour": "blue" }),
+    ] {
+        let (s, v) = bob.call(Method::PUT, "/api/cache", Some(bad.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert!(!v["error"].as_str().unwrap_or("").is_empty(), "{v}");
+    }
+    // A budget of nothing purges what is held at once.
+    let set = bob
+        .ok(Method::PUT, "/api/cache", Some(json!({ "budget": 0 })))
+        .await;
+    assert!(set["purged"]["bytes"].as_u64().unwrap() > 0, "{set}");
+    assert_eq!(set["bytes"], 0);
 }

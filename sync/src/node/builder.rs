@@ -12,7 +12,7 @@ use iroh::endpoint::{ControllerFactory, PortmapperConfig, QuicTransportConfig, p
 use iroh::endpoint_info::AddrFilter;
 use iroh::{Endpoint, RelayMode, RelayUrl, SecretKey};
 use kith_store::{Durability, Options as StoreOptions, Store};
-use kith_types::DeviceId;
+use kith_types::{DeviceId, Path};
 use parking_lot::Mutex;
 
 use crate::cache::{CacheSettings, FriendCache};
@@ -71,6 +71,7 @@ pub struct Builder {
     connect_timeout: Duration,
     peer_limits: PeerLimits,
     cache: CacheSettings,
+    cache_keep: Vec<Path>,
     join: Option<DeviceInvite>,
     gossip_max_message_size: usize,
     heartbeat_interval: Duration,
@@ -157,6 +158,7 @@ impl Builder {
             connect_timeout: Duration::from_secs(10),
             peer_limits: PeerLimits::default(),
             cache: CacheSettings::default(),
+            cache_keep: Vec::new(),
             join: None,
             gossip_max_message_size: 4096,
             heartbeat_interval: Duration::from_secs(5),
@@ -226,6 +228,13 @@ impl Builder {
     /// used are purged, and fetched again from their owner when read.
     pub fn cache(mut self, settings: CacheSettings) -> Self {
         self.cache = settings;
+        self
+    }
+
+    /// Friends' documents and blobs under these prefixes are never purged
+    /// from the cache (small data read all the time, such as a profile).
+    pub fn cache_keep(mut self, prefixes: Vec<Path>) -> Self {
+        self.cache_keep = prefixes;
         self
     }
 
@@ -313,6 +322,7 @@ impl Builder {
         let durability = self.durability;
         let join = self.join.clone();
         let cache_settings = self.cache;
+        let cache_keep = self.cache_keep.clone();
         let (gate, sightings) = Gate::new();
         let admission = Arc::new(gate.clone());
         let shared = tokio::task::spawn_blocking(move || -> Result<_> {
@@ -324,7 +334,7 @@ impl Builder {
                 data_dir.join("store"),
                 StoreOptions::new(identity.device()).durability(durability),
             )?;
-            let cache = FriendCache::open(&store, &identity.namespace, cache_settings)?;
+            let cache = FriendCache::open(&store, &identity.namespace, cache_settings, cache_keep)?;
             Shared::open(store, identity, cache, admission)
         })
         .await
