@@ -235,6 +235,97 @@ fn pages_show_what_the_whole_timeline_shows_through_writes_deletions_and_restart
     );
 }
 
+/// A friend's posts purged from the cache keep their place in the
+/// timeline, shown as loading (text empty), with their comments; edits
+/// elsewhere and a rebuild of the index keep them; fetched again, they read
+/// as before.
+#[test]
+fn purged_posts_keep_their_place_and_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let me = NamespaceId::from_bytes([1; 32]);
+    let bob = NamespaceId::from_bytes([2; 32]);
+    let friends = [bob];
+    for i in 0..6u64 {
+        post(
+            &store,
+            &bob,
+            &format!("/feed/friends/p{i}"),
+            &format!("post {i}"),
+            100 + i,
+        );
+    }
+    comment(&store, &bob, "c1", &bob, "p2");
+    let before = walk(&store, &me, &friends, 2);
+    let order = |posts: &[Post]| posts.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
+    assert_eq!(order(&before), ["p5", "p4", "p3", "p2", "p1", "p0"]);
+    // The content as bob's node would serve it, to bring it back later.
+    let whole: Vec<_> = (0..6)
+        .map(|i| {
+            let path = p(&format!("/feed/friends/p{i}"));
+            let entry = store.get(&bob, &path).unwrap().unwrap();
+            (
+                path.clone(),
+                entry,
+                store.document_bytes(&bob, &path).unwrap(),
+            )
+        })
+        .collect();
+
+    let purged: Vec<Path> = [1, 2, 4]
+        .iter()
+        .map(|i| p(&format!("/feed/friends/p{i}")))
+        .chain([p("/feed/comments/c1")])
+        .collect();
+    assert!(store.purge_documents(&bob, &purged).unwrap() > 0);
+    // Another change in bob's namespace makes the index look again.
+    post(&store, &bob, "/feed/friends/p3", "post 3 edited", 103);
+    let after = walk(&store, &me, &friends, 2);
+    assert_eq!(order(&after), order(&before));
+    for post in &after {
+        let gone = ["p1", "p2", "p4"].contains(&post.id.as_str());
+        assert_eq!(post.loading, gone, "{}", post.id);
+        assert_eq!(post.text.is_empty(), gone, "{}", post.id);
+    }
+    let p2 = after.iter().find(|p| p.id == "p2").unwrap();
+    assert_eq!(p2.comments.len(), 1);
+    assert!(p2.comments[0].loading && p2.comments[0].text.is_empty());
+
+    // Rebuilt from the logs, every post is still there.
+    store
+        .write_index(&[IndexOp::Put {
+            key: [timeline::KEY_PREFIX, b"0"].concat(),
+            value: b"older".to_vec(),
+        }])
+        .unwrap();
+    let rebuilt = walk(&store, &me, &friends, 3);
+    let mut ids = order(&rebuilt);
+    ids.sort();
+    assert_eq!(ids, ["p0", "p1", "p2", "p3", "p4", "p5"]);
+
+    // Fetched again (as the node applies a friend's whole document), they
+    // read as before, in their place.
+    for (path, entry, bytes) in whole.iter().filter(|(p, _, _)| purged.contains(p)) {
+        let kith::store::EntryKind::Document {
+            created, creator, ..
+        } = entry.kind
+        else {
+            panic!("a document");
+        };
+        let write = kith::store::RemoteWrite {
+            device: entry.device,
+            timestamp: entry.timestamp,
+        };
+        let identity = kith::store::DocIdentity { created, creator };
+        store
+            .apply_changes(&bob, path, identity, write, bytes)
+            .unwrap();
+    }
+    let back = walk(&store, &me, &friends, 2);
+    assert_eq!(order(&back), order(&before));
+    assert!(back.iter().all(|p| !p.loading && !p.text.is_empty()));
+}
+
 #[test]
 fn posts_arriving_during_a_walk_appear_only_at_the_top() {
     let dir = tempfile::tempdir().unwrap();
