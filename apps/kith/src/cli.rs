@@ -364,24 +364,38 @@ pub enum FriendCommand {
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
     /// Show what friends' data is kept here and the settings.
-    Show,
+    Show {
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
     /// Keep at most SIZE of friends' documents and blobs (like 500MB or
     /// 2GiB); the least recently written or read beyond it are purged now
     /// and from then on.
     Budget {
         /// The size.
         size: String,
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
     },
     /// Also purge friends' data not written or read for AGE (like 365d or
     /// 8w), or `off` to keep it while the budget allows.
     Age {
         /// The age, or `off`.
         age: String,
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
     },
     /// Purge all friends' documents and blobs kept here now. Posts stay in
     /// the timeline and are fetched again from their authors when read
     /// (while those are reachable); your own data is never purged.
-    Purge,
+    Purge {
+        /// Output format.
+        #[command(flatten)]
+        out: Output,
+    },
 }
 
 /// `kith web …`.
@@ -1071,15 +1085,28 @@ fn web_export(dir: &std::path::Path, out: &Output) -> CliResult {
 }
 
 async fn cache(c: &Client, cmd: Option<CacheCommand>, out: Output) -> CliResult {
+    let out = match &cmd {
+        Some(
+            CacheCommand::Show { out: o }
+            | CacheCommand::Budget { out: o, .. }
+            | CacheCommand::Age { out: o, .. }
+            | CacheCommand::Purge { out: o },
+        ) => Output {
+            json: o.json || out.json,
+        },
+        None => out,
+    };
     let (r, did): (Value, Option<&str>) = match cmd {
-        None | Some(CacheCommand::Show) => (c.call(Method::GET, "/api/cache", None).await?, None),
-        Some(CacheCommand::Budget { size }) => {
+        None | Some(CacheCommand::Show { .. }) => {
+            (c.call(Method::GET, "/api/cache", None).await?, None)
+        }
+        Some(CacheCommand::Budget { size, .. }) => {
             crate::http::parse_size(&size)?;
             let body = json!({ "budget": size });
             let r = c.call(Method::PUT, "/api/cache", Some(&body)).await?;
             (r, Some("budget set"))
         }
-        Some(CacheCommand::Age { age }) => {
+        Some(CacheCommand::Age { age, .. }) => {
             let body = if age == "off" {
                 json!({ "max_age": null })
             } else {
@@ -1089,7 +1116,7 @@ async fn cache(c: &Client, cmd: Option<CacheCommand>, out: Output) -> CliResult 
             let r = c.call(Method::PUT, "/api/cache", Some(&body)).await?;
             (r, Some("age limit set"))
         }
-        Some(CacheCommand::Purge) => {
+        Some(CacheCommand::Purge { .. }) => {
             let r = c.call(Method::POST, "/api/cache/purge", None).await?;
             (r, Some("purged"))
         }

@@ -80,3 +80,49 @@ fn the_timeline_is_shown_a_page_at_a_time() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no post"));
 }
+
+#[test]
+fn the_cache_of_friends_data_is_shown_set_and_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("alice");
+    ok(&data, &["init", "--name", "alice"]);
+    ok(&data, &["feed", "post", "mine", "--audience", "me"]);
+    let shown = ok(&data, &["cache"]);
+    assert!(
+        shown.contains("friends' data kept here: 0 documents") && shown.contains("4.3 GB budget"),
+        "{shown}"
+    );
+    let set = json(&data, &["cache", "budget", "500MB"]);
+    assert_eq!(set["budget"], 500_000_000);
+    let set = json(&data, &["cache", "age", "30d"]);
+    assert_eq!(
+        (set["budget"].as_u64(), set["max_age"].as_u64()),
+        (Some(500_000_000), Some(2_592_000))
+    );
+    // Kept: the next command (a new process) shows them.
+    let shown = ok(&data, &["cache", "show"]);
+    assert!(
+        shown.contains("of a 500.0 MB budget; purged after 30 d"),
+        "{shown}"
+    );
+    let off = json(&data, &["cache", "age", "off"]);
+    assert_eq!(off["max_age"], serde_json::Value::Null);
+    let purged = ok(&data, &["cache", "purge"]);
+    assert!(
+        purged.starts_with("purged: 0 documents and 0 blobs of friends purged"),
+        "{purged}"
+    );
+    // Own posts are never purged.
+    assert_eq!(common::timeline_texts(&data), ["mine"]);
+    // Bad sizes and ages say what is expected, and change nothing.
+    for args in [&["cache", "budget", "lots"][..], &["cache", "age", "soon"]] {
+        let out = kith(&data, args);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("is not a size like 500MB") || err.contains("is not a duration like 30d"),
+            "{err}"
+        );
+    }
+    assert_eq!(json(&data, &["cache"])["budget"], 500_000_000);
+}
