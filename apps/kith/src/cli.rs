@@ -1457,6 +1457,9 @@ async fn ls(c: &Client, args: Vec<String>, out: Output) -> CliResult {
     Ok(())
 }
 
+/// How long `kith feed timeline` waits for purged posts to come back.
+const LOADING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn print_post(p: &Value) {
     out!(
         "{} {} ({}) {}",
@@ -1465,6 +1468,12 @@ fn print_post(p: &Value) {
         p["audience"].as_str().unwrap_or(""),
         p["id"].as_str().unwrap_or("")
     );
+    if p["loading"] == true {
+        out!(
+            "    (not here: purged from the cache; it loads when {} is reachable)",
+            p["author_name"].as_str().unwrap_or("its author")
+        );
+    }
     for line in p["text"].as_str().unwrap_or("").lines() {
         out!("    {line}");
     }
@@ -1506,7 +1515,28 @@ async fn timeline(
         if let Some(cursor) = &before {
             route.push_str(&format!("{sep}before={}", percent_encode(cursor)));
         }
-        let t: Value = c.call(Method::GET, &route, None).await?;
+        let mut t: Value = c.call(Method::GET, &route, None).await?;
+        // Friends' posts purged from the cache come back from their
+        // authors (the daemon fetches them as it answers): wait a little.
+        let started = std::time::Instant::now();
+        let mut said = false;
+        while c.is_daemon() && started.elapsed() < LOADING_WAIT {
+            let loading = t["posts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["loading"] == true)
+                .count();
+            if loading == 0 {
+                break;
+            }
+            if !said && !out.json {
+                eprintln!("fetching {loading} purged posts again from their authors…");
+                said = true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            t = c.call(Method::GET, &route, None).await?;
+        }
         let posts = t["posts"].as_array().cloned().unwrap_or_default();
         let next = t["next"].as_str().map(str::to_string);
         shown += posts.len();

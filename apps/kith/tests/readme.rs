@@ -271,6 +271,11 @@ fn the_tour_of_the_four_journeys_runs_as_written() {
     eventually("bob catches up by himself after his restart", || {
         tour.sees("bob", "While bob was away")
     });
+    // Friends' data is a cache: purged, bob's timeline fetches it again.
+    let printed = tour.run("cache-cli");
+    assert!(printed.contains("budget set:"), "{printed}");
+    assert!(printed.contains("purged:"), "{printed}");
+    assert!(printed.contains("    Live to my friends"), "{printed}");
     let printed = tour.run("subscribe-http");
     assert!(printed.contains("\"entries\""), "{printed}");
     assert!(printed.contains("/feed/friends/"), "{printed}");

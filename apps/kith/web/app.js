@@ -751,6 +751,9 @@ function renderCache(c) {
   if (document.activeElement !== days) days.value = String(age);
   if (c.purged) {
     announce(`Purged ${c.purged.documents} posts and ${c.purged.blobs} files of friends (${sizeText(c.purged.bytes)}).`);
+    // Purged posts show as loading until they come back.
+    state.loadingTries.clear();
+    if (c.purged.documents || c.purged.blobs) scheduleRefresh('cache');
   }
 }
 

@@ -258,6 +258,26 @@ try {
   await alicePost.getByRole('list', { name: 'Comments' }).getByText(comment).waitFor({ timeout: LIVE_MS });
   await shot('alice', '5-alice-sees-comment');
 
+  begin("bob purges friends' data on his Storage card; the post loads again from alice, image and all");
+  await bob.getByRole('button', { name: 'Friends', exact: true }).click();
+  const storage = bob.getByRole('region', { name: 'Storage' });
+  await storage.getByText(/Friends' posts and photos kept here: [1-9]/).waitFor({ timeout: LOCAL_MS });
+  await storage.getByRole('button', { name: "Purge friends' data now" }).click();
+  const reread = bob.waitForResponse((res) => /\/api\/feed\?/.test(res.url()), { timeout: LOCAL_MS });
+  await storage.getByRole('button', { name: 'Confirm purge' }).click();
+  await storage.getByText("Friends' posts and photos kept here: 0 posts and comments").waitFor({ timeout: LOCAL_MS });
+  await shot('bob', '5b-bob-purged');
+  // The timeline read right after the purge lists the post, loading.
+  const listed = (await (await reread).json()).posts.find((p) => p.text === text || p.loading);
+  if (!listed || !listed.loading || listed.text !== '') {
+    throw new Error(`after the purge the post is not listed as loading: ${JSON.stringify(listed)}`);
+  }
+  await bob.getByRole('button', { name: 'Feed', exact: true }).click();
+  await bobPost.waitFor({ timeout: LIVE_MS });
+  await imageRendered(bobPost.getByRole('img', { name: 'sunrise.png' }));
+  await bobPost.getByRole('list', { name: 'Comments' }).getByText(comment).waitFor({ timeout: LIVE_MS });
+  await shot('bob', '5c-bob-post-back');
+
   begin('alice deletes the post');
   await alicePost.getByRole('button', { name: 'Delete post' }).click();
   await alicePost.getByRole('button', { name: 'Confirm delete' }).click();
