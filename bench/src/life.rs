@@ -19,6 +19,10 @@
 //!   empty store's; and the first page after that open (names loaded, the
 //!   index caught up), median of 5;
 //! - the store's size on disk, beside the bytes of text and photos written;
+//! - the store's size with a budget for friends' data (a quarter of what is
+//!   held), after the purge and a compaction, beside its size without one
+//!   (also compacted); a node opens the store with an identity of its own,
+//!   so all 251 people count as friends there; and the time of that purge;
 //! - a friend's fresh node catching up one person's 1,000 posts with their
 //!   comments and photos over loopback (`sync_now`, photos fetched
 //!   eagerly), median of 3, beside iroh-docs catching up as many entries
@@ -335,6 +339,13 @@ pub(crate) fn run(opts: &Options) -> Result<Vec<Figure>> {
         (median_duration(v), ())
     };
 
+    let budget = if std::env::var_os("KITH_LIFE_DIR").is_some() {
+        eprintln!("  (KITH_LIFE_DIR is set: the store is kept as written, without a budget)");
+        None
+    } else {
+        Some(with_budget(&at, dir.path())?)
+    };
+
     let (catchup, entries, bytes) = friend_catchup(each)?;
     let peer = runtime()?.block_on(async {
         let mut times = Vec::new();
@@ -392,6 +403,35 @@ pub(crate) fn run(opts: &Options) -> Result<Vec<Figure>> {
         Figure::new(SCENARIO, "store size on disk", size as f64 / 1e6, "MB")
             .with_peer("text and photos written", written.content as f64 / 1e6),
     ];
+    if let Some(b) = budget {
+        figures.push(
+            Figure::new(
+                SCENARIO,
+                format!(
+                    "store size with a budget of {:.0} MB for friends' data (compacted)",
+                    b.budget as f64 / 1e6
+                ),
+                b.with as f64 / 1e6,
+                "MB",
+            )
+            .with_peer(
+                format!(
+                    "without a budget ({:.0} MB of friends' data held, compacted)",
+                    b.held as f64 / 1e6
+                ),
+                b.without as f64 / 1e6,
+            ),
+        );
+        figures.push(Figure::new(
+            SCENARIO,
+            format!(
+                "purging {} documents and {} photos down to the budget",
+                b.purged.documents, b.purged.blobs
+            ),
+            b.purge.as_secs_f64(),
+            "s",
+        ));
+    }
     let name = format!("a friend's catch-up of one person's {each} posts ({entries} entries)");
     let figure = Figure::new(SCENARIO, name, catchup, "s");
     figures.push(if peer.is_empty() {
@@ -403,6 +443,80 @@ pub(crate) fn run(opts: &Options) -> Result<Vec<Figure>> {
         )
     });
     Ok(figures)
+}
+
+/// The store with and without a budget for friends' data.
+struct Budgeted {
+    held: u64,
+    budget: u64,
+    without: u64,
+    with: u64,
+    purged: kith::Purged,
+    purge: Duration,
+}
+
+/// Moves the store at `at` into a node's data folder under `work`, and
+/// measures it compacted, then with a budget of a quarter of the friends'
+/// data it holds, purged and compacted.
+fn with_budget(at: &FsPath, work: &FsPath) -> Result<Budgeted> {
+    let data = work.join("node");
+    std::fs::create_dir_all(&data)?;
+    std::fs::rename(at, data.join("store"))?;
+    runtime()?.block_on(async {
+        let node = Node::builder(&data)
+            .network(kith::NetworkMode::LocalOnly)
+            .live_push(false)
+            .spawn()
+            .await?;
+        let compact = |node: &Node| {
+            let store = node.store().clone();
+            tokio::task::spawn_blocking(move || store.compact())
+        };
+        let started = Instant::now();
+        let held = node.cache_status().await?.bytes();
+        eprintln!(
+            "  the cache of friends' data read every change log in {:.1?}: {:.1} MB held",
+            started.elapsed(),
+            held as f64 / 1e6
+        );
+        compact(&node).await??;
+        let without = dir_size(&data.join("store"))?;
+        let budget = held / 4;
+        let started = Instant::now();
+        let purged = node
+            .set_cache(kith::CacheSettings {
+                budget,
+                max_age: None,
+            })
+            .await?;
+        let purge = started.elapsed();
+        let after = node.cache_status().await?;
+        ensure!(
+            after.bytes() <= budget,
+            "{} bytes held over a budget of {budget}",
+            after.bytes()
+        );
+        compact(&node).await??;
+        let with = dir_size(&data.join("store"))?;
+        eprintln!(
+            "  a budget of {:.1} MB purged {} documents and {} photos ({:.1} MB) in {purge:.1?}: {:.1} MB on disk, {:.1} MB without",
+            budget as f64 / 1e6,
+            purged.documents,
+            purged.blobs,
+            purged.bytes as f64 / 1e6,
+            with as f64 / 1e6,
+            without as f64 / 1e6
+        );
+        node.shutdown().await?;
+        Ok(Budgeted {
+            held,
+            budget,
+            without,
+            with,
+            purged,
+            purge,
+        })
+    })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
