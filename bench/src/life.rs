@@ -20,9 +20,10 @@
 //!   index caught up), median of 5;
 //! - the store's size on disk, beside the bytes of text and photos written;
 //! - the store's size with a budget for friends' data (a quarter of what is
-//!   held), after the purge and a compaction, beside its size without one
-//!   (also compacted); a node opens the store with an identity of its own,
-//!   so all 251 people count as friends there; and the time of that purge;
+//!   held), purged, compacted and closed, beside its size without one
+//!   (also compacted and closed); a node opens the store with an identity
+//!   of its own, so all 251 people count as friends there; and the time of
+//!   that purge;
 //! - a friend's fresh node catching up one person's 1,000 posts with their
 //!   comments and photos over loopback (`sync_now`, photos fetched
 //!   eagerly), median of 3, beside iroh-docs catching up as many entries
@@ -456,22 +457,28 @@ struct Budgeted {
 }
 
 /// Moves the store at `at` into a node's data folder under `work`, and
-/// measures it compacted, then with a budget of a quarter of the friends'
-/// data it holds, purged and compacted.
+/// measures it compacted and closed, then with a budget of a quarter of
+/// the friends' data it holds, purged, compacted and closed.
 fn with_budget(at: &FsPath, work: &FsPath) -> Result<Budgeted> {
     let data = work.join("node");
     std::fs::create_dir_all(&data)?;
     std::fs::rename(at, data.join("store"))?;
-    runtime()?.block_on(async {
-        let node = Node::builder(&data)
+    let open = || {
+        Node::builder(&data)
             .network(kith::NetworkMode::LocalOnly)
             .live_push(false)
             .spawn()
-            .await?;
-        let compact = |node: &Node| {
-            let store = node.store().clone();
-            tokio::task::spawn_blocking(move || store.compact())
-        };
+    };
+    // Compacted and closed: the tables a compaction replaced are removed
+    // once the store closes.
+    let close = |node: Node| async move {
+        let store = node.store().clone();
+        tokio::task::spawn_blocking(move || store.compact()).await??;
+        node.shutdown().await?;
+        anyhow::Ok(())
+    };
+    runtime()?.block_on(async {
+        let node = open().await?;
         let started = Instant::now();
         let held = node.cache_status().await?.bytes();
         eprintln!(
@@ -479,8 +486,9 @@ fn with_budget(at: &FsPath, work: &FsPath) -> Result<Budgeted> {
             started.elapsed(),
             held as f64 / 1e6
         );
-        compact(&node).await??;
+        close(node).await?;
         let without = dir_size(&data.join("store"))?;
+        let node = open().await?;
         let budget = held / 4;
         let started = Instant::now();
         let purged = node
@@ -496,7 +504,7 @@ fn with_budget(at: &FsPath, work: &FsPath) -> Result<Budgeted> {
             "{} bytes held over a budget of {budget}",
             after.bytes()
         );
-        compact(&node).await??;
+        close(node).await?;
         let with = dir_size(&data.join("store"))?;
         eprintln!(
             "  a budget of {:.1} MB purged {} documents and {} photos ({:.1} MB) in {purge:.1?}: {:.1} MB on disk, {:.1} MB without",
@@ -507,7 +515,6 @@ fn with_budget(at: &FsPath, work: &FsPath) -> Result<Budgeted> {
             with as f64 / 1e6,
             without as f64 / 1e6
         );
-        node.shutdown().await?;
         Ok(Budgeted {
             held,
             budget,

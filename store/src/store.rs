@@ -502,32 +502,57 @@ impl Store {
     /// # Errors
     /// Storage errors.
     pub fn purge_documents(&self, ns: &NamespaceId, paths: &[Path]) -> Result<u64> {
+        self.purge_documents_of(&[(*ns, paths)])
+    }
+
+    /// [`Store::purge_documents`] for the documents of many namespaces:
+    /// one batch per namespace, and the keys of all destroyed at the end,
+    /// at once (one journal and one vault sync, where a call per namespace
+    /// would sync each time), before this returns. Blocks, holding each
+    /// namespace's write lock in turn.
+    ///
+    /// # Errors
+    /// Storage errors; what was committed before one stays purged, and its
+    /// keys are destroyed.
+    pub fn purge_documents_of(&self, docs: &[(NamespaceId, &[Path])]) -> Result<u64> {
         let inner = &self.inner;
-        let mut txn = inner.begin(ns)?;
-        let mut seen = HashSet::new();
-        let mut freed = 0;
-        for path in paths {
-            if !seen.insert(path) || self.is_purged(ns, path)? {
-                continue;
+        let mut slots = Vec::new();
+        let purged = (|| {
+            let mut freed = 0;
+            for (ns, paths) in docs {
+                let mut txn = inner.begin(ns)?;
+                let mut seen = HashSet::new();
+                for path in *paths {
+                    if !seen.insert(path) || self.is_purged(ns, path)? {
+                        continue;
+                    }
+                    let Some(entry) = inner.entry_in(&inner.db.snapshot(), ns, path)? else {
+                        continue;
+                    };
+                    let EntryKind::Document { size, .. } = entry.kind else {
+                        continue;
+                    };
+                    txn.drop_doc(path, &entry);
+                    txn.batch.insert(
+                        &inner.docs,
+                        keys::doc_chunk(ns, path, keys::CHUNK_PURGED, 0),
+                        b"",
+                    );
+                    freed += size;
+                }
+                if !seen.is_empty() {
+                    // Erased below, with the others: the markers are in
+                    // this batch, so a crash before then is finished at the
+                    // next open.
+                    let erase = std::mem::take(&mut txn.erase);
+                    txn.commit()?;
+                    slots.extend(erase);
+                }
             }
-            let Some(entry) = inner.entry_in(&inner.db.snapshot(), ns, path)? else {
-                continue;
-            };
-            let EntryKind::Document { size, .. } = entry.kind else {
-                continue;
-            };
-            txn.drop_doc(path, &entry);
-            txn.batch.insert(
-                &inner.docs,
-                keys::doc_chunk(ns, path, keys::CHUNK_PURGED, 0),
-                b"",
-            );
-            freed += size;
-        }
-        if !seen.is_empty() {
-            txn.commit()?;
-        }
-        Ok(freed)
+            Ok(freed)
+        })();
+        inner.erase(&slots)?;
+        purged
     }
 
     /// Whether the content of the document at `path` of `ns` was purged

@@ -502,9 +502,11 @@ impl FriendCache {
                 }
             }
             // The documents' content goes before the items that name them.
-            for (ns, paths) in &docs {
-                store.purge_documents(ns, paths)?;
-            }
+            let docs: Vec<(NamespaceId, &[Path])> = docs
+                .iter()
+                .map(|(ns, paths)| (*ns, paths.as_slice()))
+                .collect();
+            store.purge_documents_of(&docs)?;
             pending.commit()?;
             if done || items.len() < BATCH {
                 if purged != Purged::default() {

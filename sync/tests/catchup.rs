@@ -324,6 +324,21 @@ async fn friends_blobs_are_bounded_by_the_cache_and_purged_blobs_come_back_from_
         read_all(&b, &a.namespace(), "/feed/2").await,
         blob_bytes(2, size)
     );
+    // Content this node's own namespace also refers to is not purged.
+    assert_eq!(
+        read_all(&b, &a.namespace(), "/feed/1").await,
+        blob_bytes(1, size)
+    );
+    b.store()
+        .put_blob(
+            &b.namespace(),
+            &p("/mine/copy"),
+            &blob_bytes(1, size)[..],
+            "image/jpeg",
+        )
+        .unwrap();
+    b.purge_cache().await.unwrap();
+    assert!(b.store().has_blob(&hashes[1]), "own content purged");
     // The owner's own blobs are never purged from its store.
     assert_eq!(a.purge_cache().await.unwrap(), kith::Purged::default());
     assert!(hashes.iter().all(|h| a.store().has_blob(h)));

@@ -691,32 +691,22 @@ fn comments_on(
                 continue;
             };
             let path = Path::from_encoded(v).map_err(|_| corrupt("comment path"))?;
-            if store.is_purged(&ns, &path)? {
-                // Purged from the cache: the index says whose post it
-                // answers; its text comes back from the commenter.
-                let time = store
+            // Purged from the cache: the index says whose post it answers;
+            // its text comes back from the commenter.
+            let (text, time, loading) = if store.is_purged(&ns, &path)? {
+                let written = store
                     .get(&ns, &path)?
                     .map_or(0, |e| e.timestamp.as_micros());
-                out.push(Comment {
-                    id: path.last().unwrap_or_default().to_string(),
-                    author: ns.to_string(),
-                    author_name: names.name_of(&ns),
-                    author_avatar: names.avatar_of(&ns),
-                    post_author: author_text.clone(),
-                    post_id: id.to_string(),
-                    path: path.to_string(),
-                    text: String::new(),
-                    time,
-                    loading: true,
-                });
-                continue;
-            }
-            let Some(v) = shown_json(store, &ns, &path)? else {
-                continue;
+                (String::new(), written, true)
+            } else {
+                let Some(v) = shown_json(store, &ns, &path)? else {
+                    continue;
+                };
+                if text_field(&v, "post_author") != author_text || text_field(&v, "post_id") != id {
+                    continue;
+                }
+                (text_field(&v, "text"), time_field(&v), false)
             };
-            if text_field(&v, "post_author") != author_text || text_field(&v, "post_id") != id {
-                continue;
-            }
             out.push(Comment {
                 id: path.last().unwrap_or_default().to_string(),
                 author: ns.to_string(),
@@ -725,9 +715,9 @@ fn comments_on(
                 post_author: author_text.clone(),
                 post_id: id.to_string(),
                 path: path.to_string(),
-                text: text_field(&v, "text"),
-                time: time_field(&v),
-                loading: false,
+                text,
+                time,
+                loading,
             });
         }
         match items.last() {

@@ -1926,6 +1926,10 @@ async fn purged_friends_posts_and_photos_load_again_from_their_author() {
     assert!(!store.has_blob(&photo_hash));
     let post_path = Path::parse(with_photo["path"].as_str().unwrap()).unwrap();
     assert!(store.is_purged(&owner, &post_path).unwrap());
+    // A friend's profile is kept: it is read on every page.
+    let profile = Path::parse("/profile").unwrap();
+    assert!(store.get(&owner, &profile).unwrap().is_some());
+    assert!(!store.is_purged(&owner, &profile).unwrap());
 
     // The timeline still lists every post, in order, loading; each comes
     // back from alice.

@@ -384,12 +384,20 @@ impl Node {
     /// # Errors
     /// Store errors.
     pub async fn cache_status(&self) -> Result<CacheStatus> {
+        self.with_cache(|cache, store, own| cache.status(store, own))
+            .await
+    }
+
+    /// Runs `f` on the cache, the store and the own namespace, on a
+    /// blocking thread.
+    async fn with_cache<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&crate::cache::FriendCache, &kith_store::Store, &NamespaceId) -> Result<T>
+        + Send
+        + 'static,
+    ) -> Result<T> {
         let shared = self.inner.shared.clone();
-        blocking(move || {
-            let own = shared.namespace();
-            shared.cache.status(&shared.store, &own)
-        })
-        .await
+        blocking(move || f(&shared.cache, &shared.store, &shared.namespace())).await
     }
 
     /// Sets how much of friends' data this node keeps (kept across
@@ -399,13 +407,9 @@ impl Node {
     /// # Errors
     /// Store errors.
     pub async fn set_cache(&self, settings: CacheSettings) -> Result<Purged> {
-        let shared = self.inner.shared.clone();
-        blocking(move || {
-            let own = shared.namespace();
-            shared.cache.set_settings(&shared.store, &own, settings)?;
-            shared
-                .cache
-                .enforce(&shared.store, &own, Timestamp::wall_clock())
+        self.with_cache(move |cache, store, own| {
+            cache.set_settings(store, own, settings)?;
+            cache.enforce(store, own, Timestamp::wall_clock())
         })
         .await
     }
@@ -419,12 +423,8 @@ impl Node {
     /// # Errors
     /// Store errors.
     pub async fn purge_cache(&self) -> Result<Purged> {
-        let shared = self.inner.shared.clone();
-        blocking(move || {
-            let own = shared.namespace();
-            shared.cache.purge_all(&shared.store, &own)
-        })
-        .await
+        self.with_cache(|cache, store, own| cache.purge_all(store, own))
+            .await
     }
 
     /// Purges what the cache's settings no longer allow (more than the
@@ -434,14 +434,8 @@ impl Node {
     /// # Errors
     /// Store errors.
     pub async fn enforce_cache(&self) -> Result<Purged> {
-        let shared = self.inner.shared.clone();
-        blocking(move || {
-            let own = shared.namespace();
-            shared
-                .cache
-                .enforce(&shared.store, &own, Timestamp::wall_clock())
-        })
-        .await
+        self.with_cache(|cache, store, own| cache.enforce(store, own, Timestamp::wall_clock()))
+            .await
     }
 
     /// The document at `path` of `namespace`, fetched whole from its
