@@ -252,7 +252,12 @@ fn a_purged_document_loses_its_key_before_the_purge_returns() {
         .apply_changes(&owner, &path, identity, write, &whole)
         .unwrap();
     let before = vault_keys(db.path());
-    assert!(friend.purge_documents(&owner, &[path.clone()]).unwrap() > 0);
+    assert!(
+        friend
+            .purge_documents(&owner, std::slice::from_ref(&path))
+            .unwrap()
+            > 0
+    );
     let gone: HashSet<_> = before.difference(&vault_keys(db.path())).copied().collect();
     assert_eq!(gone.len(), 1, "the document's key is destroyed");
     assert!(keys_left(db.path(), &gone).is_empty());

@@ -64,7 +64,7 @@ impl Default for CacheSettings {
 }
 
 /// What the cache of friends' data holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CacheStatus {
     /// The budget and age in force.
     pub settings: CacheSettings,
@@ -94,18 +94,6 @@ pub struct Purged {
     pub blobs: u64,
     /// Bytes freed.
     pub bytes: u64,
-}
-
-impl Default for CacheStatus {
-    fn default() -> Self {
-        Self {
-            settings: CacheSettings::default(),
-            documents: 0,
-            document_bytes: 0,
-            blobs: 0,
-            blob_bytes: 0,
-        }
-    }
 }
 
 /// Counts kept with the items, in the same batches.
