@@ -465,7 +465,7 @@ impl FriendCache {
                             store.get(&ns, &path)?,
                             Some(e) if matches!(e.kind, EntryKind::Document { .. })
                         ) && !store.is_purged(&ns, &path)?;
-                        if held && ns != *own {
+                        if held {
                             docs.entry(ns).or_default().push(path);
                             purged.documents += 1;
                             purged.bytes += size;
@@ -639,6 +639,109 @@ mod tests {
         let bytes = encode_settings(&CacheSettings::default());
         assert_eq!(decode_settings(&bytes[..bytes.len() - 1]), None);
         assert_eq!(decode_settings(&[2]), None);
+    }
+
+    fn open_store(dir: &std::path::Path) -> Store {
+        Store::open(
+            dir,
+            kith_store::Options::new(kith_types::DeviceId::from_bytes([1; 32])),
+        )
+        .unwrap()
+    }
+
+    fn write(store: &Store, ns: &NamespaceId, path: &str, bytes: usize) -> Path {
+        use kith_store::automerge::transaction::Transactable;
+        let path = Path::parse(path).unwrap();
+        store
+            .edit_document(ns, &path, |d| {
+                d.put(kith_store::automerge::ROOT, "text", "x".repeat(bytes))
+            })
+            .unwrap()
+            .0
+            .unwrap();
+        path
+    }
+
+    fn settings(budget: u64, max_age: Option<Duration>) -> CacheSettings {
+        CacheSettings { budget, max_age }
+    }
+
+    /// Oldest written first, a fetch makes an item the newest, the own
+    /// namespace and kept prefixes are never purged, an age purges by time.
+    #[test]
+    fn the_oldest_go_first_within_the_budget_and_the_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path());
+        let own = NamespaceId::from_bytes([1; 32]);
+        let friend = NamespaceId::from_bytes([2; 32]);
+        let mine = write(&store, &own, "/feed/mine", 2000);
+        let profile = write(&store, &friend, "/profile", 2000);
+        let paths: Vec<Path> = (0..6)
+            .map(|i| write(&store, &friend, &format!("/feed/{i}"), 2000))
+            .collect();
+        let size = match store.get(&friend, &paths[0]).unwrap().unwrap().kind {
+            EntryKind::Document { size, .. } => size,
+            EntryKind::Blob { .. } => unreachable!(),
+        };
+        let cache = FriendCache::open(
+            &store,
+            &own,
+            settings(u64::MAX, None),
+            vec![Path::parse("/profile").unwrap()],
+        )
+        .unwrap();
+        let held = cache.status(&store, &own).unwrap();
+        assert_eq!((held.documents, held.document_bytes), (6, 6 * size));
+
+        // /feed/0 is read (fetched) now: it becomes the newest.
+        let now = Timestamp::wall_clock();
+        cache
+            .used_documents(&store, &friend, &paths[..1], now)
+            .unwrap();
+        cache
+            .set_settings(&store, &own, settings(3 * size, None))
+            .unwrap();
+        let purged = cache.enforce(&store, &own, now).unwrap();
+        assert_eq!((purged.documents, purged.bytes), (3, 3 * size));
+        let gone: Vec<bool> = paths
+            .iter()
+            .map(|p| store.is_purged(&friend, p).unwrap())
+            .collect();
+        assert_eq!(gone, [false, true, true, true, false, false]);
+        assert!(!store.is_purged(&friend, &profile).unwrap(), "kept prefix");
+        assert!(!store.is_purged(&own, &mine).unwrap(), "own data");
+        // Within the budget: nothing more.
+        assert_eq!(cache.enforce(&store, &own, now).unwrap(), Purged::default());
+
+        // An age: nothing is a day old yet; two days on, all of it is.
+        cache
+            .set_settings(
+                &store,
+                &own,
+                settings(u64::MAX, Some(Duration::from_secs(86_400))),
+            )
+            .unwrap();
+        assert_eq!(cache.enforce(&store, &own, now).unwrap(), Purged::default());
+        let later = Timestamp::from_micros(now.as_micros() + 2 * 86_400 * 1_000_000);
+        assert_eq!(cache.enforce(&store, &own, later).unwrap().documents, 3);
+        assert!(paths.iter().all(|p| store.is_purged(&friend, p).unwrap()));
+        assert!(!store.is_purged(&own, &mine).unwrap());
+        let status = cache.status(&store, &own).unwrap();
+        assert_eq!((status.documents, status.document_bytes), (0, 0));
+
+        // A deletion of a held document drops it from the index.
+        let extra = write(&store, &friend, "/gone/x", 2000);
+        assert_eq!(cache.status(&store, &own).unwrap().documents, 1);
+        store
+            .apply_tombstone(
+                &friend,
+                &Path::parse("/gone").unwrap(),
+                store.clock().now(),
+                &[],
+            )
+            .unwrap();
+        assert!(store.get(&friend, &extra).unwrap().is_none());
+        assert_eq!(cache.status(&store, &own).unwrap().documents, 0);
     }
 
     #[test]

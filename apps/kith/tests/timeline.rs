@@ -278,8 +278,12 @@ fn purged_posts_keep_their_place_and_come_back() {
         .chain([p("/feed/comments/c1")])
         .collect();
     assert!(store.purge_documents(&bob, &purged).unwrap() > 0);
-    // Another change in bob's namespace makes the index look again.
+    // Another change in bob's namespace makes the index look again, and a
+    // deletion older than every post makes it look at each post under it.
     post(&store, &bob, "/feed/friends/p3", "post 3 edited", 103);
+    store
+        .apply_tombstone(&bob, &p("/feed"), kith::Timestamp::from_micros(1), &[])
+        .unwrap();
     let after = walk(&store, &me, &friends, 2);
     assert_eq!(order(&after), order(&before));
     for post in &after {
