@@ -776,6 +776,12 @@ impl Live {
         for _ in 0..outcome.applied {
             bump(&self.counters.applied_live);
         }
+        if outcome.applied > 0 {
+            // Friends' data grew: the cache looks at it at its next tick.
+            self.shared
+                .cache_grew
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         if outcome.rejected {
             bump(&self.counters.rejected);
         }

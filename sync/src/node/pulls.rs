@@ -429,7 +429,7 @@ impl Node {
 
     /// Purges what the cache's settings no longer allow (more than the
     /// budget, older than the age). The node does this itself after
-    /// catch-ups and fetches, and every minute.
+    /// catch-ups and fetches, and within a minute of live changes arriving.
     ///
     /// # Errors
     /// Store errors.

@@ -34,7 +34,8 @@ const DELIVER_PARALLEL: usize = 256;
 const POKE_TICK: Duration = Duration::from_secs(1);
 
 /// How often the cache of friends' data is checked against its settings
-/// when nothing wakes the check earlier (live pushes, and the age limit).
+/// when nothing wakes the check earlier, if live pushes brought friends'
+/// data meanwhile or an age limit is set (else the tick does nothing).
 const CACHE_TICK: Duration = Duration::from_secs(60);
 /// Quiet time awaited after friends' data grew before the check.
 const CACHE_SETTLE: Duration = Duration::from_secs(1);
@@ -56,7 +57,15 @@ impl Node {
             let Some(inner) = weak.upgrade() else { return };
             let shared = inner.shared.clone();
             drop(inner);
-            let _ = tokio::time::timeout(CACHE_TICK, shared.cache_changed.notified()).await;
+            let woken = tokio::time::timeout(CACHE_TICK, shared.cache_changed.notified())
+                .await
+                .is_ok();
+            let grew = shared
+                .cache_grew
+                .swap(false, std::sync::atomic::Ordering::Relaxed);
+            if !woken && !grew && shared.cache.settings().max_age.is_none() {
+                continue;
+            }
             tokio::time::sleep(CACHE_SETTLE).await;
             if weak.strong_count() == 0 {
                 return;

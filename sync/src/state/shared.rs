@@ -27,6 +27,9 @@ pub(crate) struct Shared {
     /// Woken when friends' data held here may have grown (a catch-up, a
     /// fetch) or the cache's settings changed.
     pub(crate) cache_changed: tokio::sync::Notify,
+    /// Set when live push brought friends' data; the cache's next tick
+    /// looks (a push alone does not wake it: bursts stay cheap).
+    pub(crate) cache_grew: std::sync::atomic::AtomicBool,
     /// Node events for [`crate::Node::events`].
     pub(crate) events: tokio::sync::broadcast::Sender<NodeEvent>,
     /// The live-push scopes this node holds.
@@ -134,6 +137,7 @@ impl Shared {
             known: RwLock::new(known),
             cache,
             cache_changed: tokio::sync::Notify::new(),
+            cache_grew: std::sync::atomic::AtomicBool::new(false),
             events: tokio::sync::broadcast::channel(EVENTS).0,
             scopes: RwLock::new(scopes),
             scope_version: tokio::sync::watch::channel(0).0,
