@@ -106,19 +106,25 @@ struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, item: &[u8], size: u64, sign: i8) {
-        let (count, bytes) = if item.first() == Some(&ITEM_BLOB) {
+    /// The count and bytes `item` is counted in.
+    fn of(&mut self, item: &[u8]) -> (&mut u64, &mut u64) {
+        if item.first() == Some(&ITEM_BLOB) {
             (&mut self.blobs, &mut self.blob_bytes)
         } else {
             (&mut self.documents, &mut self.document_bytes)
-        };
-        if sign > 0 {
-            *count += 1;
-            *bytes += size;
-        } else {
-            *count = count.saturating_sub(1);
-            *bytes = bytes.saturating_sub(size);
         }
+    }
+
+    fn add(&mut self, item: &[u8], size: u64) {
+        let (count, bytes) = self.of(item);
+        *count += 1;
+        *bytes += size;
+    }
+
+    fn sub(&mut self, item: &[u8], size: u64) {
+        let (count, bytes) = self.of(item);
+        *count = count.saturating_sub(1);
+        *bytes = bytes.saturating_sub(size);
     }
 
     fn bytes(&self) -> u64 {
@@ -253,7 +259,7 @@ impl<'a> Pending<'a> {
         let time = match self.held(item)? {
             Some((old_time, old_size)) => {
                 self.remove(key(TAG_ORDER, &[&old_time.to_be_bytes(), item]));
-                self.totals.add(item, old_size, -1);
+                self.totals.sub(item, old_size);
                 old_time.max(time)
             }
             None => time,
@@ -265,7 +271,7 @@ impl<'a> Pending<'a> {
         let mut place = time.to_be_bytes().to_vec();
         place.extend_from_slice(&size.to_be_bytes());
         self.put(key(TAG_ITEM, &[item]), place);
-        self.totals.add(item, size, 1);
+        self.totals.add(item, size);
         Ok(())
     }
 
@@ -274,7 +280,7 @@ impl<'a> Pending<'a> {
         if let Some((time, size)) = self.held(item)? {
             self.remove(key(TAG_ORDER, &[&time.to_be_bytes(), item]));
             self.remove(key(TAG_ITEM, &[item]));
-            self.totals.add(item, size, -1);
+            self.totals.sub(item, size);
         }
         Ok(())
     }
@@ -458,14 +464,15 @@ impl FriendCache {
                     break;
                 }
                 let item = &k[prefix.len() + 8..];
-                let size = pending.held(item)?.map_or(0, |(_, s)| s);
+                let held = pending.held(item)?;
+                let size = held.map_or(0, |(_, s)| s);
                 match parse_item(item) {
                     Some(Item::Doc(ns, path)) => {
-                        let held = matches!(
+                        let here = matches!(
                             store.get(&ns, &path)?,
                             Some(e) if matches!(e.kind, EntryKind::Document { .. })
                         ) && !store.is_purged(&ns, &path)?;
-                        if held {
+                        if here {
                             docs.entry(ns).or_default().push(path);
                             purged.documents += 1;
                             purged.bytes += size;
@@ -483,7 +490,7 @@ impl FriendCache {
                     }
                     None => tracing::warn!("dropping a damaged cache item"),
                 }
-                if pending.held(item)?.is_some() {
+                if held.is_some() {
                     pending.drop_item(item)?;
                 } else {
                     pending.remove(k.clone());

@@ -465,12 +465,24 @@ fn role_of(path: &Path) -> Option<Role> {
     (path.len() == comments.len() + 1 && comments.is_prefix_of(path)).then_some(Role::Comment)
 }
 
-/// The document at `path` as JSON, or `None` for what cannot be shown (no
-/// document, or one that does not read as JSON: a friend's data is not
-/// trusted to be well formed). Failures of the store itself are errors.
-fn shown_json(store: &Store, ns: &NamespaceId, path: &Path) -> Result<Option<Value>> {
+/// What the timeline can show of a document.
+enum Shown {
+    /// The document as JSON.
+    Json(Value),
+    /// A friend's document purged from the cache (its entry is here).
+    Purged,
+    /// Nothing: no document, or one that does not read as JSON (a friend's
+    /// data is not trusted to be well formed).
+    Nothing,
+}
+
+/// What the timeline can show of the document at `path`, read once.
+/// Failures of the store itself are errors.
+fn shown(store: &Store, ns: &NamespaceId, path: &Path) -> Result<Shown> {
     match read_json(store, ns, path) {
-        Ok(v) => Ok(v),
+        Ok(Some(v)) => Ok(Shown::Json(v)),
+        Ok(None) => Ok(Shown::Nothing),
+        Err(e) if feed::is_not_here(&e) => Ok(Shown::Purged),
         Err(Error::Node(kith::Error::Store(e)))
             if matches!(
                 *e,
@@ -483,7 +495,7 @@ fn shown_json(store: &Store, ns: &NamespaceId, path: &Path) -> Result<Option<Val
         }
         Err(e) => {
             tracing::debug!(%ns, %path, error = %e, "not shown in the timeline");
-            Ok(None)
+            Ok(Shown::Nothing)
         }
     }
 }
@@ -497,21 +509,22 @@ fn wanted_key(store: &Store, ns: &NamespaceId, path: &Path) -> Result<Option<Vec
         Some(e) if matches!(e.kind, EntryKind::Document { .. }) => e.timestamp,
         _ => return Ok(None),
     };
-    if store.is_purged(ns, path)? {
+    let path_hash = h16(path.encoded());
+    let v = match shown(store, ns, path)? {
+        Shown::Json(v) => v,
+        Shown::Nothing => return Ok(None),
         // Indexed afresh while purged (a rebuild): a post by its latest
         // write, a comment once it is fetched again.
-        return Ok(match role {
-            Role::Post(_) => {
-                let time = (u64::MAX - written.as_micros()).to_be_bytes();
-                Some(key(TAG_POST, &[&time, ns.as_bytes(), &h16(path.encoded())]))
-            }
-            Role::Comment => None,
-        });
-    }
-    let Some(v) = shown_json(store, ns, path)? else {
-        return Ok(None);
+        Shown::Purged => {
+            return Ok(match role {
+                Role::Post(_) => {
+                    let time = (u64::MAX - written.as_micros()).to_be_bytes();
+                    Some(key(TAG_POST, &[&time, ns.as_bytes(), &path_hash]))
+                }
+                Role::Comment => None,
+            });
+        }
     };
-    let path_hash = h16(path.encoded());
     Ok(match role {
         Role::Post(_) => {
             let time = (u64::MAX - time_field(&v)).to_be_bytes();
@@ -691,21 +704,24 @@ fn comments_on(
                 continue;
             };
             let path = Path::from_encoded(v).map_err(|_| corrupt("comment path"))?;
-            // Purged from the cache: the index says whose post it answers;
-            // its text comes back from the commenter.
-            let (text, time, loading) = if store.is_purged(&ns, &path)? {
-                let written = store
-                    .get(&ns, &path)?
-                    .map_or(0, |e| e.timestamp.as_micros());
-                (String::new(), written, true)
-            } else {
-                let Some(v) = shown_json(store, &ns, &path)? else {
-                    continue;
-                };
-                if text_field(&v, "post_author") != author_text || text_field(&v, "post_id") != id {
-                    continue;
+            let (text, time, loading) = match shown(store, &ns, &path)? {
+                Shown::Json(v) => {
+                    if text_field(&v, "post_author") != author_text
+                        || text_field(&v, "post_id") != id
+                    {
+                        continue;
+                    }
+                    (text_field(&v, "text"), time_field(&v), false)
                 }
-                (text_field(&v, "text"), time_field(&v), false)
+                // Purged from the cache: the index says whose post it
+                // answers; its text comes back from the commenter.
+                Shown::Purged => {
+                    let written = store
+                        .get(&ns, &path)?
+                        .map_or(0, |e| e.timestamp.as_micros());
+                    (String::new(), written, true)
+                }
+                Shown::Nothing => continue,
             };
             out.push(Comment {
                 id: path.last().unwrap_or_default().to_string(),

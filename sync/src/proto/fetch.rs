@@ -438,7 +438,8 @@ impl Fetch {
         self.device_revocations = dev_revs;
         self.prefixes = readable_prefixes(&self.me, owner, caps, revocations, now);
         self.report.prefixes = self.prefixes.clone();
-        if let Some(paths) = self.only.clone() {
+        // Taken, not cloned: `only` stays `Some` (no cursors are saved).
+        if let Some(paths) = self.only.as_mut().map(std::mem::take) {
             for (path, identity) in paths {
                 if self.readable(&path) {
                     self.identities.insert(path.clone(), identity);
