@@ -6,7 +6,11 @@
 //! A command never loses a race with a daemon: while a daemon is starting
 //! (it holds the folder's daemon lock but does not answer yet) or another
 //! command holds the store, [`Client::connect`] waits for it, bounded by
-//! [`daemon::STORE_WAIT`], saying so once on stderr.
+//! [`daemon::STORE_WAIT`], saying so once on stderr. Nor does it wait
+//! forever on a daemon that is gone: a `daemon.json` whose lock no process
+//! holds is stale, and a request waiting for an answer checks every second
+//! that its daemon still runs and goes another way a few seconds after it
+//! is seen gone, even if its connection stayed open.
 
 use std::net::SocketAddr;
 use std::path::Path as FsPath;
@@ -33,6 +37,13 @@ use crate::http::{self, ApiConfig};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest request body kept to be sent again another way.
 const REPLAYABLE_BODY: u64 = 1 << 20;
+/// How often a request waiting for the daemon's answer checks that the
+/// daemon still runs.
+const DAEMON_CHECK: Duration = Duration::from_secs(1);
+/// How long a request still waits for its answer once the daemon it went
+/// to is seen gone: a stopping daemon finishes the requests it holds within
+/// a few seconds and then closes their connections.
+const DAEMON_GONE_GRACE: Duration = Duration::from_secs(5);
 
 /// A way to the API of one data folder.
 pub struct Client {
@@ -47,6 +58,9 @@ pub struct Client {
 enum Kind {
     Daemon {
         addr: SocketAddr,
+        /// The daemon's process, as its `daemon.json` said (none for a
+        /// [`Client::remote`]).
+        pid: Option<u32>,
         http: Box<HyperClient<HttpConnector, Body>>,
     },
     InProcess {
@@ -75,19 +89,30 @@ impl Client {
         let Some(info) = daemon::daemon_info(data) else {
             return Ok(None);
         };
-        let reachable = matches!(
-            tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(info.http)).await,
-            Ok(Ok(_))
-        );
+        // A daemon holds the folder's lock as long as it runs: without it,
+        // whatever answers at the address is not this folder's daemon.
+        let reachable = daemon::daemon_holds(data)
+            && matches!(
+                tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(info.http))
+                    .await,
+                Ok(Ok(_))
+            );
         if !reachable {
-            let _ = std::fs::remove_file(data.join(daemon::DAEMON_FILE));
+            tracing::debug!(addr = %info.http, pid = info.pid, "daemon.json is stale");
+            // Only the file read here: a daemon starting meanwhile may
+            // have written its own.
+            if daemon::daemon_info(data).is_some_and(|now| now == info) {
+                let _ = std::fs::remove_file(data.join(daemon::DAEMON_FILE));
+            }
             return Ok(None);
         }
+        tracing::debug!(addr = %info.http, pid = info.pid, "going through the daemon");
         Ok(Some(Self {
             token: daemon::token(data)?,
             kind: Kind::Daemon {
                 addr: info.http,
-                http: Box::new(HyperClient::builder(TokioExecutor::new()).build_http()),
+                pid: Some(info.pid),
+                http: http_client(),
             },
             data: Some(data.to_path_buf()),
             fallback: tokio::sync::OnceCell::new(),
@@ -126,8 +151,13 @@ impl Client {
                     )));
                 }
                 match Self::in_process(data).await {
-                    Err(e) if daemon::is_store_locked(&e) => {}
-                    other => return other,
+                    Err(e) if daemon::is_store_locked(&e) => {
+                        tracing::debug!("the store is held by another process");
+                    }
+                    other => {
+                        tracing::debug!(ok = other.is_ok(), "in process");
+                        return other;
+                    }
                 }
             }
             let holder = if starting {
@@ -197,7 +227,8 @@ impl Client {
             token: token.into(),
             kind: Kind::Daemon {
                 addr,
-                http: Box::new(HyperClient::builder(TokioExecutor::new()).build_http()),
+                pid: None,
+                http: http_client(),
             },
             data: None,
             fallback: tokio::sync::OnceCell::new(),
@@ -225,7 +256,7 @@ impl Client {
             req.headers_mut().insert(header::AUTHORIZATION, v);
         }
         match &self.kind {
-            Kind::Daemon { addr, http } => {
+            Kind::Daemon { addr, pid, http } => {
                 let uri = format!("http://{addr}{}", req.uri());
                 *req.uri_mut() = uri
                     .parse()
@@ -248,11 +279,19 @@ impl Client {
                 } else {
                     (Request::from_parts(parts, body), None)
                 };
-                match (http.request(first).await, replay, self.data.as_deref()) {
+                let answer = match (self.data.as_deref(), *pid) {
+                    (Some(data), Some(pid)) => tokio::select! {
+                        answer = http.request(first) => answer.map_err(Failed::Http),
+                        () = daemon_gone(data, pid) => Err(Failed::Gone),
+                    },
+                    _ => http.request(first).await.map_err(Failed::Http),
+                };
+                match (answer, replay, self.data.as_deref()) {
                     (Ok(res), _, _) => Ok(res.map(Body::new)),
                     // The daemon stopped: before the request reached it, or
                     // (for a request that may be repeated) before it answered.
                     (Err(e), Some(again), Some(data)) if e.is_connect() || idempotent => {
+                        tracing::debug!(%addr, error = %e, "the daemon stopped; going another way");
                         let other = self
                             .fallback
                             .get_or_try_init(|| async { Self::connect(data).await.map(Box::new) })
@@ -341,6 +380,71 @@ impl Client {
             node.shutdown().await?;
         }
         Ok(())
+    }
+}
+
+/// The HTTP client to a daemon: a connection that is not made within
+/// [`CONNECT_TIMEOUT`] fails (as one refused does) rather than waiting for
+/// the system's own timeout of minutes.
+fn http_client() -> Box<HyperClient<HttpConnector, Body>> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    Box::new(HyperClient::builder(TokioExecutor::new()).build(connector))
+}
+
+/// Why a request to the daemon got no answer.
+#[derive(Debug)]
+enum Failed {
+    /// The connection failed or broke.
+    Http(hyper_util::client::legacy::Error),
+    /// The daemon's process is gone (or another daemon replaced it) and the
+    /// connection did not say so within [`DAEMON_GONE_GRACE`].
+    Gone,
+}
+
+impl Failed {
+    /// Whether the request cannot have reached the daemon.
+    fn is_connect(&self) -> bool {
+        match self {
+            Self::Http(e) => e.is_connect(),
+            Self::Gone => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Http(e) => write!(f, "{e}"),
+            Self::Gone => write!(
+                f,
+                "the daemon stopped while the request waited for its answer"
+            ),
+        }
+    }
+}
+
+/// Ends once the daemon `pid` of `data` no longer runs (no daemon holds the
+/// folder, or `daemon.json` names another process) and
+/// [`DAEMON_GONE_GRACE`] has passed since; never while it runs. A request
+/// waiting for an answer from a daemon that is gone would otherwise wait
+/// as long as its connection stays open, which the system does not bound.
+async fn daemon_gone(data: &FsPath, pid: u32) {
+    loop {
+        tokio::time::sleep(DAEMON_CHECK).await;
+        let runs = |data: &FsPath| {
+            daemon::daemon_holds(data) && daemon::daemon_info(data).is_none_or(|i| i.pid == pid)
+        };
+        if !runs(data) {
+            tokio::time::sleep(DAEMON_GONE_GRACE).await;
+            if !runs(data) {
+                tracing::warn!(
+                    pid,
+                    "the daemon stopped without closing the connection of a request"
+                );
+                return;
+            }
+        }
     }
 }
 

@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Daemon, kith, ok};
+use common::{Daemon, ok};
 
 /// Starts of the daemon while commands run.
 const STARTS: usize = 50;
@@ -30,7 +30,16 @@ fn the_daemon_starts_every_time_while_commands_run() {
             std::thread::spawn(move || {
                 let (mut runs, mut failures) = (0usize, Vec::new());
                 while !stop.load(Ordering::Relaxed) {
-                    let out = kith(&data, &args);
+                    // Each command says which way it went, so that one that
+                    // hangs shows where in its report.
+                    let mut command = std::process::Command::new(common::KITH);
+                    command
+                        .arg("--data")
+                        .arg(&data)
+                        .args(&args)
+                        .env_remove("KITH_DATA")
+                        .env("RUST_LOG", "kith_app=debug,hyper_util=debug");
+                    let out = common::output_within(command, common::COMMAND_LIMIT);
                     runs += 1;
                     if !out.status.success() {
                         failures.push(format!(
@@ -188,4 +197,62 @@ fn a_command_probing_for_a_daemon_does_not_stop_one_from_starting() {
         "the daemon did not start"
     );
     starting.join().unwrap();
+}
+
+/// A daemon that is gone while the connection of a request to it stays
+/// open (here: something else answers at its address and never replies)
+/// does not hold the command forever: once the folder's lock is free, the
+/// command sees the daemon gone and sends its request again in-process.
+#[test]
+fn a_command_whose_daemon_is_gone_without_closing_its_connection_goes_another_way() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Command;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("alice");
+    ok(&data, &["init", "--name", "alice"]);
+    // A "daemon": it holds the lock and takes connections, but never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let info = serde_json::json!({
+        "http": listener.local_addr().unwrap().to_string(),
+        "pid": std::process::id(),
+    });
+    std::fs::write(data.join("daemon.json"), info.to_string()).unwrap();
+    let lock = std::fs::File::create(data.join("daemon.lock")).unwrap();
+    lock.lock().unwrap();
+    let mut command = Command::new(common::KITH);
+    command
+        .arg("--data")
+        .arg(&data)
+        .args(["put", "/notes/gone", "still saved"])
+        .env_remove("KITH_DATA");
+    let run = std::thread::spawn(move || common::output_within(command, common::COMMAND_LIMIT));
+    // The command's request arrives (after its probe's connection) …
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let stream = stream.unwrap();
+            let mut first = String::new();
+            let _ = BufReader::new(&stream).read_line(&mut first);
+            held.push(stream);
+            if first.starts_with("PUT ") {
+                let _ = tx.send(first);
+            }
+        }
+    });
+    let request = rx
+        .recv_timeout(common::WAIT)
+        .expect("the request never reached the daemon");
+    assert!(request.contains("/api/entry/notes/gone"), "{request}");
+    // … and the daemon's process is gone, its connection left open.
+    lock.unlock().unwrap();
+    let out = run.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = ok(&data, &["get", "/notes/gone"]);
+    assert!(text.contains("still saved"), "{text}");
 }
