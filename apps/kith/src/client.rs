@@ -430,14 +430,13 @@ impl std::fmt::Display for Failed {
 /// waiting for an answer from a daemon that is gone would otherwise wait
 /// as long as its connection stays open, which the system does not bound.
 async fn daemon_gone(data: &FsPath, pid: u32) {
+    let runs =
+        || daemon::daemon_holds(data) && daemon::daemon_info(data).is_none_or(|i| i.pid == pid);
     loop {
         tokio::time::sleep(DAEMON_CHECK).await;
-        let runs = |data: &FsPath| {
-            daemon::daemon_holds(data) && daemon::daemon_info(data).is_none_or(|i| i.pid == pid)
-        };
-        if !runs(data) {
+        if !runs() {
             tokio::time::sleep(DAEMON_GONE_GRACE).await;
-            if !runs(data) {
+            if !runs() {
                 tracing::warn!(
                     pid,
                     "the daemon stopped without closing the connection of a request"

@@ -32,13 +32,8 @@ fn the_daemon_starts_every_time_while_commands_run() {
                 while !stop.load(Ordering::Relaxed) {
                     // Each command says which way it went, so that one that
                     // hangs shows where in its report.
-                    let mut command = std::process::Command::new(common::KITH);
-                    command
-                        .arg("--data")
-                        .arg(&data)
-                        .args(&args)
-                        .env_remove("KITH_DATA")
-                        .env("RUST_LOG", "kith_app=debug,hyper_util=debug");
+                    let mut command = common::command(&data, &args);
+                    command.env("RUST_LOG", "kith_app=debug,hyper_util=debug");
                     let out = common::output_within(command, common::COMMAND_LIMIT);
                     runs += 1;
                     if !out.status.success() {
@@ -206,7 +201,6 @@ fn a_command_probing_for_a_daemon_does_not_stop_one_from_starting() {
 #[test]
 fn a_command_whose_daemon_is_gone_without_closing_its_connection_goes_another_way() {
     use std::io::{BufRead, BufReader};
-    use std::process::Command;
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("alice");
@@ -220,12 +214,7 @@ fn a_command_whose_daemon_is_gone_without_closing_its_connection_goes_another_wa
     std::fs::write(data.join("daemon.json"), info.to_string()).unwrap();
     let lock = std::fs::File::create(data.join("daemon.lock")).unwrap();
     lock.lock().unwrap();
-    let mut command = Command::new(common::KITH);
-    command
-        .arg("--data")
-        .arg(&data)
-        .args(["put", "/notes/gone", "still saved"])
-        .env_remove("KITH_DATA");
+    let command = common::command(&data, &["put", "/notes/gone", "still saved"]);
     let run = std::thread::spawn(move || common::output_within(command, common::COMMAND_LIMIT));
     // The command's request arrives (after its probe's connection) …
     let (tx, rx) = std::sync::mpsc::channel();

@@ -18,15 +18,20 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// How long one short command may run before the test calls it hung.
 pub const COMMAND_LIMIT: Duration = Duration::from_secs(120);
 
-/// Runs `kith --data DATA ARGS…`, bounded by [`COMMAND_LIMIT`].
-pub fn kith(data: &Path, args: &[&str]) -> Output {
+/// The command `kith --data DATA ARGS…`, not started.
+pub fn command(data: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(KITH);
     command
         .arg("--data")
         .arg(data)
         .args(args)
         .env_remove("KITH_DATA");
-    output_within(command, COMMAND_LIMIT)
+    command
+}
+
+/// Runs `kith --data DATA ARGS…`, bounded by [`COMMAND_LIMIT`].
+pub fn kith(data: &Path, args: &[&str]) -> Output {
+    output_within(command(data, args), COMMAND_LIMIT)
 }
 
 /// Runs `command` to its end and returns what it printed, as
