@@ -56,7 +56,10 @@ pub(crate) struct Connections {
     connect_timeout: Duration,
     /// The transport of the connections this node dials.
     transport: QuicTransportConfig,
-    open: tokio::sync::Mutex<HashMap<DeviceId, Cached>>,
+    /// Held only for lookups and inserts, never across an await: a
+    /// fair async lock here made every request queue behind the others'
+    /// wake-ups when hundreds were sent at once.
+    open: parking_lot::Mutex<HashMap<DeviceId, Cached>>,
     /// Serves the streams other devices open on connections this node
     /// dialed (set once the protocol handler exists).
     server: std::sync::OnceLock<Server>,
@@ -76,7 +79,7 @@ impl Connections {
             gate,
             connect_timeout,
             transport,
-            open: tokio::sync::Mutex::new(HashMap::new()),
+            open: parking_lot::Mutex::new(HashMap::new()),
             server: std::sync::OnceLock::new(),
         }
     }
@@ -94,18 +97,15 @@ impl Connections {
 
     /// Keeps `conn`, which `device` just opened to this node, as the one
     /// to reach it by: it is the newest proof of where the device is.
-    pub(crate) async fn offer(&self, device: DeviceId, conn: &Connection) {
-        self.open
-            .lock()
-            .await
-            .insert(device, Cached::new(conn.clone()));
+    pub(crate) fn offer(&self, device: DeviceId, conn: &Connection) {
+        self.open.lock().insert(device, Cached::new(conn.clone()));
     }
 
     /// A connection to `device`: the cached one if it is open (`true`), or
     /// a new one to `addrs` (`false`), which is cached.
     pub(crate) async fn get(&self, device: DeviceId, addrs: &[Addr]) -> Result<(Connection, bool)> {
         {
-            let mut open = self.open.lock().await;
+            let mut open = self.open.lock();
             if let Some(cached) = open.get_mut(&device)
                 && cached.conn.close_reason().is_none()
             {
@@ -135,17 +135,15 @@ impl Connections {
         if let Some(serve) = self.server.get() {
             serve(conn.clone());
         }
-        self.open
-            .lock()
-            .await
-            .insert(device, Cached::new(conn.clone()));
+        self.open.lock().insert(device, Cached::new(conn.clone()));
         Ok((conn, false))
     }
 
     /// Drops the cached connection to `device` (it failed), closing it
     /// with `reason` if one is given.
-    pub(crate) async fn forget(&self, device: &DeviceId, reason: Option<&'static [u8]>) {
-        if let Some(cached) = self.open.lock().await.remove(device)
+    pub(crate) fn forget(&self, device: &DeviceId, reason: Option<&'static [u8]>) {
+        let cached = self.open.lock().remove(device);
+        if let Some(cached) = cached
             && let Some(reason) = reason
         {
             tracing::debug!(device = %device.fmt_short(), "closing a cached connection");
@@ -154,8 +152,8 @@ impl Connections {
     }
 
     /// Closes the connections that moved no stream data for `idle`.
-    pub(crate) async fn close_idle(&self, idle: Duration) {
-        self.open.lock().await.retain(|device, cached| {
+    pub(crate) fn close_idle(&self, idle: Duration) {
+        self.open.lock().retain(|device, cached| {
             if cached.conn.close_reason().is_some() {
                 return false;
             }
@@ -175,18 +173,18 @@ impl Connections {
     }
 
     /// How many cached connections are open now.
-    pub(crate) async fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.open
             .lock()
-            .await
             .values()
             .filter(|c| c.conn.close_reason().is_none())
             .count()
     }
 
     /// Closes every cached connection (the node is stopping).
-    pub(crate) async fn close_all(&self) {
-        for (_, cached) in self.open.lock().await.drain() {
+    pub(crate) fn close_all(&self) {
+        let all: Vec<Cached> = self.open.lock().drain().map(|(_, c)| c).collect();
+        for cached in all {
             cached.conn.close(0u32.into(), b"shutting down");
         }
     }

@@ -137,7 +137,7 @@ impl ProtocolHandler for SyncProtocol {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         let remote = DeviceId::from_bytes(*conn.remote_id().as_bytes());
         if let Some(connections) = self.connections.get().and_then(std::sync::Weak::upgrade) {
-            connections.offer(remote, &conn).await;
+            connections.offer(remote, &conn);
         }
         self.serve_connection(conn).await;
         Ok(())

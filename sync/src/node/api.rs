@@ -301,10 +301,7 @@ impl Node {
         })
         .await?;
         // Cached connections to it are closed.
-        self.inner
-            .connections
-            .forget(&device, Some(b"revoked"))
-            .await;
+        self.inner.connections.forget(&device, Some(b"revoked"));
         Ok(revocation)
     }
 
@@ -456,7 +453,7 @@ impl Node {
     /// Connections this node opened to other devices that are open now
     /// (each closes after [`Builder::connection_idle`] without use).
     pub async fn connections_open(&self) -> usize {
-        self.inner.connections.count().await
+        self.inner.connections.count()
     }
 
     /// The live-push topics this node has joined: one per scope it belongs
@@ -506,14 +503,7 @@ impl Node {
         {
             tracing::warn!("live push did not stop within {SHUTDOWN_TASKS:?}; dropping it");
         }
-        if tokio::time::timeout(SHUTDOWN_TASKS, self.inner.connections.close_all())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "the connection cache stayed locked for {SHUTDOWN_TASKS:?}; closing the endpoint"
-            );
-        }
+        self.inner.connections.close_all();
         match tokio::time::timeout(SHUTDOWN_NETWORK, self.inner.acceptor.shutdown()).await {
             Ok(()) => {}
             Err(_) => tracing::warn!(

@@ -180,7 +180,7 @@ impl Node {
                     return Err(e);
                 }
                 Ok(Err(e)) => {
-                    self.inner.connections.forget(&device, None).await;
+                    self.inner.connections.forget(&device, None);
                     last_error = e.to_string();
                     self.note_failure(device, &last_error);
                     // A cached connection that turned out dead: once more
@@ -525,7 +525,7 @@ impl Node {
                 }
                 Ok(Err(e @ (Error::Refused { .. } | Error::Store(_)))) => return Err(e),
                 Ok(Err(e)) => {
-                    self.inner.connections.forget(&device, None).await;
+                    self.inner.connections.forget(&device, None);
                     last_error = e.to_string();
                     self.note_failure(device, &last_error);
                 }

@@ -93,7 +93,7 @@ impl Node {
             };
             tokio::time::sleep(idle / 3).await;
             let Some(inner) = weak.upgrade() else { return };
-            inner.connections.close_idle(idle).await;
+            inner.connections.close_idle(idle);
         }
     }
 
