@@ -45,6 +45,12 @@ const NEIGHBOR_HEARTBEAT_GAP: Duration = Duration::from_secs(1);
 const RECENT_MAX: usize = crate::proto::wire::MAX_REKEY_RECENT;
 /// Most bytes of them.
 const RECENT_BYTES: usize = 256 << 10;
+/// How long the topic of a scope's earlier epoch is kept after a new
+/// epoch's topic was joined: the new one forms over the links the old one
+/// has (not dialing strangers while hundreds of members move at once), and
+/// messages in flight on the old one still arrive. Nothing is published
+/// into it meanwhile.
+const RETIRE_GRACE: Duration = Duration::from_secs(5);
 
 /// The sealed data messages of one own topic, from its first.
 #[derive(Debug, Default)]
@@ -90,6 +96,9 @@ pub struct LiveMetrics {
     pub rejoins: u64,
     /// Topics joined now.
     pub topics: u64,
+    /// Topics of earlier epochs still held for a few seconds after a newer
+    /// epoch's topic was joined (nothing is published into them).
+    pub topics_retiring: u64,
     /// Periodic catch-ups a subscription skipped because live push kept
     /// it up to date.
     pub resyncs_skipped: u64,
@@ -98,6 +107,9 @@ pub struct LiveMetrics {
     pub gossip_messages_sent: u64,
     /// Bytes of those gossip messages (before QUIC framing).
     pub gossip_bytes_sent: u64,
+    /// Gossip connections this node dialed (a topic joined through peers
+    /// it is linked to already dials none).
+    pub gossip_dials: u64,
     /// Messages received from topics and handled (opened, checked, and
     /// applied or dropped), heartbeats included.
     pub received: u64,
@@ -127,6 +139,8 @@ pub struct LiveTopic {
     /// Direct gossip neighbors in the topic now (0: cut off; the node
     /// re-joins through roster members with backoff).
     pub neighbors: usize,
+    /// Times a gossip neighbor left this topic since it was joined.
+    pub neighbors_lost: u64,
 }
 
 #[derive(Debug, Default)]
@@ -141,6 +155,7 @@ pub(crate) struct Counters {
     resyncs_skipped: AtomicU64,
     rejoins: AtomicU64,
     topics: AtomicU64,
+    topics_retiring: AtomicU64,
     received: AtomicU64,
     receive_open_nanos: AtomicU64,
     receive_check_nanos: AtomicU64,
@@ -170,6 +185,7 @@ impl Counters {
             resyncs_skipped: g(&self.resyncs_skipped),
             rejoins: g(&self.rejoins),
             topics: g(&self.topics),
+            topics_retiring: g(&self.topics_retiring),
             received: g(&self.received),
             receive_open_nanos: g(&self.receive_open_nanos),
             receive_check_nanos: g(&self.receive_check_nanos),
@@ -199,6 +215,10 @@ struct Topic {
 struct Health {
     /// Direct gossip neighbors in this topic now.
     neighbors: AtomicU64,
+    /// Which devices they are, as of the last neighbor event.
+    neighbor_ids: Mutex<Vec<DeviceId>>,
+    /// Times a neighbor left.
+    lost: AtomicU64,
     /// When a message of the scope last passed every check (data or
     /// heartbeat), with nothing found missing.
     in_step: Mutex<Option<std::time::Instant>>,
@@ -211,6 +231,9 @@ pub(crate) struct Live {
     config: LiveConfig,
     session: u64,
     topics: Mutex<HashMap<[u8; 32], Topic>>,
+    /// Topics of epochs a newer epoch of the same scope replaced, and when
+    /// each is left ([`RETIRE_GRACE`]). Nothing is published into them.
+    retiring: Mutex<HashMap<[u8; 32], (Topic, tokio::time::Instant)>>,
     /// This device's counter per topic of its namespace, kept while the
     /// topic is left and joined again (a re-link): members must see the
     /// changes published meanwhile as a gap.
@@ -242,6 +265,7 @@ impl Live {
         LiveMetrics {
             gossip_messages_sent: g.msgs_data_sent.get() + g.msgs_ctrl_sent.get(),
             gossip_bytes_sent: g.msgs_data_sent_size.get() + g.msgs_ctrl_sent_size.get(),
+            gossip_dials: g.actor_tick_dialer_success.get(),
             ..self.counters.snapshot()
         }
     }
@@ -264,6 +288,7 @@ impl Live {
             config,
             session,
             topics: Mutex::new(HashMap::new()),
+            retiring: Mutex::new(HashMap::new()),
             topic_counters: Mutex::new(HashMap::new()),
             recent: Mutex::new(HashMap::new()),
             counters: Arc::new(Counters::default()),
@@ -292,6 +317,7 @@ impl Live {
                 epoch: t.scope.epoch(),
                 members: self.roster_of(&t.scope).map_or(0, |r| r.members().len()),
                 neighbors: t.health.neighbors.load(Ordering::Relaxed) as usize,
+                neighbors_lost: t.health.lost.load(Ordering::Relaxed),
             })
             .collect();
         out.sort_by(|a, b| (a.namespace, &a.prefix).cmp(&(b.namespace, &b.prefix)));
@@ -327,6 +353,7 @@ impl Live {
     pub(crate) async fn shutdown(&self) {
         let mut tasks: Vec<JoinHandle<()>> = self.tasks.lock().drain(..).collect();
         tasks.extend(self.topics.lock().drain().map(|(_, t)| t.task));
+        tasks.extend(self.retiring.lock().drain().map(|(_, (t, _))| t.task));
         for t in &tasks {
             t.abort();
         }
@@ -357,12 +384,20 @@ impl Live {
             None => return,
         };
         loop {
-            {
+            let leave_at = {
                 let Some(live) = weak.upgrade() else { return };
                 live.reconcile().await;
-            }
-            if version.changed().await.is_err() {
-                return;
+                live.retiring.lock().values().map(|(_, at)| *at).min()
+            };
+            let retired = async {
+                match leave_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = version.changed() => if changed.is_err() { return },
+                () = retired => {}
             }
         }
     }
@@ -384,15 +419,41 @@ impl Live {
             .map(|(s, _)| *s.topic_id().as_bytes())
             .collect();
         {
+            let now = tokio::time::Instant::now();
             let mut topics = self.topics.lock();
-            topics.retain(|id, t| {
-                let keep = wanted_ids.contains(id);
+            let mut retiring = self.retiring.lock();
+            retiring.retain(|id, (t, at)| {
+                let keep = *at > now && !wanted_ids.contains(id);
                 if !keep {
-                    tracing::debug!(prefix = %t.scope.prefix(), epoch = t.scope.epoch(), "leaving a scope's topic");
+                    tracing::debug!(prefix = %t.scope.prefix(), epoch = t.scope.epoch(), "leaving an earlier epoch's topic");
                     t.task.abort();
                 }
                 keep
             });
+            let gone: Vec<[u8; 32]> = topics
+                .keys()
+                .filter(|id| !wanted_ids.contains(*id))
+                .copied()
+                .collect();
+            for id in gone {
+                let Some(t) = topics.remove(&id) else {
+                    continue;
+                };
+                // Replaced by a newer epoch of the same scope: kept a
+                // while, for the new topic to form over its links.
+                let replaced = wanted.iter().any(|(s, _)| {
+                    s.namespace() == t.scope.namespace()
+                        && s.prefix() == t.scope.prefix()
+                        && s.epoch() > t.scope.epoch()
+                });
+                if replaced {
+                    tracing::debug!(prefix = %t.scope.prefix(), epoch = t.scope.epoch(), "retiring an earlier epoch's topic");
+                    retiring.insert(id, (t, now + RETIRE_GRACE));
+                } else {
+                    tracing::debug!(prefix = %t.scope.prefix(), epoch = t.scope.epoch(), "leaving a scope's topic");
+                    t.task.abort();
+                }
+            }
         }
         self.topic_counters
             .lock()
@@ -403,7 +464,7 @@ impl Live {
             if self.topics.lock().contains_key(&id) {
                 continue;
             }
-            let (contacts, bootstrap) = self.bootstrap(&scope, &roster);
+            let (contacts, bootstrap) = self.bootstrap(&scope, &roster, true);
             let contacts: HashSet<DeviceId> = contacts.into_iter().collect();
             let topic = match gossip_call(
                 "joining a topic",
@@ -451,6 +512,9 @@ impl Live {
         self.counters
             .topics
             .store(self.topics.lock().len() as u64, Ordering::Relaxed);
+        self.counters
+            .topics_retiring
+            .store(self.retiring.lock().len() as u64, Ordering::Relaxed);
         // Pushes for topics no longer held are not needed.
         self.shared
             .early_pushes
@@ -491,11 +555,34 @@ impl Live {
     /// Peers to join a topic through: the scope owner's devices (whose
     /// addresses are known) and a few random members, so that joins do
     /// not all land on one node.
-    fn bootstrap(&self, scope: &Scope, roster: &Roster) -> (Vec<DeviceId>, Vec<iroh::EndpointId>) {
+    /// A new epoch of a scope (`first`) is joined through the neighbors
+    /// the topic of its earlier epoch has, where they are on the new
+    /// roster: links that exist already.
+    fn bootstrap(
+        &self,
+        scope: &Scope,
+        roster: &Roster,
+        first: bool,
+    ) -> (Vec<DeviceId>, Vec<iroh::EndpointId>) {
         let me = self.shared.identity.device();
         // The roster held now: it may have grown since the topic was joined.
         let current = self.roster_of(scope);
         let roster = current.as_ref().unwrap_or(roster);
+        let linked: Vec<DeviceId> = if first {
+            self.retiring
+                .lock()
+                .values()
+                .filter(|(t, _)| {
+                    t.scope.namespace() == scope.namespace()
+                        && t.scope.prefix() == scope.prefix()
+                        && t.scope.epoch() < scope.epoch()
+                })
+                .flat_map(|(t, _)| t.health.neighbor_ids.lock().clone())
+                .filter(|d| *d != me && roster.contains(d))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let owner_devices: Vec<DeviceId> = self
             .shared
             .known
@@ -514,7 +601,15 @@ impl Live {
             .into_iter()
             .filter(|d| *d != me && roster.contains(d))
             .collect();
-        peers.extend(others.sample(&mut rand::rng(), RANDOM_BOOTSTRAP).copied());
+        if linked.is_empty() {
+            peers.extend(others.sample(&mut rand::rng(), RANDOM_BOOTSTRAP).copied());
+        } else {
+            for d in linked {
+                if !peers.contains(&d) {
+                    peers.push(d);
+                }
+            }
+        }
         let ids = peers
             .iter()
             .filter_map(|d| iroh::EndpointId::from_bytes(d.as_bytes()).ok())
@@ -524,7 +619,7 @@ impl Live {
 
     /// Peers to re-join `scope`'s topic through, noted as its contacts.
     fn rejoin_peers(&self, scope: &Scope, roster: &Roster) -> Vec<iroh::EndpointId> {
-        let (devices, ids) = self.bootstrap(scope, roster);
+        let (devices, ids) = self.bootstrap(scope, roster, false);
         if let Some(t) = self.topics.lock().get(scope.topic_id().as_bytes()) {
             t.contacts.lock().extend(devices);
         }
@@ -629,13 +724,17 @@ impl Live {
                     live.settle(&scope, outcome);
                 }
                 Ok(Some(Ok(Event::NeighborUp(_)))) => {
+                    note_neighbors(&health, &receiver);
                     live.heartbeat_now(scope.topic_id().as_bytes()).await;
+                }
+                Ok(Some(Ok(Event::NeighborDown(_)))) => {
+                    bump(&health.lost);
+                    note_neighbors(&health, &receiver);
                 }
                 Ok(Some(Ok(Event::Lagged))) => {
                     tracing::info!(prefix = %scope.prefix(), "fell behind on a topic; catching up");
                     live.recover(scope.namespace());
                 }
-                Ok(Some(Ok(_))) => {}
                 Ok(Some(Err(e))) => {
                     tracing::info!(%e, "gossip receive error");
                 }
@@ -1084,4 +1183,12 @@ async fn gossip_call<T, E: std::fmt::Display>(
             "{what}: the gossip actor did not answer within {GOSSIP_CALL:?}"
         )),
     }
+}
+
+/// Notes which devices are `receiver`'s gossip neighbors now.
+fn note_neighbors(health: &Health, receiver: &iroh_gossip::api::GossipReceiver) {
+    *health.neighbor_ids.lock() = receiver
+        .neighbors()
+        .map(|n| DeviceId::from_bytes(*n.as_bytes()))
+        .collect();
 }

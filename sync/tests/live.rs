@@ -452,6 +452,65 @@ async fn an_expired_grant_rekeys_the_scope() {
     }
 }
 
+/// After a revoke, the remaining members form the new epoch's topic over
+/// the links of the earlier one (no gossip connection is dialed), which
+/// they keep for a few seconds and then leave; leaving it cuts none of the
+/// new topic's links (each topic drops a peer's connection only if no other
+/// topic uses it: otherwise the post below would go out over new dials),
+/// and a post then reaches everyone on the new topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_the_earlier_epochs_topic_keeps_the_new_topics_links() {
+    let (_dirs, [a, b, c, d], caps) = owner_and_three_on_feed().await;
+    let me = a.namespace();
+    for f in [&a, &b, &c, &d] {
+        until(f, &me, "/", || {
+            f.live_topics().first().is_some_and(|t| t.neighbors > 0)
+        })
+        .await;
+    }
+    let dials = |nodes: [&Node; 3]| -> Vec<u64> {
+        nodes
+            .iter()
+            .map(|n| n.live_metrics().gossip_dials)
+            .collect()
+    };
+    let before = dials([&a, &b, &d]);
+    a.revoke(caps[1].id()).await.unwrap();
+    for f in [&a, &b, &d] {
+        until(f, &me, "/", || {
+            f.live_topics()
+                .first()
+                .is_some_and(|t| t.epoch == 1 && t.neighbors > 0)
+        })
+        .await;
+    }
+    // The earlier epoch's topic is held a while, then left.
+    for f in [&a, &b, &d] {
+        until(f, &me, "/", || f.live_metrics().topics_retiring == 0).await;
+    }
+    common::write_docs(&a, "/feed/after", 1).await;
+    for f in [&b, &d] {
+        until(f, &me, "/feed/after", || count(f, &me, "/feed/after") == 1).await;
+    }
+    for f in [&a, &b, &d] {
+        let topic = &f.live_topics()[0];
+        assert_eq!(topic.epoch, 1);
+        assert_eq!(
+            topic.neighbors_lost, 0,
+            "leaving the earlier epoch's topic cut a link of the new one: {topic:?}"
+        );
+    }
+    assert_eq!(
+        dials([&a, &b, &d]),
+        before,
+        "gossip connections were dialed to form or use the new topic"
+    );
+    assert_eq!(count(&c, &me, "/feed/after"), 0);
+    for n in [a, b, c, d] {
+        n.shutdown().await.unwrap();
+    }
+}
+
 /// After a revoke, the remaining members get the scope's new epoch alone
 /// (no catch-up), with the post the owner wrote right after the revoke,
 /// which went out while the new topic had no one on it: it is applied as a
