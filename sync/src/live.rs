@@ -441,11 +441,7 @@ impl Live {
                 };
                 // Replaced by a newer epoch of the same scope: kept a
                 // while, for the new topic to form over its links.
-                let replaced = wanted.iter().any(|(s, _)| {
-                    s.namespace() == t.scope.namespace()
-                        && s.prefix() == t.scope.prefix()
-                        && s.epoch() > t.scope.epoch()
-                });
+                let replaced = wanted.iter().any(|(s, _)| earlier_epoch(&t.scope, s));
                 if replaced {
                     tracing::debug!(prefix = %t.scope.prefix(), epoch = t.scope.epoch(), "retiring an earlier epoch's topic");
                     retiring.insert(id, (t, now + RETIRE_GRACE));
@@ -464,7 +460,8 @@ impl Live {
             if self.topics.lock().contains_key(&id) {
                 continue;
             }
-            let (contacts, bootstrap) = self.bootstrap(&scope, &roster, true);
+            let through = self.earlier_neighbors(&scope);
+            let (contacts, bootstrap) = self.bootstrap(&scope, &roster, &through);
             let contacts: HashSet<DeviceId> = contacts.into_iter().collect();
             let topic = match gossip_call(
                 "joining a topic",
@@ -552,37 +549,36 @@ impl Live {
         }
     }
 
+    /// The gossip neighbors the retiring topics of `scope`'s earlier
+    /// epochs have now.
+    fn earlier_neighbors(&self, scope: &Scope) -> Vec<DeviceId> {
+        self.retiring
+            .lock()
+            .values()
+            .filter(|(t, _)| earlier_epoch(&t.scope, scope))
+            .flat_map(|(t, _)| t.health.neighbor_ids.lock().clone())
+            .collect()
+    }
+
     /// Peers to join a topic through: the scope owner's devices (whose
-    /// addresses are known) and a few random members, so that joins do
-    /// not all land on one node.
-    /// A new epoch of a scope (`first`) is joined through the neighbors
-    /// the topic of its earlier epoch has, where they are on the new
-    /// roster: links that exist already.
+    /// addresses are known), and the devices of `through` on the roster
+    /// (links an earlier epoch's topic has), or if there are none a few
+    /// random members, so that joins do not all land on one node.
     fn bootstrap(
         &self,
         scope: &Scope,
         roster: &Roster,
-        first: bool,
+        through: &[DeviceId],
     ) -> (Vec<DeviceId>, Vec<iroh::EndpointId>) {
         let me = self.shared.identity.device();
         // The roster held now: it may have grown since the topic was joined.
         let current = self.roster_of(scope);
         let roster = current.as_ref().unwrap_or(roster);
-        let linked: Vec<DeviceId> = if first {
-            self.retiring
-                .lock()
-                .values()
-                .filter(|(t, _)| {
-                    t.scope.namespace() == scope.namespace()
-                        && t.scope.prefix() == scope.prefix()
-                        && t.scope.epoch() < scope.epoch()
-                })
-                .flat_map(|(t, _)| t.health.neighbor_ids.lock().clone())
-                .filter(|d| *d != me && roster.contains(d))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let linked: Vec<DeviceId> = through
+            .iter()
+            .filter(|d| **d != me && roster.contains(d))
+            .copied()
+            .collect();
         let owner_devices: Vec<DeviceId> = self
             .shared
             .known
@@ -619,7 +615,7 @@ impl Live {
 
     /// Peers to re-join `scope`'s topic through, noted as its contacts.
     fn rejoin_peers(&self, scope: &Scope, roster: &Roster) -> Vec<iroh::EndpointId> {
-        let (devices, ids) = self.bootstrap(scope, roster, false);
+        let (devices, ids) = self.bootstrap(scope, roster, &[]);
         if let Some(t) = self.topics.lock().get(scope.topic_id().as_bytes()) {
             t.contacts.lock().extend(devices);
         }
@@ -1191,4 +1187,9 @@ fn note_neighbors(health: &Health, receiver: &iroh_gossip::api::GossipReceiver) 
         .neighbors()
         .map(|n| DeviceId::from_bytes(*n.as_bytes()))
         .collect();
+}
+
+/// Whether `old` is an earlier epoch of the scope `new` is an epoch of.
+fn earlier_epoch(old: &Scope, new: &Scope) -> bool {
+    old.namespace() == new.namespace() && old.prefix() == new.prefix() && old.epoch() < new.epoch()
 }
