@@ -31,6 +31,17 @@ async fn revoke(n: usize) -> Result<Vec<Figure>> {
     let me = swarm.owner.namespace();
     let epoch = |node: &kith::Node| node.live_topics().first().map_or(0, |t| t.epoch);
     let old = epoch(&swarm.owner);
+    // What every node's gossip sent and dialed while the swarm moved.
+    let gossip = |swarm: &Swarm| {
+        std::iter::once(&swarm.owner)
+            .chain(&swarm.friends)
+            .map(|n| {
+                let m = n.live_metrics();
+                (m.gossip_messages_sent, m.gossip_dials)
+            })
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+    };
+    let gossip_before = gossip(&swarm);
     crate::profile("enable");
     let start = Instant::now();
     swarm.owner.revoke(swarm.caps[0]).await?;
@@ -58,6 +69,7 @@ async fn revoke(n: usize) -> Result<Vec<Figure>> {
     )
     .await?;
     crate::profile("disable");
+    let gossip_after = gossip(&swarm);
     let revoked = &swarm.friends[0];
     if revoked.store().document(&me, &post)?.is_some() {
         bail!("the revoked friend received a post written after the revoke");
@@ -96,6 +108,18 @@ async fn revoke(n: usize) -> Result<Vec<Figure>> {
             format!("n{n}_next_post_all"),
             quantile(&received, 1.0),
             "ms",
+        ),
+        Figure::new(
+            "revoke",
+            format!("n{n}_gossip_messages_per_friend"),
+            (gossip_after.0 - gossip_before.0) as f64 / n as f64,
+            "messages",
+        ),
+        Figure::new(
+            "revoke",
+            format!("n{n}_gossip_dials"),
+            (gossip_after.1 - gossip_before.1) as f64,
+            "dials",
         ),
     ])
 }

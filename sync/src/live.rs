@@ -79,7 +79,8 @@ pub struct LiveMetrics {
     pub published: u64,
     /// Heartbeats this node published.
     pub heartbeats_sent: u64,
-    /// Changes applied from gossip (documents, blobs, tombstones).
+    /// Changes applied from gossip (documents, blobs, tombstones), and
+    /// from the live messages that came with a scope's key.
     pub applied_live: u64,
     /// Entries received by catch-ups started to recover from a gap,
     /// silence or missing dependencies.
@@ -111,10 +112,12 @@ pub struct LiveMetrics {
     /// it is linked to already dials none).
     pub gossip_dials: u64,
     /// Messages received from topics and handled (opened, checked, and
-    /// applied or dropped), heartbeats included.
+    /// applied or dropped), heartbeats included, and those that came with
+    /// a scope's key.
     pub received: u64,
     /// Time spent on them, by stage, in nanoseconds of the thread that
-    /// handled them: opening and verifying ...
+    /// handled them (those that came with a key and were handled before
+    /// the topic's listener started are not timed): opening and verifying ...
     pub receive_open_nanos: u64,
     /// ... checking namespace, signer's right, scope and sequence ...
     pub receive_check_nanos: u64,
@@ -478,19 +481,12 @@ impl Live {
             };
             let (sender, receiver) = topic.split();
             let health = Arc::new(Health::default());
-            let early = self
-                .shared
-                .early_pushes
-                .lock()
-                .remove(&id)
-                .unwrap_or_default();
             let task = tokio::spawn(Self::listen(
                 Arc::downgrade(self),
                 scope.clone(),
                 sender.clone(),
                 receiver,
                 health.clone(),
-                early,
             ));
             tracing::debug!(prefix = %scope.prefix(), epoch = scope.epoch(), "joined a scope's topic");
             self.topics.lock().insert(
@@ -513,10 +509,7 @@ impl Live {
             .topics_retiring
             .store(self.retiring.lock().len() as u64, Ordering::Relaxed);
         // Pushes for topics no longer held are not needed.
-        self.shared
-            .early_pushes
-            .lock()
-            .retain(|id, _| wanted_ids.contains(id));
+        self.shared.early.retain(&wanted_ids);
     }
 
     /// The sealed data messages published into own `topic` since its epoch
@@ -643,7 +636,6 @@ impl Live {
         sender: GossipSender,
         mut receiver: iroh_gossip::api::GossipReceiver,
         health: Arc<Health>,
-        early: Vec<Vec<u8>>,
     ) {
         let (silence, roster) = match weak.upgrade() {
             Some(live) => match live.roster_of(&scope) {
@@ -652,20 +644,32 @@ impl Live {
             },
             None => return,
         };
-        let (inbox, watched) = {
+        let topic_id = *scope.topic_id().as_bytes();
+        // What came with the key, before anything from gossip: the
+        // epoch's first messages, which reached no one on the forming
+        // topic. The `Rekey` handler received them already if this
+        // listener had not started (its inbox goes on here), else they
+        // are received now.
+        let (inbox, watched, early) = {
             let Some(live) = weak.upgrade() else { return };
-            let inbox = Inbox::new(
-                scope.clone(),
-                live.shared.identity.device(),
-                live.config.eager_blob_size,
-            );
+            let claimed = live.shared.early.claim(&topic_id);
+            let inbox = claimed.inbox.unwrap_or_else(|| {
+                Inbox::new(
+                    scope.clone(),
+                    live.shared.identity.device(),
+                    live.config.eager_blob_size,
+                )
+            });
+            for outcome in claimed.outcomes {
+                bump(&live.counters.received);
+                live.settle(&scope, outcome);
+            }
             (
                 Arc::new(Mutex::new(inbox)),
                 scope.namespace() != live.shared.namespace(),
+                claimed.pending,
             )
         };
-        // What came with the key, before anything from gossip: the
-        // epoch's first messages, which reached no one on the forming topic.
         if !early.is_empty() {
             tracing::debug!(prefix = %scope.prefix(), messages = early.len(), "receiving the messages that came with the key");
         }
@@ -676,7 +680,6 @@ impl Live {
         }
         let mut last_heard = tokio::time::Instant::now();
         let mut lonely = Lonely::new(silence);
-        let topic_id = *scope.topic_id().as_bytes();
         loop {
             let wake = lonely.next_check().min(last_heard + silence);
             let shared = match weak.upgrade() {
@@ -685,8 +688,8 @@ impl Live {
             };
             // Messages that came with the key again (published while this
             // topic had no neighbors).
-            let early = shared.early_pushes.lock().remove(&topic_id);
-            if let Some(early) = early {
+            let early = shared.early.take(&topic_id);
+            if !early.is_empty() {
                 let Some(live) = weak.upgrade() else { return };
                 for bytes in early {
                     let outcome = live.receive(&inbox, bytes).await;
@@ -695,7 +698,7 @@ impl Live {
             }
             let next = tokio::select! {
                 next = tokio::time::timeout_at(wake, receiver.next()) => next,
-                () = shared.early_arrived.notified() => continue,
+                () = shared.early.arrived.notified() => continue,
             };
             drop(shared);
             health

@@ -54,7 +54,7 @@ pub(crate) fn node(dir: &std::path::Path) -> Arc<Shared> {
         max_age: None,
     };
     let cache = FriendCache::open(&store, &identity.namespace, everything, Vec::new()).unwrap();
-    Arc::new(Shared::open(store, identity, cache, Arc::new(NoNetwork)).unwrap())
+    Arc::new(Shared::open(store, identity, cache, Arc::new(NoNetwork), 0).unwrap())
 }
 
 pub(crate) fn ticket(s: &Shared) -> Ticket {

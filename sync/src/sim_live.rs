@@ -499,6 +499,80 @@ fn a_replayed_push_after_a_tombstone_changes_nothing() {
     assert!(!p.holds(&path), "a replayed push brought deleted data back");
 }
 
+/// The messages that came with a key, received when the key is stored
+/// (before the topic's listener started): applied with every check of a
+/// gossip message, and the listener goes on with the same inbox, so the
+/// next message follows in sequence and asks for no catch-up.
+#[test]
+fn messages_that_came_with_the_key_are_received_before_the_listener_starts() {
+    let mut p = Pair::new();
+    let topic = *p.scope.topic_id().as_bytes();
+    let me = p.friend.identity.device();
+    let (first, second, third) = (
+        Path::parse("/feed/with-the-key-1").unwrap(),
+        Path::parse("/feed/with-the-key-2").unwrap(),
+        Path::parse("/feed/after-the-key").unwrap(),
+    );
+    let forged = Path::parse("/feed/forged").unwrap();
+    let came = vec![p.push(&first, None), p.push(&second, None)];
+    let next = p.push(&third, None);
+    let stranger = DeviceKey::generate(&mut rand::rng());
+    let forgery = p.push(&forged, Some(&stranger));
+    let early = &p.friend.early;
+    early.arrive([(topic, came), (topic, vec![forgery])]);
+    let replica = FriendReplica(&p.friend);
+    let now = Timestamp::wall_clock();
+    assert_eq!(early.receive_now(&p.scope, me, &replica, now), 3);
+    assert!(p.holds(&first) && p.holds(&second));
+    assert!(
+        !p.holds(&forged),
+        "a forged message that came with the key was applied"
+    );
+    // Received once: nothing is left for a second call.
+    assert_eq!(early.receive_now(&p.scope, me, &replica, now), 0);
+
+    let claimed = early.claim(&topic);
+    assert!(claimed.pending.is_empty());
+    let applied: Vec<(u64, bool)> = claimed
+        .outcomes
+        .iter()
+        .map(|o| (o.applied, o.rejected))
+        .collect();
+    assert_eq!(applied, [(1, false), (1, false), (0, true)]);
+    let mut inbox = claimed.inbox.expect("the inbox they were received with");
+    let outcome = receive(&p.friend, &mut inbox, &next);
+    assert!(
+        outcome.applied == 1 && !outcome.recover,
+        "the listener's next message did not follow in sequence: {outcome:?}"
+    );
+    // A fresh inbox would have taken it for a gap.
+    let mut fresh = Inbox::new(p.scope.clone(), me, u64::MAX);
+    assert!(receive(&p.friend, &mut fresh, &next).recover);
+}
+
+/// Once the topic's listener runs, what comes with a key is left for it.
+#[test]
+fn messages_that_came_with_the_key_go_to_a_running_listener() {
+    let mut p = Pair::new();
+    let topic = *p.scope.topic_id().as_bytes();
+    let me = p.friend.identity.device();
+    let claimed = p.friend.early.claim(&topic);
+    assert!(claimed.inbox.is_none() && claimed.pending.is_empty());
+    let path = Path::parse("/feed/for-the-listener").unwrap();
+    let bytes = p.push(&path, None);
+    p.friend.early.arrive([(topic, vec![bytes.clone()])]);
+    let replica = FriendReplica(&p.friend);
+    assert_eq!(
+        p.friend
+            .early
+            .receive_now(&p.scope, me, &replica, Timestamp::wall_clock()),
+        0
+    );
+    assert!(!p.holds(&path));
+    assert_eq!(p.friend.early.take(&topic), [bytes]);
+    assert!(p.friend.early.take(&topic).is_empty());
+}
+
 #[test]
 fn live_push_converges_and_refuses_replays_under_loss() {
     for seed in 1..=10u64 {

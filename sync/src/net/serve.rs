@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use iroh::endpoint::{Connection, RecvStream, SendStream, VarInt};
 use iroh::protocol::{AcceptError, ProtocolHandler};
+use kith_caps::Scope;
 use kith_store::BlobHash;
 use kith_types::{DeviceId, Timestamp};
 
@@ -15,7 +16,7 @@ use super::limits::{PeerBudget, PeerBudgets};
 use crate::error::{Error, Result};
 use crate::proto::serve::{Output, Serve};
 use crate::proto::wire::{BLOB_CHUNK, Message, RefusalCode};
-use crate::state::{OwnerSource, Shared, Work};
+use crate::state::{FriendReplica, OwnerSource, Shared, Work};
 
 /// QUIC close code for a peer disconnected for exceeding its limits.
 const RATE_LIMITED_CODE: u32 = 429;
@@ -291,8 +292,9 @@ fn poked(shared: &Shared, requests: &Sender<Work>, remote: DeviceId, back: bool)
 /// grown roster): they are checked as in a catch-up (a roster signed by
 /// that namespace, a prefix this node may read under the caps it holds)
 /// and stored, and the answer is `ScopesAck`. The recent pushes that came
-/// with them wait for their topic's listener, which receives them (with
-/// every check of a gossip message) before anything from gossip. Anything
+/// with them are then received at once (with every check of a gossip
+/// message), or by their topic's listener if it has started, before
+/// anything from gossip (`state/early.rs`). Anything
 /// refused (a scope under a grant this node has not received yet, say)
 /// answers `Refused`, and the sender falls back to a poke and a catch-up.
 fn rekeyed(
@@ -333,8 +335,9 @@ fn rekeyed(
             "a scope outside the grants held here, or invalid",
         );
     }
-    // Before the scopes are stored: their listeners start once they are.
-    let mut by_topic: std::collections::HashMap<[u8; 32], Vec<Vec<u8>>> =
+    // Kept before the scopes are stored: a listener that starts once they
+    // are finds them.
+    let mut by_topic: std::collections::HashMap<[u8; 32], (&Scope, Vec<Vec<u8>>)> =
         std::collections::HashMap::new();
     for (index, push) in recent {
         if let Some((scope, roster)) = checked.ok.get(usize::from(index))
@@ -342,27 +345,35 @@ fn rekeyed(
         {
             by_topic
                 .entry(*scope.topic_id().as_bytes())
-                .or_default()
+                .or_insert_with(|| (scope, Vec::new()))
+                .1
                 .push(push);
         }
     }
     // One list per topic, the latest: what the owner published so far.
-    let arrived = !by_topic.is_empty();
-    shared.early_pushes.lock().extend(by_topic);
-    if arrived {
-        // A topic joined already takes them now.
-        shared.early_arrived.notify_waiters();
+    let scopes: Vec<&Scope> = by_topic.values().map(|(scope, _)| *scope).collect();
+    shared
+        .early
+        .arrive(by_topic.into_iter().map(|(id, (_, pushes))| (id, pushes)));
+    if let Err(e) = shared.store_scopes(&owner, &checked.ok) {
+        tracing::warn!(%e, "could not store pushed scopes");
+        return Message::refused(RefusalCode::Internal, None, "internal error");
     }
-    match shared.store_scopes(&owner, &checked.ok) {
-        Ok(()) => {
-            tracing::debug!(remote = %remote.fmt_short(), scopes = checked.ok.len(), "stored pushed scopes");
-            Message::ScopesAck
-        }
-        Err(e) => {
-            tracing::warn!(%e, "could not store pushed scopes");
-            Message::refused(RefusalCode::Internal, None, "internal error")
+    tracing::debug!(remote = %remote.fmt_short(), scopes = checked.ok.len(), "stored pushed scopes");
+    // The key is stored: what came with it is received now, unless the
+    // topic's listener has started and takes it.
+    for scope in scopes {
+        let received = shared.early.receive_now(
+            scope,
+            shared.identity.device(),
+            &FriendReplica(shared),
+            Timestamp::wall_clock(),
+        );
+        if received > 0 {
+            tracing::debug!(prefix = %scope.prefix(), received, "received the messages that came with the key");
         }
     }
+    Message::ScopesAck
 }
 
 /// Sends a blob's content from `offset` as `BlobStart`, its group hashes

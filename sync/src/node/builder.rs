@@ -323,6 +323,7 @@ impl Builder {
         let join = self.join.clone();
         let cache_settings = self.cache;
         let cache_keep = self.cache_keep.clone();
+        let eager_blob_size = self.eager_blob_size;
         let (gate, sightings) = Gate::new();
         let admission = Arc::new(gate.clone());
         let shared = tokio::task::spawn_blocking(move || -> Result<_> {
@@ -335,7 +336,7 @@ impl Builder {
                 StoreOptions::new(identity.device()).durability(durability),
             )?;
             let cache = FriendCache::open(&store, &identity.namespace, cache_settings, cache_keep)?;
-            Shared::open(store, identity, cache, admission)
+            Shared::open(store, identity, cache, admission, eager_blob_size)
         })
         .await
         .map_err(|e| Error::Protocol(format!("start-up task failed: {e}")))??;

@@ -3,12 +3,13 @@
 //!
 //! Split by subject: [`shared`] is the handle; [`known`], [`book`] and
 //! [`records`] are data; [`addrs`] is where devices are; [`friends`], [`scopes`] and [`deletions`] are what
-//! the node does with them; [`source`] and [`replica`] are the views the
+//! the node does with them; [`early`] holds the live messages that came with a key; [`source`] and [`replica`] are the views the
 //! protocol reads and writes through.
 
 mod addrs;
 mod book;
 mod deletions;
+mod early;
 mod friends;
 mod known;
 mod records;

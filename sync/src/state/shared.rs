@@ -13,6 +13,7 @@ use crate::error::Result;
 use crate::identity::Identity;
 
 use super::book::{ScopeBook, load_book, roster_members};
+use super::early::EarlyPushes;
 use super::known::Known;
 
 /// Everything the node's tasks share: what the node knows, not the drivers'
@@ -47,11 +48,9 @@ pub(crate) struct Shared {
     /// This device's own current addresses (the endpoint's), handed over
     /// to the devices it serves.
     pub(crate) here: RwLock<Vec<crate::proto::addr::Addr>>,
-    /// Live pushes that came with a `Rekey`, by topic, for the topic's
-    /// listener to receive first when it starts.
-    pub(crate) early_pushes: parking_lot::Mutex<std::collections::HashMap<[u8; 32], Vec<Vec<u8>>>>,
-    /// Woken when `early_pushes` gained some for a topic already joined.
-    pub(crate) early_arrived: tokio::sync::Notify,
+    /// Live messages that came with a `Rekey`, by topic: received when
+    /// the key is stored, or by the topic's listener if it runs.
+    pub(crate) early: EarlyPushes,
     /// Told the admitted devices whenever they change.
     admission: Arc<dyn Admission>,
 }
@@ -122,12 +121,14 @@ pub enum NodeEvent {
 
 impl Shared {
     /// Opens what the node knows from `store`, and tells `admission` who
-    /// may connect.
+    /// may connect. Blobs up to `eager_blob_size` announced live are
+    /// fetched at once.
     pub(crate) fn open(
         store: Store,
         identity: Identity,
         cache: FriendCache,
         admission: Arc<dyn Admission>,
+        eager_blob_size: u64,
     ) -> Result<Self> {
         let known = Self::load_known(&store, &identity)?;
         let scopes = load_book(&store)?;
@@ -145,8 +146,7 @@ impl Shared {
             here: RwLock::new(Vec::new()),
             contacts: parking_lot::Mutex::new(std::collections::HashMap::new()),
             moved: tokio::sync::broadcast::channel(EVENTS).0,
-            early_pushes: parking_lot::Mutex::new(std::collections::HashMap::new()),
-            early_arrived: tokio::sync::Notify::new(),
+            early: EarlyPushes::new(eager_blob_size),
             admission,
         };
         shared.refresh_gate();
