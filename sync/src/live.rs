@@ -218,8 +218,6 @@ struct Topic {
 struct Health {
     /// Direct gossip neighbors in this topic now.
     neighbors: AtomicU64,
-    /// Which devices they are, as of the last neighbor event.
-    neighbor_ids: Mutex<Vec<DeviceId>>,
     /// Times a neighbor left.
     lost: AtomicU64,
     /// When a message of the scope last passed every check (data or
@@ -463,8 +461,12 @@ impl Live {
             if self.topics.lock().contains_key(&id) {
                 continue;
             }
-            let through = self.earlier_neighbors(&scope);
-            let (contacts, bootstrap) = self.bootstrap(&scope, &roster, &through);
+            let moving = self
+                .retiring
+                .lock()
+                .values()
+                .any(|(t, _)| earlier_epoch(&t.scope, &scope));
+            let (contacts, bootstrap) = self.bootstrap(&scope, &roster, moving);
             let contacts: HashSet<DeviceId> = contacts.into_iter().collect();
             let topic = match gossip_call(
                 "joining a topic",
@@ -542,36 +544,26 @@ impl Live {
         }
     }
 
-    /// The gossip neighbors the retiring topics of `scope`'s earlier
-    /// epochs have now.
-    fn earlier_neighbors(&self, scope: &Scope) -> Vec<DeviceId> {
-        self.retiring
-            .lock()
-            .values()
-            .filter(|(t, _)| earlier_epoch(&t.scope, scope))
-            .flat_map(|(t, _)| t.health.neighbor_ids.lock().clone())
-            .collect()
-    }
-
     /// Peers to join a topic through: the scope owner's devices (whose
-    /// addresses are known), and the devices of `through` on the roster
-    /// (links an earlier epoch's topic has), or if there are none a few
-    /// random members, so that joins do not all land on one node.
+    /// addresses are known) and a few random members, so that joins do not
+    /// all land on one node. A new epoch of a scope this node held
+    /// (`moving`) is joined through the owner's devices alone: the owner
+    /// made the epoch and is on its topic first, while the other members
+    /// join as their key reaches them, and gossip drops a join sent to a
+    /// node that is not on the topic yet (the join is lost, and the links
+    /// form again by other ways: walks, re-joins, dials). A device of the
+    /// owner moving with no other device of its namespace joins through no
+    /// one: the members join through it.
     fn bootstrap(
         &self,
         scope: &Scope,
         roster: &Roster,
-        through: &[DeviceId],
+        moving: bool,
     ) -> (Vec<DeviceId>, Vec<iroh::EndpointId>) {
         let me = self.shared.identity.device();
         // The roster held now: it may have grown since the topic was joined.
         let current = self.roster_of(scope);
         let roster = current.as_ref().unwrap_or(roster);
-        let linked: Vec<DeviceId> = through
-            .iter()
-            .filter(|d| **d != me && roster.contains(d))
-            .copied()
-            .collect();
         let owner_devices: Vec<DeviceId> = self
             .shared
             .known
@@ -580,24 +572,19 @@ impl Live {
             .into_iter()
             .map(|(d, _)| d)
             .collect();
-        let others: Vec<DeviceId> = roster
-            .members()
+        let mut peers: Vec<DeviceId> = owner_devices
             .iter()
-            .filter(|m| **m != me && !owner_devices.contains(m))
+            .filter(|d| **d != me && roster.contains(d))
             .copied()
             .collect();
-        let mut peers: Vec<DeviceId> = owner_devices
-            .into_iter()
-            .filter(|d| *d != me && roster.contains(d))
-            .collect();
-        if linked.is_empty() {
+        if !moving {
+            let others: Vec<DeviceId> = roster
+                .members()
+                .iter()
+                .filter(|m| **m != me && !owner_devices.contains(m))
+                .copied()
+                .collect();
             peers.extend(others.sample(&mut rand::rng(), RANDOM_BOOTSTRAP).copied());
-        } else {
-            for d in linked {
-                if !peers.contains(&d) {
-                    peers.push(d);
-                }
-            }
         }
         let ids = peers
             .iter()
@@ -608,7 +595,7 @@ impl Live {
 
     /// Peers to re-join `scope`'s topic through, noted as its contacts.
     fn rejoin_peers(&self, scope: &Scope, roster: &Roster) -> Vec<iroh::EndpointId> {
-        let (devices, ids) = self.bootstrap(scope, roster, &[]);
+        let (devices, ids) = self.bootstrap(scope, roster, false);
         if let Some(t) = self.topics.lock().get(scope.topic_id().as_bytes()) {
             t.contacts.lock().extend(devices);
         }
@@ -723,12 +710,10 @@ impl Live {
                     live.settle(&scope, outcome);
                 }
                 Ok(Some(Ok(Event::NeighborUp(_)))) => {
-                    note_neighbors(&health, &receiver);
                     live.heartbeat_now(scope.topic_id().as_bytes()).await;
                 }
                 Ok(Some(Ok(Event::NeighborDown(_)))) => {
                     bump(&health.lost);
-                    note_neighbors(&health, &receiver);
                 }
                 Ok(Some(Ok(Event::Lagged))) => {
                     tracing::info!(prefix = %scope.prefix(), "fell behind on a topic; catching up");
@@ -1182,14 +1167,6 @@ async fn gossip_call<T, E: std::fmt::Display>(
             "{what}: the gossip actor did not answer within {GOSSIP_CALL:?}"
         )),
     }
-}
-
-/// Notes which devices are `receiver`'s gossip neighbors now.
-fn note_neighbors(health: &Health, receiver: &iroh_gossip::api::GossipReceiver) {
-    *health.neighbor_ids.lock() = receiver
-        .neighbors()
-        .map(|n| DeviceId::from_bytes(*n.as_bytes()))
-        .collect();
 }
 
 /// Whether `old` is an earlier epoch of the scope `new` is an epoch of.
