@@ -68,8 +68,6 @@ pub(crate) struct LiveConfig {
     pub(crate) heartbeat: Duration,
     /// How long a member may hear nothing before it re-joins and catches up.
     pub(crate) silence: Duration,
-    /// Blobs up to this size are fetched as soon as they are announced.
-    pub(crate) eager_blob_size: u64,
 }
 
 /// Counters of live push on one node.
@@ -635,36 +633,23 @@ impl Live {
         // What came with the key, before anything from gossip: the
         // epoch's first messages, which reached no one on the forming
         // topic. The `Rekey` handler received them already if this
-        // listener had not started (its inbox goes on here), else they
-        // are received now.
-        let (inbox, watched, early) = {
+        // listener had not started (its inbox goes on here); those that
+        // wait are received first thing in the loop.
+        let (inbox, watched) = {
             let Some(live) = weak.upgrade() else { return };
-            let claimed = live.shared.early.claim(&topic_id);
-            let inbox = claimed.inbox.unwrap_or_else(|| {
-                Inbox::new(
-                    scope.clone(),
-                    live.shared.identity.device(),
-                    live.config.eager_blob_size,
-                )
-            });
-            for outcome in claimed.outcomes {
+            let (inbox, outcomes) = live
+                .shared
+                .early
+                .claim(&scope, live.shared.identity.device());
+            for outcome in outcomes {
                 bump(&live.counters.received);
                 live.settle(&scope, outcome);
             }
             (
                 Arc::new(Mutex::new(inbox)),
                 scope.namespace() != live.shared.namespace(),
-                claimed.pending,
             )
         };
-        if !early.is_empty() {
-            tracing::debug!(prefix = %scope.prefix(), messages = early.len(), "receiving the messages that came with the key");
-        }
-        for bytes in early {
-            let Some(live) = weak.upgrade() else { return };
-            let outcome = live.receive(&inbox, bytes).await;
-            live.settle(&scope, outcome);
-        }
         let mut last_heard = tokio::time::Instant::now();
         let mut lonely = Lonely::new(silence);
         loop {
@@ -673,10 +658,11 @@ impl Live {
                 Some(live) => live.shared.clone(),
                 None => return,
             };
-            // Messages that came with the key again (published while this
-            // topic had no neighbors).
+            // Messages that came with the key (the epoch's first, or
+            // published while this topic had no neighbors).
             let early = shared.early.take(&topic_id);
             if !early.is_empty() {
+                tracing::debug!(prefix = %scope.prefix(), messages = early.len(), "receiving the messages that came with the key");
                 let Some(live) = weak.upgrade() else { return };
                 for bytes in early {
                     let outcome = live.receive(&inbox, bytes).await;

@@ -531,15 +531,10 @@ fn messages_that_came_with_the_key_are_received_before_the_listener_starts() {
     // Received once: nothing is left for a second call.
     assert_eq!(early.receive_now(&p.scope, me, &replica, now), 0);
 
-    let claimed = early.claim(&topic);
-    assert!(claimed.pending.is_empty());
-    let applied: Vec<(u64, bool)> = claimed
-        .outcomes
-        .iter()
-        .map(|o| (o.applied, o.rejected))
-        .collect();
+    let (mut inbox, outcomes) = early.claim(&p.scope, me);
+    assert!(early.take(&topic).is_empty());
+    let applied: Vec<(u64, bool)> = outcomes.iter().map(|o| (o.applied, o.rejected)).collect();
     assert_eq!(applied, [(1, false), (1, false), (0, true)]);
-    let mut inbox = claimed.inbox.expect("the inbox they were received with");
     let outcome = receive(&p.friend, &mut inbox, &next);
     assert!(
         outcome.applied == 1 && !outcome.recover,
@@ -556,8 +551,8 @@ fn messages_that_came_with_the_key_go_to_a_running_listener() {
     let mut p = Pair::new();
     let topic = *p.scope.topic_id().as_bytes();
     let me = p.friend.identity.device();
-    let claimed = p.friend.early.claim(&topic);
-    assert!(claimed.inbox.is_none() && claimed.pending.is_empty());
+    let (_, outcomes) = p.friend.early.claim(&p.scope, me);
+    assert!(outcomes.is_empty() && p.friend.early.take(&topic).is_empty());
     let path = Path::parse("/feed/for-the-listener").unwrap();
     let bytes = p.push(&path, None);
     p.friend.early.arrive([(topic, vec![bytes.clone()])]);

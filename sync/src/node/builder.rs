@@ -409,7 +409,6 @@ impl Builder {
                     max_message_size: self.gossip_max_message_size,
                     heartbeat: self.heartbeat_interval,
                     silence: self.live_silence,
-                    eager_blob_size: self.eager_blob_size,
                 },
                 requests_tx,
             )

@@ -44,17 +44,6 @@ struct Slot {
     outcomes: Vec<Outcome>,
 }
 
-/// What a listener finds for its topic when it starts.
-#[derive(Debug, Default)]
-pub(crate) struct Claimed {
-    /// The inbox the messages were received with, if they were.
-    pub(crate) inbox: Option<Inbox>,
-    /// What receiving them asked for.
-    pub(crate) outcomes: Vec<Outcome>,
-    /// Messages for the listener to receive first.
-    pub(crate) pending: Vec<Vec<u8>>,
-}
-
 impl EarlyPushes {
     pub(crate) fn new(eager_blob_size: u64) -> Self {
         Self {
@@ -99,9 +88,7 @@ impl EarlyPushes {
         if slot.listening || slot.pending.is_empty() {
             return 0;
         }
-        let inbox = slot
-            .inbox
-            .get_or_insert_with(|| Inbox::new(scope.clone(), me, self.eager_blob_size));
+        let inbox = slot.inbox.get_or_insert_with(|| self.inbox(scope, me));
         let pending = mem::take(&mut slot.pending);
         let n = pending.len();
         for bytes in pending {
@@ -110,16 +97,20 @@ impl EarlyPushes {
         n
     }
 
-    /// Marks `topic`'s listener as started and hands it what was kept.
-    pub(crate) fn claim(&self, topic: &[u8; 32]) -> Claimed {
+    /// Marks the listener of `scope`'s topic (for device `me`) as started,
+    /// and hands it its inbox: the one the messages that came with the key
+    /// were received with, and what receiving them asked for, or a new
+    /// one. Messages not received yet wait for [`EarlyPushes::take`].
+    pub(crate) fn claim(&self, scope: &Scope, me: DeviceId) -> (Inbox, Vec<Outcome>) {
         let mut topics = self.topics.lock();
-        let slot = topics.entry(*topic).or_default();
+        let slot = topics.entry(*scope.topic_id().as_bytes()).or_default();
         slot.listening = true;
-        Claimed {
-            inbox: slot.inbox.take(),
-            outcomes: mem::take(&mut slot.outcomes),
-            pending: mem::take(&mut slot.pending),
-        }
+        let inbox = slot.inbox.take().unwrap_or_else(|| self.inbox(scope, me));
+        (inbox, mem::take(&mut slot.outcomes))
+    }
+
+    fn inbox(&self, scope: &Scope, me: DeviceId) -> Inbox {
+        Inbox::new(scope.clone(), me, self.eager_blob_size)
     }
 
     /// The messages that arrived for `topic` since its listener last took
