@@ -45,6 +45,8 @@ pub(crate) struct Measured {
     /// CPU time of the process per change applied by a friend (µs), less
     /// its idle rate: publishing, relaying, receiving, storing.
     pub(crate) cpu_per_delivery_us: f64,
+    /// CPU time of the process at rest, in cores (1.0: one core busy).
+    pub(crate) idle_cores: f64,
     /// Per message a friend received from a topic (heartbeats included),
     /// the time its handling took, µs: open and verify, check, apply, and
     /// the whole (waiting for the topic's inbox included).
@@ -83,6 +85,7 @@ pub(crate) async fn measure(swarm: &Swarm, changes: usize) -> Result<Measured> {
     let receipts_before = receive_totals(swarm);
     let sent_before = (Instant::now(), swarm.owner.bytes_sent());
     let cpu_before = process_cpu();
+    crate::profile("enable");
     let mut written = Vec::with_capacity(changes);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     eprintln!("  fanout: writing {changes} changes to {n} friends …");
@@ -102,6 +105,7 @@ pub(crate) async fn measure(swarm: &Swarm, changes: usize) -> Result<Measured> {
         || arrivals.lock().map(|a| a.len()).unwrap_or(0) >= all,
     )
     .await;
+    crate::profile("disable");
     if let Err(e) = converged {
         let a = arrivals.lock().map(|a| a.clone()).unwrap_or_default();
         for (fi, f) in swarm.friends.iter().enumerate() {
@@ -158,6 +162,7 @@ pub(crate) async fn measure(swarm: &Swarm, changes: usize) -> Result<Measured> {
         sent,
         idle_rate,
         cpu_per_delivery_us: (cpu - idle_cpu_rate * duration).max(0.0) * 1e6 / all as f64,
+        idle_cores: idle_cpu_rate,
         receive_us: [per(1), per(2), per(3), per(4)],
     })
 }
@@ -193,6 +198,7 @@ async fn fanout(changes: usize, n: usize) -> Result<Vec<Figure>> {
         sent,
         idle_rate,
         cpu_per_delivery_us,
+        idle_cores,
         receive_us,
     } = measure(&swarm, changes).await?;
     let all = n * changes;
@@ -239,6 +245,12 @@ async fn fanout(changes: usize, n: usize) -> Result<Vec<Figure>> {
         ),
     ];
     // CPU time is read in ticks of 10 ms: a short run may show none.
+    if idle_cores > 0.0 && raw.idle_cores > 0.0 {
+        figures.push(
+            Figure::new("fanout", format!("n{n}_idle_cpu"), idle_cores, "cores")
+                .with_peer(peer, raw.idle_cores),
+        );
+    }
     if cpu_per_delivery_us > 0.0 && raw.cpu_per_delivery_us > 0.0 {
         figures.push(
             Figure::new(

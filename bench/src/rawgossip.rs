@@ -31,6 +31,8 @@ pub(crate) struct Raw {
     /// CPU time of the process per message delivered to a subscriber (µs),
     /// less its idle rate.
     pub(crate) cpu_per_delivery_us: f64,
+    /// CPU time of the process at rest, in cores (1.0: one core busy).
+    pub(crate) idle_cores: f64,
 }
 
 /// Runs `messages` broadcasts from one publisher to `n` subscribers.
@@ -164,6 +166,7 @@ pub(crate) async fn run_at(sites: &[Site], messages: usize) -> Result<Raw> {
     Ok(Raw {
         upload_per_message: (total - idle_rate * duration).max(0.0) / messages as f64,
         cpu_per_delivery_us: (cpu - idle_cpu_rate * duration).max(0.0) * 1e6 / deliveries,
+        idle_cores: idle_cpu_rate,
         latencies,
         delivered,
     })

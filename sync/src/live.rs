@@ -124,6 +124,10 @@ pub struct LiveMetrics {
     /// The whole handling of those messages, waiting for the topic's inbox
     /// included.
     pub receive_nanos: u64,
+    /// Turns of the topics' listeners: each woke for a message, a
+    /// neighbour's arrival or departure, or a timer. A node at rest wakes
+    /// for heartbeats and little else.
+    pub listener_wakeups: u64,
 }
 
 /// A scope's gossip topic this node has joined.
@@ -162,6 +166,7 @@ pub(crate) struct Counters {
     receive_check_nanos: AtomicU64,
     receive_apply_nanos: AtomicU64,
     receive_nanos: AtomicU64,
+    listener_wakeups: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -192,6 +197,7 @@ impl Counters {
             receive_check_nanos: g(&self.receive_check_nanos),
             receive_apply_nanos: g(&self.receive_apply_nanos),
             receive_nanos: g(&self.receive_nanos),
+            listener_wakeups: g(&self.listener_wakeups),
             ..LiveMetrics::default()
         }
     }
@@ -653,7 +659,14 @@ impl Live {
         let mut last_heard = tokio::time::Instant::now();
         let mut lonely = Lonely::new(silence);
         loop {
-            let wake = lonely.next_check().min(last_heard + silence);
+            // Silence is watched on other namespaces' topics only: on its
+            // own, a device with no other device hears nothing, and a
+            // deadline long past would wake this loop without end.
+            let wake = if watched {
+                lonely.next_check().min(last_heard + silence)
+            } else {
+                lonely.next_check()
+            };
             let shared = match weak.upgrade() {
                 Some(live) => live.shared.clone(),
                 None => return,
@@ -674,10 +687,11 @@ impl Live {
                 () = shared.early.arrived.notified() => continue,
             };
             drop(shared);
+            let Some(live) = weak.upgrade() else { return };
+            bump(&live.counters.listener_wakeups);
             health
                 .neighbors
                 .store(receiver.neighbors().count() as u64, Ordering::Relaxed);
-            let Some(live) = weak.upgrade() else { return };
             if lonely.due(receiver.is_joined()) {
                 let peers = live.rejoin_peers(&scope, &roster);
                 tracing::debug!(prefix = %scope.prefix(), peers = peers.len(), "no gossip neighbors; re-joining");

@@ -558,3 +558,49 @@ async fn a_revoke_sends_the_new_epoch_alone_with_the_post_written_meanwhile() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// A node at rest does not spin: the owner's own topic, on which it hears
+/// nothing (its only device publishes there, friends do not), wakes its
+/// listener for timers and the odd neighbour event, long after the silence
+/// that makes a friend re-join has passed, not in a loop that takes a core.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_that_hears_nothing_does_not_wake_its_listener_in_a_loop() {
+    init_tracing();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let silence = Duration::from_millis(200);
+    let spawn = |dir: &std::path::Path| {
+        Node::builder(dir)
+            .network(NetworkMode::LocalOnly)
+            .resync_interval(Duration::from_secs(3600))
+            .heartbeat_interval(Duration::from_millis(100))
+            .live_silence(silence)
+            .spawn()
+    };
+    let a = spawn(dirs[0].path()).await.unwrap();
+    let b = spawn(dirs[1].path()).await.unwrap();
+    befriend(&a, &b).await;
+    a.grant(&b.namespace(), &p("/feed"), None).await.unwrap();
+    b.subscribe(&a.namespace()).await.unwrap();
+    let me = a.namespace();
+    until(&b, &me, "/", || b.live_topics().len() == 1).await;
+    common::write_docs(&a, "/feed/live", 1).await;
+    until(&b, &me, "/feed/live", || count(&b, &me, "/feed/live") == 1).await;
+    // Well past the silence, on a topic A has heard nothing on.
+    tokio::time::sleep(silence * 3).await;
+    let before = a.live_metrics().listener_wakeups;
+    let window = Duration::from_secs(1);
+    tokio::time::sleep(window).await;
+    let woke = a.live_metrics().listener_wakeups - before;
+    // Timers at the silence's pace, a heartbeat's echo or two: a few dozen
+    // at most, where a spinning listener turns hundreds of thousands of
+    // times.
+    assert!(
+        woke < 50,
+        "the owner's listener woke {woke} times in {window:?} at rest"
+    );
+    // The friend, which hears heartbeats, wakes for them.
+    assert!(b.live_metrics().listener_wakeups > 0);
+    for n in [a, b] {
+        n.shutdown().await.unwrap();
+    }
+}
