@@ -258,9 +258,11 @@ pub(crate) async fn blob_round(size: u64, seed: u64, sites: &[Site; 2]) -> Resul
     let path = Path::parse("/feed/video.mp4")?;
     put_random_blob(&owner, &path, size, seed).await?;
     friend.sync_now(&owner.namespace()).await?;
+    crate::profile("enable");
     let started = std::time::Instant::now();
     let received = friend.fetch(&owner.namespace(), &path).await?;
     let elapsed = started.elapsed();
+    crate::profile("disable");
     anyhow::ensure!(received >= size, "fetched {received} of {size} bytes");
     Ok(BlobRound {
         rate: size as f64 / 1e6 / elapsed.as_secs_f64(),
@@ -271,9 +273,18 @@ pub(crate) async fn blob_round(size: u64, seed: u64, sites: &[Site; 2]) -> Resul
 }
 
 /// A raw iroh stream of `size` bytes from `sites[0]` to `sites[1]`, MB/s;
-/// `None` (said on stderr) when the peer failed the round.
-pub(crate) async fn raw_stream_rate(size: u64, sites: &[Site; 2]) -> Option<f64> {
-    match peers::raw_iroh_stream_at(size, sites).await {
+/// `None` (said on stderr) when the peer failed the round. With `file`, the
+/// receiver writes the bytes there and syncs them.
+pub(crate) async fn raw_stream_rate(
+    size: u64,
+    sites: &[Site; 2],
+    file: Option<&std::path::Path>,
+) -> Option<f64> {
+    let run = match file {
+        None => peers::raw_iroh_stream_at(size, sites).await,
+        Some(file) => peers::raw_iroh_stream_to_file_at(size, sites, file).await,
+    };
+    match run {
         Ok(run) => {
             Some(size as f64 / 1e6 / run.duration.max(Duration::from_micros(1)).as_secs_f64())
         }
@@ -293,22 +304,34 @@ async fn blobs(opts: &Options) -> Result<Vec<Figure>> {
     let size = opts.scaled(256 << 20) as u64;
     let mut kith = Vec::new();
     let mut raw = Vec::new();
+    let mut raw_file = Vec::new();
     let loopback = [Site::Loopback, Site::Loopback];
     for round in 0..ROUNDS {
         let done = blob_round(size, round as u64, &loopback).await?;
         kith.push(done.rate);
         done.shutdown().await?;
-        raw.extend(raw_stream_rate(size, &loopback).await);
+        raw.extend(raw_stream_rate(size, &loopback, None).await);
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("stream");
+        raw_file.extend(raw_stream_rate(size, &loopback, Some(&file)).await);
     }
     let mib = size >> 20;
-    let mut figure = Figure::new(
-        "blobs",
-        format!("blob fetch ({mib} MiB, verified)"),
-        median(kith),
-        "MB/s",
-    );
+    let rate = median(kith);
+    let name = format!("blob fetch ({mib} MiB, verified)");
+    let mut figures = Vec::new();
     if !raw.is_empty() {
-        figure = figure.with_peer("raw iroh stream", median(raw));
+        figures.push(
+            Figure::new("blobs", &name, rate, "MB/s").with_peer("raw iroh stream", median(raw)),
+        );
     }
-    Ok(vec![figure])
+    if !raw_file.is_empty() {
+        figures.push(
+            Figure::new("blobs", &name, rate, "MB/s")
+                .with_peer("raw iroh stream into a file", median(raw_file)),
+        );
+    }
+    if figures.is_empty() {
+        figures.push(Figure::new("blobs", name, rate, "MB/s"));
+    }
+    Ok(figures)
 }

@@ -30,6 +30,11 @@
 //!   writes, and the clock stops when the receiver has read the last byte
 //!   (end of stream). Bytes: UDP payload bytes sent plus received by the
 //!   sender's endpoint during that window.
+//! - [`raw_iroh_stream_to_file_at`]: the same stream, and the receiver
+//!   writes what it reads into a new file (a thread of its own writes, so
+//!   that the endpoint's task never blocks on the disk) and syncs it; the
+//!   clock stops once the file is synced. What any fetch that keeps the
+//!   bytes must do at least.
 //! - [`raw_iroh_round_trips`]: the ceiling for many small request/response
 //!   messages. The clock starts just before `Endpoint::connect`; the sender
 //!   opens one bidirectional stream and, `n` times, writes `size` bytes and
@@ -448,6 +453,89 @@ pub(crate) async fn raw_iroh_stream(bytes: u64) -> Result<PeerRun> {
 
 /// [`raw_iroh_stream`] from a sender to a receiver at these sites.
 pub(crate) async fn raw_iroh_stream_at(bytes: u64, sites: &[Site; 2]) -> Result<PeerRun> {
+    raw_stream(bytes, sites, None).await
+}
+
+/// [`raw_iroh_stream_at`], the receiver writing what it reads into a new
+/// file at `file` and syncing it before the clock stops.
+pub(crate) async fn raw_iroh_stream_to_file_at(
+    bytes: u64,
+    sites: &[Site; 2],
+    file: &std::path::Path,
+) -> Result<PeerRun> {
+    raw_stream(bytes, sites, Some(file.to_path_buf())).await
+}
+
+/// A file written by a thread of its own, in writes of [`RAW_CHUNK`]
+/// gathered from what the stream delivers (packets of about a kilobyte).
+struct FileSink {
+    gathered: Vec<u8>,
+    chunks: std::sync::mpsc::SyncSender<Vec<u8>>,
+    done: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl FileSink {
+    fn create(path: std::path::PathBuf) -> Result<Self> {
+        use std::io::Write;
+        let mut file =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        // A few MiB in flight, as a store's write-behind would hold.
+        let (chunks, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let done = std::thread::spawn(move || {
+            for chunk in rx {
+                file.write_all(&chunk)?;
+            }
+            file.sync_all()
+        });
+        Ok(Self {
+            gathered: Vec::with_capacity(RAW_CHUNK),
+            chunks,
+            done,
+        })
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.gathered.extend_from_slice(bytes);
+        if self.gathered.len() >= RAW_CHUNK {
+            self.hand_over().await?;
+        }
+        Ok(())
+    }
+
+    async fn hand_over(&mut self) -> Result<()> {
+        let full = std::mem::replace(&mut self.gathered, Vec::with_capacity(RAW_CHUNK));
+        let full = match self.chunks.try_send(full) {
+            Ok(()) => return Ok(()),
+            Err(std::sync::mpsc::TrySendError::Full(full)) => full,
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                bail!("the file writer stopped")
+            }
+        };
+        // The writer is behind: wait for it off the endpoint's threads.
+        let tx = self.chunks.clone();
+        tokio::task::spawn_blocking(move || tx.send(full))
+            .await?
+            .map_err(|_| anyhow::anyhow!("the file writer stopped"))
+    }
+
+    async fn finish(mut self) -> Result<()> {
+        if !self.gathered.is_empty() {
+            self.hand_over().await?;
+        }
+        drop(self.chunks);
+        let done = self.done;
+        tokio::task::spawn_blocking(move || done.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the file writer panicked"))??;
+        Ok(())
+    }
+}
+
+async fn raw_stream(
+    bytes: u64,
+    sites: &[Site; 2],
+    file: Option<std::path::PathBuf>,
+) -> Result<PeerRun> {
     let chunk = pseudo_random(RAW_CHUNK, 0x7374_7265);
     raw_run(
         sites,
@@ -469,9 +557,16 @@ pub(crate) async fn raw_iroh_stream_at(bytes: u64, sites: &[Site; 2]) -> Result<
         move |ep| async move {
             let conn = accept_one(&ep).await?;
             let mut recv = conn.accept_uni().await?;
+            let mut sink = file.map(FileSink::create).transpose()?;
             let mut got = 0u64;
             while let Some(c) = recv.read_chunk(usize::MAX).await? {
                 got += c.len() as u64;
+                if let Some(sink) = &mut sink {
+                    sink.write(&c).await?;
+                }
+            }
+            if let Some(sink) = sink {
+                sink.finish().await?;
             }
             let end = Instant::now();
             conn.close(0u32.into(), b"done");

@@ -265,7 +265,7 @@ async fn blob(size: u64, sites: &[Site; 2]) -> Result<Figure> {
         done.shutdown().await?;
         // The raw stream goes from the owner's host to the friend's, as
         // the blob did.
-        raw.extend(raw_stream_rate(size, sites).await);
+        raw.extend(raw_stream_rate(size, sites, None).await);
     }
     let mut figure = Figure::new(
         SCENARIO,
