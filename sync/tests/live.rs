@@ -14,15 +14,16 @@ use kith::{NetworkMode, Node, Timestamp};
 
 /// Nodes whose periodic re-sync is too slow to matter: what arrives, arrives
 /// live (or by the recovery the live layer starts).
-async fn spawn_live(dir: &std::path::Path) -> Node {
+fn live_builder(dir: &std::path::Path) -> kith::Builder {
     init_tracing();
     Node::builder(dir)
         .network(NetworkMode::LocalOnly)
         .resync_interval(Duration::from_secs(3600))
         .heartbeat_interval(Duration::from_millis(500))
-        .spawn()
-        .await
-        .unwrap()
+}
+
+async fn spawn_live(dir: &std::path::Path) -> Node {
+    live_builder(dir).spawn().await.unwrap()
 }
 
 /// Waits until `cond` holds, checking after every change under `prefix` of
@@ -366,8 +367,7 @@ async fn periodic_catch_ups_are_skipped_while_live_push_is_in_step() {
     init_tracing();
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let spawn = |dir: &std::path::Path, live: bool| {
-        Node::builder(dir)
-            .network(NetworkMode::LocalOnly)
+        live_builder(dir)
             .resync_interval(Duration::from_millis(300))
             .heartbeat_interval(Duration::from_millis(100))
             .live_push(live)
@@ -568,10 +568,9 @@ async fn a_topic_that_hears_nothing_does_not_wake_its_listener_in_a_loop() {
     init_tracing();
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let silence = Duration::from_millis(200);
+    // Heartbeats well within the silence, so the friend stays in step.
     let spawn = |dir: &std::path::Path| {
-        Node::builder(dir)
-            .network(NetworkMode::LocalOnly)
-            .resync_interval(Duration::from_secs(3600))
+        live_builder(dir)
             .heartbeat_interval(Duration::from_millis(100))
             .live_silence(silence)
             .spawn()
