@@ -73,6 +73,10 @@ impl Options {
     }
 }
 
+/// mimalloc: see the workspace's `Cargo.toml`.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<()> {
     let opts = Options::parse();
     // Log lines only when asked for (`RUST_LOG=kith=info`), on stderr.

@@ -71,6 +71,7 @@ pub mod groups;
 mod index;
 mod keys;
 mod options;
+mod preload;
 mod records;
 mod store;
 mod vault;

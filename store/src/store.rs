@@ -18,6 +18,7 @@ use crate::groups::GroupHash;
 use crate::index::IndexOp;
 use crate::keys;
 use crate::options::{Durability, Limits, Options};
+use crate::preload;
 use crate::records::{RecordKind, RecordOp};
 use crate::vault::{ItemKey, Slot, Vault};
 use crate::watch::{Watcher, Watchers};
@@ -820,51 +821,32 @@ impl Store {
         docs: &[RemoteChanges<'_>],
     ) -> Result<Vec<Result<ApplyOutcome>>> {
         let inner = &self.inner;
-        let mut results = Vec::with_capacity(docs.len());
-        let mut txn: Option<Txn<'_>> = None;
-        // Paths written by the open batch: a second change to one of them
-        // must read the first, so the batch is committed before it.
-        let mut written: HashSet<&Path> = HashSet::new();
-        let mut bytes = 0usize;
-        for doc in docs {
-            if written.contains(doc.path) || bytes >= APPLY_BATCH_BYTES {
-                // An open batch that wrote nothing is dropped unwritten.
-                if let Some(mut open) = txn.take()
-                    && !written.is_empty()
-                {
-                    open.commit()?;
-                }
-                written.clear();
-                bytes = 0;
-            }
-            if let Err(e) = check_not_root(doc.path).and_then(|()| {
-                inner.check_size(
-                    Limit::ChangeSize,
-                    doc.changes.len() as u64,
-                    inner.limits.max_change_size,
-                )
-            }) {
-                results.push(Err(e));
-                continue;
-            }
-            inner.clock.observe(doc.write.timestamp);
-            let open = match &mut txn {
-                Some(open) => open,
-                None => txn.insert(inner.begin(ns)?),
+        if !preload::worth_a_helper(docs.len()) {
+            return inner.apply_batch_in_order(ns, docs, None);
+        }
+        // New documents are loaded ahead on a second thread while this one
+        // writes (see `preload`); the helper reads a snapshot of the entries
+        // so as not to load a document this store already holds.
+        let pre = preload::Preloader::new(docs.len());
+        let snapshot = inner.db.snapshot();
+        let load = |i: usize| {
+            let doc = &docs[i];
+            let held = inner.entry_in(&snapshot, ns, doc.path).ok()?;
+            let incoming = crate::entry::Identity {
+                time: doc.identity.created,
+                device: doc.identity.creator,
             };
-            let outcome = inner.apply_into(open, ns, doc)?;
-            if matches!(&outcome, Ok(o) if o.changed) {
-                written.insert(doc.path);
-                bytes += doc.changes.len();
-            }
-            results.push(outcome);
-        }
-        if let Some(mut open) = txn
-            && !written.is_empty()
-        {
-            open.commit()?;
-        }
-        Ok(results)
+            let into_nothing = held.is_none_or(|e| e.identity() < incoming);
+            (into_nothing
+                && !doc.path.is_root()
+                && doc.changes.len() as u64 <= inner.limits.max_change_size)
+                .then(|| preload::load_new(doc.changes))
+        };
+        std::thread::scope(|scope| {
+            scope.spawn(|| pre.run(&load));
+            let _stop = preload::StopOnDrop(&pre);
+            inner.apply_batch_in_order(ns, docs, Some((&pre, &load)))
+        })
     }
 
     // ----- blobs ---------------------------------------------------------
@@ -1655,6 +1637,20 @@ struct LoadedDoc {
     pending_bytes: u64,
 }
 
+impl LoadedDoc {
+    /// A document loaded from received bytes, with nothing stored yet.
+    fn new(doc: AutoCommit) -> Self {
+        Self {
+            doc,
+            key: None,
+            applied_keys: Vec::new(),
+            pending_keys: Vec::new(),
+            applied_bytes: 0,
+            pending_bytes: 0,
+        }
+    }
+}
+
 impl Inner {
     fn keyspaces(&self) -> [&Keyspace; 10] {
         [
@@ -2050,6 +2046,63 @@ impl Inner {
         Ok((txn, old))
     }
 
+    /// [`Store::apply_changes_batch`]'s writing: in order, one batch at a
+    /// time under the namespace's lock, taking each document's load from
+    /// `pre` where a helper loaded it.
+    fn apply_batch_in_order(
+        &self,
+        ns: &NamespaceId,
+        docs: &[RemoteChanges<'_>],
+        pre: Option<(&preload::Preloader, &preload::Load<'_>)>,
+    ) -> Result<Vec<Result<ApplyOutcome>>> {
+        let mut results = Vec::with_capacity(docs.len());
+        let mut txn: Option<Txn<'_>> = None;
+        // Paths written by the open batch: a second change to one of them
+        // must read the first, so the batch is committed before it.
+        let mut written: HashSet<&Path> = HashSet::new();
+        let mut bytes = 0usize;
+        for (i, doc) in docs.iter().enumerate() {
+            let mut preloaded = pre.and_then(|(p, load)| p.take(i, load));
+            if written.contains(doc.path) || bytes >= APPLY_BATCH_BYTES {
+                // An open batch that wrote nothing is dropped unwritten.
+                if let Some(mut open) = txn.take()
+                    && !written.is_empty()
+                {
+                    open.commit()?;
+                }
+                written.clear();
+                bytes = 0;
+            }
+            if let Err(e) = check_not_root(doc.path).and_then(|()| {
+                self.check_size(
+                    Limit::ChangeSize,
+                    doc.changes.len() as u64,
+                    self.limits.max_change_size,
+                )
+            }) {
+                results.push(Err(e));
+                continue;
+            }
+            self.clock.observe(doc.write.timestamp);
+            let open = match &mut txn {
+                Some(open) => open,
+                None => txn.insert(self.begin(ns)?),
+            };
+            let outcome = self.apply_into(open, ns, doc, &mut preloaded)?;
+            if matches!(&outcome, Ok(o) if o.changed) {
+                written.insert(doc.path);
+                bytes += doc.changes.len();
+            }
+            results.push(outcome);
+        }
+        if let Some(mut open) = txn
+            && !written.is_empty()
+        {
+            open.commit()?;
+        }
+        Ok(results)
+    }
+
     /// One document of [`Store::apply_changes_batch`] into `txn` (which
     /// holds the namespace's lock). The inner result is the document's own
     /// answer: its refusals are found before `txn` is touched. The outer
@@ -2059,6 +2112,7 @@ impl Inner {
         txn: &mut Txn<'_>,
         ns: &NamespaceId,
         doc: &RemoteChanges<'_>,
+        preloaded: &mut Option<std::result::Result<AutoCommit, automerge::AutomergeError>>,
     ) -> Result<Result<ApplyOutcome>> {
         let RemoteChanges {
             path,
@@ -2075,7 +2129,7 @@ impl Inner {
             self.check_tombstone(ns, path, incoming.time)?;
             let old = self.entry_in(&self.db.snapshot(), ns, path)?;
             let mut restoring = false;
-            let (replacing, mut loaded) = match &old {
+            let replacing = match &old {
                 Some(e) if e.identity() > incoming => {
                     return Err(Error::Superseded { path: path.clone() });
                 }
@@ -2089,21 +2143,28 @@ impl Inner {
                 }
                 Some(e) if e.identity() == incoming => {
                     match self.load_doc(&self.db.snapshot(), ns, path) {
-                        Ok(loaded) => (false, loaded),
+                        Ok(mut loaded) => {
+                            let heads_before = loaded.doc.get_heads();
+                            loaded.doc.load_incremental(changes)?;
+                            return Ok((old, false, loaded, heads_before, false));
+                        }
                         // Purged content comes back whole, into nothing.
                         Err(Error::NotHere { .. }) => {
                             restoring = true;
-                            (false, LoadedDoc::default())
+                            false
                         }
                         Err(e) => return Err(e),
                     }
                 }
-                Some(_) => (true, LoadedDoc::default()),
-                None => (false, LoadedDoc::default()),
+                Some(_) => true,
+                None => false,
             };
-            let heads_before = loaded.doc.get_heads();
-            loaded.doc.load_incremental(changes)?;
-            Ok((old, replacing, loaded, heads_before, restoring))
+            // Into nothing: the helper's load if it made one (the same call).
+            let doc = match preloaded.take() {
+                Some(result) => result?,
+                None => preload::load_new(changes)?,
+            };
+            Ok((old, replacing, LoadedDoc::new(doc), Vec::new(), restoring))
         })();
         let (old, replacing, mut loaded, heads_before, restoring) = match checked {
             Ok(c) => c,

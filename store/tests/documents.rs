@@ -371,6 +371,19 @@ fn root_and_wrong_kind_are_refused() {
 
 #[test]
 fn a_batch_applies_each_document_as_it_would_be_applied_alone() {
+    batch_applies_each_document_alone(0);
+}
+
+/// The same batch behind enough new documents that the store loads new
+/// documents ahead on a second thread: each document's outcome is still
+/// its own (the same path twice, the second an increment the helper may
+/// have loaded into nothing before the first was written, included).
+#[test]
+fn a_batch_loaded_ahead_on_a_second_thread_applies_each_document_as_alone() {
+    batch_applies_each_document_alone(40);
+}
+
+fn batch_applies_each_document_alone(fillers: usize) {
     use kith_store::{RecordKind, RecordOp, RemoteChanges};
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = open(da.path(), 1);
@@ -388,9 +401,17 @@ fn a_batch_applies_each_document_as_it_would_be_applied_alone() {
             .0
             .unwrap();
     }
+    let filler_paths: Vec<_> = (0..fillers).map(|i| p(&format!("/fill/{i}"))).collect();
+    for path in &filler_paths {
+        a.edit_document(&owner, path, |d| d.put(ROOT, "n", path.to_string()))
+            .unwrap()
+            .0
+            .unwrap();
+    }
     let id = |path| identity_of(&a, &owner, path);
     let full = |path| a.changes_for(&owner, path, &[]).unwrap();
     let (one_v1, two_v1, gone_v1, newer_v1) = (full(&one), full(&two), full(&gone), full(&newer));
+    let filler_bytes: Vec<Vec<u8>> = filler_paths.iter().map(full).collect();
     let one_heads_v1 = a.heads(&owner, &one).unwrap();
     a.edit_document(&owner, &one, |d| d.put(ROOT, "more", 2))
         .unwrap()
@@ -431,7 +452,12 @@ fn a_batch_applies_each_document_as_it_would_be_applied_alone() {
             write: remote(1, t),
             changes,
         };
-        let batch = [
+        let mut batch: Vec<RemoteChanges<'_>> = filler_paths
+            .iter()
+            .zip(&filler_bytes)
+            .map(|(path, bytes)| doc(path, &bytes[..], 9))
+            .collect();
+        batch.extend([
             doc(&one, &one_v1[..], 10),
             doc(&two, &two_v1[..], 11),
             doc(&gone, &gone_v1[..], 12),
@@ -445,9 +471,16 @@ fn a_batch_applies_each_document_as_it_would_be_applied_alone() {
             // The same path again reads what the batch wrote before.
             doc(&one, &one_delta[..], 15),
             doc(&two, &two_v1[..], 16),
-        ];
-        let out = b.apply_changes_batch(&owner, &batch).unwrap();
-        assert_eq!(out.len(), batch.len());
+        ]);
+        let all = b.apply_changes_batch(&owner, &batch).unwrap();
+        assert_eq!(all.len(), batch.len());
+        for (i, outcome) in all[..fillers].iter().enumerate() {
+            assert!(
+                matches!(outcome, Ok(o) if o.changed),
+                "filler {i}: {outcome:?}"
+            );
+        }
+        let out = &all[fillers..];
         assert!(matches!(&out[0], Ok(o) if o.changed));
         assert!(matches!(&out[1], Ok(o) if o.changed));
         assert!(
@@ -481,6 +514,12 @@ fn a_batch_applies_each_document_as_it_would_be_applied_alone() {
     assert!(b.get(&owner, &bad).unwrap().is_none());
     let newer_doc = b.document(&owner, &newer).unwrap().unwrap();
     assert_eq!(text(&newer_doc, "text").as_deref(), Some("newer"));
+    for path in &filler_paths {
+        assert_eq!(
+            b.heads(&owner, path).unwrap(),
+            a.heads(&owner, path).unwrap()
+        );
+    }
 }
 
 #[test]

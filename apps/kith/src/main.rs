@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use kith_app::cli::{self, Cli};
 
+/// mimalloc: see the workspace's `Cargo.toml`.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
