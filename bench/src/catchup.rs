@@ -4,7 +4,9 @@
 //! - `catchup`: the owner writes 10,000 documents of ~1 KiB (one string
 //!   field each) under a granted prefix; a friend's fresh node catches up
 //!   (`sync_now`, from the request until every document is applied and the
-//!   cursors saved). Then a no-change re-sync, and a re-sync after 100 edits.
+//!   cursors saved). Then a no-change re-sync, and a re-sync after 100 edits;
+//!   and the fresh catch-up again into a friend whose store fsyncs every
+//!   write (`Durability::Sync`).
 //!   Peer: iroh-docs catching up 10,000 entries of 1 KiB, file store and
 //!   memory store (see `peers.rs` for its timing).
 //! - `blobs`: a 256 MiB blob fetched by the friend (`Node::fetch`, from the
@@ -18,6 +20,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use kith::store::Durability;
 use kith::store::automerge::ROOT;
 use kith::store::automerge::transaction::Transactable;
 use kith::{CongestionControl, Node, Path, SyncReport};
@@ -45,6 +48,20 @@ async fn pair(dir: &std::path::Path) -> Result<(Node, Node)> {
     pair_at(dir, &Site::Loopback, &Site::Loopback).await
 }
 
+/// [`pair`] with a friend whose every write is fsynced
+/// ([`Durability::Sync`]).
+async fn pair_synced(dir: &std::path::Path) -> Result<(Node, Node)> {
+    let loopback = Site::Loopback;
+    pair_built(
+        dir,
+        &loopback,
+        &loopback,
+        CongestionControl::default(),
+        Durability::Sync,
+    )
+    .await
+}
+
 /// An owner and a friend at these sites, befriended, `/feed` granted to
 /// the friend; no live push (only catch-up moves data).
 pub(crate) async fn pair_at(
@@ -62,6 +79,16 @@ pub(crate) async fn pair_with(
     friend_at: &Site,
     congestion: CongestionControl,
 ) -> Result<(Node, Node)> {
+    pair_built(dir, owner_at, friend_at, congestion, Durability::default()).await
+}
+
+async fn pair_built(
+    dir: &std::path::Path,
+    owner_at: &Site,
+    friend_at: &Site,
+    congestion: CongestionControl,
+    friend_durability: Durability,
+) -> Result<(Node, Node)> {
     let owner = owner_at
         .kith(&dir.join("owner"), |b| {
             b.live_push(false).congestion_control(congestion)
@@ -69,7 +96,9 @@ pub(crate) async fn pair_with(
         .await?;
     let friend = friend_at
         .kith(&dir.join("friend"), |b| {
-            b.live_push(false).congestion_control(congestion)
+            b.live_push(false)
+                .congestion_control(congestion)
+                .durability(friend_durability)
         })
         .await?;
     owner.add_friend(&friend.ticket()).await?;
@@ -146,6 +175,16 @@ async fn catchup(opts: &Options) -> Result<Vec<Figure>> {
         owner.shutdown().await?;
         friend.shutdown().await?;
     }
+    // The same fresh catch-up into a friend that fsyncs every write.
+    let mut synced = Vec::new();
+    for _ in 0..ROUNDS {
+        let dir = tempfile::tempdir()?;
+        let (owner, friend) = pair_synced(dir.path()).await?;
+        let report = fresh_catchup(&owner, &friend, n).await?;
+        synced.push(report.duration.as_secs_f64());
+        owner.shutdown().await?;
+        friend.shutdown().await?;
+    }
     let mut docs_file = Vec::new();
     let mut docs_mem = Vec::new();
     let peer_rounds = if opts.no_peers { 0 } else { ROUNDS };
@@ -178,6 +217,12 @@ async fn catchup(opts: &Options) -> Result<Vec<Figure>> {
         );
     }
     figures.extend([
+        Figure::new(
+            "catchup",
+            "fresh catch-up, friend fsyncs every write",
+            median(synced),
+            "s",
+        ),
         Figure::new(
             "catchup",
             "fresh catch-up, bytes on the streams",

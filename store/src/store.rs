@@ -2022,6 +2022,7 @@ impl Inner {
             place: Vec::new(),
             doc_keys: HashMap::new(),
             allocated: Vec::new(),
+            unwritten: Vec::new(),
             erase: Vec::new(),
             touches_blobs: false,
             committed: false,
@@ -2421,6 +2422,9 @@ struct Txn<'a> {
     doc_keys: HashMap<Path, DocKey>,
     /// Vault slots allocated by this write (cleared again if it fails).
     allocated: Vec<Slot>,
+    /// New keys in their reserved slots, written to the vault together
+    /// just before the batch that names them commits.
+    unwritten: Vec<(Slot, ItemKey)>,
     /// Vault slots to erase once the batch is committed.
     erase: Vec<Slot>,
     touches_blobs: bool,
@@ -2465,8 +2469,9 @@ impl Txn<'_> {
             }
         }
         let key = ItemKey::random();
-        let slot = inner.vault.allocate(&key)?;
+        let slot = inner.vault.reserve()?;
         self.allocated.push(slot);
+        self.unwritten.push((slot, key.clone()));
         self.doc_keys
             .insert(path.clone(), DocKey::Fresh(slot, key.clone()));
         Ok(key)
@@ -2695,6 +2700,10 @@ impl Txn<'_> {
     /// watchers. Returns how many blob files were deleted.
     fn commit(&mut self) -> Result<usize> {
         let inner = self.inner;
+        // The new documents' keys are on disk before the batch naming them
+        // (see the vault module): all of them in one write and one sync.
+        inner.vault.write_keys(&self.unwritten)?;
+        self.unwritten.clear();
         let last = inner.clock.last();
         let batch = std::mem::replace(&mut self.batch, inner.batch());
         let mut batch = batch;
