@@ -2022,7 +2022,6 @@ impl Inner {
             place: Vec::new(),
             doc_keys: HashMap::new(),
             allocated: Vec::new(),
-            unwritten: Vec::new(),
             erase: Vec::new(),
             touches_blobs: false,
             committed: false,
@@ -2063,7 +2062,7 @@ impl Inner {
         let mut written: HashSet<&Path> = HashSet::new();
         let mut bytes = 0usize;
         for (i, doc) in docs.iter().enumerate() {
-            let mut preloaded = pre.and_then(|(p, load)| p.take(i, load));
+            let preloaded = pre.and_then(|(p, load)| p.take(i, load));
             if written.contains(doc.path) || bytes >= APPLY_BATCH_BYTES {
                 // An open batch that wrote nothing is dropped unwritten.
                 if let Some(mut open) = txn.take()
@@ -2089,7 +2088,7 @@ impl Inner {
                 Some(open) => open,
                 None => txn.insert(self.begin(ns)?),
             };
-            let outcome = self.apply_into(open, ns, doc, &mut preloaded)?;
+            let outcome = self.apply_into(open, ns, doc, preloaded)?;
             if matches!(&outcome, Ok(o) if o.changed) {
                 written.insert(doc.path);
                 bytes += doc.changes.len();
@@ -2113,7 +2112,7 @@ impl Inner {
         txn: &mut Txn<'_>,
         ns: &NamespaceId,
         doc: &RemoteChanges<'_>,
-        preloaded: &mut Option<std::result::Result<AutoCommit, automerge::AutomergeError>>,
+        preloaded: Option<std::result::Result<AutoCommit, automerge::AutomergeError>>,
     ) -> Result<Result<ApplyOutcome>> {
         let RemoteChanges {
             path,
@@ -2161,7 +2160,7 @@ impl Inner {
                 None => false,
             };
             // Into nothing: the helper's load if it made one (the same call).
-            let doc = match preloaded.take() {
+            let doc = match preloaded {
                 Some(result) => result?,
                 None => preload::load_new(changes)?,
             };
@@ -2422,9 +2421,6 @@ struct Txn<'a> {
     doc_keys: HashMap<Path, DocKey>,
     /// Vault slots allocated by this write (cleared again if it fails).
     allocated: Vec<Slot>,
-    /// New keys in their reserved slots, written to the vault together
-    /// just before the batch that names them commits.
-    unwritten: Vec<(Slot, ItemKey)>,
     /// Vault slots to erase once the batch is committed.
     erase: Vec<Slot>,
     touches_blobs: bool,
@@ -2471,7 +2467,6 @@ impl Txn<'_> {
         let key = ItemKey::random();
         let slot = inner.vault.reserve()?;
         self.allocated.push(slot);
-        self.unwritten.push((slot, key.clone()));
         self.doc_keys
             .insert(path.clone(), DocKey::Fresh(slot, key.clone()));
         Ok(key)
@@ -2700,10 +2695,15 @@ impl Txn<'_> {
     /// watchers. Returns how many blob files were deleted.
     fn commit(&mut self) -> Result<usize> {
         let inner = self.inner;
-        // The new documents' keys are on disk before the batch naming them
-        // (see the vault module): all of them in one write and one sync.
-        inner.vault.write_keys(&self.unwritten)?;
-        self.unwritten.clear();
+        // The new documents' keys (reserved by `doc_key`, named by this
+        // batch) are on disk before it (see the vault module): all of them
+        // in one write and one sync.
+        inner
+            .vault
+            .write_keys(self.doc_keys.values().filter_map(|state| match state {
+                DocKey::Fresh(slot, key) => Some((*slot, key)),
+                _ => None,
+            }))?;
         let last = inner.clock.last();
         let batch = std::mem::replace(&mut self.batch, inner.batch());
         let mut batch = batch;

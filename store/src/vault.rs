@@ -233,7 +233,7 @@ impl Vault {
     /// mode), before any data it encrypts is committed.
     pub(crate) fn allocate(&self, key: &ItemKey) -> Result<Slot> {
         let slot = self.reserve()?;
-        if let Err(e) = self.write_keys(&[(slot, key.clone())]) {
+        if let Err(e) = self.write_keys([(slot, key)]) {
             self.state.lock().free.push(slot);
             return Err(e);
         }
@@ -261,11 +261,14 @@ impl Vault {
     /// Writes keys into their reserved slots, neighbouring slots in one
     /// write, then (in sync mode) fsyncs once: a batch of new documents
     /// costs one sync, not one per document.
-    pub(crate) fn write_keys(&self, keys: &[(Slot, ItemKey)]) -> Result<()> {
-        if keys.is_empty() {
+    pub(crate) fn write_keys<'k>(
+        &self,
+        keys: impl IntoIterator<Item = (Slot, &'k ItemKey)>,
+    ) -> Result<()> {
+        let mut sorted: Vec<(Slot, &ItemKey)> = keys.into_iter().collect();
+        if sorted.is_empty() {
             return Ok(());
         }
-        let mut sorted: Vec<&(Slot, ItemKey)> = keys.iter().collect();
         sorted.sort_unstable_by_key(|(slot, _)| *slot);
         let mut run: Vec<u8> = Vec::new();
         let mut run_start = sorted[0].0;
@@ -443,9 +446,9 @@ mod tests {
         // Out of order and with a gap (slot 3 stays unwritten): runs of
         // neighbours are written together, each key into its own slot.
         let order = [4, 0, 2, 1, 5];
-        let batch: Vec<(Slot, ItemKey)> =
-            order.iter().map(|&i| (slots[i], keys[i].clone())).collect();
-        vault.write_keys(&batch).unwrap();
+        vault
+            .write_keys(order.iter().map(|&i| (slots[i], &keys[i])))
+            .unwrap();
         drop(vault);
         let vault = Vault::open(&path, true).unwrap();
         for &i in &order {
