@@ -165,8 +165,11 @@ mod tests {
             );
             for f in &figures {
                 // A count of dials may be none: a swarm that moves over
-                // the links it has dials nothing.
-                let may_be_zero = f.unit == "dials";
+                // the links it has dials nothing. The memory of one friend
+                // (the growth of the process's resident memory while the
+                // friends form) may be none at this scale: one node fits in
+                // memory the allocator kept from the scenarios before it.
+                let may_be_zero = f.unit == "dials" || f.name.ends_with("_memory_per_friend");
                 assert!(
                     f.value.is_finite() && (f.value > 0.0 || may_be_zero && f.value == 0.0),
                     "{name}/{}: {}",
