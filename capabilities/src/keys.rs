@@ -210,16 +210,102 @@ pub(crate) fn verify(
     signature: &[u8; SIGNATURE_LEN],
     what: &'static str,
 ) -> Result<()> {
-    let key =
-        VerifyingKey::from_bytes(signer).map_err(|_| Error::InvalidKey { what: signer_what })?;
+    let key = verifying_key(signer).ok_or(Error::InvalidKey { what: signer_what })?;
     let signature = Signature::from_bytes(signature);
     key.verify_strict(&signed_message(domain, body), &signature)
         .map_err(|_| Error::BadSignature { what })
 }
 
+/// Public keys kept decompressed, at most this many.
+const VERIFYING_KEYS_KEPT: usize = 4096;
+
+/// Public keys already decompressed (a curve point from its 32 bytes: about
+/// a tenth of a signature check), by their bytes. A node checks the
+/// signatures of the same few devices again and again (every live message
+/// of a friend's device), so each key is decompressed once. Only keys that
+/// decompressed are kept; the check itself (`verify_strict`, with its
+/// small-order and canonical-encoding rules) runs every time.
+static VERIFYING_KEYS: std::sync::LazyLock<
+    std::sync::RwLock<std::collections::HashMap<[u8; 32], VerifyingKey>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// The public key with these bytes, decompressed (from [`VERIFYING_KEYS`]
+/// when it was before); `None` if the bytes are not a curve point.
+fn verifying_key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+    if let Some(key) = VERIFYING_KEYS
+        .read()
+        .ok()
+        .and_then(|keys| keys.get(bytes).copied())
+    {
+        return Some(key);
+    }
+    let key = VerifyingKey::from_bytes(bytes).ok()?;
+    if let Ok(mut keys) = VERIFYING_KEYS.write() {
+        if keys.len() >= VERIFYING_KEYS_KEPT {
+            // Bounded: an arbitrary key makes room (many keys at once, from
+            // a peer sending strangers' signatures, only cost the
+            // decompression again).
+            if let Some(old) = keys.keys().next().copied() {
+                keys.remove(&old);
+            }
+        }
+        keys.insert(*bytes, key);
+    }
+    Some(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_decompressed_key_checks_its_own_signatures_only() {
+        let a = DeviceKey::from_bytes([7; 32]);
+        let b = DeviceKey::from_bytes([8; 32]);
+        let (pa, pb) = (*a.id().as_bytes(), *b.id().as_bytes());
+        let sig_a = sign(&a.signing, "kith/test", b"body");
+        // Twice each: the second check uses the key kept from the first.
+        for _ in 0..2 {
+            assert!(verify(&pa, "signer", "kith/test", b"body", &sig_a, "test").is_ok());
+            assert!(matches!(
+                verify(&pb, "signer", "kith/test", b"body", &sig_a, "test"),
+                Err(Error::BadSignature { .. })
+            ));
+            assert!(matches!(
+                verify(&pa, "signer", "kith/test", b"other body", &sig_a, "test"),
+                Err(Error::BadSignature { .. })
+            ));
+            assert!(matches!(
+                verify(&pa, "signer", "kith/other", b"body", &sig_a, "test"),
+                Err(Error::BadSignature { .. })
+            ));
+        }
+        assert_eq!(verifying_key(&pa), VerifyingKey::from_bytes(&pa).ok());
+        assert_eq!(verifying_key(&pb), VerifyingKey::from_bytes(&pb).ok());
+    }
+
+    #[test]
+    fn bytes_that_are_not_a_point_stay_refused_and_the_kept_keys_stay_bounded() {
+        // y = 2 is not the y-coordinate of a curve point.
+        let mut not_a_point = [0u8; 32];
+        not_a_point[0] = 2;
+        assert!(VerifyingKey::from_bytes(&not_a_point).is_err());
+        let sig = [0u8; SIGNATURE_LEN];
+        for _ in 0..2 {
+            assert!(matches!(
+                verify(&not_a_point, "signer", "kith/test", b"body", &sig, "test"),
+                Err(Error::InvalidKey { .. })
+            ));
+        }
+        assert!(!VERIFYING_KEYS.read().unwrap().contains_key(&not_a_point));
+        for i in 0..(VERIFYING_KEYS_KEPT + 10) {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let id = *DeviceKey::from_bytes(seed).id().as_bytes();
+            assert!(verifying_key(&id).is_some());
+        }
+        assert!(VERIFYING_KEYS.read().unwrap().len() <= VERIFYING_KEYS_KEPT);
+    }
 
     #[test]
     fn key_text_round_trips_and_catches_typos() {

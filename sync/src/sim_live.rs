@@ -580,3 +580,77 @@ fn live_push_converges_and_refuses_replays_under_loss() {
 fn live_push_converges_at_fifty_members() {
     run(0x5EED_0050, 50, 150);
 }
+
+/// A new document goes out whole, as the owner stored it (Automerge's
+/// compressed document: smaller than its changes), and a later edit as its
+/// changes since the heads published; the friend ends with the owner's
+/// heads either way.
+#[test]
+fn a_new_document_is_pushed_as_stored_and_an_edit_as_its_changes() {
+    use kith_store::automerge::ROOT;
+    use kith_store::automerge::transaction::Transactable;
+
+    let mut p = Pair::new();
+    let me = p.owner.namespace();
+    let path = Path::parse("/feed/long").unwrap();
+    let deliver = |p: &mut Pair, text: String, since: Option<Vec<ChangeHash>>| {
+        p.owner
+            .store
+            .edit_document(&me, &path, |d| d.put(ROOT, "text", text))
+            .unwrap();
+        let seq = p.owner.store.current_seq(&me).unwrap();
+        let change = p
+            .owner
+            .store
+            .changes_since(&me, seq - 1, 1)
+            .unwrap()
+            .remove(0);
+        let built = build(&p.owner, &change.kind, since).unwrap();
+        p.counter += 1;
+        let body = PushBody {
+            session: 7,
+            counter: p.counter,
+            kind: built.kind.clone(),
+        };
+        let outcome = p.receive(&seal(&p.owner, &p.scope, &body));
+        assert!(outcome.applied == 1 && !outcome.recover, "{outcome:?}");
+        let friend_heads = p.friend.store.heads(&me, &path).unwrap();
+        assert_eq!(friend_heads, p.owner.store.heads(&me, &path).unwrap());
+        built
+    };
+    // 1 KiB of text: enough for Automerge to compress the document.
+    let text: String = (0..1024u32)
+        .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+        .collect();
+    let first = deliver(&mut p, text.clone(), None);
+    let PushKind::Doc { changes, .. } = &first.kind else {
+        panic!("not a document push: {:?}", first.kind);
+    };
+    let stored = p.owner.store.document_bytes(&me, &path).unwrap();
+    assert!(
+        *changes == stored,
+        "a new document did not go out as stored ({} bytes sent, {} stored)",
+        changes.len(),
+        stored.len()
+    );
+    let as_changes = p.owner.store.changes_for(&me, &path, &[]).unwrap();
+    assert!(
+        changes.len() < as_changes.len(),
+        "the document ({} bytes) is not smaller than its changes ({} bytes)",
+        changes.len(),
+        as_changes.len()
+    );
+
+    let before = p.owner.store.heads(&me, &path).unwrap();
+    let second = deliver(&mut p, format!("{text}!"), first.heads.clone());
+    let PushKind::Doc { changes, .. } = &second.kind else {
+        panic!("not a document push: {:?}", second.kind);
+    };
+    let edit = p.owner.store.changes_for(&me, &path, &before).unwrap();
+    assert!(
+        *changes == edit,
+        "an edit did not go out as its changes ({} bytes sent, {} in the edit)",
+        changes.len(),
+        edit.len()
+    );
+}

@@ -4,8 +4,9 @@
 //!
 //! Only the device that wrote a change publishes it. A document goes out as
 //! its Automerge changes since the heads this device last published (the
-//! driver keeps those), or by its heads alone when the changes do not fit
-//! one gossip message; members then pull the rest. A blob is announced
+//! driver keeps those; a new document goes whole, as stored), or by its
+//! heads alone when the changes do not fit one gossip message; members then
+//! pull the rest. A blob is announced
 //! (path, hash, size, media type); its content travels on a direct stream.
 //! A deletion goes out as the signed tombstone the owner stored.
 
@@ -75,7 +76,15 @@ pub fn build(
                             Err(e) => return Err(e),
                         },
                     };
-                    let changes = match source.doc_changes(path, &since) {
+                    // A member with none of the document gets it whole: as
+                    // stored (Automerge's compressed document, smaller on
+                    // the wire than its changes and loaded as fast), with
+                    // no load and save on this side.
+                    let changes = match if since.is_empty() {
+                        source.doc_bytes(path)
+                    } else {
+                        source.doc_changes(path, &since)
+                    } {
                         Ok(c) => c,
                         Err(e) if not_found(&e) => return Ok(None),
                         Err(e) => return Err(e),
