@@ -131,7 +131,9 @@ pub(crate) async fn measure(swarm: &Swarm, changes: usize) -> Result<Measured> {
     // keep-alives and path checks on every connection), measured once all
     // is delivered, to tell it apart from what the changes cost.
     let idle_start = (Instant::now(), swarm.owner.bytes_sent(), process_cpu());
+    crate::profile_window("idle", "enable");
     tokio::time::sleep(IDLE_WINDOW).await;
+    crate::profile_window("idle", "disable");
     let idle_secs = idle_start.0.elapsed().as_secs_f64();
     let idle_rate = (swarm.owner.bytes_sent() - idle_start.1) as f64 / idle_secs;
     let idle_cpu_rate = (process_cpu() - idle_start.2) / idle_secs;

@@ -124,12 +124,25 @@ fn main() -> Result<()> {
 /// Tells a `perf record --control fifo:FIFO -D -1` started with
 /// `KITH_PERF_CTL=FIFO` to start (`enable`) or stop (`disable`) sampling,
 /// so that a profile holds the measured work alone (a catch-up, the time
-/// after a revoke), not the set-up before it.
+/// after a revoke), not the set-up before it. These are kith's windows; a
+/// scenario's other windows are [`profile_window`]s.
 pub(crate) fn profile(command: &str) {
+    profile_window("kith", command);
+}
+
+/// [`profile`] for the window named `window`, sampled when
+/// `KITH_PERF_WINDOW` names it (`kith` when unset): in `fanout`, `raw` is
+/// raw gossip's deliveries and `idle` the owner's window at rest after
+/// kith's.
+pub(crate) fn profile_window(window: &str, command: &str) {
     use std::io::Write;
     let Some(fifo) = std::env::var_os("KITH_PERF_CTL") else {
         return;
     };
+    let wanted = std::env::var("KITH_PERF_WINDOW").unwrap_or_else(|_| "kith".into());
+    if wanted != window {
+        return;
+    }
     let sent = std::fs::OpenOptions::new()
         .write(true)
         .open(&fifo)

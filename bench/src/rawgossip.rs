@@ -115,6 +115,7 @@ pub(crate) async fn run_at(sites: &[Site], messages: usize) -> Result<Raw> {
     settle(|| sent(&nodes)).await;
     let start = (Instant::now(), sent(&nodes));
     let cpu_start = process_cpu();
+    crate::profile_window("raw", "enable");
     let mut written = Vec::with_capacity(messages);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     for i in 0..messages {
@@ -134,6 +135,7 @@ pub(crate) async fn run_at(sites: &[Site], messages: usize) -> Result<Raw> {
         arrivals.lock().map(|a| a.len()).unwrap_or(0) >= all
     })
     .await;
+    crate::profile_window("raw", "disable");
     let total = (sent(&nodes) - start.1) as f64;
     let cpu = process_cpu() - cpu_start;
     let duration = start.0.elapsed().as_secs_f64();

@@ -352,8 +352,20 @@ impl Pair {
     /// owner's device key unless another is given) and sealed with the
     /// scope's current key.
     fn push(&mut self, path: &Path, key: Option<&DeviceKey>) -> Vec<u8> {
-        let me = self.owner.namespace();
         write(&self.owner, path, 2);
+        self.seal_latest(None, key).1
+    }
+
+    /// The push for the owner's latest change, built as its publisher
+    /// would with `since` (see [`publish::build`]), signed by `key` (the
+    /// owner's device key unless another is given) and sealed with the
+    /// scope's current key.
+    fn seal_latest(
+        &mut self,
+        since: Option<Vec<ChangeHash>>,
+        key: Option<&DeviceKey>,
+    ) -> (Built, Vec<u8>) {
+        let me = self.owner.namespace();
         let seq = self.owner.store.current_seq(&me).unwrap();
         let change = self
             .owner
@@ -361,15 +373,16 @@ impl Pair {
             .changes_since(&me, seq - 1, 1)
             .unwrap()
             .remove(0);
-        let built = build(&self.owner, &change.kind, None).unwrap();
+        let built = build(&self.owner, &change.kind, since).unwrap();
         self.counter += 1;
         let body = PushBody {
             session: 7,
             counter: self.counter,
-            kind: built.kind,
+            kind: built.kind.clone(),
         };
         let key = key.unwrap_or(&self.owner.identity.device_key);
-        publish::seal(key, &self.scope, &body, MAX_MESSAGE, &mut rand::rng()).unwrap()
+        let bytes = publish::seal(key, &self.scope, &body, MAX_MESSAGE, &mut rand::rng()).unwrap();
+        (built, bytes)
     }
 
     fn receive(&mut self, bytes: &[u8]) -> Outcome {
@@ -474,23 +487,8 @@ fn a_replayed_push_after_a_tombstone_changes_nothing() {
     assert!(!p.receive(&captured).rejected);
     assert!(p.holds(&path));
     delete(&p.owner, path.clone());
-    let me = p.owner.namespace();
-    let seq = p.owner.store.current_seq(&me).unwrap();
-    let change = p
-        .owner
-        .store
-        .changes_since(&me, seq - 1, 1)
-        .unwrap()
-        .remove(0);
-    let built = build(&p.owner, &change.kind, None).unwrap();
+    let (built, tombstone) = p.seal_latest(None, None);
     assert!(matches!(built.kind, PushKind::Tombstone { .. }));
-    p.counter += 1;
-    let body = PushBody {
-        session: 7,
-        counter: p.counter,
-        kind: built.kind,
-    };
-    let tombstone = seal(&p.owner, &p.scope, &body);
     let outcome = p.receive(&tombstone);
     assert!(outcome.applied == 1 && outcome.sync, "{outcome:?}");
     assert!(!p.holds(&path));
@@ -597,22 +595,11 @@ fn a_new_document_is_pushed_as_stored_and_an_edit_as_its_changes() {
         p.owner
             .store
             .edit_document(&me, &path, |d| d.put(ROOT, "text", text))
-            .unwrap();
-        let seq = p.owner.store.current_seq(&me).unwrap();
-        let change = p
-            .owner
-            .store
-            .changes_since(&me, seq - 1, 1)
             .unwrap()
-            .remove(0);
-        let built = build(&p.owner, &change.kind, since).unwrap();
-        p.counter += 1;
-        let body = PushBody {
-            session: 7,
-            counter: p.counter,
-            kind: built.kind.clone(),
-        };
-        let outcome = p.receive(&seal(&p.owner, &p.scope, &body));
+            .0
+            .unwrap();
+        let (built, bytes) = p.seal_latest(since, None);
+        let outcome = p.receive(&bytes);
         assert!(outcome.applied == 1 && !outcome.recover, "{outcome:?}");
         let friend_heads = p.friend.store.heads(&me, &path).unwrap();
         assert_eq!(friend_heads, p.owner.store.heads(&me, &path).unwrap());
