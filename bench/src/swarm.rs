@@ -32,7 +32,7 @@ async fn node(site: &Site, dir: &std::path::Path, congestion: CongestionControl)
         // Heartbeats at the default interval (5 s), as a user's node sends
         // them: every heartbeat is received, checked and forwarded by all
         // N friends, like a change (at one a second, as this once was, the
-        // owner's heartbeats alone took about 0.15 cores at 250 friends).
+        // owner's heartbeats alone took about 0.1 cores at 250 friends).
         b.congestion_control(congestion)
             .resync_interval(Duration::from_secs(3600))
     })

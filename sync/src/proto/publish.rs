@@ -76,15 +76,10 @@ pub fn build(
                             Err(e) => return Err(e),
                         },
                     };
-                    // A member with none of the document gets it whole: as
-                    // stored (Automerge's compressed document, smaller on
-                    // the wire than its changes and loaded as fast), with
-                    // no load and save on this side.
-                    let changes = match if since.is_empty() {
-                        source.doc_bytes(path)
-                    } else {
-                        source.doc_changes(path, &since)
-                    } {
+                    // A new document goes whole, as stored (Automerge's
+                    // compressed document: smaller than its changes, and
+                    // not loaded here), as a catch-up serves it.
+                    let changes = match source.doc_for(path, &since) {
                         Ok(c) => c,
                         Err(e) if not_found(&e) => return Ok(None),
                         Err(e) => return Err(e),

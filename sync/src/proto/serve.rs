@@ -93,6 +93,16 @@ pub trait Source {
     /// The whole stored document at `path`, for a requester that has none of
     /// it (cheaper than computing changes).
     fn doc_bytes(&self, path: &Path) -> Result<Vec<u8>>;
+    /// What a holder of `heads` of the document at `path` lacks: the
+    /// whole document as stored ([`Source::doc_bytes`]) for a holder of
+    /// none of it, else [`Source::doc_changes`].
+    fn doc_for(&self, path: &Path, heads: &[ChangeHash]) -> Result<Vec<u8>> {
+        if heads.is_empty() {
+            self.doc_bytes(path)
+        } else {
+            self.doc_changes(path, heads)
+        }
+    }
     /// The heads of the document at `path`.
     fn doc_heads(&self, path: &Path) -> Result<Vec<ChangeHash>>;
     /// The dependencies of the changes at the heads of the document at
@@ -557,11 +567,7 @@ impl Serve {
                 out.extend(self.refuse(RefusalCode::NotFound, Some(path), "not a document", false));
                 continue;
             };
-            let changes = if heads.is_empty() {
-                src.doc_bytes(&path)?
-            } else {
-                src.doc_changes(&path, &heads)?
-            };
+            let changes = src.doc_for(&path, &heads)?;
             self.stats.docs += 1;
             out.push(Output::Send(Message::Doc {
                 path,
