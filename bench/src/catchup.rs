@@ -10,8 +10,10 @@
 //!   Peer: iroh-docs catching up 10,000 entries of 1 KiB, file store and
 //!   memory store (see `peers.rs` for its timing).
 //! - `blobs`: a 256 MiB blob fetched by the friend (`Node::fetch`, from the
-//!   request until the content is verified and stored). Ceiling: a raw iroh
-//!   stream moving the same number of bytes.
+//!   request until the content is verified and stored), with both nodes
+//!   keeping blob files under this machine's cipher at rest, and again
+//!   under XChaCha20 where that is another one. Ceiling: a raw iroh stream
+//!   moving the same number of bytes, bare and into a file.
 //!
 //! Times are medians of 3 rounds with fresh nodes. Bytes are those kith's
 //! frames put on the streams (application bytes); the peers report UDP
@@ -20,9 +22,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use kith::store::Durability;
 use kith::store::automerge::ROOT;
 use kith::store::automerge::transaction::Transactable;
+use kith::store::{BlobCipher, Durability};
 use kith::{CongestionControl, Node, Path, SyncReport};
 
 use crate::Options;
@@ -58,6 +60,7 @@ async fn pair_synced(dir: &std::path::Path) -> Result<(Node, Node)> {
         &loopback,
         CongestionControl::default(),
         Durability::Sync,
+        BlobCipher::for_this_machine(),
     )
     .await
 }
@@ -79,7 +82,16 @@ pub(crate) async fn pair_with(
     friend_at: &Site,
     congestion: CongestionControl,
 ) -> Result<(Node, Node)> {
-    pair_built(dir, owner_at, friend_at, congestion, Durability::default()).await
+    let cipher = BlobCipher::for_this_machine();
+    pair_built(
+        dir,
+        owner_at,
+        friend_at,
+        congestion,
+        Durability::default(),
+        cipher,
+    )
+    .await
 }
 
 async fn pair_built(
@@ -88,10 +100,13 @@ async fn pair_built(
     friend_at: &Site,
     congestion: CongestionControl,
     friend_durability: Durability,
+    blob_cipher: BlobCipher,
 ) -> Result<(Node, Node)> {
     let owner = owner_at
         .kith(&dir.join("owner"), |b| {
-            b.live_push(false).congestion_control(congestion)
+            b.live_push(false)
+                .congestion_control(congestion)
+                .blob_cipher(blob_cipher)
         })
         .await?;
     let friend = friend_at
@@ -99,6 +114,7 @@ async fn pair_built(
             b.live_push(false)
                 .congestion_control(congestion)
                 .durability(friend_durability)
+                .blob_cipher(blob_cipher)
         })
         .await?;
     owner.add_friend(&friend.ticket()).await?;
@@ -297,9 +313,24 @@ impl BlobRound {
 /// (different for every `seed`); a friend at `sites[1]` catches up, then
 /// fetches it, timed from the request until the content is verified and
 /// stored.
-pub(crate) async fn blob_round(size: u64, seed: u64, sites: &[Site; 2]) -> Result<BlobRound> {
+pub(crate) async fn blob_round(
+    size: u64,
+    seed: u64,
+    sites: &[Site; 2],
+    cipher: BlobCipher,
+) -> Result<BlobRound> {
     let dir = tempfile::tempdir()?;
-    let (owner, friend) = pair_at(dir.path(), &sites[0], &sites[1]).await?;
+    let congestion = CongestionControl::default();
+    let durability = Durability::default();
+    let (owner, friend) = pair_built(
+        dir.path(),
+        &sites[0],
+        &sites[1],
+        congestion,
+        durability,
+        cipher,
+    )
+    .await?;
     let path = Path::parse("/feed/video.mp4")?;
     put_random_blob(&owner, &path, size, seed).await?;
     friend.sync_now(&owner.namespace()).await?;
@@ -348,13 +379,20 @@ pub(crate) fn run_blobs(opts: &Options) -> Result<Vec<Figure>> {
 async fn blobs(opts: &Options) -> Result<Vec<Figure>> {
     let size = opts.scaled(256 << 20) as u64;
     let mut kith = Vec::new();
+    let mut chacha = Vec::new();
     let mut raw = Vec::new();
     let mut raw_file = Vec::new();
     let loopback = [Site::Loopback, Site::Loopback];
+    let cipher = BlobCipher::for_this_machine();
     for round in 0..ROUNDS {
-        let done = blob_round(size, round as u64, &loopback).await?;
+        let done = blob_round(size, round as u64, &loopback, cipher).await?;
         kith.push(done.rate);
         done.shutdown().await?;
+        if cipher != BlobCipher::XChaCha20 {
+            let done = blob_round(size, round as u64, &loopback, BlobCipher::XChaCha20).await?;
+            chacha.push(done.rate);
+            done.shutdown().await?;
+        }
         raw.extend(raw_stream_rate(size, &loopback, None).await);
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("stream");
@@ -365,9 +403,13 @@ async fn blobs(opts: &Options) -> Result<Vec<Figure>> {
     let name = format!("blob fetch ({mib} MiB, verified)");
     let mut figures = Vec::new();
     if !raw.is_empty() {
-        figures.push(
-            Figure::new("blobs", &name, rate, "MB/s").with_peer("raw iroh stream", median(raw)),
-        );
+        let raw = median(raw.clone());
+        figures.push(Figure::new("blobs", &name, rate, "MB/s").with_peer("raw iroh stream", raw));
+        if !chacha.is_empty() {
+            let name = format!("blob fetch ({mib} MiB, verified), XChaCha20 at rest");
+            let figure = Figure::new("blobs", name, median(chacha), "MB/s");
+            figures.push(figure.with_peer("raw iroh stream", raw));
+        }
     }
     if !raw_file.is_empty() {
         figures.push(

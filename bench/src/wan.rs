@@ -259,7 +259,8 @@ async fn blob(size: u64, sites: &[Site; 2]) -> Result<Figure> {
     let mut kith = Vec::new();
     let mut raw = Vec::new();
     for round in 0..ROUNDS {
-        let done = blob_round(size, round as u64, sites).await?;
+        let cipher = kith::store::BlobCipher::for_this_machine();
+        let done = blob_round(size, round as u64, sites, cipher).await?;
         check_route(&done.friend, &done.owner, Via::Relay).await?;
         kith.push(done.rate);
         done.shutdown().await?;

@@ -18,8 +18,8 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::Limit;
 use crate::groups::{self, GroupHash, GroupHasher, group_count, group_len};
-use crate::vault::{BlobStream, ItemKey};
-use crate::{BlobHash, Error, Result};
+use crate::vault::{BlobKey, BlobStream};
+use crate::{BlobCipher, BlobHash, Error, Result};
 
 /// Read/write buffer size when streaming blob content.
 const STREAM_BUFFER: usize = 256 * 1024;
@@ -29,6 +29,8 @@ pub(crate) struct BlobFiles {
     tmp: PathBuf,
     partial: PathBuf,
     sync: bool,
+    /// The cipher new files are encrypted with.
+    cipher: BlobCipher,
     /// Blobs with an open [`PartialBlob`]: one download of a blob at a
     /// time, since two appending to the one partial file would store the
     /// content twice over.
@@ -67,7 +69,7 @@ pub(crate) struct TempBlob {
     pub(crate) size: u64,
     /// The key the file is encrypted with, if it is not in the vault yet
     /// (`None`: a finished download, whose key is there already).
-    pub(crate) key: Option<ItemKey>,
+    pub(crate) key: Option<BlobKey>,
     /// The content's group hashes ([`groups`](crate::groups)).
     pub(crate) groups: Vec<GroupHash>,
     committed: bool,
@@ -82,7 +84,7 @@ impl Drop for TempBlob {
 }
 
 impl BlobFiles {
-    pub(crate) fn open(dir: PathBuf, sync: bool) -> Result<Self> {
+    pub(crate) fn open(dir: PathBuf, sync: bool, cipher: BlobCipher) -> Result<Self> {
         let tmp = dir.join("tmp");
         // Whatever is in tmp/ was never committed.
         if tmp.exists() {
@@ -96,6 +98,7 @@ impl BlobFiles {
             tmp,
             partial,
             sync,
+            cipher,
             downloading: Arc::default(),
         })
     }
@@ -110,7 +113,7 @@ impl BlobFiles {
         &self,
         hash: BlobHash,
         size: u64,
-        key: Option<&ItemKey>,
+        key: Option<&BlobKey>,
         restart: bool,
     ) -> Result<PartialBlob> {
         let claim = {
@@ -163,7 +166,7 @@ impl BlobFiles {
             hash,
             check: Check::Unstarted,
             key: key.cloned(),
-            stream: key.map(|k| k.blob_stream(len)),
+            stream: key.map(|k| k.stream(len)),
             _claim: claim,
         })
     }
@@ -255,8 +258,8 @@ impl BlobFiles {
         let name = format!("{}-{:016x}", std::process::id(), rand_suffix());
         let path = self.tmp.join(name);
         let mut file = File::create(&path)?;
-        let key = ItemKey::random();
-        let mut stream = key.blob_stream(0);
+        let key = BlobKey::random(self.cipher);
+        let mut stream = key.stream(0);
         let mut temp = TempBlob {
             path,
             hash: BlobHash::from_bytes([0; 32]),
@@ -323,7 +326,7 @@ impl BlobFiles {
         hash: &BlobHash,
         start: u64,
         end: Option<u64>,
-        key: Option<&ItemKey>,
+        key: Option<&BlobKey>,
     ) -> Result<BlobReader> {
         let mut file = match File::open(self.path_of(hash)) {
             Ok(f) => f,
@@ -339,7 +342,7 @@ impl BlobFiles {
         Ok(BlobReader {
             inner: file.take(end - start),
             len: end - start,
-            stream: key.map(|k| k.blob_stream(start)),
+            stream: key.map(|k| k.stream(start)),
         })
     }
 
@@ -535,7 +538,7 @@ pub struct PartialBlob {
     hash: BlobHash,
     check: Check,
     /// The key the file is encrypted with (`None`: in the clear).
-    key: Option<ItemKey>,
+    key: Option<BlobKey>,
     /// Encrypts what is appended (`None`: stored in the clear).
     stream: Option<BlobStream>,
     /// This is the blob's only open download.
@@ -747,7 +750,7 @@ impl PartialBlob {
         Ok(BlobReader {
             inner: file.take(self.len),
             len: self.len,
-            stream: self.key.as_ref().map(|k| k.blob_stream(0)),
+            stream: self.key.as_ref().map(|k| k.stream(0)),
         })
     }
 }

@@ -171,6 +171,34 @@ pub(crate) fn vault_erasing(slot: u32) -> Vec<u8> {
     k
 }
 
+/// The value of a blob's slot map entry: its key's slot, then the cipher of
+/// its files (nothing for XChaCha20, as before AES was offered; 1 for
+/// AES-256-CTR).
+pub(crate) fn blob_slot(slot: u32, cipher: crate::BlobCipher) -> Vec<u8> {
+    let mut v = slot.to_be_bytes().to_vec();
+    match cipher {
+        crate::BlobCipher::XChaCha20 => {}
+        crate::BlobCipher::Aes256Ctr => v.push(BLOB_AES_256_CTR),
+    }
+    v
+}
+
+const BLOB_AES_256_CTR: u8 = 1;
+
+/// Decodes what [`blob_slot`] made.
+pub(crate) fn blob_slot_of(bytes: &[u8]) -> crate::Result<(u32, crate::BlobCipher)> {
+    match bytes {
+        [s @ .., BLOB_AES_256_CTR] if s.len() == 4 => {
+            Ok((slot_of(s)?, crate::BlobCipher::Aes256Ctr))
+        }
+        [_, _, _, _] => Ok((slot_of(bytes)?, crate::BlobCipher::XChaCha20)),
+        _ => Err(crate::Error::Corrupt {
+            what: "vault slot of a blob",
+            why: "bad length or unknown cipher",
+        }),
+    }
+}
+
 /// Decodes a slot number (the value of a slot map entry, or the tail of a
 /// pending-erasure key).
 pub(crate) fn slot_of(bytes: &[u8]) -> crate::Result<u32> {
@@ -194,5 +222,19 @@ mod tests {
             assert_eq!(parse_tomb(&tomb(&ns, &prefix, t)), Some((ns, prefix, t)));
         }
         assert_eq!(parse_tomb(b"short"), None);
+    }
+
+    #[test]
+    fn blob_slots_name_their_cipher() {
+        use crate::BlobCipher::{Aes256Ctr, XChaCha20};
+        for cipher in [XChaCha20, Aes256Ctr] {
+            let v = blob_slot(0x0102_0304, cipher);
+            assert_eq!(blob_slot_of(&v).unwrap(), (0x0102_0304, cipher));
+        }
+        // A value written before AES was offered: the slot alone.
+        assert_eq!(blob_slot_of(&[0, 0, 0, 9]).unwrap(), (9, XChaCha20));
+        for bad in [&[0u8, 0, 9][..], &[0, 0, 0, 9, 2], &[0, 0, 0, 9, 1, 1], &[]] {
+            assert!(blob_slot_of(bad).is_err(), "{bad:?}");
+        }
     }
 }

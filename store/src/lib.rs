@@ -23,8 +23,9 @@
 //!   as a timeline by time.
 //!
 //! **Erasure.** Every document and blob is encrypted at rest
-//! (XChaCha20-Poly1305 for document chunks, XChaCha20 for blob files) under
-//! a random key of its own, kept in the `vault` file, whose slots are
+//! (XChaCha20-Poly1305 for document chunks; AES-256-CTR for blob files
+//! where the CPU has AES instructions, else XChaCha20: [`BlobCipher`])
+//! under a random key of its own, kept in the `vault` file, whose slots are
 //! overwritten in place. Deleting an item (a tombstone, a replaced
 //! document or blob, a purged blob) destroys its key, durably, before the
 //! call returns: every copy of its bytes left in fjall's journal and tables
@@ -83,7 +84,7 @@ pub use entry::{BlobHash, Entry, EntryKind, MAX_MEDIA_TYPE_LEN};
 pub use error::{Error, Limit, Result};
 pub use index::{IndexOp, MAX_INDEX_KEY_LEN, MAX_INDEX_VALUE_LEN};
 pub use kith_types::{DeviceId, NamespaceId, Path, Timestamp};
-pub use options::{Durability, Limits, Options};
+pub use options::{BlobCipher, Durability, Limits, Options};
 pub use records::{MAX_RECORD_ID_LEN, RecordKind, RecordOp};
 pub use store::{
     ApplyOutcome, Change, ChangeKind, DocIdentity, Page, Recovery, RemoteChanges, RemoteWrite,

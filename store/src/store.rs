@@ -20,7 +20,7 @@ use crate::keys;
 use crate::options::{Durability, Limits, Options};
 use crate::preload;
 use crate::records::{RecordKind, RecordOp};
-use crate::vault::{ItemKey, Slot, Vault};
+use crate::vault::{BlobKey, ItemKey, Slot, Vault};
 use crate::watch::{Watcher, Watchers};
 use crate::{BlobHash, Entry, EntryKind, Error, Result};
 
@@ -302,7 +302,7 @@ impl Store {
             replayed_bytes: db.write_buffer_size(),
         };
         let sync = options.durability == Durability::Sync;
-        let blobs = BlobFiles::open(dir.join("blobs"), sync)?;
+        let blobs = BlobFiles::open(dir.join("blobs"), sync, options.blob_cipher)?;
         let vault = Vault::open(&dir.join("vault"), sync)?;
         let actor = ActorId::from(options.device.as_bytes().as_slice());
         let limits = options.limits.clamped();
@@ -992,7 +992,7 @@ impl Store {
             match inner.blob_key(&hash)? {
                 Some(key) => (key, false),
                 None => {
-                    let key = ItemKey::random();
+                    let key = BlobKey::random(inner.options.blob_cipher);
                     inner.map_blob_key(&hash, &key)?;
                     (key, true)
                 }
@@ -1072,7 +1072,7 @@ impl Store {
         if let Some(key) = &key {
             let fjall_key = keys::vault_groups(hash);
             if let Some(sealed) = inner.vault_map.get(&fjall_key)? {
-                return key.open(&fjall_key, &sealed);
+                return key.key.open(&fjall_key, &sealed);
             }
         }
         let mut reader = self.read_blob(hash, ..)?;
@@ -1694,23 +1694,28 @@ impl Inner {
 
     /// The key a blob's files are encrypted with; `None` for a file stored
     /// in the clear (before encryption at rest).
-    fn blob_key(&self, hash: &BlobHash) -> Result<Option<ItemKey>> {
+    fn blob_key(&self, hash: &BlobHash) -> Result<Option<BlobKey>> {
         match self.vault_map.get(keys::vault_blob(hash))? {
             None => Ok(None),
-            Some(slot) => self.key_in_slot(keys::slot_of(&slot)?).map(Some),
+            Some(slot) => {
+                let (slot, cipher) = keys::blob_slot_of(&slot)?;
+                let key = self.key_in_slot(slot)?;
+                Ok(Some(BlobKey { key, cipher }))
+            }
         }
     }
 
     /// Stores `key` in the vault as the key of `hash`'s files (replacing,
     /// and erasing, any earlier one). Call with the blob lock held.
-    fn map_blob_key(&self, hash: &BlobHash, key: &ItemKey) -> Result<()> {
+    fn map_blob_key(&self, hash: &BlobHash, key: &BlobKey) -> Result<()> {
         let old = self.vault_map.get(keys::vault_blob(hash))?;
-        let slot = self.vault.allocate(key)?;
+        let slot = self.vault.allocate(&key.key)?;
         let mut batch = self.batch();
-        batch.insert(&self.vault_map, keys::vault_blob(hash), slot.to_be_bytes());
+        let value = keys::blob_slot(slot, key.cipher);
+        batch.insert(&self.vault_map, keys::vault_blob(hash), value);
         let old = match old {
             Some(old) => {
-                let old = keys::slot_of(&old)?;
+                let (old, _) = keys::blob_slot_of(&old)?;
                 batch.insert(&self.vault_map, keys::vault_erasing(old), b"");
                 Some(old)
             }
@@ -1746,12 +1751,12 @@ impl Inner {
 
     /// Keeps a blob's group hashes beside its key, sealed with it, so they
     /// go with the key when the blob is deleted. Nothing for one group.
-    fn keep_groups(&self, hash: &BlobHash, key: &ItemKey, groups: &[GroupHash]) -> Result<()> {
+    fn keep_groups(&self, hash: &BlobHash, key: &BlobKey, groups: &[GroupHash]) -> Result<()> {
         if groups.is_empty() {
             return Ok(());
         }
         let fjall_key = keys::vault_groups(hash);
-        let sealed = key.seal(&fjall_key, &crate::groups::encode(groups))?;
+        let sealed = key.key.seal(&fjall_key, &crate::groups::encode(groups))?;
         let mut batch = self.batch();
         batch.insert(&self.vault_map, fjall_key, sealed);
         self.commit(batch)
@@ -1777,7 +1782,7 @@ impl Inner {
         let mut slots = Vec::new();
         for hash in hashes {
             if let Some(slot) = self.vault_map.get(keys::vault_blob(hash))? {
-                let slot = keys::slot_of(&slot)?;
+                let (slot, _) = keys::blob_slot_of(&slot)?;
                 if !slots.contains(&slot) {
                     batch.remove(&self.vault_map, keys::vault_blob(hash));
                     batch.remove(&self.vault_map, keys::vault_groups(hash));

@@ -36,13 +36,17 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::Path as FsPath;
 
+use aes::Aes256;
 use chacha20::XChaCha20;
 use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use parking_lot::Mutex;
 
-use crate::{Error, Result};
+use crate::{BlobCipher, Error, Result};
+
+/// AES-256 in counter mode, the whole 16-byte block a big-endian counter.
+type Aes256Ctr = ctr::Ctr128BE<Aes256>;
 
 /// Magic at the start of the vault file.
 const MAGIC: &[u8; 10] = b"kith-vault";
@@ -127,21 +131,52 @@ impl ItemKey {
             .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
             .map_err(|_| unreadable)
     }
+}
 
-    /// A keystream for a blob file, positioned at byte `offset`. Blob
+/// A blob file's key and the cipher it is used with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BlobKey {
+    pub(crate) key: ItemKey,
+    pub(crate) cipher: BlobCipher,
+}
+
+impl BlobKey {
+    /// A fresh random key for `cipher`.
+    pub(crate) fn random(cipher: BlobCipher) -> Self {
+        Self {
+            key: ItemKey::random(),
+            cipher,
+        }
+    }
+
+    /// A keystream for the blob file, positioned at byte `offset`. Blob
     /// content is authenticated by its BLAKE3 hash when it is stored, so
     /// the file needs only confidentiality, and a stream cipher keeps range
     /// reads and resumed downloads at any offset.
-    pub(crate) fn blob_stream(&self, offset: u64) -> BlobStream {
-        // One key encrypts one blob's content, so a fixed nonce is safe.
-        let mut cipher = XChaCha20::new((&self.0).into(), (&[0u8; NONCE_LEN]).into());
-        cipher.seek(offset);
-        BlobStream(cipher)
+    pub(crate) fn stream(&self, offset: u64) -> BlobStream {
+        // One key encrypts one blob's content, so a fixed nonce (counter)
+        // is safe.
+        let key = (&self.key.0).into();
+        match self.cipher {
+            BlobCipher::XChaCha20 => {
+                let mut cipher = XChaCha20::new(key, (&[0u8; NONCE_LEN]).into());
+                cipher.seek(offset);
+                BlobStream::XChaCha20(cipher)
+            }
+            BlobCipher::Aes256Ctr => {
+                let mut cipher = Aes256Ctr::new(key, (&[0u8; 16]).into());
+                cipher.seek(offset);
+                BlobStream::Aes256Ctr(Box::new(cipher))
+            }
+        }
     }
 }
 
 /// Encrypts or decrypts a blob file's bytes in order.
-pub(crate) struct BlobStream(XChaCha20);
+pub(crate) enum BlobStream {
+    XChaCha20(XChaCha20),
+    Aes256Ctr(Box<Aes256Ctr>),
+}
 
 impl std::fmt::Debug for BlobStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -152,7 +187,10 @@ impl std::fmt::Debug for BlobStream {
 impl BlobStream {
     /// XORs the next `buf.len()` keystream bytes into `buf`.
     pub(crate) fn apply(&mut self, buf: &mut [u8]) {
-        self.0.apply_keystream(buf);
+        match self {
+            Self::XChaCha20(c) => c.apply_keystream(buf),
+            Self::Aes256Ctr(c) => c.apply_keystream(buf),
+        }
     }
 }
 
@@ -402,15 +440,48 @@ mod tests {
     }
 
     #[test]
-    fn blob_streams_seek() {
+    fn blob_streams_seek_and_each_cipher_makes_its_own_stream() {
         let key = ItemKey::random();
         let plain: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
-        let mut whole = plain.clone();
-        key.blob_stream(0).apply(&mut whole);
-        assert_ne!(whole, plain);
-        let mut tail = whole[1234..].to_vec();
-        key.blob_stream(1234).apply(&mut tail);
-        assert_eq!(tail, plain[1234..]);
+        let mut streams = Vec::new();
+        for cipher in [BlobCipher::XChaCha20, BlobCipher::Aes256Ctr] {
+            let key = BlobKey {
+                key: key.clone(),
+                cipher,
+            };
+            let mut whole = plain.clone();
+            key.stream(0).apply(&mut whole);
+            assert_ne!(whole, plain);
+            // From an offset inside a block, in pieces of odd lengths.
+            let mut tail = whole[1234..].to_vec();
+            let mut stream = key.stream(1234);
+            for piece in tail.chunks_mut(77) {
+                stream.apply(piece);
+            }
+            assert_eq!(tail, plain[1234..], "{cipher:?}");
+            streams.push(whole);
+        }
+        assert_ne!(streams[0], streams[1], "the ciphers differ");
+    }
+
+    #[test]
+    fn aes_blob_stream_is_aes_256_ctr() {
+        // NIST SP 800-38A, F.5.5 (CTR-AES256.Encrypt), first block, as a
+        // check that the stream is standard AES-256-CTR: here with its key
+        // and counter block, through the same cipher type.
+        let key: [u8; 32] = hex("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4");
+        let iv: [u8; 16] = hex("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff");
+        let mut block: [u8; 16] = hex("6bc1bee22e409f96e93d7e117393172a");
+        Aes256Ctr::new((&key).into(), (&iv).into()).apply_keystream(&mut block);
+        assert_eq!(block, hex::<16>("601ec313775789a5b7a7f504bbf3d228"));
+    }
+
+    fn hex<const N: usize>(s: &str) -> [u8; N] {
+        let mut out = [0u8; N];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
+        }
+        out
     }
 
     #[test]

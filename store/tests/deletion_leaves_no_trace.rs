@@ -269,3 +269,94 @@ fn a_purged_document_loses_its_key_before_the_purge_returns() {
     assert!(folder_contains(db.path(), MARKER.as_bytes()).is_empty());
     assert!(vault_keys(db.path()).is_disjoint(&gone));
 }
+
+/// The plaintext of the blob file of `hash` under one of the vault's keys
+/// with `cipher`, worked out from the bytes on disk alone.
+fn decrypt_file(
+    dir: &std::path::Path,
+    hash: &kith_store::BlobHash,
+    cipher: kith_store::BlobCipher,
+) -> Option<Vec<u8>> {
+    use chacha20::cipher::{KeyIvInit, StreamCipher};
+    let hex = hash.to_hex();
+    let stored = std::fs::read(dir.join("blobs").join(&hex[..2]).join(&hex[2..])).unwrap();
+    vault_keys(dir).into_iter().find_map(|key| {
+        let mut plain = stored.clone();
+        match cipher {
+            kith_store::BlobCipher::XChaCha20 => {
+                chacha20::XChaCha20::new((&key).into(), (&[0u8; 24]).into())
+                    .apply_keystream(&mut plain);
+            }
+            kith_store::BlobCipher::Aes256Ctr => {
+                ctr::Ctr128BE::<aes::Aes256>::new((&key).into(), (&[0u8; 16]).into())
+                    .apply_keystream(&mut plain);
+            }
+            _ => unreachable!("a cipher this test does not know"),
+        }
+        plain.starts_with(b"blob").then_some(plain)
+    })
+}
+
+#[test]
+fn blob_files_under_either_cipher_are_read_side_by_side_and_erased_alike() {
+    use kith_store::BlobCipher::{Aes256Ctr, XChaCha20};
+    let dir = tempfile::tempdir().unwrap();
+    let open_with = |cipher| {
+        let options = kith_store::Options::new(common::device(1)).blob_cipher(cipher);
+        kith_store::Store::open(dir.path(), options).unwrap()
+    };
+    let me = ns(1);
+    let old = format!("blob old {MARKER}").repeat(30_000).into_bytes();
+    let new = format!("blob new {MARKER}").repeat(30_000).into_bytes();
+    // A blob stored under XChaCha20 (as every blob was before AES), then
+    // one under AES-256-CTR by the same store reopened.
+    let store = open_with(XChaCha20);
+    let old_hash = store
+        .put_blob(&me, &p("/secret/old"), &old[..], "text/plain")
+        .unwrap()
+        .blob_hash()
+        .unwrap();
+    drop(store);
+    let store = open_with(Aes256Ctr);
+    let new_hash = store
+        .put_blob(&me, &p("/secret/new"), &new[..], "text/plain")
+        .unwrap()
+        .blob_hash()
+        .unwrap();
+    store.sync().unwrap();
+    assert!(folder_contains(dir.path(), MARKER.as_bytes()).is_empty());
+    // On disk, each file is its cipher's keystream over the content under
+    // a key of the vault, and not the other's.
+    assert_eq!(
+        decrypt_file(dir.path(), &old_hash, XChaCha20),
+        Some(old.clone())
+    );
+    assert_eq!(decrypt_file(dir.path(), &old_hash, Aes256Ctr), None);
+    assert_eq!(
+        decrypt_file(dir.path(), &new_hash, Aes256Ctr),
+        Some(new.clone())
+    );
+    assert_eq!(decrypt_file(dir.path(), &new_hash, XChaCha20), None);
+    // Both read back, whole and from an offset inside a cipher block.
+    for (hash, content) in [(old_hash, &old), (new_hash, &new)] {
+        let mut all = Vec::new();
+        std::io::Read::read_to_end(&mut store.read_blob(&hash, ..).unwrap(), &mut all).unwrap();
+        assert_eq!(&all, content);
+        let mut part = Vec::new();
+        let mut reader = store.read_blob(&hash, 100_003..100_500).unwrap();
+        std::io::Read::read_to_end(&mut reader, &mut part).unwrap();
+        assert_eq!(part, content[100_003..100_500]);
+    }
+    // A deletion destroys both keys, whatever their cipher.
+    let before = vault_keys(dir.path());
+    let out = store
+        .apply_tombstone(&me, &p("/secret"), store.clock().now(), &[])
+        .unwrap();
+    assert_eq!(out.blobs_deleted, 2);
+    let gone: HashSet<_> = before
+        .difference(&vault_keys(dir.path()))
+        .copied()
+        .collect();
+    assert_eq!(gone.len(), 2, "both blobs' keys");
+    assert!(keys_left(dir.path(), &gone).is_empty());
+}

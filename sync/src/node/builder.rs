@@ -11,7 +11,7 @@ use iroh::address_lookup::pkarr::{PkarrPublisher, PkarrResolver};
 use iroh::endpoint::{ControllerFactory, PortmapperConfig, QuicTransportConfig, presets};
 use iroh::endpoint_info::AddrFilter;
 use iroh::{Endpoint, RelayMode, RelayUrl, SecretKey};
-use kith_store::{Durability, Options as StoreOptions, Store};
+use kith_store::{BlobCipher, Durability, Options as StoreOptions, Store};
 use kith_types::{DeviceId, Path};
 use parking_lot::Mutex;
 
@@ -65,6 +65,7 @@ pub struct Builder {
     network: NetworkMode,
     bind: Option<SocketAddr>,
     durability: Durability,
+    blob_cipher: BlobCipher,
     eager_blob_size: u64,
     resync_interval: Duration,
     connection_idle: Duration,
@@ -152,6 +153,7 @@ impl Builder {
             network: NetworkMode::default(),
             bind: None,
             durability: Durability::default(),
+            blob_cipher: BlobCipher::for_this_machine(),
             eager_blob_size: 256 << 10,
             resync_interval: Duration::from_secs(30),
             connection_idle: Duration::from_secs(30),
@@ -283,6 +285,13 @@ impl Builder {
         self
     }
 
+    /// Sets the cipher of new blob files at rest (default:
+    /// [`BlobCipher::for_this_machine`]).
+    pub fn blob_cipher(mut self, cipher: BlobCipher) -> Self {
+        self.blob_cipher = cipher;
+        self
+    }
+
     /// Blobs up to this size are fetched with their entries; larger ones
     /// when read (default 256 KiB).
     pub fn eager_blob_size(mut self, bytes: u64) -> Self {
@@ -320,6 +329,7 @@ impl Builder {
         std::fs::create_dir_all(&self.data_dir)?;
         let data_dir = self.data_dir.clone();
         let durability = self.durability;
+        let blob_cipher = self.blob_cipher;
         let join = self.join.clone();
         let cache_settings = self.cache;
         let cache_keep = self.cache_keep.clone();
@@ -333,7 +343,9 @@ impl Builder {
             };
             let store = Store::open(
                 data_dir.join("store"),
-                StoreOptions::new(identity.device()).durability(durability),
+                StoreOptions::new(identity.device())
+                    .durability(durability)
+                    .blob_cipher(blob_cipher),
             )?;
             let cache = FriendCache::open(&store, &identity.namespace, cache_settings, cache_keep)?;
             Shared::open(store, identity, cache, admission, eager_blob_size)
