@@ -385,12 +385,18 @@ async fn blobs(opts: &Options) -> Result<Vec<Figure>> {
     let loopback = [Site::Loopback, Site::Loopback];
     let cipher = BlobCipher::for_this_machine();
     for round in 0..ROUNDS {
-        let done = blob_round(size, round as u64, &loopback, cipher).await?;
-        kith.push(done.rate);
-        done.shutdown().await?;
+        // Under XChaCha20 too where this machine's cipher is another one,
+        // the two taking turns going first.
+        let mut turns = vec![(cipher, &mut kith)];
         if cipher != BlobCipher::XChaCha20 {
-            let done = blob_round(size, round as u64, &loopback, BlobCipher::XChaCha20).await?;
-            chacha.push(done.rate);
+            turns.push((BlobCipher::XChaCha20, &mut chacha));
+        }
+        if round % 2 == 1 {
+            turns.reverse();
+        }
+        for (cipher, rates) in turns {
+            let done = blob_round(size, round as u64, &loopback, cipher).await?;
+            rates.push(done.rate);
             done.shutdown().await?;
         }
         raw.extend(raw_stream_rate(size, &loopback, None).await);
