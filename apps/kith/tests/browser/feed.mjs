@@ -299,7 +299,13 @@ try {
   // would depend on how fast this machine posts.
   let release;
   const posted = new Promise((resolve) => { release = resolve; });
-  const held = (route) => posted.then(() => route.continue());
+  const held = (route) => posted.then(() => route.continue()).catch((e) => {
+    // A held read can be found answered already when it is released
+    // (Playwright's "Route is already handled!", seen once in a full run):
+    // nothing left to release. What the page shows is checked below.
+    if (!String(e.message).includes('already handled')) throw e;
+    log(`a held timeline read was answered already: ${e.message}`);
+  });
   await alice.route(/\/api\/feed\?/, held);
   await alice.evaluate(async (n) => {
     for (let i = 0; i < n; i++) {
