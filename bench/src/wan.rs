@@ -258,8 +258,8 @@ async fn check_route(friend: &Node, owner: &Node, path: Via) -> Result<()> {
 async fn blob(size: u64, sites: &[Site; 2]) -> Result<Figure> {
     let mut kith = Vec::new();
     let mut raw = Vec::new();
+    let cipher = kith::store::BlobCipher::for_this_machine();
     for round in 0..ROUNDS {
-        let cipher = kith::store::BlobCipher::for_this_machine();
         let done = blob_round(size, round as u64, sites, cipher).await?;
         check_route(&done.friend, &done.owner, Via::Relay).await?;
         kith.push(done.rate);

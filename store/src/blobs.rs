@@ -221,6 +221,11 @@ impl BlobFiles {
         Ok(groups)
     }
 
+    /// A fresh key for a new blob file, under the cipher new files use.
+    pub(crate) fn new_key(&self) -> BlobKey {
+        BlobKey::random(self.cipher)
+    }
+
     /// Hashes of every partial download, for garbage collection on open.
     pub(crate) fn partials(&self) -> Result<Vec<BlobHash>> {
         let mut out = Vec::new();
@@ -258,7 +263,7 @@ impl BlobFiles {
         let name = format!("{}-{:016x}", std::process::id(), rand_suffix());
         let path = self.tmp.join(name);
         let mut file = File::create(&path)?;
-        let key = BlobKey::random(self.cipher);
+        let key = self.new_key();
         let mut stream = key.stream(0);
         let mut temp = TempBlob {
             path,

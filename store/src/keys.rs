@@ -187,11 +187,15 @@ const BLOB_AES_256_CTR: u8 = 1;
 
 /// Decodes what [`blob_slot`] made.
 pub(crate) fn blob_slot_of(bytes: &[u8]) -> crate::Result<(u32, crate::BlobCipher)> {
-    match bytes {
-        [s @ .., BLOB_AES_256_CTR] if s.len() == 4 => {
-            Ok((slot_of(s)?, crate::BlobCipher::Aes256Ctr))
-        }
-        [_, _, _, _] => Ok((slot_of(bytes)?, crate::BlobCipher::XChaCha20)),
+    match *bytes {
+        [a, b, c, d] => Ok((
+            u32::from_be_bytes([a, b, c, d]),
+            crate::BlobCipher::XChaCha20,
+        )),
+        [a, b, c, d, BLOB_AES_256_CTR] => Ok((
+            u32::from_be_bytes([a, b, c, d]),
+            crate::BlobCipher::Aes256Ctr,
+        )),
         _ => Err(crate::Error::Corrupt {
             what: "vault slot of a blob",
             why: "bad length or unknown cipher",

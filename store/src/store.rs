@@ -992,7 +992,7 @@ impl Store {
             match inner.blob_key(&hash)? {
                 Some(key) => (key, false),
                 None => {
-                    let key = BlobKey::random(inner.options.blob_cipher);
+                    let key = inner.blobs.new_key();
                     inner.map_blob_key(&hash, &key)?;
                     (key, true)
                 }

@@ -38,6 +38,11 @@ fn vault_keys(dir: &std::path::Path) -> HashSet<[u8; 32]> {
         .collect()
 }
 
+/// The keys of `before` no longer in the vault under `dir`.
+fn keys_gone(dir: &std::path::Path, before: &HashSet<[u8; 32]>) -> HashSet<[u8; 32]> {
+    before.difference(&vault_keys(dir)).copied().collect()
+}
+
 /// Every key in `gone` that some file under `dir` still holds.
 fn keys_left(dir: &std::path::Path, gone: &HashSet<[u8; 32]>) -> Vec<std::path::PathBuf> {
     gone.iter().flat_map(|k| folder_contains(dir, k)).collect()
@@ -122,10 +127,7 @@ fn a_deletion_destroys_the_keys_of_what_it_deleted_before_it_returns() {
 
     // No compaction: the ciphertext may still be in the journal, but the
     // keys that opened it are nowhere in the folder.
-    let gone: HashSet<_> = before
-        .difference(&vault_keys(dir.path()))
-        .copied()
-        .collect();
+    let gone = keys_gone(dir.path(), &before);
     assert_eq!(gone.len(), 2, "the secret document's and the blob's keys");
     let left = keys_left(dir.path(), &gone);
     assert!(left.is_empty(), "a destroyed key is still in {left:?}");
@@ -215,10 +217,7 @@ fn a_purged_blob_loses_its_key_and_a_fetched_one_is_encrypted() {
 
     let before = vault_keys(dir.path());
     assert!(store.purge_blob(&hash).unwrap());
-    let gone: HashSet<_> = before
-        .difference(&vault_keys(dir.path()))
-        .copied()
-        .collect();
+    let gone = keys_gone(dir.path(), &before);
     assert_eq!(gone.len(), 1);
     assert!(keys_left(dir.path(), &gone).is_empty());
 }
@@ -258,7 +257,7 @@ fn a_purged_document_loses_its_key_before_the_purge_returns() {
             .unwrap()
             > 0
     );
-    let gone: HashSet<_> = before.difference(&vault_keys(db.path())).copied().collect();
+    let gone = keys_gone(db.path(), &before);
     assert_eq!(gone.len(), 1, "the document's key is destroyed");
     assert!(keys_left(db.path(), &gone).is_empty());
     // Fetched again, it is encrypted under a new key.
@@ -306,23 +305,19 @@ fn blob_files_under_either_cipher_are_read_side_by_side_and_erased_alike() {
         kith_store::Store::open(dir.path(), options).unwrap()
     };
     let me = ns(1);
+    let put = |store: &kith_store::Store, path: &str, content: &[u8]| {
+        let entry = store.put_blob(&me, &p(path), content, "text/plain");
+        entry.unwrap().blob_hash().unwrap()
+    };
     let old = format!("blob old {MARKER}").repeat(30_000).into_bytes();
     let new = format!("blob new {MARKER}").repeat(30_000).into_bytes();
     // A blob stored under XChaCha20 (as every blob was before AES), then
     // one under AES-256-CTR by the same store reopened.
     let store = open_with(XChaCha20);
-    let old_hash = store
-        .put_blob(&me, &p("/secret/old"), &old[..], "text/plain")
-        .unwrap()
-        .blob_hash()
-        .unwrap();
+    let old_hash = put(&store, "/secret/old", &old);
     drop(store);
     let store = open_with(Aes256Ctr);
-    let new_hash = store
-        .put_blob(&me, &p("/secret/new"), &new[..], "text/plain")
-        .unwrap()
-        .blob_hash()
-        .unwrap();
+    let new_hash = put(&store, "/secret/new", &new);
     store.sync().unwrap();
     assert!(folder_contains(dir.path(), MARKER.as_bytes()).is_empty());
     // On disk, each file is its cipher's keystream over the content under
@@ -353,10 +348,7 @@ fn blob_files_under_either_cipher_are_read_side_by_side_and_erased_alike() {
         .apply_tombstone(&me, &p("/secret"), store.clock().now(), &[])
         .unwrap();
     assert_eq!(out.blobs_deleted, 2);
-    let gone: HashSet<_> = before
-        .difference(&vault_keys(dir.path()))
-        .copied()
-        .collect();
+    let gone = keys_gone(dir.path(), &before);
     assert_eq!(gone.len(), 2, "both blobs' keys");
     assert!(keys_left(dir.path(), &gone).is_empty());
 }
